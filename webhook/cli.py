@@ -1,0 +1,171 @@
+"""The ``ingress-audit`` command: ``serve``, ``check-config``, ``schema``.
+
+Heavy modules are imported inside the subcommands so that ``--help`` answers at once.
+Exit codes: 0 success, 1 a ``WebhookError`` (printed as ``ingress-audit: <code>: <message>``),
+2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from webhook import __version__
+from webhook.errors import ConfigError, WebhookError
+
+if TYPE_CHECKING:
+    from webhook.config import Config
+
+__all__ = ["main", "run"]
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(f"INGRESS_AUDIT_{name}") or None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ingress-audit",
+        description="Audit webhook backend for Kubernetes ingress access.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the webhook server")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        default=_env("CONFIG"),
+        help="YAML config file [INGRESS_AUDIT_CONFIG]",
+    )
+    serve.add_argument(
+        "--host", default=_env("HOST"), help="address to listen on [INGRESS_AUDIT_HOST]"
+    )
+    serve.add_argument(
+        "--port", type=int, default=_env("PORT"), help="port to listen on [INGRESS_AUDIT_PORT]"
+    )
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=_env("DATA_DIR"),
+        help="records, dead letters, state [INGRESS_AUDIT_DATA_DIR]",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default=_env("LOG_FORMAT"),
+        help="[INGRESS_AUDIT_LOG_FORMAT]",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=_env("LOG_LEVEL"),
+        help="[INGRESS_AUDIT_LOG_LEVEL]",
+    )
+    serve.set_defaults(func=_serve)
+
+    check = commands.add_parser("check-config", help="validate a config file and print its errors")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=_check_config)
+
+    schema = commands.add_parser("schema", help="print a JSON Schema (the record's by default)")
+    schema.add_argument("which", nargs="?", choices=["record", "config"], default="record")
+    schema.set_defaults(func=_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except WebhookError as exc:
+        print(f"ingress-audit: {exc.code}: {exc.message}", file=sys.stderr)
+        for line in getattr(exc, "errors", ()):
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from webhook.config import load_config, with_overrides
+    from webhook.log import configure_logging
+
+    config = with_overrides(
+        load_config(args.config),
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+    configure_logging(config.log.level, config.log.format)
+    return asyncio.run(_serve_until_signalled(config))
+
+
+async def _serve_until_signalled(config: Config) -> int:
+    import structlog
+    from aiohttp import web
+
+    from webhook.config import describe
+    from webhook.server import create_app
+
+    log = structlog.get_logger("webhook.cli")
+    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        config.server.host,
+        config.server.port,
+        shutdown_timeout=config.server.shutdown_timeout_s,
+        reuse_address=True,
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}"
+        ) from None
+    addresses = [f"{host}:{port}" for host, port, *_ in runner.addresses]
+    log.info("server.started", version=__version__, listening=addresses, **describe(config))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("server.stopping")
+    await runner.cleanup()  # stop accepting, finish in-flight requests, close sinks
+    log.info("server.stopped")
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from webhook.config import load_config
+
+    load_config(args.file)
+    print(f"{args.file}: ok")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    import orjson
+
+    from webhook.config import config_schema
+    from webhook.record import record_schema
+
+    schema = record_schema() if args.which == "record" else config_schema()
+    sys.stdout.write(orjson.dumps(schema, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0

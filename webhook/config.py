@@ -1,0 +1,246 @@
+"""Configuration: one YAML file, checked against ``config.schema.json``, built into frozen objects.
+
+Defaults live only in the dataclasses below. The schema rejects unknown keys so that a typo is
+an error rather than a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import jsonschema
+import yaml
+
+from webhook.errors import ConfigError
+from webhook.filter import DEFAULT_FILTER, FilterSpec, Matcher, Rule
+
+__all__ = [
+    "Config",
+    "DeadLetterConfig",
+    "DedupeConfig",
+    "JsonlSinkConfig",
+    "LogConfig",
+    "ServerConfig",
+    "config_schema",
+    "describe",
+    "load_config",
+    "parse_config",
+    "validate_config",
+    "with_overrides",
+]
+
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9440
+    max_body_bytes: int = 64 * MiB
+    shutdown_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DedupeConfig:
+    """The apiserver retries a batch for ~90 s; ten minutes covers that with margin."""
+
+    max_entries: int = 200_000
+    ttl_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JsonlSinkConfig:
+    type: Literal["jsonl"] = "jsonl"
+    name: str = "jsonl"
+    path: Path = Path("records.jsonl")
+    max_bytes: int = 100 * MiB
+    backups: int = 5
+    fsync: bool = True
+
+
+SinkConfig = JsonlSinkConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterConfig:
+    path: Path = Path("dead-letter.jsonl")
+    max_bytes: int = 100 * MiB
+    backups: int = 5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    cluster: str = "default"
+    data_dir: Path = Path("ingress-audit-data")
+    server: ServerConfig = field(default_factory=ServerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    dedupe: DedupeConfig = field(default_factory=DedupeConfig)
+    filter: FilterSpec = DEFAULT_FILTER
+    sinks: tuple[SinkConfig, ...] = (JsonlSinkConfig(),)
+    dead_letter: DeadLetterConfig = field(default_factory=DeadLetterConfig)
+
+    def in_data_dir(self, path: Path) -> Path:
+        """Relative paths in the config are relative to the data dir."""
+        return path if path.is_absolute() else self.data_dir / path
+
+
+@functools.cache
+def config_schema() -> dict[str, Any]:
+    text = importlib.resources.files("webhook").joinpath("config.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = yaml.safe_load(text)
+    return schema
+
+
+def validate_config(raw: object) -> tuple[str, ...]:
+    """Every schema error as ``path: problem``; never echoes the offending value."""
+    validator = jsonschema.Draft202012Validator(config_schema())
+    errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
+    return tuple(f"{e.json_path}: fails '{e.validator}' ({_hint(e)})" for e in errors)
+
+
+def _hint(error: jsonschema.ValidationError) -> str:
+    """What the schema expected, phrased without the value that was given."""
+    instance: Any = error.instance
+    schema: Any = error.schema
+    allowed: Any = error.validator_value
+    if error.validator == "additionalProperties":
+        extra = sorted(set(instance) - set(schema.get("properties", {})))
+        return "unknown key " + ", ".join(repr(k) for k in extra)
+    if error.validator == "required":
+        missing = [k for k in allowed if k not in instance]
+        return "missing " + ", ".join(repr(k) for k in missing)
+    if error.validator in ("enum", "const"):
+        return "allowed: " + ", ".join(
+            map(repr, allowed if isinstance(allowed, list) else [allowed])
+        )
+    return f"expected {error.validator} {error.validator_value!r}"[:200]
+
+
+def load_config(path: Path | None) -> Config:
+    """Read, validate and build the config; ``None`` gives the embedded defaults."""
+    if path is None:
+        return Config()
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    return parse_config({} if raw is None else raw, source=str(path))
+
+
+def parse_config(raw: object, *, source: str = "config") -> Config:
+    errors = validate_config(raw)
+    if errors:
+        raise ConfigError(f"{source} is not valid: {len(errors)} error(s)", errors)
+    assert isinstance(raw, Mapping)  # noqa: S101 - guaranteed by the schema
+    base = Config()
+    return Config(
+        cluster=raw.get("cluster", base.cluster),
+        data_dir=Path(raw.get("data_dir", base.data_dir)),
+        server=_section(ServerConfig, raw.get("server")),
+        log=_section(LogConfig, raw.get("log")),
+        dedupe=_section(DedupeConfig, raw.get("dedupe")),
+        filter=_filter(raw.get("filter")),
+        sinks=tuple(_sink(s) for s in raw["sinks"]) if "sinks" in raw else base.sinks,
+        dead_letter=_dead_letter(raw.get("dead_letter")),
+    )
+
+
+def _section(cls: type[T], raw: Mapping[str, Any] | None) -> T:
+    return cls(**(raw or {}))
+
+
+def _dead_letter(raw: Mapping[str, Any] | None) -> DeadLetterConfig:
+    options = dict(raw or {})
+    if "path" in options:
+        options["path"] = Path(options["path"])
+    return DeadLetterConfig(**options)
+
+
+def _sink(raw: Mapping[str, Any]) -> SinkConfig:
+    options = dict(raw)
+    if "path" in options:
+        options["path"] = Path(options["path"])
+    return JsonlSinkConfig(**options)
+
+
+def _filter(raw: Mapping[str, Any] | None) -> FilterSpec:
+    if not raw:
+        return DEFAULT_FILTER
+    stages = raw.get("stages", "final")
+    return FilterSpec(
+        stages="final" if stages == "final" else frozenset(stages),
+        include=tuple(_rule(r) for r in raw["include"])
+        if "include" in raw
+        else DEFAULT_FILTER.include,
+        exclude=tuple(_rule(r) for r in raw.get("exclude", ())),
+    )
+
+
+def _rule(raw: Mapping[str, Any]) -> Rule:
+    def names(key: str) -> frozenset[str] | None:
+        return frozenset(raw[key]) if key in raw else None
+
+    def matcher(key: str) -> Matcher | None:
+        return Matcher(tuple(raw[key])) if key in raw else None
+
+    return Rule(
+        api_groups=names("api_groups"),
+        resources=names("resources"),
+        subresources=names("subresources"),
+        namespaces=matcher("namespaces"),
+        names=matcher("names"),
+        verbs=names("verbs"),
+        users=matcher("users"),
+        user_groups=matcher("user_groups"),
+        stages=names("stages"),
+        codes=frozenset(raw["codes"]) if "codes" in raw else None,
+    )
+
+
+def with_overrides(config: Config, **overrides: Any) -> Config:
+    """Apply command-line flags: host, port, data_dir, log_format, log_level."""
+    server, log = config.server, config.log
+    if overrides.get("host") is not None:
+        server = replace(server, host=overrides["host"])
+    if overrides.get("port") is not None:
+        server = replace(server, port=overrides["port"])
+    if overrides.get("log_format") is not None:
+        log = replace(log, format=overrides["log_format"])
+    if overrides.get("log_level") is not None:
+        log = replace(log, level=overrides["log_level"])
+    data_dir = (
+        Path(overrides["data_dir"]) if overrides.get("data_dir") is not None else config.data_dir
+    )
+    return replace(config, server=server, log=log, data_dir=data_dir)
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """A log-safe summary of the effective config (no credentials by construction)."""
+    return {
+        "cluster": config.cluster,
+        "data_dir": str(config.data_dir),
+        "host": config.server.host,
+        "port": config.server.port,
+        "sinks": [f"{s.type}:{s.name}" for s in config.sinks],
+        "include_rules": len(config.filter.include),
+        "exclude_rules": len(config.filter.exclude),
+    }

@@ -1,0 +1,162 @@
+"""What the object of an event says: summaries of Ingresses and Secrets.
+
+Objects are arbitrary JSON written by clients, so these functions are lenient: a part with an
+unexpected shape is left out of the summary rather than failing the record. They only ever
+copy names, hosts, paths and ports; a Secret summary holds key names, never values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = [
+    "Backend",
+    "IngressPath",
+    "IngressRule",
+    "IngressSummary",
+    "IngressTLS",
+    "SecretSummary",
+    "ingress_summary",
+    "object_of",
+    "secret_summary",
+]
+
+_LEGACY_CLASS_ANNOTATION: Final = "kubernetes.io/ingress.class"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backend:
+    service: str | None = None
+    port: int | str | None = None
+    resource: str | None = None  # "<apiGroup>/<kind>/<name>" for resource backends
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressPath:
+    path: str | None
+    path_type: str | None
+    backend: Backend | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressRule:
+    host: str | None
+    paths: tuple[IngressPath, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressTLS:
+    hosts: tuple[str, ...]
+    secret_name: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressSummary:
+    ingress_class: str | None
+    hosts: tuple[str, ...]
+    rules: tuple[IngressRule, ...]
+    default_backend: Backend | None
+    tls: tuple[IngressTLS, ...]
+    tls_hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretSummary:
+    type: str | None
+    keys: tuple[str, ...]
+
+
+def object_of(event: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The full object of ``kind`` the event carries: the stored one if present, else the sent one.
+
+    A patch's ``requestObject`` is the patch, not an object; a delete's ``responseObject`` is a
+    ``Status``. Both are skipped by the kind check.
+    """
+    for key in ("responseObject", "requestObject"):
+        obj = event.get(key)
+        if isinstance(obj, dict) and obj.get("kind") == kind:
+            return obj
+    return None
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    return tuple(v for v in _list(value) if isinstance(v, str))
+
+
+def _backend(raw: object) -> Backend | None:
+    backend = _dict(raw)
+    if not backend:
+        return None
+    service = _dict(backend.get("service"))
+    if service:
+        port = _dict(service.get("port"))
+        number = port.get("number")
+        return Backend(
+            service=_str(service.get("name")),
+            port=number if isinstance(number, int) else _str(port.get("name")),
+        )
+    resource = _dict(backend.get("resource"))
+    if resource:
+        parts = (
+            _str(resource.get("apiGroup")) or "",
+            _str(resource.get("kind")) or "",
+            _str(resource.get("name")) or "",
+        )
+        return Backend(resource="/".join(parts))
+    # networking.k8s.io/v1beta1 shape, still found in old manifests and last-applied annotations
+    legacy_port = backend.get("servicePort")
+    return Backend(
+        service=_str(backend.get("serviceName")),
+        port=legacy_port if isinstance(legacy_port, int | str) else None,
+    )
+
+
+def ingress_summary(ingress: dict[str, Any]) -> IngressSummary:
+    spec = _dict(ingress.get("spec"))
+    annotations = _dict(_dict(ingress.get("metadata")).get("annotations"))
+    rules = tuple(
+        IngressRule(
+            host=_str(rule.get("host")),
+            paths=tuple(
+                IngressPath(
+                    path=_str(path.get("path")),
+                    path_type=_str(path.get("pathType")),
+                    backend=_backend(path.get("backend")),
+                )
+                for path in map(_dict, _list(_dict(rule.get("http")).get("paths")))
+            ),
+        )
+        for rule in map(_dict, _list(spec.get("rules")))
+    )
+    tls = tuple(
+        IngressTLS(hosts=_strings(entry.get("hosts")), secret_name=_str(entry.get("secretName")))
+        for entry in map(_dict, _list(spec.get("tls")))
+    )
+    return IngressSummary(
+        ingress_class=_str(spec.get("ingressClassName"))
+        or _str(annotations.get(_LEGACY_CLASS_ANNOTATION)),
+        hosts=tuple(dict.fromkeys(rule.host for rule in rules if rule.host)),
+        rules=rules,
+        default_backend=_backend(spec.get("defaultBackend") or spec.get("backend")),
+        tls=tls,
+        tls_hosts=tuple(dict.fromkeys(host for entry in tls for host in entry.hosts)),
+    )
+
+
+def secret_summary(secret: dict[str, Any]) -> SecretSummary:
+    """Type and key names; the values are never read."""
+    keys = set(_dict(secret.get("data"))) | set(_dict(secret.get("stringData")))
+    return SecretSummary(type=_str(secret.get("type")), keys=tuple(sorted(keys)))

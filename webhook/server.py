@@ -1,0 +1,280 @@
+"""The aiohttp app: ``POST /audit`` (the webhook), ``/healthz``, ``/readyz``, ``/metrics``.
+
+``/audit`` answers 200 only once every record of the batch and every dead letter is written
+and fsync'd. Every other answer has a reason the apiserver's operator can act on, and a JSON
+body ``{"error": <code>, "reason": <message>}``; nothing ever answers 500 with a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook.appendlog import AppendLog, ensure_private_dir
+from webhook.config import Config, JsonlSinkConfig
+from webhook.dedupe import Deduper
+from webhook.errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    MethodNotAllowedError,
+    StorageError,
+    UnsupportedMediaTypeError,
+    WebhookError,
+)
+from webhook.events import decode_event_list
+from webhook.metrics import Metrics
+from webhook.pipeline import DeadLetter, Pipeline, dead_letter_json
+from webhook.sinks.base import Sink
+from webhook.sinks.jsonl import JsonlSink
+
+__all__ = ["CONFIG", "RUNTIME", "Runtime", "create_app"]
+
+log = structlog.get_logger(__name__)
+
+RETRY_AFTER_S: Final = "1"
+_JSON_TYPES: Final = frozenset({"application/json"})
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What the handlers share, created at start-up and closed at shutdown."""
+
+    pipeline: Pipeline
+    deduper: Deduper
+    sinks: list[Sink]
+    dead_letters: AppendLog
+    metrics: Metrics
+    stopping: bool = False
+
+
+CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+RUNTIME = web.AppKey("runtime", Runtime)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(config: Config) -> web.Application:
+    # Our own size check answers 413 with a reason; this is the hard stop behind it.
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(_runtime)
+    app.on_shutdown.append(_mark_stopping)
+    app.router.add_route("*", "/audit", receive_batch)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def _build_sink(config: Config, sink: JsonlSinkConfig) -> Sink:
+    return JsonlSink(sink, config.in_data_dir(sink.path))
+
+
+async def _runtime(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    await asyncio.to_thread(ensure_private_dir, config.data_dir)
+    deduper = Deduper(max_entries=config.dedupe.max_entries, ttl_s=config.dedupe.ttl_s)
+    dead_letters = AppendLog(
+        config.in_data_dir(config.dead_letter.path),
+        max_bytes=config.dead_letter.max_bytes,
+        backups=config.dead_letter.backups,
+    )
+    await asyncio.to_thread(dead_letters.open)
+    sinks: list[Sink] = []
+    try:
+        for sink_config in config.sinks:
+            sink = _build_sink(config, sink_config)
+            await sink.open()
+            sinks.append(sink)
+        app[RUNTIME] = Runtime(
+            pipeline=Pipeline(config, deduper),
+            deduper=deduper,
+            sinks=sinks,
+            dead_letters=dead_letters,
+            metrics=app[METRICS],
+        )
+        yield
+    finally:
+        for sink in sinks:
+            await sink.aclose()
+        await dead_letters.aclose()
+        log.info("sinks.closed", sinks=len(sinks))
+
+
+async def _mark_stopping(app: web.Application) -> None:
+    if RUNTIME in app:
+        app[RUNTIME].stopping = True
+
+
+def _error_response(exc: WebhookError, **headers: str) -> web.Response:
+    body = orjson.dumps({"error": exc.code, "reason": exc.message})
+    return web.Response(
+        body=body, status=exc.http_status, content_type="application/json", headers=headers or None
+    )
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The outer edge: nothing unexpected becomes a 500 or a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the outer edge logs and answers 503
+        correlation_id = uuid.uuid4().hex
+        log.error(
+            "request.failed",
+            path=request.path,
+            error=type(exc).__name__,
+            correlation_id=correlation_id,
+        )
+        request.app[METRICS].rejects.labels(reason="internal").inc()
+        body = orjson.dumps(
+            {"error": "internal", "reason": "unexpected failure", "correlation_id": correlation_id}
+        )
+        return web.Response(
+            body=body,
+            status=503,
+            content_type="application/json",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+
+
+async def receive_batch(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    metrics = runtime.metrics
+    started = time.perf_counter()
+    metrics.in_flight.inc()
+    try:
+        response = await _receive_batch(request, runtime)
+    except WebhookError as exc:
+        metrics.rejects.labels(reason=exc.code).inc()
+        log.warning("batch.rejected", reason=exc.code, status=exc.http_status)
+        extra = {"Retry-After": RETRY_AFTER_S} if exc.http_status == 503 else {}
+        if isinstance(exc, MethodNotAllowedError):
+            extra["Allow"] = "POST"
+        response = _error_response(exc, **extra)
+    finally:
+        metrics.in_flight.dec()
+    metrics.latency.labels(code=str(response.status)).observe(time.perf_counter() - started)
+    return response
+
+
+async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response:
+    config = request.app[CONFIG]
+    if request.method != "POST":
+        raise MethodNotAllowedError(f"method {request.method} is not allowed; use POST")
+    if request.content_type not in _JSON_TYPES:
+        raise UnsupportedMediaTypeError("Content-Type must be application/json")
+    limit = config.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes") from None
+    received_at = _now()
+    try:
+        items = decode_event_list(body)
+    except BadRequestError as exc:
+        await _dead_letter_batch(runtime, exc, received_at)
+        raise
+
+    result = runtime.pipeline.process(items, received_at=received_at)
+    await _keep(runtime, result.records, result.dead_letters)
+    runtime.deduper.remember(result.keys)
+
+    metrics = runtime.metrics
+    metrics.batches.inc()
+    metrics.events.inc(result.events)
+    metrics.matched.inc(result.matched)
+    metrics.dedupe_hits.inc(result.duplicates)
+    metrics.dedupe_entries.set(len(runtime.deduper))
+    for sink in runtime.sinks:
+        metrics.records.labels(sink=sink.name).inc(len(result.records))
+    for letter in result.dead_letters:
+        metrics.dead_letters.labels(reason=letter.reason).inc()
+    log.info(
+        "batch.accepted",
+        events=result.events,
+        matched=result.matched,
+        records=len(result.records),
+        duplicates=result.duplicates,
+        dead_lettered=len(result.dead_letters),
+    )
+    return web.json_response(
+        {
+            "accepted": result.events,
+            "records": len(result.records),
+            "duplicates": result.duplicates,
+            "dead_lettered": len(result.dead_letters),
+        },
+        dumps=lambda obj: orjson.dumps(obj).decode(),
+    )
+
+
+async def _keep(runtime: Runtime, records: list[Any], letters: list[DeadLetter]) -> None:
+    """Write to every sink and the dead-letter file; StorageError (→ 503) if any fails."""
+    writes: list[Awaitable[None]] = [sink.send(records) for sink in runtime.sinks if records]
+    if letters:
+        writes.append(runtime.dead_letters.append(dead_letter_json(letters)))
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, StorageError):
+            raise outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _dead_letter_batch(runtime: Runtime, exc: WebhookError, received_at: str) -> None:
+    """A rejected batch leaves a trace too: the apiserver drops it after its retries."""
+    letter = DeadLetter(reason=exc.code, detail=exc.message, received_at=received_at)
+    runtime.metrics.dead_letters.labels(reason=exc.code).inc()
+    try:
+        await runtime.dead_letters.append(dead_letter_json([letter]))
+    except StorageError:
+        log.error("dead_letter.write_failed", reason=exc.code)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    problems: dict[str, str] = {}
+    if runtime.stopping:
+        problems["server"] = "shutting down"
+    if not runtime.dead_letters.healthy:
+        problems["dead_letter"] = runtime.dead_letters.last_error or "closed"
+    for sink in runtime.sinks:
+        health = await sink.health()
+        if not health.ok:
+            problems[f"sink:{sink.name}"] = health.detail
+    if problems:
+        return web.json_response({"status": "not ready", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

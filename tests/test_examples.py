@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from webhook.config import Config, load_config
+from webhook.render import Profile, audit_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "apiserver-v1.26"
@@ -142,3 +143,12 @@ def test_sample_eventlist_is_generated_from_the_captures() -> None:
     secrets = (FIXTURES / "scenario-a" / "secrets.txt").read_text().split()
     assert secrets
     assert not [i for i, value in enumerate(secrets) if value.encode() in sample]
+
+
+@pytest.mark.parametrize(
+    ("name", "profile"),
+    [("audit-policy.yaml", "metadata"), ("audit-policy-request-response.yaml", "request-response")],
+)
+def test_shipped_policies_are_rendered_from_the_default_rules(name: str, profile: Profile) -> None:
+    """config/audit-policy*.yaml are `render audit-policy` of the defaults: they cannot drift."""
+    assert (ROOT / "config" / name).read_text() == audit_policy(Config(), profile)

@@ -1,4 +1,4 @@
-"""The ``ingress-audit`` command: ``serve``, ``check-config``, ``schema``.
+"""The ``ingress-audit`` command: ``serve``, ``check-config``, ``render``, ``schema``.
 
 Heavy modules are imported inside the subcommands so that ``--help`` answers at once.
 Exit codes: 0 success, 1 a ``WebhookError`` (printed as ``ingress-audit: <code>: <message>``),
@@ -73,6 +73,26 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and print its errors")
     check.add_argument("file", type=Path)
     check.set_defaults(func=_check_config)
+
+    render = commands.add_parser("render", help="print what the apiserver needs")
+    targets = render.add_subparsers(dest="target", required=True, metavar="TARGET")
+    policy = targets.add_parser("audit-policy", help="the audit policy for the configured rules")
+    policy.add_argument("--config", type=Path, default=_env("CONFIG"))
+    policy.add_argument("--profile", choices=["metadata", "request-response"], default="metadata")
+    policy.set_defaults(func=_render_policy)
+    kubeconfig = targets.add_parser(
+        "webhook-kubeconfig", help="the kubeconfig for --audit-webhook-config-file"
+    )
+    kubeconfig.add_argument("--config", type=Path, default=_env("CONFIG"))
+    kubeconfig.add_argument("--server", help="URL the apiserver posts to (default: from config)")
+    kubeconfig.add_argument("--ca-file", type=Path, help="CA that signed the serving certificate")
+    kubeconfig.add_argument("--client-cert", help="client certificate path on the apiserver host")
+    kubeconfig.add_argument("--client-key", help="client key path on the apiserver host")
+    kubeconfig.add_argument("--token-file", type=Path, help="bearer token (default: from config)")
+    kubeconfig.set_defaults(func=_render_kubeconfig)
+    flags = targets.add_parser("apiserver-flags", help="kube-apiserver flags and a kubeadm snippet")
+    flags.add_argument("--mode", choices=["batch", "blocking"], default="batch")
+    flags.set_defaults(func=_render_flags)
 
     schema = commands.add_parser("schema", help="print a JSON Schema (the record's by default)")
     schema.add_argument("which", nargs="?", choices=["record", "config"], default="record")
@@ -157,6 +177,36 @@ def _check_config(args: argparse.Namespace) -> int:
 
     load_config(args.file)
     print(f"{args.file}: ok")
+    return 0
+
+
+def _render_policy(args: argparse.Namespace) -> int:
+    from webhook.config import load_config
+    from webhook.render import audit_policy
+
+    sys.stdout.write(audit_policy(load_config(args.config), args.profile))
+    return 0
+
+
+def _render_kubeconfig(args: argparse.Namespace) -> int:
+    from webhook.config import load_config
+    from webhook.render import WebhookClient, webhook_kubeconfig
+
+    client = WebhookClient(
+        server=args.server,
+        ca_file=args.ca_file,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+        token_file=args.token_file,
+    )
+    sys.stdout.write(webhook_kubeconfig(load_config(args.config), client))
+    return 0
+
+
+def _render_flags(args: argparse.Namespace) -> int:
+    from webhook.render import apiserver_flags
+
+    sys.stdout.write(apiserver_flags(args.mode))
     return 0
 
 

@@ -1,0 +1,255 @@
+"""What the apiserver needs, rendered from our own config so the two cannot drift apart.
+
+``audit_policy`` turns the filter rules into an ``audit.k8s.io/v1`` Policy; ``webhook_kubeconfig``
+the kubeconfig for ``--audit-webhook-config-file``; ``apiserver_flags`` the flags, with a kubeadm
+static-pod snippet that mounts the files.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import yaml
+
+from webhook.config import Config, is_loopback
+from webhook.errors import ConfigError
+from webhook.filter import Rule
+
+__all__ = ["Profile", "WebhookClient", "apiserver_flags", "audit_policy", "webhook_kubeconfig"]
+
+Profile = Literal["metadata", "request-response"]
+
+HOST_DIR: Final = "/etc/kubernetes/ingress-audit"
+
+# Read-only and bookkeeping traffic of the control plane's own components: high volume, and
+# nothing an ingress audit needs. Listed before every other rule.
+_NOISE: Final[tuple[dict[str, Any], ...]] = (
+    {
+        "level": "None",
+        "users": ["system:kube-proxy"],
+        "verbs": ["watch"],
+        "resources": [
+            {"group": "", "resources": ["endpoints", "services", "services/status"]},
+            {"group": "discovery.k8s.io", "resources": ["endpointslices"]},
+        ],
+    },
+    {"level": "None", "userGroups": ["system:nodes"], "verbs": ["get", "list", "watch"]},
+    {
+        "level": "None",
+        "users": ["system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "level": "None",
+        "userGroups": ["system:nodes", "system:serviceaccounts:kube-system"],
+        "verbs": ["get", "list", "watch", "update", "patch"],
+        "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}],
+    },
+    {
+        "level": "None",
+        "resources": [
+            {"group": "", "resources": ["events"]},
+            {"group": "events.k8s.io", "resources": ["events"]},
+        ],
+    },
+    {
+        "level": "None",
+        "nonResourceURLs": ["/healthz*", "/livez*", "/readyz*", "/version", "/metrics"],
+    },
+)
+
+_GLOB = frozenset("*?[")
+
+
+def _exact(values: Any) -> list[str] | None:
+    """Policy fields take exact names only; a pattern widens the rule to all names."""
+    if values is None:
+        return None
+    patterns: tuple[str, ...] = values.patterns
+    if any(_GLOB & set(p) for p in patterns):
+        return None
+    return sorted(patterns)
+
+
+def _policy_rule(rule: Rule, profile: Profile) -> dict[str, Any] | None:
+    if rule.resources is None:
+        return None  # code-only rules (401/403) are covered by the Metadata catch-all
+    groups = sorted(rule.api_groups) if rule.api_groups is not None else ["*"]
+    # A policy's "ingresses" does not cover "ingresses/status"; a rule without subresources does.
+    resources = sorted(rule.resources) + sorted(f"{r}/*" for r in rule.resources)
+    if rule.subresources is not None:
+        resources = sorted(
+            f"{r}/{s}" if s else r for r in rule.resources for s in rule.subresources
+        )
+    only_secrets = groups == [""] and set(rule.resources) <= {"secrets"}
+    level = "Metadata" if only_secrets and profile == "metadata" else "RequestResponse"
+    kinds: list[dict[str, Any]] = []
+    for group in groups:
+        kind: dict[str, Any] = {"group": group, "resources": resources}
+        names = _exact(rule.names)
+        if names is not None:
+            kind["resourceNames"] = names
+        kinds.append(kind)
+    out: dict[str, Any] = {"level": level}
+    namespaces = _exact(rule.namespaces)
+    if namespaces is not None:
+        out["namespaces"] = namespaces
+    if rule.verbs is not None:
+        out["verbs"] = sorted(rule.verbs)
+    users = _exact(rule.users)
+    if users is not None:
+        out["users"] = users
+    out["resources"] = kinds
+    return out
+
+
+def audit_policy(config: Config, profile: Profile = "metadata") -> str:
+    """The recommended Policy for what the filter keeps, as YAML with an explaining header."""
+    rules: list[dict[str, Any]] = list(_NOISE)
+    for rule in config.filter.include:
+        policy_rule = _policy_rule(rule, profile)
+        if policy_rule is not None:
+            rules.append(policy_rule)
+    rules.append({"level": "Metadata"})
+    policy: dict[str, Any] = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy"}
+    stages = config.filter.stages
+    if stages == "final" or "RequestReceived" not in stages:
+        policy["omitStages"] = ["RequestReceived"]
+    policy["rules"] = rules
+    secrets = (
+        "Secrets are logged at Metadata level: no secret value is ever sent to the webhook;\n"
+        "# records say who touched which Secret, not which keys or certificates it holds."
+        if profile == "metadata"
+        else "Secrets are logged at RequestResponse level: their values reach ingress-audit,\n"
+        "# which replaces them with keyed fingerprints before anything else sees them, and\n"
+        "# records carry key fingerprints and certificate details."
+    )
+    header = (
+        f"# kube-apiserver audit policy for ingress-audit (profile: {profile}).\n"
+        "# Rendered by `ingress-audit render audit-policy` from the filter rules; rules are\n"
+        "# evaluated in order and the first match wins. The control plane's own read-only\n"
+        "# traffic is dropped, the resources the filter keeps are logged with their bodies, and\n"
+        "# everything else at Metadata so that 401s and 403s on any resource arrive.\n"
+        f"# {secrets}\n"
+    )
+    return header + yaml.safe_dump(policy, sort_keys=False, default_flow_style=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookClient:
+    """How the apiserver reaches and authenticates to us; paths are on the apiserver's host."""
+
+    server: str | None = None
+    ca_file: Path | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    token_file: Path | None = None
+
+
+def _server_url(config: Config) -> str:
+    host = config.server.host
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - describing, not binding
+        raise ConfigError(
+            "the server listens on all addresses: pass --server with the URL the apiserver uses"
+        )
+    scheme = "https" if config.server.tls else "http"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{config.server.port}/audit"
+
+
+def webhook_kubeconfig(config: Config, client: WebhookClient) -> str:
+    server = client.server or _server_url(config)
+    tls = server.startswith("https://")
+    cluster: dict[str, Any] = {"server": server}
+    if tls:
+        ca = client.ca_file
+        if ca is None and config.server.tls is not None and not is_loopback(config.server.host):
+            raise ConfigError("pass --ca-file: the CA that signed the serving certificate")
+        if ca is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    user: dict[str, Any] = {}
+    if client.client_cert or client.client_key:
+        if not (client.client_cert and client.client_key):
+            raise ConfigError("--client-cert and --client-key go together")
+        user["client-certificate"] = client.client_cert
+        user["client-key"] = client.client_key
+    token_file = client.token_file or next(iter(config.server.auth.bearer_token_files), None)
+    if token_file is not None:
+        if not tls:
+            raise ConfigError("a bearer token is only sent over https")
+        token = next((ln.strip() for ln in token_file.read_text().splitlines() if ln.strip()), "")
+        if not token:
+            raise ConfigError(f"no token in {token_file}")
+        user["token"] = token
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "ingress-audit", "cluster": cluster}],
+        "users": [{"name": "kube-apiserver", "user": user}],
+        "contexts": [
+            {
+                "name": "ingress-audit",
+                "context": {"cluster": "ingress-audit", "user": "kube-apiserver"},
+            }
+        ],
+        "current-context": "ingress-audit",
+    }
+    header = (
+        "# kube-apiserver --audit-webhook-config-file for ingress-audit.\n"
+        "# Rendered by `ingress-audit render webhook-kubeconfig`. Keep it readable by root only.\n"
+    )
+    return header + yaml.safe_dump(kubeconfig, sort_keys=False)
+
+
+def apiserver_flags(mode: Literal["batch", "blocking"] = "batch") -> str:
+    flags = [
+        f"--audit-policy-file={HOST_DIR}/audit-policy.yaml",
+        f"--audit-webhook-config-file={HOST_DIR}/webhook-kubeconfig.yaml",
+        f"--audit-webhook-mode={mode}",
+    ]
+    if mode == "batch":
+        flags += [
+            "--audit-webhook-batch-max-size=400",
+            "--audit-webhook-batch-max-wait=5s",
+            "--audit-webhook-batch-throttle-qps=10",
+            "--audit-webhook-batch-throttle-burst=15",
+        ]
+    flags += [
+        "--audit-webhook-truncate-enabled=true",
+        "--audit-webhook-truncate-max-batch-size=10485760",
+        "--audit-webhook-truncate-max-event-size=1048576",
+        "--audit-webhook-initial-backoff=10s",
+    ]
+    snippet = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "kube-apiserver",
+                    "command": ["kube-apiserver", "...", *flags],
+                    "volumeMounts": [
+                        {"name": "ingress-audit", "mountPath": HOST_DIR, "readOnly": True}
+                    ],
+                }
+            ],
+            "volumes": [
+                {
+                    "name": "ingress-audit",
+                    "hostPath": {"path": HOST_DIR, "type": "DirectoryOrCreate"},
+                }
+            ],
+        }
+    }
+    notes = (
+        f"# kube-apiserver flags for ingress-audit (mode: {mode}).\n"
+        "# batch: up to 400 events per request, sent at least every 5 s; API calls never wait.\n"
+        "# blocking: one request per event inside each API call; our latency is the API's.\n"
+        "# Truncation keeps a batch under 10 MiB and drops the bodies of events over 1 MiB.\n"
+    )
+    kubeadm = (
+        "\n# kubeadm: merge into /etc/kubernetes/manifests/kube-apiserver.yaml\n"
+        "# (copy audit-policy.yaml and webhook-kubeconfig.yaml into " + HOST_DIR + " first)\n"
+    )
+    return notes + "\n".join(flags) + "\n" + kubeadm + yaml.safe_dump(snippet, sort_keys=False)

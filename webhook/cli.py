@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from webhook import __version__
-from webhook.errors import ConfigError, WebhookError
+from webhook.errors import WebhookError
 
 if TYPE_CHECKING:
     from webhook.config import Config
@@ -136,46 +136,29 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_until_signalled(config: Config) -> int:
     import structlog
-    from aiohttp import web
 
     from webhook.config import describe
-    from webhook.server import create_app
+    from webhook.server import start_server
 
     log = structlog.get_logger("webhook.cli")
-    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        config.server.host,
-        config.server.port,
-        shutdown_timeout=config.server.shutdown_timeout_s,
-        reuse_address=True,
-    )
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ConfigError(
-            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}"
-        ) from None
-    addresses = [f"{host}:{port}" for host, port, *_ in runner.addresses]
-    log.info("server.started", version=__version__, listening=addresses, **describe(config))
-
+    server = await start_server(config)
+    listening = [f"{host}:{port}" for host, port in server.addresses]
+    log.info("server.started", version=__version__, listening=listening, **describe(config))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("server.stopping")
-    await runner.cleanup()  # stop accepting, finish in-flight requests, close sinks
+    await server.stop()
     log.info("server.stopped")
     return 0
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from webhook.config import load_config
+    from webhook.config import check_listen, load_config
 
-    load_config(args.file)
+    check_listen(load_config(args.file))
     print(f"{args.file}: ok")
     return 0
 

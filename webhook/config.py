@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,14 +21,18 @@ from webhook.errors import ConfigError
 from webhook.filter import DEFAULT_FILTER, FilterSpec, Matcher, Rule
 
 __all__ = [
+    "AuthConfig",
     "Config",
     "DeadLetterConfig",
     "DedupeConfig",
     "JsonlSinkConfig",
     "LogConfig",
     "ServerConfig",
+    "TlsConfig",
+    "check_listen",
     "config_schema",
     "describe",
+    "is_loopback",
     "load_config",
     "parse_config",
     "validate_config",
@@ -40,10 +45,33 @@ MiB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TlsConfig:
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    reload_interval_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthConfig:
+    bearer_token_files: tuple[Path, ...] = ()
+    client_subjects: tuple[str, ...] = ()
+    require: Literal["any", "all"] = "any"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 9440
+    insecure_http: bool = False
+    tls: TlsConfig | None = None
+    auth: AuthConfig = field(default_factory=AuthConfig)
     max_body_bytes: int = 64 * MiB
+    max_events_per_request: int = 10_000
+    max_event_bytes: int = 16 * MiB
+    max_concurrent_requests: int = 64
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
     shutdown_timeout_s: float = 20.0
 
 
@@ -155,7 +183,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
     return Config(
         cluster=raw.get("cluster", base.cluster),
         data_dir=Path(raw.get("data_dir", base.data_dir)),
-        server=_section(ServerConfig, raw.get("server")),
+        server=_server(raw.get("server") or {}),
         log=_section(LogConfig, raw.get("log")),
         dedupe=_section(DedupeConfig, raw.get("dedupe")),
         filter=_filter(raw.get("filter")),
@@ -166,6 +194,58 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
 
 def _section(cls: type[T], raw: Mapping[str, Any] | None) -> T:
     return cls(**(raw or {}))
+
+
+def _server(raw: Mapping[str, Any]) -> ServerConfig:
+    options = dict(raw)
+    tls = options.pop("tls", None)
+    auth = options.pop("auth", None) or {}
+    server = ServerConfig(
+        **options,
+        tls=None
+        if tls is None
+        else TlsConfig(
+            cert_file=Path(tls["cert_file"]),
+            key_file=Path(tls["key_file"]),
+            client_ca_file=Path(tls["client_ca_file"]) if tls.get("client_ca_file") else None,
+            reload_interval_s=tls.get("reload_interval_s", 10.0),
+        ),
+        auth=AuthConfig(
+            bearer_token_files=tuple(Path(p) for p in auth.get("bearer_token_files", ())),
+            client_subjects=tuple(auth.get("client_subjects", ())),
+            require=auth.get("require", "any"),
+        ),
+    )
+    problems = []
+    if server.auth.bearer_token_files and server.tls is None:
+        problems.append(
+            "$.server.auth.bearer_token_files: requires server.tls (the apiserver "
+            "sends a bearer token only over https)"
+        )
+    if server.auth.client_subjects and (server.tls is None or server.tls.client_ca_file is None):
+        problems.append("$.server.auth.client_subjects: requires server.tls.client_ca_file")
+    if problems:
+        raise ConfigError("server section is not consistent", tuple(problems))
+    return server
+
+
+def check_listen(config: Config) -> None:
+    """Plain HTTP only on loopback, unless the config says ``insecure_http: true``."""
+    server = config.server
+    if server.tls is None and not server.insecure_http and not is_loopback(server.host):
+        raise ConfigError(
+            f"refusing to serve plain HTTP on {server.host}: configure server.tls, "
+            "or set server.insecure_http: true"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _dead_letter(raw: Mapping[str, Any] | None) -> DeadLetterConfig:

@@ -8,10 +8,15 @@
     │   ├── NotJSONError              not-json
     │   ├── NotEventListError         not-event-list
     │   └── UnsupportedVersionError   unsupported-api-version
+    ├── UnauthorizedError             unauthenticated  401  no valid client certificate or token
+    ├── ForbiddenError                forbidden        403  authenticated, but not allowed
     ├── MethodNotAllowedError         method-not-allowed  405
     ├── UnsupportedMediaTypeError     unsupported-media-type 415
-    ├── BodyTooLargeError             body-too-large   413
+    ├── BodyTooLargeError             body-too-large   413  (also: too many events in one request)
+    ├── BodyTimeoutError              body-timeout     408  the body did not arrive in time
+    ├── OverloadedError               overloaded       503  too many requests in flight
     ├── MalformedEventError           malformed-event  (one event: dead-lettered, never an answer)
+    │   └── EventTooLargeError        event-too-large
     └── StorageError                  storage          503  we cannot keep the batch durably
 
 Messages name a field or a path, never a value taken from the request.
@@ -23,13 +28,18 @@ from typing import ClassVar
 
 __all__ = [
     "BadRequestError",
+    "BodyTimeoutError",
     "BodyTooLargeError",
     "ConfigError",
+    "EventTooLargeError",
+    "ForbiddenError",
     "MalformedEventError",
     "MethodNotAllowedError",
     "NotEventListError",
     "NotJSONError",
+    "OverloadedError",
     "StorageError",
+    "UnauthorizedError",
     "UnsupportedMediaTypeError",
     "UnsupportedVersionError",
     "WebhookError",
@@ -76,6 +86,16 @@ class UnsupportedVersionError(BadRequestError):
     code = "unsupported-api-version"
 
 
+class UnauthorizedError(WebhookError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class ForbiddenError(WebhookError):
+    code = "forbidden"
+    http_status = 403
+
+
 class MethodNotAllowedError(WebhookError):
     code = "method-not-allowed"
     http_status = 405
@@ -91,11 +111,29 @@ class BodyTooLargeError(WebhookError):
     http_status = 413
 
 
+class BodyTimeoutError(WebhookError):
+    code = "body-timeout"
+    http_status = 408
+
+
+class OverloadedError(WebhookError):
+    """More requests in flight than configured; 503 + Retry-After spreads the load."""
+
+    code = "overloaded"
+    http_status = 503
+
+
 class MalformedEventError(WebhookError):
     """One event of an otherwise valid list cannot be used; it goes to the dead letters."""
 
     code = "malformed-event"
     http_status = 400
+
+
+class EventTooLargeError(MalformedEventError):
+    """One kept event is over ``server.max_event_bytes``; it is dead-lettered, the batch goes on."""
+
+    code = "event-too-large"
 
 
 class StorageError(WebhookError):

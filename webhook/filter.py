@@ -134,6 +134,11 @@ def is_final_event(event: dict[str, Any]) -> bool:
     return not (isinstance(user, dict) and user.get("username"))
 
 
+def _in(value: object, allowed: frozenset[str]) -> bool:
+    """Membership that cannot raise: a list or dict from a malformed event is unhashable."""
+    return isinstance(value, str) and value in allowed
+
+
 def _code(event: dict[str, Any]) -> object:
     status = event.get("responseStatus")
     return status.get("code") if isinstance(status, dict) else None
@@ -154,22 +159,22 @@ def _compile_rule(rule: Rule) -> Predicate:
     checks: list[Predicate] = []
     if rule.codes is not None:
         codes = rule.codes
-        checks.append(lambda e: _code(e) in codes)
+        checks.append(lambda e: isinstance(c := _code(e), int) and c in codes)
     if rule.verbs is not None:
         verbs = rule.verbs
-        checks.append(lambda e: e.get("verb") in verbs)
+        checks.append(lambda e: _in(e.get("verb"), verbs))
     if rule.stages is not None:
         stages = rule.stages
-        checks.append(lambda e: e.get("stage") in stages)
+        checks.append(lambda e: _in(e.get("stage"), stages))
     if rule.resources is not None:
         resources = rule.resources
-        checks.append(lambda e: _ref(e).get("resource") in resources)
+        checks.append(lambda e: _in(_ref(e).get("resource"), resources))
     if rule.api_groups is not None:
         groups = rule.api_groups
-        checks.append(lambda e: _ref(e).get("apiGroup", "") in groups)
+        checks.append(lambda e: _in(_ref(e).get("apiGroup", ""), groups))
     if rule.subresources is not None:
         subresources = rule.subresources
-        checks.append(lambda e: _ref(e).get("subresource", "") in subresources)
+        checks.append(lambda e: _in(_ref(e).get("subresource", ""), subresources))
     if rule.namespaces is not None:
         namespaces = rule.namespaces
         checks.append(lambda e: namespaces(_ref(e).get("namespace")))
@@ -212,7 +217,7 @@ def compile_filter(spec: FilterSpec) -> Predicate:
         stage_ok: Predicate = is_final_event
     else:
         stages = spec.stages
-        stage_ok = lambda e: e.get("stage") in stages  # noqa: E731
+        stage_ok = lambda e: _in(e.get("stage"), stages)  # noqa: E731
     include, include_generic = _index(spec.include)
     exclude, exclude_generic = _index(spec.exclude)
 

@@ -17,7 +17,7 @@ import structlog
 
 from webhook.config import Config
 from webhook.dedupe import Deduper
-from webhook.errors import MalformedEventError
+from webhook.errors import EventTooLargeError, MalformedEventError
 from webhook.events import check_event, event_ref
 from webhook.filter import compile_filter
 from webhook.record import SCHEMA_VERSION, Record, record_id
@@ -61,6 +61,7 @@ class Pipeline:
         self._keep = compile_filter(config.filter)
         self._cluster = config.cluster
         self._deduper = deduper
+        self._max_event_bytes = config.server.max_event_bytes
 
     def process(self, items: Sequence[Any], *, received_at: str) -> BatchResult:
         result = BatchResult(events=len(items))
@@ -72,7 +73,12 @@ class Pipeline:
                 if not keep(event):
                     continue
                 result.matched += 1
-                digest = hashlib.blake2b(orjson.dumps(event), digest_size=16).hexdigest()
+                encoded = orjson.dumps(event)
+                if len(encoded) > self._max_event_bytes:
+                    raise EventTooLargeError(
+                        f"event is {len(encoded)} bytes, over the limit of {self._max_event_bytes}"
+                    )
+                digest = hashlib.blake2b(encoded, digest_size=16).hexdigest()
                 key = f"{event['auditID']}/{event['stage']}/{digest}"
                 if key in batch_keys or self._deduper.seen(key):
                     result.duplicates += 1

@@ -21,13 +21,18 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.appendlog import AppendLog, ensure_private_dir
-from webhook.config import Config, JsonlSinkConfig
+from webhook.auth import Authenticator
+from webhook.config import Config, JsonlSinkConfig, check_listen, is_loopback
 from webhook.dedupe import Deduper
 from webhook.errors import (
     BadRequestError,
+    BodyTimeoutError,
     BodyTooLargeError,
+    ConfigError,
     MethodNotAllowedError,
+    OverloadedError,
     StorageError,
+    UnauthorizedError,
     UnsupportedMediaTypeError,
     WebhookError,
 )
@@ -36,8 +41,9 @@ from webhook.metrics import Metrics
 from webhook.pipeline import DeadLetter, Pipeline, dead_letter_json
 from webhook.sinks.base import Sink
 from webhook.sinks.jsonl import JsonlSink
+from webhook.tls import TlsFiles, TlsReloader
 
-__all__ = ["CONFIG", "RUNTIME", "Runtime", "create_app"]
+__all__ = ["CONFIG", "RUNTIME", "RunningServer", "Runtime", "create_app", "start_server"]
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +60,8 @@ class Runtime:
     sinks: list[Sink]
     dead_letters: AppendLog
     metrics: Metrics
+    authenticator: Authenticator
+    in_flight: int = 0
     stopping: bool = False
 
 
@@ -92,6 +100,13 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         backups=config.dead_letter.backups,
     )
     await asyncio.to_thread(dead_letters.open)
+    auth = config.server.auth
+    authenticator = Authenticator(
+        token_files=auth.bearer_token_files,
+        client_certs=config.server.tls is not None and config.server.tls.client_ca_file is not None,
+        allowed_subjects=auth.client_subjects,
+        require=auth.require,
+    )
     sinks: list[Sink] = []
     try:
         for sink_config in config.sinks:
@@ -104,13 +119,24 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             sinks=sinks,
             dead_letters=dead_letters,
             metrics=app[METRICS],
+            authenticator=authenticator,
         )
+        poll = asyncio.create_task(_poll(authenticator, config))
         yield
+        poll.cancel()
     finally:
         for sink in sinks:
             await sink.aclose()
         await dead_letters.aclose()
         log.info("sinks.closed", sinks=len(sinks))
+
+
+async def _poll(authenticator: Authenticator, config: Config) -> None:
+    """Re-read rotated token files (TLS files are watched by the serving side)."""
+    interval = config.server.tls.reload_interval_s if config.server.tls else 10.0
+    while authenticator.enabled:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(authenticator.reload_tokens)
 
 
 async def _mark_stopping(app: web.Application) -> None:
@@ -157,6 +183,7 @@ async def receive_batch(request: web.Request) -> web.Response:
     metrics = runtime.metrics
     started = time.perf_counter()
     metrics.in_flight.inc()
+    runtime.in_flight += 1
     try:
         response = await _receive_batch(request, runtime)
     except WebhookError as exc:
@@ -165,32 +192,49 @@ async def receive_batch(request: web.Request) -> web.Response:
         extra = {"Retry-After": RETRY_AFTER_S} if exc.http_status == 503 else {}
         if isinstance(exc, MethodNotAllowedError):
             extra["Allow"] = "POST"
+        elif isinstance(exc, UnauthorizedError):
+            extra["WWW-Authenticate"] = 'Bearer realm="ingress-audit"'
         response = _error_response(exc, **extra)
     finally:
         metrics.in_flight.dec()
+        runtime.in_flight -= 1
     metrics.latency.labels(code=str(response.status)).observe(time.perf_counter() - started)
     return response
 
 
 async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response:
-    config = request.app[CONFIG]
+    server = request.app[CONFIG].server
+    runtime.authenticator.authenticate(
+        authorization=request.headers.get("Authorization"),
+        peercert=request.transport.get_extra_info("peercert") if request.transport else None,
+    )
     if request.method != "POST":
         raise MethodNotAllowedError(f"method {request.method} is not allowed; use POST")
     if request.content_type not in _JSON_TYPES:
         raise UnsupportedMediaTypeError("Content-Type must be application/json")
-    limit = config.server.max_body_bytes
+    if runtime.in_flight > server.max_concurrent_requests:
+        raise OverloadedError(f"more than {server.max_concurrent_requests} requests in flight")
+    limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes")
     try:
-        body = await request.read()
+        async with asyncio.timeout(server.body_timeout_s):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes") from None
+    except TimeoutError:
+        raise BodyTimeoutError(f"body not received within {server.body_timeout_s} s") from None
     received_at = _now()
     try:
         items = decode_event_list(body)
-    except BadRequestError as exc:
+        if len(items) > server.max_events_per_request:
+            raise BodyTooLargeError(
+                f"{len(items)} events is more than the limit of {server.max_events_per_request}"
+            )
+    except (BadRequestError, BodyTooLargeError) as exc:
         await _dead_letter_batch(runtime, exc, received_at)
         raise
+    del body  # the decoded items are all we keep; let a large body go before processing
 
     result = runtime.pipeline.process(items, received_at=received_at)
     await _keep(runtime, result.records, result.dead_letters)
@@ -278,3 +322,60 @@ async def metrics(request: web.Request) -> web.Response:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class RunningServer:
+    """A started server: its runner, bound addresses and TLS reloader (if serving TLS)."""
+
+    runner: web.AppRunner
+    addresses: list[tuple[str, int]]
+    reloader: TlsReloader | None
+    _watcher: asyncio.Task[None] | None
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight requests, close the sinks."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+        await self.runner.cleanup()
+
+
+async def start_server(config: Config) -> RunningServer:
+    """Bind and serve ``config``; raises ConfigError when it cannot (bad TLS files, port in use)."""
+    check_listen(config)
+    server = config.server
+    reloader = None
+    if server.tls is not None:
+        reloader = TlsReloader(
+            TlsFiles(
+                cert_file=server.tls.cert_file,
+                key_file=server.tls.key_file,
+                client_ca_file=server.tls.client_ca_file,
+            ),
+            interval_s=server.tls.reload_interval_s,
+        )
+    elif not is_loopback(server.host):
+        log.warning("server.insecure_http", host=server.host)
+    runner = web.AppRunner(
+        create_app(config),
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=server.keepalive_timeout_s,
+        shutdown_timeout=server.shutdown_timeout_s,
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        server.host,
+        server.port,
+        ssl_context=reloader.context if reloader else None,
+        reuse_address=True,
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {server.host}:{server.port}: {exc.strerror}") from None
+    addresses = [(str(a[0]), int(a[1])) for a in runner.addresses]
+    watcher = asyncio.create_task(reloader.watch()) if reloader else None
+    return RunningServer(runner=runner, addresses=addresses, reloader=reloader, _watcher=watcher)

@@ -1,0 +1,198 @@
+"""Shared helpers: the real apiserver captures, a test config, and readers for what we wrote.
+
+CI clones the repository with ``shared/`` beside it, so the captures live at
+``<repo>/../shared/fixtures/apiserver-v1.26``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import replace
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from aiohttp.test_utils import TestClient
+
+from webhook.config import Config, ServerConfig
+
+__all__ = [
+    "CAPTURES",
+    "FIXTURES",
+    "SCENARIO",
+    "Client",
+    "capture_events",
+    "capture_headers",
+    "capture_path",
+    "captured_bodies",
+    "dead_letters_in",
+    "event_list",
+    "find_event",
+    "iter_files",
+    "make_config",
+    "make_event",
+    "post_capture",
+    "read_jsonl",
+    "records_in",
+    "scenario_index",
+    "scenario_secrets",
+    "scenario_steps",
+]
+
+FIXTURES: Final = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "apiserver-v1.26"
+SCENARIO: Final = FIXTURES / "scenario-a"
+CAPTURES: Final = SCENARIO / "captures"
+
+Client = TestClient[Any, Any]
+
+# Hop-by-hop or computed by the client: sending the captured values would be wrong.
+_DROPPED_HEADERS: Final = frozenset({"host", "content-length"})
+
+
+def make_config(tmp_path: Path, **server: Any) -> Config:
+    """Defaults, with the data dir under ``tmp_path`` and any ``ServerConfig`` field overridden."""
+    return Config(
+        cluster="test-cluster",
+        data_dir=tmp_path / "data",
+        server=replace(ServerConfig(), **server),
+    )
+
+
+def captured_bodies() -> list[Path]:
+    """Every ``NNNN.json`` of scenario A in the order the apiserver sent them."""
+    return sorted(p for p in CAPTURES.glob("[0-9][0-9][0-9][0-9].json"))
+
+
+def capture_headers(body: Path) -> dict[str, str]:
+    """The headers the apiserver sent with ``body``, minus Host and Content-Length."""
+    meta = orjson.loads(body.with_name(f"{body.stem}.headers.json").read_bytes())
+    return {name: value for name, value in meta["headers"] if name.lower() not in _DROPPED_HEADERS}
+
+
+def capture_path(body: Path) -> str:
+    """The request target the apiserver used (``/audit?timeout=30s``)."""
+    path: str = orjson.loads(body.with_name(f"{body.stem}.headers.json").read_bytes())["path"]
+    return path
+
+
+@cache
+def _events(name: str) -> tuple[dict[str, Any], ...]:
+    return tuple(orjson.loads((CAPTURES / name).read_bytes())["items"])
+
+
+def capture_events(name: str) -> list[dict[str, Any]]:
+    """A deep copy of the events in capture ``name`` (e.g. ``"0009.json"``)."""
+    return copy.deepcopy(list(_events(name)))
+
+
+def find_event(name: str, **match: Any) -> dict[str, Any]:
+    """The one event of capture ``name`` whose top-level fields (or objectRef.resource) match."""
+    resource = match.pop("resource", None)
+    found = [
+        e
+        for e in capture_events(name)
+        if all(e.get(k) == v for k, v in match.items())
+        and (resource is None or e.get("objectRef", {}).get("resource") == resource)
+    ]
+    assert len(found) == 1, f"{name}: {len(found)} events match {match} resource={resource}"
+    return found[0]
+
+
+def scenario_index() -> dict[str, Any]:
+    index: dict[str, Any] = orjson.loads((SCENARIO / "index.json").read_bytes())
+    return index
+
+
+def scenario_steps() -> dict[str, dict[str, Any]]:
+    """steps.jsonl by step id (A01 …): command, start, end."""
+    lines = (SCENARIO / "steps.jsonl").read_bytes().splitlines()
+    return {step["id"]: step for step in map(orjson.loads, filter(None, lines))}
+
+
+def scenario_secrets() -> list[str]:
+    """Every secret value that occurs in the captures (``secrets.txt``)."""
+    return [line for line in (SCENARIO / "secrets.txt").read_text("utf-8").splitlines() if line]
+
+
+def make_event(
+    *,
+    stage: str = "ResponseComplete",
+    verb: str = "create",
+    api_group: str = "networking.k8s.io",
+    resource: str | None = "ingresses",
+    namespace: str | None = "shop",
+    name: str | None = "web",
+    code: int | None = 201,
+    username: str | None = "admin",
+    groups: tuple[str, ...] = ("system:masters", "system:authenticated"),
+    audit_id: str = "00000000-0000-4000-8000-000000000001",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A synthetic event shaped like the captured ones (keys in the apiserver's order)."""
+    event: dict[str, Any] = {
+        "level": "Metadata",
+        "auditID": audit_id,
+        "stage": stage,
+        "requestURI": f"/apis/{api_group}/v1/namespaces/{namespace}/{resource}",
+        "verb": verb,
+        "user": {} if username is None else {"username": username, "groups": list(groups)},
+        "sourceIPs": ["127.0.0.1"],
+        "userAgent": "kubectl/v1.26.0 (linux/amd64) kubernetes/b46a3f8",
+    }
+    if resource is not None:
+        ref = {"resource": resource, "apiGroup": api_group, "apiVersion": "v1"}
+        if api_group == "":
+            del ref["apiGroup"]
+        if namespace is not None:
+            ref["namespace"] = namespace
+        if name is not None:
+            ref["name"] = name
+        event["objectRef"] = ref
+    if code is not None and stage != "RequestReceived":
+        event["responseStatus"] = {"metadata": {}, "code": code}
+    event["requestReceivedTimestamp"] = "2026-11-24T14:20:40.457086Z"
+    event["stageTimestamp"] = "2026-11-24T14:20:40.463683Z"
+    if stage != "RequestReceived" and username is not None:
+        event["annotations"] = {
+            "authorization.k8s.io/decision": "allow" if code is None or code < 400 else "forbid",
+            "authorization.k8s.io/reason": "",
+        }
+    event.update(extra)
+    return event
+
+
+def event_list(*items: Any, api_version: str = "audit.k8s.io/v1") -> bytes:
+    """An EventList body as the apiserver writes it (compact, trailing newline)."""
+    doc = {"kind": "EventList", "apiVersion": api_version, "metadata": {}, "items": list(items)}
+    return orjson.dumps(doc) + b"\n"
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every line of a JSONL file, parsed; a partial last line fails the parse."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), f"{path.name} ends with a partial line"
+    return [orjson.loads(line) for line in data.splitlines()]
+
+
+def records_in(config: Config) -> list[dict[str, Any]]:
+    return read_jsonl(config.data_dir / "records.jsonl")
+
+
+def dead_letters_in(config: Config) -> list[dict[str, Any]]:
+    return read_jsonl(config.data_dir / "dead-letter.jsonl")
+
+
+async def post_capture(client: Client, body: Path) -> tuple[int, dict[str, Any]]:
+    """POST one capture as the apiserver did (path, headers, bytes); return status and JSON."""
+    resp = await client.post(capture_path(body), data=body.read_bytes(), headers=capture_headers(body))
+    payload: dict[str, Any] = await resp.json()
+    return resp.status, payload
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Every regular file below ``root``."""
+    return (p for p in sorted(root.rglob("*")) if p.is_file())

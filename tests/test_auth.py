@@ -1,0 +1,121 @@
+"""Authenticator decisions: which credentials pass, which get 401, which get 403."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from webhook.auth import Authenticator, cert_names
+from webhook.errors import ConfigError, ForbiddenError, UnauthorizedError
+
+TOKEN = "a-token-of-sufficient-length-0001"
+PEER = {
+    "subject": ((("commonName", "kube-apiserver"),),),
+    "subjectAltName": (("DNS", "apiserver.internal"), ("IP Address", "10.0.0.1")),
+}
+
+
+def _tokens(tmp_path: Path, *tokens: str) -> Path:
+    path = tmp_path / "tokens"
+    path.write_text("\n".join(tokens) + "\n")
+    return path
+
+
+def test_nothing_configured_lets_everything_through() -> None:
+    """Without TLS auth configured (loopback HTTP), requests are not authenticated."""
+    assert Authenticator().authenticate(authorization=None, peercert=None).method == "none"
+
+
+def test_cert_names_reads_cn_and_sans() -> None:
+    """The subject CN and the DNS/IP SANs are the names an allow-list matches."""
+    assert cert_names(PEER) == ("kube-apiserver", "apiserver.internal", "10.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("header", "ok"),
+    [
+        (f"Bearer {TOKEN}", True),
+        (f"bearer {TOKEN}", True),
+        (f"Bearer {TOKEN}x", False),
+        (f"Basic {TOKEN}", False),
+        ("Bearer ", False),
+        (None, False),
+    ],
+)
+def test_bearer_tokens(tmp_path: Path, header: str | None, ok: bool) -> None:
+    """Only the exact token, with the Bearer scheme, passes."""
+    auth = Authenticator(token_files=[_tokens(tmp_path, TOKEN)])
+    if ok:
+        assert auth.authenticate(authorization=header, peercert=None).method == "token"
+    else:
+        with pytest.raises(UnauthorizedError) as caught:
+            auth.authenticate(authorization=header, peercert=None)
+        assert TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "peer", "outcome"),
+    [
+        ((), PEER, "ok"),
+        (("kube-apiserver",), PEER, "ok"),
+        (("apiserver.*",), PEER, "ok"),
+        (("someone-else",), PEER, 403),
+        (("kube-apiserver",), None, 401),
+        (("kube-apiserver",), {}, 401),
+    ],
+)
+def test_client_certificates(allowed: tuple[str, ...], peer: dict[str, Any] | None, outcome: object) -> None:
+    """A verified certificate passes if its subject is allowed, else 403; none at all is 401."""
+    auth = Authenticator(client_certs=True, allowed_subjects=allowed)
+    if outcome == "ok":
+        principal = auth.authenticate(authorization=None, peercert=peer)
+        assert principal.method == "client-cert"
+        assert principal.name == "kube-apiserver"
+    else:
+        error = ForbiddenError if outcome == 403 else UnauthorizedError
+        with pytest.raises(error):
+            auth.authenticate(authorization=None, peercert=peer)
+
+
+@pytest.mark.parametrize(
+    ("require", "header", "peer", "outcome"),
+    [
+        ("any", f"Bearer {TOKEN}", None, "token"),
+        ("any", None, PEER, "client-cert"),
+        ("all", f"Bearer {TOKEN}", None, 401),
+        ("all", None, PEER, 401),
+        ("all", f"Bearer {TOKEN}", PEER, "client-cert"),
+    ],
+)
+def test_combined_methods(
+    tmp_path: Path, require: Any, header: str | None, peer: Any, outcome: object
+) -> None:
+    """`require: any` takes either credential; `require: all` needs both."""
+    auth = Authenticator(token_files=[_tokens(tmp_path, TOKEN)], client_certs=True, require=require)
+    if isinstance(outcome, str):
+        assert auth.authenticate(authorization=header, peercert=peer).method == outcome
+    else:
+        with pytest.raises(UnauthorizedError):
+            auth.authenticate(authorization=header, peercert=peer)
+
+
+def test_token_files_are_checked_at_start(tmp_path: Path) -> None:
+    """Missing, empty or short tokens stop the start instead of locking the apiserver out."""
+    with pytest.raises(ConfigError):
+        Authenticator(token_files=[tmp_path / "missing"])
+    with pytest.raises(ConfigError):
+        Authenticator(token_files=[_tokens(tmp_path, "")])
+    with pytest.raises(ConfigError, match="at least 16"):
+        Authenticator(token_files=[_tokens(tmp_path, "short")])
+
+
+def test_a_bad_rotation_keeps_the_current_tokens(tmp_path: Path) -> None:
+    """Emptying or breaking the token file at runtime keeps the tokens that work."""
+    path = _tokens(tmp_path, TOKEN)
+    auth = Authenticator(token_files=[path])
+    path.write_text("")
+
+    assert not auth.reload_tokens()
+    assert auth.authenticate(authorization=f"Bearer {TOKEN}", peercert=None).method == "token"

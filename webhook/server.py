@@ -13,17 +13,15 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 import orjson
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook.appendlog import AppendLog, ensure_private_dir
 from webhook.auth import Authenticator
-from webhook.config import Config, JsonlSinkConfig, check_listen, is_loopback
-from webhook.dedupe import Deduper
+from webhook.config import Config, check_listen, is_loopback
 from webhook.errors import (
     BadRequestError,
     BodyTimeoutError,
@@ -31,16 +29,13 @@ from webhook.errors import (
     ConfigError,
     MethodNotAllowedError,
     OverloadedError,
-    StorageError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
     WebhookError,
 )
 from webhook.events import decode_event_list
+from webhook.ingest import Ingestor
 from webhook.metrics import Metrics
-from webhook.pipeline import DeadLetter, Pipeline, dead_letter_json
-from webhook.sinks.base import Sink
-from webhook.sinks.jsonl import JsonlSink
 from webhook.tls import TlsFiles, TlsReloader
 
 __all__ = ["CONFIG", "RUNTIME", "RunningServer", "Runtime", "create_app", "start_server"]
@@ -55,14 +50,14 @@ _JSON_TYPES: Final = frozenset({"application/json"})
 class Runtime:
     """What the handlers share, created at start-up and closed at shutdown."""
 
-    pipeline: Pipeline
-    deduper: Deduper
-    sinks: list[Sink]
-    dead_letters: AppendLog
-    metrics: Metrics
+    ingestor: Ingestor
     authenticator: Authenticator
     in_flight: int = 0
     stopping: bool = False
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.ingestor.metrics
 
 
 CONFIG = web.AppKey("config", Config)
@@ -86,20 +81,8 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
-def _build_sink(config: Config, sink: JsonlSinkConfig) -> Sink:
-    return JsonlSink(sink, config.in_data_dir(sink.path))
-
-
 async def _runtime(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    await asyncio.to_thread(ensure_private_dir, config.data_dir)
-    deduper = Deduper(max_entries=config.dedupe.max_entries, ttl_s=config.dedupe.ttl_s)
-    dead_letters = AppendLog(
-        config.in_data_dir(config.dead_letter.path),
-        max_bytes=config.dead_letter.max_bytes,
-        backups=config.dead_letter.backups,
-    )
-    await asyncio.to_thread(dead_letters.open)
     auth = config.server.auth
     authenticator = Authenticator(
         token_files=auth.bearer_token_files,
@@ -107,28 +90,15 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         allowed_subjects=auth.client_subjects,
         require=auth.require,
     )
-    sinks: list[Sink] = []
+    ingestor = Ingestor(config, app[METRICS])
+    await ingestor.open()
+    app[RUNTIME] = Runtime(ingestor=ingestor, authenticator=authenticator)
+    poll = asyncio.create_task(_poll(authenticator, config))
     try:
-        for sink_config in config.sinks:
-            sink = _build_sink(config, sink_config)
-            await sink.open()
-            sinks.append(sink)
-        app[RUNTIME] = Runtime(
-            pipeline=Pipeline(config, deduper),
-            deduper=deduper,
-            sinks=sinks,
-            dead_letters=dead_letters,
-            metrics=app[METRICS],
-            authenticator=authenticator,
-        )
-        poll = asyncio.create_task(_poll(authenticator, config))
         yield
-        poll.cancel()
     finally:
-        for sink in sinks:
-            await sink.aclose()
-        await dead_letters.aclose()
-        log.info("sinks.closed", sinks=len(sinks))
+        poll.cancel()
+        await ingestor.aclose()
 
 
 async def _poll(authenticator: Authenticator, config: Config) -> None:
@@ -225,6 +195,7 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
     except TimeoutError:
         raise BodyTimeoutError(f"body not received within {server.body_timeout_s} s") from None
     received_at = _now()
+    ingestor = runtime.ingestor
     try:
         items = decode_event_list(body)
         if len(items) > server.max_events_per_request:
@@ -232,24 +203,12 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
                 f"{len(items)} events is more than the limit of {server.max_events_per_request}"
             )
     except (BadRequestError, BodyTooLargeError) as exc:
-        await _dead_letter_batch(runtime, exc, received_at)
+        await ingestor.reject(exc, received_at=received_at)
         raise
     del body  # the decoded items are all we keep; let a large body go before processing
 
-    result = runtime.pipeline.process(items, received_at=received_at)
-    await _keep(runtime, result.records, result.dead_letters)
-    runtime.deduper.remember(result.keys)
-
-    metrics = runtime.metrics
-    metrics.batches.inc()
-    metrics.events.inc(result.events)
-    metrics.matched.inc(result.matched)
-    metrics.dedupe_hits.inc(result.duplicates)
-    metrics.dedupe_entries.set(len(runtime.deduper))
-    for sink in runtime.sinks:
-        metrics.records.labels(sink=sink.name).inc(len(result.records))
-    for letter in result.dead_letters:
-        metrics.dead_letters.labels(reason=letter.reason).inc()
+    result = await ingestor.ingest(items, received_at=received_at)
+    runtime.metrics.batches.inc()
     log.info(
         "batch.accepted",
         events=result.events,
@@ -269,44 +228,15 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
     )
 
 
-async def _keep(runtime: Runtime, records: list[Any], letters: list[DeadLetter]) -> None:
-    """Write to every sink and the dead-letter file; StorageError (→ 503) if any fails."""
-    writes: list[Awaitable[None]] = [sink.send(records) for sink in runtime.sinks if records]
-    if letters:
-        writes.append(runtime.dead_letters.append(dead_letter_json(letters)))
-    outcomes = await asyncio.gather(*writes, return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, StorageError):
-            raise outcome
-        if isinstance(outcome, BaseException):
-            raise outcome
-
-
-async def _dead_letter_batch(runtime: Runtime, exc: WebhookError, received_at: str) -> None:
-    """A rejected batch leaves a trace too: the apiserver drops it after its retries."""
-    letter = DeadLetter(reason=exc.code, detail=exc.message, received_at=received_at)
-    runtime.metrics.dead_letters.labels(reason=exc.code).inc()
-    try:
-        await runtime.dead_letters.append(dead_letter_json([letter]))
-    except StorageError:
-        log.error("dead_letter.write_failed", reason=exc.code)
-
-
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    problems: dict[str, str] = {}
+    problems = await runtime.ingestor.problems()
     if runtime.stopping:
         problems["server"] = "shutting down"
-    if not runtime.dead_letters.healthy:
-        problems["dead_letter"] = runtime.dead_letters.last_error or "closed"
-    for sink in runtime.sinks:
-        health = await sink.health()
-        if not health.ok:
-            problems[f"sink:{sink.name}"] = health.detail
     if problems:
         return web.json_response({"status": "not ready", "problems": problems}, status=503)
     return web.json_response({"status": "ready"})

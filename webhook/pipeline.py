@@ -79,13 +79,14 @@ class Pipeline:
                         f"event is {len(encoded)} bytes, over the limit of {self._max_event_bytes}"
                     )
                 digest = hashlib.blake2b(encoded, digest_size=16).hexdigest()
-                key = f"{event['auditID']}/{event['stage']}/{digest}"
+                # The record id is the dedupe key: stable across retries, unique per event.
+                key = record_id(event["auditID"], event["stage"], digest)
                 if key in batch_keys or self._deduper.seen(key):
                     result.duplicates += 1
                     continue
                 record = Record.from_event(
                     event,
-                    record_id=record_id(event["auditID"], event["stage"], digest),
+                    record_id=key,
                     cluster=self._cluster,
                     received_at=received_at,
                 )

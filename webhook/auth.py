@@ -128,9 +128,7 @@ class Authenticator:
             return True
         return any(self._allowed(name) for name in cert_names(peercert))
 
-    def authenticate(
-        self, *, authorization: str | None, peercert: Mapping[str, Any] | None
-    ) -> Principal:
+    def authenticate(self, *, authorization: str | None, peercert: Mapping[str, Any] | None) -> Principal:
         """Return the principal or raise UnauthorizedError (401) / ForbiddenError (403)."""
         if not self.enabled:
             return Principal("none", "")

@@ -44,9 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("CONFIG"),
         help="YAML config file [INGRESS_AUDIT_CONFIG]",
     )
-    serve.add_argument(
-        "--host", default=_env("HOST"), help="address to listen on [INGRESS_AUDIT_HOST]"
-    )
+    serve.add_argument("--host", default=_env("HOST"), help="address to listen on [INGRESS_AUDIT_HOST]")
     serve.add_argument(
         "--port", type=int, default=_env("PORT"), help="port to listen on [INGRESS_AUDIT_PORT]"
     )

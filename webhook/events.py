@@ -60,9 +60,7 @@ def decode_event_list(body: bytes) -> list[Any]:
         raise NotEventListError("kind must be EventList")
     api_version = doc.get("apiVersion")
     if api_version not in API_VERSIONS:
-        raise UnsupportedVersionError(
-            "apiVersion must be one of " + ", ".join(sorted(API_VERSIONS))
-        )
+        raise UnsupportedVersionError("apiVersion must be one of " + ", ".join(sorted(API_VERSIONS)))
     items = doc.get("items")
     if items is None:  # Go encodes an empty slice as null
         return []

@@ -94,9 +94,7 @@ def _names(*values: str) -> frozenset[str]:
 DEFAULT_FILTER: Final = FilterSpec(
     stages="final",
     include=(
-        Rule(
-            api_groups=_names("networking.k8s.io"), resources=_names("ingresses", "ingressclasses")
-        ),
+        Rule(api_groups=_names("networking.k8s.io"), resources=_names("ingresses", "ingressclasses")),
         Rule(api_groups=_names(""), resources=_names("secrets")),
         Rule(
             api_groups=_names("gateway.networking.k8s.io"),

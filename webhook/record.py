@@ -88,9 +88,7 @@ class Record:
     secret: SecretSummary | None = None
 
     @classmethod
-    def from_event(
-        cls, event: dict[str, Any], *, record_id: str, cluster: str, received_at: str
-    ) -> Record:
+    def from_event(cls, event: dict[str, Any], *, record_id: str, cluster: str, received_at: str) -> Record:
         """Build the record of a checked event; raises MalformedEventError naming a bad field."""
         request_uri: str = event["requestURI"]
         query = parse_qs(urlsplit(request_uri).query)
@@ -104,9 +102,7 @@ class Record:
             level=opt_str(event, "level", "level"),
             cluster=cluster,
             time=opt_str(event, "stageTimestamp", "stageTimestamp"),
-            request_received_at=opt_str(
-                event, "requestReceivedTimestamp", "requestReceivedTimestamp"
-            ),
+            request_received_at=opt_str(event, "requestReceivedTimestamp", "requestReceivedTimestamp"),
             received_at=received_at,
             verb=event["verb"],
             dry_run="All" in query.get("dryRun", ()),

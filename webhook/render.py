@@ -81,9 +81,7 @@ def _policy_rule(rule: Rule, profile: Profile) -> dict[str, Any] | None:
     # A policy's "ingresses" does not cover "ingresses/status"; a rule without subresources does.
     resources = sorted(rule.resources) + sorted(f"{r}/*" for r in rule.resources)
     if rule.subresources is not None:
-        resources = sorted(
-            f"{r}/{s}" if s else r for r in rule.resources for s in rule.subresources
-        )
+        resources = sorted(f"{r}/{s}" if s else r for r in rule.resources for s in rule.subresources)
     only_secrets = groups == [""] and set(rule.resources) <= {"secrets"}
     level = "Metadata" if only_secrets and profile == "metadata" else "RequestResponse"
     kinds: list[dict[str, Any]] = []
@@ -229,9 +227,7 @@ def apiserver_flags(mode: Literal["batch", "blocking"] = "batch") -> str:
                 {
                     "name": "kube-apiserver",
                     "command": ["kube-apiserver", "...", *flags],
-                    "volumeMounts": [
-                        {"name": "ingress-audit", "mountPath": HOST_DIR, "readOnly": True}
-                    ],
+                    "volumeMounts": [{"name": "ingress-audit", "mountPath": HOST_DIR, "readOnly": True}],
                 }
             ],
             "volumes": [

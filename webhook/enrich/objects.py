@@ -146,8 +146,7 @@ def ingress_summary(ingress: dict[str, Any]) -> IngressSummary:
         for entry in map(_dict, _list(spec.get("tls")))
     )
     return IngressSummary(
-        ingress_class=_str(spec.get("ingressClassName"))
-        or _str(annotations.get(_LEGACY_CLASS_ANNOTATION)),
+        ingress_class=_str(spec.get("ingressClassName")) or _str(annotations.get(_LEGACY_CLASS_ANNOTATION)),
         hosts=tuple(dict.fromkeys(rule.host for rule in rules if rule.host)),
         rules=rules,
         default_backend=_backend(spec.get("defaultBackend") or spec.get("backend")),

@@ -17,6 +17,7 @@ import orjson
 from aiohttp.test_utils import TestClient
 
 from webhook.config import Config, ServerConfig
+from webhook.server import RUNTIME
 
 __all__ = [
     "CAPTURES",
@@ -28,6 +29,7 @@ __all__ = [
     "capture_path",
     "captured_bodies",
     "dead_letters_in",
+    "delivered",
     "event_list",
     "find_event",
     "iter_files",
@@ -39,6 +41,7 @@ __all__ = [
     "scenario_index",
     "scenario_secrets",
     "scenario_steps",
+    "settle",
 ]
 
 FIXTURES: Final = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "apiserver-v1.26"
@@ -180,6 +183,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def records_in(config: Config) -> list[dict[str, Any]]:
     return read_jsonl(config.data_dir / "records.jsonl")
+
+
+async def settle(client: Client, timeout_s: float = 10.0) -> None:
+    """Wait until every sink has delivered what the spool holds: a 200 means spooled."""
+    assert await client.app[RUNTIME].ingestor.drain(timeout_s), "sinks did not catch up"
+
+
+async def delivered(client: Client, config: Config) -> list[dict[str, Any]]:
+    """The records in the JSONL sink once delivery has caught up."""
+    await settle(client)
+    return records_in(config)
 
 
 def dead_letters_in(config: Config) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import Client, captured_bodies, event_list, make_config, records_in
+from conftest import Client, captured_bodies, delivered, event_list, make_config
 
 from webhook.events import check_event
 from webhook.filter import DEFAULT_FILTER, compile_filter
@@ -47,7 +47,7 @@ async def test_one_event_per_request_concurrently(aiohttp_client: Any, tmp_path:
         key: [e["auditID"] for e in events if KEEP(check_event(e))] for key, events in per_object.items()
     }
     recorded: dict[tuple[str, ...], list[str]] = defaultdict(list)
-    for record in records_in(config):
+    for record in await delivered(client, config):
         obj = record["object"] or {}
         key: tuple[str, ...] = (
             obj.get("resource") or "",

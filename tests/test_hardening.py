@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from conftest import Client, dead_letters_in, event_list, make_config, make_event, records_in
+from conftest import Client, dead_letters_in, delivered, event_list, make_config, make_event
 from structlog.testing import capture_logs
 
 from webhook.config import Config
@@ -40,10 +40,10 @@ async def _post(client: Client, body: bytes, headers: dict[str, str] | None = No
 
 
 async def _still_serving(client: Client, config: Config) -> None:
-    before = len(records_in(config))
+    before = len(await delivered(client, config))
     status, _ = await _post(client, event_list(_ingress(999_999, name="alive")))
     assert status == 200
-    assert len(records_in(config)) == before + 1
+    assert len(await delivered(client, config)) == before + 1
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ async def test_wide_and_huge_objects_are_recorded(aiohttp_client: Any, tmp_path:
     status, payload = await _post(client, event_list(wide, huge))
 
     assert status == 200, payload
-    assert {r["object"]["name"] for r in records_in(config)} == {"web-1", "web-2"}
+    assert {r["object"]["name"] for r in await delivered(client, config)} == {"web-1", "web-2"}
 
 
 async def test_oversized_event_is_dead_lettered_alone(aiohttp_client: Any, tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ async def test_oversized_event_is_dead_lettered_alone(aiohttp_client: Any, tmp_p
 
     assert status == 200
     assert payload["dead_lettered"] == 1
-    assert [r["object"]["name"] for r in records_in(config)] == ["web-0", "web-2"]
+    assert [r["object"]["name"] for r in await delivered(client, config)] == ["web-0", "web-2"]
     (letter,) = dead_letters_in(config)
     assert letter["reason"] == "event-too-large"
     assert letter["index"] == 1
@@ -132,7 +132,7 @@ async def test_duplicate_keys_take_the_last_value(aiohttp_client: Any, tmp_path:
     status, _ = await _post(client, body)
 
     assert status == 200
-    assert [r["verb"] for r in records_in(config)] == ["delete"]
+    assert [r["verb"] for r in await delivered(client, config)] == ["delete"]
 
 
 async def test_event_count_limit(aiohttp_client: Any, tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ async def test_gzip_body_is_decompressed(aiohttp_client: Any, tmp_path: Path) ->
     status, _ = await _post(client, gzip.compress(event_list(_ingress(1))), headers)
 
     assert status == 200
-    assert len(records_in(config)) == 1
+    assert len(await delivered(client, config)) == 1
 
 
 async def test_gzip_bomb_hits_the_body_limit(aiohttp_client: Any, tmp_path: Path) -> None:
@@ -213,7 +213,7 @@ async def test_slow_body_times_out_with_408(aiohttp_client: Any, tmp_path: Path)
     writer.close()
 
     assert status_line.split()[1] == b"408"
-    assert records_in(config) == []
+    assert await delivered(client, config) == []
     await _still_serving(client, config)
 
 
@@ -230,7 +230,7 @@ async def test_connection_dropped_mid_body(aiohttp_client: Any, tmp_path: Path) 
     await writer.wait_closed()
     await asyncio.sleep(0.05)
 
-    assert records_in(config) == []
+    assert await delivered(client, config) == []
     await _still_serving(client, config)
 
 
@@ -253,7 +253,7 @@ async def test_requests_over_the_concurrency_limit_get_503(aiohttp_client: Any, 
     await writer.drain()
     assert (await asyncio.wait_for(reader.readline(), timeout=5)).split()[1] == b"200"
     writer.close()
-    assert [r["object"]["name"] for r in records_in(config)] == ["web-1"]
+    assert [r["object"]["name"] for r in await delivered(client, config)] == ["web-1"]
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
@@ -299,7 +299,7 @@ async def test_an_event_that_breaks_record_building_is_dead_lettered(
     assert status == 200
     assert payload["dead_lettered"] == 1
     assert [d["reason"] for d in dead_letters_in(config)] == ["internal"]
-    assert [r["object"]["name"] for r in records_in(config)] == ["web-0", "web-2"]
+    assert [r["object"]["name"] for r in await delivered(client, config)] == ["web-0", "web-2"]
 
 
 async def test_a_failure_outside_events_is_503_with_a_correlation_id(

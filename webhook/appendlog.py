@@ -18,7 +18,7 @@ import structlog
 
 from webhook.errors import StorageError
 
-__all__ = ["AppendLog", "ensure_private_dir"]
+__all__ = ["AppendLog", "ensure_private_dir", "fsync_dir"]
 
 log = structlog.get_logger(__name__)
 
@@ -130,7 +130,7 @@ class AppendLog:
                     older.replace(path.with_name(f"{path.name}.{index + 1}"))
             path.replace(path.with_name(f"{path.name}.1"))
         self._open_file()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         log.info("appendlog.rotated", file=path.name)
 
     async def aclose(self) -> None:
@@ -143,7 +143,7 @@ class AppendLog:
             self._fd = None
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -19,15 +19,17 @@ import yaml
 
 from webhook.errors import ConfigError
 from webhook.filter import DEFAULT_FILTER, FilterSpec, Matcher, Rule
+from webhook.sinks import sink_types
+from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
 
 __all__ = [
     "AuthConfig",
     "Config",
     "DeadLetterConfig",
     "DedupeConfig",
-    "JsonlSinkConfig",
     "LogConfig",
     "ServerConfig",
+    "SpoolConfig",
     "TlsConfig",
     "check_listen",
     "config_schema",
@@ -90,16 +92,17 @@ class DedupeConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JsonlSinkConfig:
-    type: Literal["jsonl"] = "jsonl"
-    name: str = "jsonl"
-    path: Path = Path("records.jsonl")
-    max_bytes: int = 100 * MiB
-    backups: int = 5
+class SpoolConfig:
+    """The durable queue between the handler and the sinks (see docs/sinks.md)."""
+
+    path: Path = Path("spool")
+    max_bytes: int = 1024 * MiB
+    segment_bytes: int = 64 * MiB
     fsync: bool = True
 
 
-SinkConfig = JsonlSinkConfig
+def _default_sinks() -> tuple[SinkSettings, ...]:
+    return (_sink({"type": "jsonl"}),)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,7 +120,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     dedupe: DedupeConfig = field(default_factory=DedupeConfig)
     filter: FilterSpec = DEFAULT_FILTER
-    sinks: tuple[SinkConfig, ...] = (JsonlSinkConfig(),)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    sinks: tuple[SinkSettings, ...] = field(default_factory=_default_sinks)
     dead_letter: DeadLetterConfig = field(default_factory=DeadLetterConfig)
 
     def in_data_dir(self, path: Path) -> Path:
@@ -127,8 +131,33 @@ class Config:
 
 @functools.cache
 def config_schema() -> dict[str, Any]:
+    """The shipped schema, with one ``sinks`` branch per registered sink type."""
     text = importlib.resources.files("webhook").joinpath("config.schema.json").read_text("utf-8")
     schema: dict[str, Any] = yaml.safe_load(text)
+    common = schema["$defs"]["sink_common"]
+    branches: list[tuple[str, dict[str, Any]]] = []
+    for name, sink_type in sorted(sink_types().items()):
+        branches.append(
+            (
+                name,
+                {
+                    "type": "object",
+                    "description": sink_type.description,
+                    "additionalProperties": False,
+                    "required": ["type", *sink_type.required],
+                    "properties": {**common, "type": {"const": name}, **sink_type.properties},
+                },
+            )
+        )
+    schema["$defs"]["sink"] = {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"enum": sorted(sink_types())}},
+        # if/then per type, so that errors name the offending key rather than "oneOf"
+        "allOf": [
+            {"if": {"properties": {"type": {"const": name}}}, "then": branch} for name, branch in branches
+        ],
+    }
     return schema
 
 
@@ -151,9 +180,7 @@ def _hint(error: jsonschema.ValidationError) -> str:
         missing = [k for k in allowed if k not in instance]
         return "missing " + ", ".join(repr(k) for k in missing)
     if error.validator in ("enum", "const"):
-        return "allowed: " + ", ".join(
-            map(repr, allowed if isinstance(allowed, list) else [allowed])
-        )
+        return "allowed: " + ", ".join(map(repr, allowed if isinstance(allowed, list) else [allowed]))
     return f"expected {error.validator} {error.validator_value!r}"[:200]
 
 
@@ -180,16 +207,23 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         raise ConfigError(f"{source} is not valid: {len(errors)} error(s)", errors)
     assert isinstance(raw, Mapping)  # noqa: S101 - guaranteed by the schema
     base = Config()
-    return Config(
+    config = Config(
         cluster=raw.get("cluster", base.cluster),
         data_dir=Path(raw.get("data_dir", base.data_dir)),
         server=_server(raw.get("server") or {}),
         log=_section(LogConfig, raw.get("log")),
         dedupe=_section(DedupeConfig, raw.get("dedupe")),
         filter=_filter(raw.get("filter")),
+        spool=_spool(raw.get("spool")),
         sinks=tuple(_sink(s) for s in raw["sinks"]) if "sinks" in raw else base.sinks,
         dead_letter=_dead_letter(raw.get("dead_letter")),
     )
+    names = [sink.name for sink in config.sinks]
+    if len(set(names)) != len(names):
+        raise ConfigError(
+            f"{source} is not valid", ("$.sinks: names must be unique (they name each sink's cursor)",)
+        )
+    return config
 
 
 def _section(cls: type[T], raw: Mapping[str, Any] | None) -> T:
@@ -255,11 +289,26 @@ def _dead_letter(raw: Mapping[str, Any] | None) -> DeadLetterConfig:
     return DeadLetterConfig(**options)
 
 
-def _sink(raw: Mapping[str, Any]) -> SinkConfig:
+def _sink(raw: Mapping[str, Any]) -> SinkSettings:
     options = dict(raw)
+    kind = options.pop("type")
+    sink_type = sink_types()[kind]
+    batch = {**sink_type.batch_defaults, **options.pop("batch", {})}
+    return SinkSettings(
+        type=kind,
+        name=options.pop("name", kind),
+        batch=BatchOptions(**batch),
+        retry=RetryOptions(**options.pop("retry", {})),
+        drop_when_full=options.pop("drop_when_full", False),
+        options=sink_type.parse(options),
+    )
+
+
+def _spool(raw: Mapping[str, Any] | None) -> SpoolConfig:
+    options = dict(raw or {})
     if "path" in options:
         options["path"] = Path(options["path"])
-    return JsonlSinkConfig(**options)
+    return SpoolConfig(**options)
 
 
 def _filter(raw: Mapping[str, Any] | None) -> FilterSpec:
@@ -268,9 +317,7 @@ def _filter(raw: Mapping[str, Any] | None) -> FilterSpec:
     stages = raw.get("stages", "final")
     return FilterSpec(
         stages="final" if stages == "final" else frozenset(stages),
-        include=tuple(_rule(r) for r in raw["include"])
-        if "include" in raw
-        else DEFAULT_FILTER.include,
+        include=tuple(_rule(r) for r in raw["include"]) if "include" in raw else DEFAULT_FILTER.include,
         exclude=tuple(_rule(r) for r in raw.get("exclude", ())),
     )
 
@@ -307,9 +354,7 @@ def with_overrides(config: Config, **overrides: Any) -> Config:
         log = replace(log, format=overrides["log_format"])
     if overrides.get("log_level") is not None:
         log = replace(log, level=overrides["log_level"])
-    data_dir = (
-        Path(overrides["data_dir"]) if overrides.get("data_dir") is not None else config.data_dir
-    )
+    data_dir = Path(overrides["data_dir"]) if overrides.get("data_dir") is not None else config.data_dir
     return replace(config, server=server, log=log, data_dir=data_dir)
 
 

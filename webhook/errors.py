@@ -18,6 +18,8 @@
     ├── MalformedEventError           malformed-event  (one event: dead-lettered, never an answer)
     │   └── EventTooLargeError        event-too-large
     └── StorageError                  storage          503  we cannot keep the batch durably
+        ├── SpoolFullError            spool-full       503  the spool is at its cap (a sink is behind)
+        └── SinkError                 sink             (a sink could not deliver; never an answer)
 
 Messages name a field or a path, never a value taken from the request.
 """
@@ -38,6 +40,8 @@ __all__ = [
     "NotEventListError",
     "NotJSONError",
     "OverloadedError",
+    "SinkError",
+    "SpoolFullError",
     "StorageError",
     "UnauthorizedError",
     "UnsupportedMediaTypeError",
@@ -141,3 +145,19 @@ class StorageError(WebhookError):
 
     code = "storage"
     http_status = 503
+
+
+class SpoolFullError(StorageError):
+    """The spool is at its size cap because a sink is behind; 503 makes the apiserver wait."""
+
+    code = "spool-full"
+
+
+class SinkError(StorageError):
+    """A sink could not deliver; ``retryable`` says whether the same batch may succeed later."""
+
+    code = "sink"
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -1,35 +1,34 @@
-"""The pipeline plus its durable writes: what ``POST /audit`` and ``replay`` share.
+"""The pipeline, the spool and the sinks: what ``POST /audit`` and ``replay`` share.
 
-``ingest`` returns only once every record of the batch is in every sink and every dead letter
-is in the dead-letter file; it raises ``StorageError`` when that cannot be done, and then the
-batch's dedupe keys are not remembered, so the resent batch is recorded in full.
+``ingest`` returns once every record of the batch is in the spool and every dead letter in
+the dead-letter file, both fsync'd; it raises ``StorageError`` (``SpoolFullError`` when a
+sink is too far behind) when that cannot be done, and then the batch's dedupe keys are not
+remembered, so the resent batch is recorded in full. Delivery to the sinks runs behind, one
+loop per sink (webhook/delivery.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
 from webhook.appendlog import AppendLog, ensure_private_dir
-from webhook.config import Config, JsonlSinkConfig
+from webhook.config import Config
 from webhook.dedupe import Deduper
+from webhook.delivery import SinkWorker
 from webhook.errors import StorageError, WebhookError
 from webhook.metrics import Metrics
 from webhook.pipeline import BatchResult, DeadLetter, Pipeline, dead_letter_json
-from webhook.record import Record
-from webhook.sinks.base import Sink
-from webhook.sinks.jsonl import JsonlSink
+from webhook.record import to_json
+from webhook.sinks import sink_types
+from webhook.spool import Spool
 
 __all__ = ["Ingestor"]
 
 log = structlog.get_logger(__name__)
-
-
-def _build_sink(config: Config, sink: JsonlSinkConfig) -> Sink:
-    return JsonlSink(sink, config.in_data_dir(sink.path))
 
 
 class Ingestor:
@@ -43,39 +42,66 @@ class Ingestor:
             max_bytes=config.dead_letter.max_bytes,
             backups=config.dead_letter.backups,
         )
-        self.sinks: list[Sink] = []
+        self.spool = Spool(
+            config.in_data_dir(config.spool.path),
+            max_bytes=config.spool.max_bytes,
+            segment_bytes=config.spool.segment_bytes,
+            fsync=config.spool.fsync,
+            on_drop=lambda sink, records: self.metrics.spool_dropped.labels(sink=sink).inc(records),
+        )
+        self.workers: list[SinkWorker] = []
 
     async def open(self) -> None:
-        """Create the data dir and open every output; closes what it opened if one fails."""
+        """Create the data dir, recover the spool, start one delivery loop per sink."""
         await asyncio.to_thread(ensure_private_dir, self.config.data_dir)
         await asyncio.to_thread(self.dead_letters.open)
-        try:
-            for sink_config in self.config.sinks:
-                sink = _build_sink(self.config, sink_config)
-                await sink.open()
-                self.sinks.append(sink)
-        except BaseException:
-            await self.aclose()
-            raise
+        await asyncio.to_thread(self.spool.open)
+        self.metrics.spool_max_bytes.set(self.spool.max_bytes)
+        types = sink_types()
+        for settings in self.config.sinks:
+            sink = types[settings.type].build(settings, self.config.data_dir)
+            worker = SinkWorker(
+                sink, settings, self.spool, metrics=self.metrics, dead_letters=self.dead_letters
+            )
+            self.workers.append(worker)
+            worker.start()
 
-    async def aclose(self) -> None:
-        """Write what is queued and close the outputs."""
-        for sink in self.sinks:
-            await sink.aclose()
+    async def aclose(self, *, drain_timeout_s: float = 0.0) -> None:
+        """Let the sinks catch up for at most ``drain_timeout_s``, then stop and close."""
+        if drain_timeout_s > 0:
+            drained = await asyncio.gather(*(w.drain(drain_timeout_s) for w in self.workers))
+            behind = [w.name for w, ok in zip(self.workers, drained, strict=True) if not ok]
+            if behind:
+                log.warning("sinks.not_drained", sinks=behind)
+        for worker in self.workers:
+            await worker.stop()
+        await self.spool.aclose()
         await self.dead_letters.aclose()
-        log.info("sinks.closed", sinks=len(self.sinks))
+        log.info("sinks.closed", sinks=len(self.workers))
+
+    async def drain(self, timeout_s: float) -> bool:
+        """True once every sink has delivered everything in the spool."""
+        results = await asyncio.gather(*(w.drain(timeout_s) for w in self.workers))
+        return all(results)
 
     async def ingest(self, items: Sequence[Any], *, received_at: str) -> BatchResult:
         result = self.pipeline.process(items, received_at=received_at)
-        await self._keep(result.records, result.dead_letters)
+        writes = []
+        if result.records:
+            writes.append(self.spool.append([to_json(record) for record in result.records]))
+        if result.dead_letters:
+            writes.append(self.dead_letters.append(dead_letter_json(result.dead_letters)))
+        for outcome in await asyncio.gather(*writes, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         self.deduper.remember(result.keys)
         metrics = self.metrics
         metrics.events.inc(result.events)
         metrics.matched.inc(result.matched)
+        metrics.records.inc(len(result.records))
         metrics.dedupe_hits.inc(result.duplicates)
         metrics.dedupe_entries.set(len(self.deduper))
-        for sink in self.sinks:
-            metrics.records.labels(sink=sink.name).inc(len(result.records))
+        metrics.spool_bytes.set(self.spool.size)
         for letter in result.dead_letters:
             metrics.dead_letters.labels(reason=letter.reason).inc()
         return result
@@ -89,23 +115,24 @@ class Ingestor:
         except StorageError:
             log.error("dead_letter.write_failed", reason=exc.code)
 
-    async def _keep(self, records: list[Record], letters: list[DeadLetter]) -> None:
-        """Write to every sink and the dead-letter file; StorageError if any fails."""
-        writes: list[Awaitable[None]] = [sink.send(records) for sink in self.sinks if records]
-        if letters:
-            writes.append(self.dead_letters.append(dead_letter_json(letters)))
-        outcomes = await asyncio.gather(*writes, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-
     async def problems(self) -> dict[str, str]:
-        """What keeps the outputs from being written, by output name; empty when all is well."""
+        """What stops us from accepting batches; empty when all is well."""
         problems: dict[str, str] = {}
         if not self.dead_letters.healthy:
             problems["dead_letter"] = self.dead_letters.last_error or "closed"
-        for sink in self.sinks:
-            health = await sink.health()
-            if not health.ok:
-                problems[f"sink:{sink.name}"] = health.detail
+        if not self.spool.healthy:
+            problems["spool"] = self.spool.last_error or "closed"
+        elif self.spool.size >= self.spool.max_bytes * 0.99:
+            problems["spool"] = "full; behind: " + ", ".join(self.spool.lagging())
         return problems
+
+    async def sink_status(self) -> dict[str, dict[str, Any]]:
+        """Per sink: healthy or not, and its lag; reported by /readyz, never failing it."""
+        status: dict[str, dict[str, Any]] = {}
+        for worker in self.workers:
+            health = await worker.health()
+            records, size = self.spool.lag(worker.name)
+            status[worker.name] = {"ok": health.ok, "detail": health.detail, "lag_records": records}
+            if size:
+                status[worker.name]["lag_bytes"] = size
+        return status

@@ -31,17 +31,10 @@ class Metrics:
         self.batches = Counter(
             "ingress_audit_batches_received", "EventList requests accepted (200).", registry=r
         )
-        self.events = Counter(
-            "ingress_audit_events_received", "Events in accepted EventLists.", registry=r
-        )
-        self.matched = Counter(
-            "ingress_audit_events_matched", "Events kept by the filter rules.", registry=r
-        )
+        self.events = Counter("ingress_audit_events_received", "Events in accepted EventLists.", registry=r)
+        self.matched = Counter("ingress_audit_events_matched", "Events kept by the filter rules.", registry=r)
         self.records = Counter(
-            "ingress_audit_records_written",
-            "Records durably written, per sink.",
-            ["sink"],
-            registry=r,
+            "ingress_audit_records_written", "Records durably written to the spool.", registry=r
         )
         self.rejects = Counter(
             "ingress_audit_requests_rejected",
@@ -67,6 +60,38 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "ingress_audit_requests_in_flight", "Requests to /audit being processed.", registry=r
+        )
+        self.spool_bytes = Gauge("ingress_audit_spool_bytes", "Bytes held by the spool.", registry=r)
+        self.spool_max_bytes = Gauge("ingress_audit_spool_max_bytes", "The spool's size cap.", registry=r)
+        self.spool_dropped = Counter(
+            "ingress_audit_spool_dropped_records",
+            "Records dropped from a drop_when_full sink's backlog when the spool was full.",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_delivered = Counter(
+            "ingress_audit_sink_delivered_records", "Records a sink accepted.", ["sink"], registry=r
+        )
+        self.sink_failures = Counter(
+            "ingress_audit_sink_failures", "Failed delivery attempts.", ["sink"], registry=r
+        )
+        self.sink_retries = Counter(
+            "ingress_audit_sink_retries", "Delivery attempts that were retries.", ["sink"], registry=r
+        )
+        self.sink_up = Gauge(
+            "ingress_audit_sink_up", "1 when the sink's last delivery succeeded.", ["sink"], registry=r
+        )
+        self.sink_lag_records = Gauge(
+            "ingress_audit_sink_lag_records", "Records in the spool not yet delivered.", ["sink"], registry=r
+        )
+        self.sink_lag_bytes = Gauge(
+            "ingress_audit_sink_lag_bytes", "Bytes in the spool not yet delivered.", ["sink"], registry=r
+        )
+        self.sink_lag_seconds = Gauge(
+            "ingress_audit_sink_lag_seconds",
+            "Age of the oldest record not yet delivered (0 when caught up).",
+            ["sink"],
+            registry=r,
         )
         self.dedupe_entries = Gauge(
             "ingress_audit_dedupe_entries", "Keys held by the in-memory dedupe window.", registry=r

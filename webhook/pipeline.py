@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -22,7 +23,7 @@ from webhook.events import check_event, event_ref
 from webhook.filter import compile_filter
 from webhook.record import SCHEMA_VERSION, Record, record_id
 
-__all__ = ["BatchResult", "DeadLetter", "Pipeline", "dead_letter_json"]
+__all__ = ["BatchResult", "DeadLetter", "Pipeline", "dead_letter_json", "utc_now"]
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +39,7 @@ class DeadLetter:
     received_at: str
     index: int | None = None
     event: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] | None = None  # a record a sink refused for good (already redacted)
     schema_version: int = SCHEMA_VERSION
     type: str = "dead_letter"
 
@@ -50,6 +52,11 @@ class BatchResult:
     records: list[Record] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+
+
+def utc_now() -> str:
+    """Now, as the records write times: RFC 3339, microseconds, UTC, ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def dead_letter_json(letters: Sequence[DeadLetter]) -> bytes:

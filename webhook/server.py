@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Final
 
 import orjson
@@ -36,6 +35,7 @@ from webhook.errors import (
 from webhook.events import decode_event_list
 from webhook.ingest import Ingestor
 from webhook.metrics import Metrics
+from webhook.pipeline import utc_now
 from webhook.tls import TlsFiles, TlsReloader
 
 __all__ = ["CONFIG", "RUNTIME", "RunningServer", "Runtime", "create_app", "start_server"]
@@ -98,7 +98,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         poll.cancel()
-        await ingestor.aclose()
+        # Local sinks catch up in moments; remote ones resume from their cursors on restart.
+        await ingestor.aclose(drain_timeout_s=min(5.0, config.server.shutdown_timeout_s / 2))
 
 
 async def _poll(authenticator: Authenticator, config: Config) -> None:
@@ -194,7 +195,7 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
         raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes") from None
     except TimeoutError:
         raise BodyTimeoutError(f"body not received within {server.body_timeout_s} s") from None
-    received_at = _now()
+    received_at = utc_now()
     ingestor = runtime.ingestor
     try:
         items = decode_event_list(body)
@@ -237,9 +238,10 @@ async def readyz(request: web.Request) -> web.Response:
     problems = await runtime.ingestor.problems()
     if runtime.stopping:
         problems["server"] = "shutting down"
+    sinks = await runtime.ingestor.sink_status()
     if problems:
-        return web.json_response({"status": "not ready", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready", "problems": problems, "sinks": sinks}, status=503)
+    return web.json_response({"status": "ready", "sinks": sinks})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -248,10 +250,6 @@ async def metrics(request: web.Request) -> web.Response:
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     response.charset = "utf-8"
     return response
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)

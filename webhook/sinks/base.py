@@ -1,29 +1,68 @@
-"""The one interface every sink implements.
+"""The one interface every sink implements, and what the delivery loop needs to know of it.
 
-A sink either delivers the whole batch or raises ``SinkError``; the caller forgets a batch
-only once ``send`` has returned.
+A sink either delivers the whole batch or raises ``SinkError``; the spool moves the sink's
+cursor only once ``send`` has returned. ``retryable=False`` means the same batch will never
+succeed (the records are dead-lettered); ``PartialDeliveryError`` says which records to retry
+and which were refused for good (a bulk API that accepted some items).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from webhook.errors import StorageError
-from webhook.record import Record
+from webhook.errors import SinkError
+from webhook.spool import SpooledRecord
 
-__all__ = ["Health", "Sink", "SinkError"]
+__all__ = [
+    "BatchOptions",
+    "Health",
+    "PartialDeliveryError",
+    "RetryOptions",
+    "Sink",
+    "SinkError",
+    "SinkSettings",
+    "SpooledRecord",
+]
 
 
-class SinkError(StorageError):
-    """Delivery failed; ``retryable`` says whether the same batch may succeed later."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchOptions:
+    """Send when ``max_events`` or ``max_bytes`` are reached, or ``timeout_s`` after the first."""
 
-    code = "sink"
+    max_events: int = 500
+    max_bytes: int = 4 * 1024 * 1024
+    timeout_s: float = 1.0
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.retryable = retryable
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryOptions:
+    """Exponential backoff with full jitter between ``initial_backoff_s`` and ``max_backoff_s``."""
+
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SinkSettings:
+    """What every sink has, whatever its type; ``options`` holds the type's own settings."""
+
+    type: str
+    name: str
+    batch: BatchOptions = field(default_factory=BatchOptions)
+    retry: RetryOptions = field(default_factory=RetryOptions)
+    drop_when_full: bool = False
+    options: Any = None
+
+
+class PartialDeliveryError(SinkError):
+    """Some records were delivered; ``retry`` lists indexes to resend, ``rejected`` the refused."""
+
+    def __init__(self, message: str, *, retry: Sequence[int], rejected: Mapping[int, str]) -> None:
+        super().__init__(message, retryable=bool(retry))
+        self.retry = tuple(retry)
+        self.rejected = dict(rejected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +74,10 @@ class Health:
 class Sink(Protocol):
     name: str
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Connect or create what is needed; a failure here is retried by the delivery loop."""
 
-    async def send(self, batch: Sequence[Record]) -> None:
+    async def send(self, batch: Sequence[SpooledRecord]) -> None:
         """Deliver all of it or raise SinkError(retryable=...)."""
 
     async def health(self) -> Health:

@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from webhook.appendlog import AppendLog
-from webhook.config import JsonlSinkConfig
-from webhook.errors import StorageError
-from webhook.record import Record, to_json
-from webhook.sinks.base import Health, SinkError
+from webhook.errors import SinkError, StorageError
+from webhook.sinks import SinkType
+from webhook.sinks.base import Health, SinkSettings, SpooledRecord
 
-__all__ = ["JsonlSink"]
+__all__ = ["JsonlOptions", "JsonlSink"]
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JsonlOptions:
+    path: Path = Path("records.jsonl")
+    max_bytes: int = 100 * MiB
+    backups: int = 5
+    fsync: bool = True
 
 
 class JsonlSink:
-    def __init__(self, config: JsonlSinkConfig, path: Path) -> None:
-        self.name = config.name
-        self._log = AppendLog(
-            path, max_bytes=config.max_bytes, backups=config.backups, fsync=config.fsync
-        )
+    def __init__(self, name: str, options: JsonlOptions, data_dir: Path) -> None:
+        self.name = name
+        path = options.path if options.path.is_absolute() else data_dir / options.path
+        self._log = AppendLog(path, max_bytes=options.max_bytes, backups=options.backups, fsync=options.fsync)
 
     @property
     def path(self) -> Path:
@@ -29,11 +39,9 @@ class JsonlSink:
     async def open(self) -> None:
         await asyncio.to_thread(self._log.open)
 
-    async def send(self, batch: Sequence[Record]) -> None:
-        if not batch:
-            return
+    async def send(self, batch: Sequence[SpooledRecord]) -> None:
         try:
-            await self._log.append(b"".join(to_json(record) + b"\n" for record in batch))
+            await self._log.append(b"".join(record.line + b"\n" for record in batch))
         except StorageError as exc:
             raise SinkError(exc.message, retryable=True) from None
 
@@ -44,3 +52,29 @@ class JsonlSink:
 
     async def aclose(self) -> None:
         await self._log.aclose()
+
+
+def _parse(raw: Mapping[str, Any]) -> JsonlOptions:
+    options = dict(raw)
+    if "path" in options:
+        options["path"] = Path(options["path"])
+    return JsonlOptions(**options)
+
+
+def _build(settings: SinkSettings, data_dir: Path) -> JsonlSink:
+    return JsonlSink(settings.name, settings.options, data_dir)
+
+
+SINK_TYPE = SinkType(
+    name="jsonl",
+    description="JSON lines in a local file, fsync'd and rotated by size",
+    properties={
+        "path": {"type": "string", "minLength": 1, "description": "Relative to data_dir."},
+        "max_bytes": {"type": "integer", "minimum": 4096},
+        "backups": {"type": "integer", "minimum": 0, "maximum": 1000},
+        "fsync": {"type": "boolean"},
+    },
+    parse=_parse,
+    build=_build,
+    batch_defaults={"timeout_s": 0.0},
+)

@@ -1,0 +1,160 @@
+"""The delivery loop: retries until delivered, dead-letters what a sink refuses, moves the cursor last.
+
+The sink here is a test double of our own Sink protocol (records what it received, fails on
+command); real sinks have their own tests against real servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+
+from webhook.appendlog import AppendLog
+from webhook.delivery import SinkWorker
+from webhook.errors import SinkError
+from webhook.metrics import Metrics
+from webhook.sinks.base import BatchOptions, Health, PartialDeliveryError, RetryOptions, SinkSettings
+from webhook.spool import Spool, SpooledRecord
+
+FAST_RETRY = RetryOptions(initial_backoff_s=0.005, max_backoff_s=0.02)
+
+
+@dataclass
+class ScriptedSink:
+    """Fails with the queued errors first, then accepts."""
+
+    name: str = "scripted"
+    errors: list[Exception] = field(default_factory=list)
+    received: list[str] = field(default_factory=list)
+    attempts: int = 0
+
+    async def open(self) -> None:
+        pass
+
+    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+        self.attempts += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        self.received.extend(r.record["id"] for r in batch)
+
+    async def health(self) -> Health:
+        return Health(True)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@dataclass
+class Harness:
+    spool: Spool
+    dead: AppendLog
+    metrics: Metrics
+    path: Path
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20, segment_bytes=1 << 16)
+    spool.open()
+    dead = AppendLog(tmp_path / "dead.jsonl", max_bytes=1 << 20, backups=1)
+    dead.open()
+    yield Harness(spool, dead, Metrics(), tmp_path)
+    await spool.aclose()
+    await dead.aclose()
+
+
+def _worker(h: Harness, sink: ScriptedSink, max_events: int = 500) -> SinkWorker:
+    settings = SinkSettings(
+        type="test", name=sink.name, batch=BatchOptions(timeout_s=0, max_events=max_events), retry=FAST_RETRY
+    )
+    return SinkWorker(sink, settings, h.spool, metrics=h.metrics, dead_letters=h.dead)
+
+
+def _records(*ids: str) -> list[bytes]:
+    return [orjson.dumps({"id": i, "received_at": "2026-11-25T00:00:00Z"}) for i in ids]
+
+
+def _metric(h: Harness, name: str, sink: str) -> float:
+    value = h.metrics.registry.get_sample_value(name, {"sink": sink})
+    return value or 0.0
+
+
+async def test_retryable_failures_are_retried_until_delivered(harness: Harness) -> None:
+    """Three failures, then success: every record delivered once, the cursor at the end."""
+    sink = ScriptedSink(errors=[SinkError("down"), SinkError("down"), ConnectionResetError()])
+    worker = _worker(harness, sink)
+    await harness.spool.append(_records("a", "b", "c"))
+    worker.start()
+
+    assert await worker.drain(5)
+    await worker.stop()
+    assert sink.received == ["a", "b", "c"]
+    assert sink.attempts == 4
+    assert _metric(harness, "ingress_audit_sink_retries_total", "scripted") == 3
+    assert _metric(harness, "ingress_audit_sink_delivered_records_total", "scripted") == 3
+    assert harness.spool.lag("scripted") == (0, 0)
+
+
+async def test_refused_records_are_dead_lettered_and_skipped(harness: Harness) -> None:
+    """A non-retryable failure puts the (redacted) records in the dead letters and moves on."""
+    sink = ScriptedSink(errors=[SinkError("schema mismatch", retryable=False)])
+    worker = _worker(harness, sink, max_events=2)
+    await harness.spool.append(_records("a", "b", "c"))
+    worker.start()
+
+    assert await worker.drain(5)
+    await worker.stop()
+    assert sink.received == ["c"]
+    letters = [orjson.loads(line) for line in (harness.path / "dead.jsonl").read_bytes().splitlines()]
+    assert [(d["reason"], d["record"]["id"]) for d in letters] == [
+        ("sink-rejected", "a"),
+        ("sink-rejected", "b"),
+    ]
+    assert "schema mismatch" in letters[0]["detail"]
+
+
+async def test_partial_delivery_retries_only_what_failed(harness: Harness) -> None:
+    """A bulk answer with some items failed: those are resent, refused ones dead-lettered."""
+    sink = ScriptedSink(errors=[PartialDeliveryError("bulk", retry=[1], rejected={2: "mapping"})])
+    worker = _worker(harness, sink)
+    await harness.spool.append(_records("a", "b", "c"))
+    worker.start()
+
+    assert await worker.drain(5)
+    await worker.stop()
+    assert sink.received == ["b"]  # "a" was accepted by the first (partial) attempt
+    letters = (harness.path / "dead.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(x)["record"]["id"] for x in letters] == ["c"]
+
+
+async def test_the_cursor_moves_only_after_delivery(harness: Harness) -> None:
+    """While a sink keeps failing its records stay in the spool and count as lag."""
+    sink = ScriptedSink(errors=[SinkError("down")] * 1000)
+    worker = _worker(harness, sink)
+    await harness.spool.append(_records("a", "b"))
+    worker.start()
+    await asyncio.sleep(0.2)
+
+    assert harness.spool.lag("scripted")[0] == 2
+    assert (await worker.health()).ok is False
+    assert harness.metrics.registry.get_sample_value("ingress_audit_sink_up", {"sink": "scripted"}) == 0
+    await worker.stop()
+    assert sink.received == []
+
+
+async def test_records_arriving_later_wake_the_loop(harness: Harness) -> None:
+    """An idle loop delivers new records promptly, without waiting for its idle timeout."""
+    sink = ScriptedSink()
+    worker = _worker(harness, sink)
+    worker.start()
+    await asyncio.sleep(0.05)
+    await harness.spool.append(_records("late"))
+
+    assert await worker.drain(0.5)
+    await worker.stop()
+    assert sink.received == ["late"]

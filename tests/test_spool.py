@@ -1,0 +1,193 @@
+"""The spool keeps what it acknowledged, hands each sink every record once, and pushes back when full."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from webhook.errors import SpoolFullError, StorageError
+from webhook.spool import Spool
+
+
+def _spool(path: Path, **kw: Any) -> Spool:
+    options: dict[str, Any] = {"max_bytes": 1024 * 1024, "segment_bytes": 4096, **kw}
+    spool = Spool(path, **options)
+    spool.open()
+    return spool
+
+
+def _lines(start: int, count: int, pad: int = 0) -> list[bytes]:
+    return [orjson.dumps({"id": f"r{n}", "pad": "x" * pad}) for n in range(start, start + count)]
+
+
+def _ids(spool: Spool, name: str, max_events: int = 10_000) -> list[str]:
+    batch = spool.read(name, max_events=max_events, max_bytes=1 << 30)
+    return [r.record["id"] for r in batch.records]
+
+
+async def test_records_round_trip_in_order(tmp_path: Path) -> None:
+    """What was appended is read back whole and in order, across segments."""
+    spool = _spool(tmp_path)
+    spool.register("a")
+    for start in range(0, 100, 10):
+        await spool.append(_lines(start, 10, pad=100))
+
+    assert _ids(spool, "a") == [f"r{n}" for n in range(100)]
+    assert len(list(tmp_path.glob("*.seg"))) > 1  # 4 KiB segments rolled
+    await spool.aclose()
+
+
+async def test_batches_respect_their_limits(tmp_path: Path) -> None:
+    """A read returns at most max_events records and about max_bytes, never a partial record."""
+    spool = _spool(tmp_path)
+    spool.register("a")
+    await spool.append(_lines(0, 50, pad=50))
+
+    first = spool.read("a", max_events=7, max_bytes=1 << 20)
+    assert [r.record["id"] for r in first.records] == [f"r{n}" for n in range(7)]
+    small = spool.read("a", max_events=100, max_bytes=200)
+    assert 1 <= len(small.records) <= 3
+    await spool.aclose()
+
+
+async def test_each_sink_resumes_from_its_cursor_after_restart(tmp_path: Path) -> None:
+    """Committed cursors survive a restart; each sink gets what it had not delivered."""
+    spool = _spool(tmp_path)
+    spool.register("fast")
+    spool.register("slow")
+    await spool.append(_lines(0, 30, pad=80))
+    batch = spool.read("fast", max_events=20, max_bytes=1 << 20)
+    spool.commit("fast", batch.end)
+    await spool.aclose()
+
+    reopened = _spool(tmp_path)
+    reopened.register("fast")
+    reopened.register("slow")
+    assert _ids(reopened, "fast") == [f"r{n}" for n in range(20, 30)]
+    assert _ids(reopened, "slow") == [f"r{n}" for n in range(30)]
+    assert reopened.lag("fast")[0] == 10
+    assert reopened.lag("slow")[0] == 30
+    await reopened.aclose()
+
+
+async def test_a_partial_last_line_is_cut_on_open(tmp_path: Path) -> None:
+    """A crash mid-write leaves a partial line; recovery drops it and keeps every whole record."""
+    spool = _spool(tmp_path)
+    await spool.append(_lines(0, 3))
+    await spool.aclose()
+    (segment,) = tmp_path.glob("*.seg")
+    with segment.open("ab") as handle:
+        handle.write(b'{"id":"torn","pa')
+
+    reopened = _spool(tmp_path)
+    reopened.register("a")
+    assert _ids(reopened, "a") == ["r0", "r1", "r2"]
+    assert segment.read_bytes().endswith(b"\n")
+    await reopened.aclose()
+
+
+async def test_segments_are_deleted_once_every_sink_passed_them(tmp_path: Path) -> None:
+    """Old segments go only when the slowest cursor is past them."""
+    spool = _spool(tmp_path)
+    spool.register("a")
+    spool.register("b")
+    for start in range(0, 200, 20):
+        await spool.append(_lines(start, 20, pad=100))
+    before = len(list(tmp_path.glob("*.seg")))
+
+    spool.commit("a", spool.read("a", max_events=10_000, max_bytes=1 << 30).end)
+    assert len(list(tmp_path.glob("*.seg"))) == before
+    spool.commit("b", spool.read("b", max_events=10_000, max_bytes=1 << 30).end)
+    assert len(list(tmp_path.glob("*.seg"))) == 1
+    assert spool.lag("a") == (0, 0)
+    await spool.aclose()
+
+
+async def test_full_spool_refuses_and_names_the_sink_behind(tmp_path: Path) -> None:
+    """At the cap, appends raise SpoolFullError naming the lagging sink; delivery frees room."""
+    spool = _spool(tmp_path, max_bytes=8192, segment_bytes=2048)
+    spool.register("down")
+
+    async def fill() -> None:
+        for start in range(0, 1000, 10):
+            await spool.append(_lines(start, 10, pad=40))
+
+    with pytest.raises(SpoolFullError, match="down"):
+        await fill()
+    held = _ids(spool, "down")
+
+    spool.commit("down", spool.read("down", max_events=10_000, max_bytes=1 << 30).end)
+    await spool.append(_lines(5000, 10, pad=40))
+    assert _ids(spool, "down") == [f"r{n}" for n in range(5000, 5010)]
+    assert held == [f"r{n}" for n in range(len(held))]
+    await spool.aclose()
+
+
+async def test_drop_when_full_sinks_lose_their_backlog_not_the_others(tmp_path: Path) -> None:
+    """An optional sink's backlog is dropped (and reported) so the spool keeps accepting."""
+    dropped: list[tuple[str, int]] = []
+    spool = _spool(tmp_path, max_bytes=8192, segment_bytes=2048, on_drop=lambda s, n: dropped.append((s, n)))
+    spool.register("optional", drop_when_full=True)
+    spool.register("main")
+    for start in range(0, 400, 10):
+        await spool.append(_lines(start, 10, pad=40))
+        spool.commit("main", spool.read("main", max_events=10_000, max_bytes=1 << 30).end)
+
+    assert dropped
+    assert all(name == "optional" for name, _ in dropped)
+    assert spool.dropped("optional") == sum(n for _, n in dropped)
+    await spool.aclose()
+
+
+async def test_a_failed_write_leaves_no_partial_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC mid-write: StorageError, the segment is cut back, and later appends work."""
+    spool = _spool(tmp_path)
+    spool.register("a")
+    await spool.append(_lines(0, 2))
+    real_write: Callable[[int, Any], int] = os.write
+
+    def half_then_enospc(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_enospc)
+    with pytest.raises(StorageError, match="ENOSPC"):
+        await spool.append(_lines(2, 5))
+    healthy_after_failure = spool.healthy
+    assert healthy_after_failure is False
+    monkeypatch.undo()
+
+    await spool.append(_lines(7, 1))
+    assert spool.healthy
+    assert _ids(spool, "a") == ["r0", "r1", "r7"]
+    await spool.aclose()
+
+
+async def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many concurrent appends are committed with fewer fsyncs than appends."""
+    import asyncio
+
+    spool = _spool(tmp_path)
+    spool.register("a")
+    calls = 0
+    real_fsync = os.fsync
+
+    def counting(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    await asyncio.gather(*(spool.append(_lines(n * 10, 10)) for n in range(50)))
+
+    assert 1 <= calls < 50
+    assert sorted(_ids(spool, "a"), key=lambda i: int(i[1:])) == [f"r{n}" for n in range(500)]
+    await spool.aclose()

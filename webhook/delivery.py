@@ -1,0 +1,202 @@
+"""One delivery loop per sink: read from the spool, send, retry, move the cursor.
+
+The cursor moves only after the sink accepted the batch, so a crash or restart re-sends at
+most the batch in flight (at-least-once; records carry a stable id for idempotent sinks).
+Failures are retried with exponential backoff and full jitter, forever for retryable ones:
+the spool's cap, not this loop, decides when to push back on the apiserver. Records a sink
+refuses for good are dead-lettered (they are already redacted) and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+
+from webhook.appendlog import AppendLog
+from webhook.errors import SinkError, StorageError
+from webhook.metrics import Metrics
+from webhook.pipeline import DeadLetter, dead_letter_json, utc_now
+from webhook.sinks.base import Health, PartialDeliveryError, Sink, SinkSettings
+from webhook.spool import Spool, SpooledRecord
+
+__all__ = ["SinkWorker"]
+
+log = structlog.get_logger(__name__)
+
+_IDLE_S = 1.0
+
+
+def _age_s(record: SpooledRecord) -> float:
+    """Seconds since ingress-audit received the record (0 if the field is unreadable)."""
+    try:
+        received = datetime.fromisoformat(record.record["received_at"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return max(time.time() - received.timestamp(), 0.0)
+
+
+class SinkWorker:
+    def __init__(
+        self,
+        sink: Sink,
+        settings: SinkSettings,
+        spool: Spool,
+        *,
+        metrics: Metrics,
+        dead_letters: AppendLog,
+    ) -> None:
+        self.sink = sink
+        self.settings = settings
+        self.spool = spool
+        self.metrics = metrics
+        self.dead_letters = dead_letters
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+        self._opened = False
+        self._task: asyncio.Task[None] | None = None
+        spool.register(settings.name, drop_when_full=settings.drop_when_full)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"sink:{self.name}")
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until the sink has everything in the spool, for at most ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.spool.lag(self.name)[0] > 0:
+            if time.monotonic() > deadline or self._task is None or self._task.done():
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._opened:
+            await self.sink.aclose()
+
+    async def health(self) -> Health:
+        if self.failing_since is not None:
+            return Health(
+                False, f"failing for {time.monotonic() - self.failing_since:.0f}s: {self.last_error}"
+            )
+        return Health(True)
+
+    def _update_lag(self, oldest: SpooledRecord | None) -> None:
+        records, size = self.spool.lag(self.name)
+        labels = {"sink": self.name}
+        self.metrics.sink_lag_records.labels(**labels).set(records)
+        self.metrics.sink_lag_bytes.labels(**labels).set(size)
+        self.metrics.sink_lag_seconds.labels(**labels).set(_age_s(oldest) if oldest else 0.0)
+
+    async def _run(self) -> None:
+        batch_options = self.settings.batch
+        while True:
+            batch = self.spool.read(
+                self.name, max_events=batch_options.max_events, max_bytes=batch_options.max_bytes
+            )
+            if not batch.records:
+                self._update_lag(None)
+                try:
+                    async with asyncio.timeout(_IDLE_S):
+                        await self.spool.wait(self.name)
+                except TimeoutError:
+                    pass
+                continue
+            if len(batch.records) < batch_options.max_events and batch_options.timeout_s > 0:
+                linger = batch_options.timeout_s - _age_s(batch.records[0])
+                if linger > 0:
+                    await asyncio.sleep(min(linger, batch_options.timeout_s))
+                    batch = self.spool.read(
+                        self.name, max_events=batch_options.max_events, max_bytes=batch_options.max_bytes
+                    )
+            self._update_lag(batch.records[0])
+            await self._deliver(batch.records)
+            self.spool.commit(self.name, batch.end)
+            self._update_lag(None)
+
+    async def _deliver(self, records: Sequence[SpooledRecord]) -> None:
+        """Return once every record is delivered or dead-lettered."""
+        pending = list(records)
+        attempt = 0
+        retry = self.settings.retry
+        labels = {"sink": self.name}
+        while pending:
+            try:
+                if not self._opened:
+                    await self.sink.open()
+                    self._opened = True
+                await self.sink.send(pending)
+            except PartialDeliveryError as exc:
+                delivered = len(pending) - len(exc.retry) - len(exc.rejected)
+                self.metrics.sink_delivered.labels(**labels).inc(max(delivered, 0))
+                await self._reject([(pending[i], reason) for i, reason in exc.rejected.items()])
+                pending = [pending[i] for i in exc.retry]
+                if not pending:
+                    break
+                self._failed(exc, attempt)
+            except SinkError as exc:
+                if not exc.retryable:
+                    await self._reject([(record, exc.message) for record in pending])
+                    break
+                self._failed(exc, attempt)
+            except Exception as exc:  # noqa: BLE001 - a sink bug must not stop delivery for good
+                self._failed(SinkError(f"unexpected {type(exc).__name__}"), attempt)
+            else:
+                self.metrics.sink_delivered.labels(**labels).inc(len(pending))
+                break
+            attempt += 1
+            self.metrics.sink_retries.labels(**labels).inc()
+            self._update_lag(pending[0])
+            ceiling = min(retry.max_backoff_s, retry.initial_backoff_s * 2 ** min(attempt, 30))
+            await asyncio.sleep(random.uniform(retry.initial_backoff_s / 2, ceiling))  # noqa: S311
+        if self.failing_since is not None:
+            log.info(
+                "sink.recovered", sink=self.name, after_s=round(time.monotonic() - self.failing_since, 1)
+            )
+        self.failing_since = None
+        self.last_error = None
+        self.metrics.sink_up.labels(**labels).set(1)
+
+    def _failed(self, exc: SinkError, attempt: int) -> None:
+        self.metrics.sink_failures.labels(sink=self.name).inc()
+        self.metrics.sink_up.labels(sink=self.name).set(0)
+        self.last_error = exc.message
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        if attempt == 0 or attempt % 10 == 0:  # the first failure, then every tenth
+            log.warning(
+                "sink.send_failed", sink=self.name, code=exc.code, attempt=attempt + 1, reason=exc.message
+            )
+
+    async def _reject(self, refused: list[tuple[SpooledRecord, str]]) -> None:
+        """Records the sink will never take: into the dead letters, whole (they are redacted)."""
+        if not refused:
+            return
+        now = utc_now()
+        letters = [
+            DeadLetter(
+                reason="sink-rejected",
+                detail=f"{self.name}: {reason}"[:500],
+                received_at=now,
+                record=record.record,
+            )
+            for record, reason in refused
+        ]
+        self.metrics.dead_letters.labels(reason="sink-rejected").inc(len(letters))
+        log.warning("sink.records_rejected", sink=self.name, records=len(letters))
+        while True:
+            try:
+                await self.dead_letters.append(dead_letter_json(letters))
+                return
+            except StorageError:
+                await asyncio.sleep(1.0)  # the dead-letter file is the last place to keep them

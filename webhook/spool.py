@@ -1,0 +1,351 @@
+"""The durable queue between the handler and the sinks.
+
+Records are appended as JSON lines to numbered segment files and fsync'd before the handler
+answers 200 (concurrent requests share one fsync). Each sink reads from its own cursor and
+moves it only after delivery, so delivery is at-least-once per sink and a restart resumes
+where each sink stopped. Cursors are small JSON files replaced atomically. A segment is
+deleted once every cursor is past it.
+
+When the spool holds ``max_bytes``, appends fail with ``SpoolFullError`` (503: the apiserver
+keeps the batch and retries) — unless the lagging sinks are ``drop_when_full``, whose backlog
+is then dropped (counted and logged) so an optional sink cannot stall the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from webhook.appendlog import ensure_private_dir, fsync_dir
+from webhook.errors import SpoolFullError, StorageError
+
+__all__ = ["Position", "Spool", "SpoolBatch", "SpooledRecord"]
+
+log = structlog.get_logger(__name__)
+
+_SUFFIX = ".seg"
+_FILE_MODE = 0o600
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """A place in the spool: segment number, byte offset in it, and records before it."""
+
+    segment: int
+    offset: int
+    seq: int
+
+
+class SpooledRecord:
+    """One record as spooled: its JSON line, parsed on first use."""
+
+    __slots__ = ("_doc", "line")
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+        self._doc: dict[str, Any] | None = None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        if self._doc is None:
+            self._doc = orjson.loads(self.line)
+        return self._doc
+
+
+@dataclass(slots=True)
+class SpoolBatch:
+    records: list[SpooledRecord]
+    end: Position
+
+
+@dataclass(slots=True)
+class _Cursor:
+    position: Position
+    drop_when_full: bool
+    dropped: int = 0
+    waiter: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Spool:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        segment_bytes: int,
+        fsync: bool = True,
+        on_drop: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.directory = directory
+        self._on_drop = on_drop
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self._fsync = fsync
+        self._segments: dict[int, int] = {}  # segment number -> committed size in bytes
+        self._bases: dict[int, int] = {}  # segment number -> number of its first record
+        self._fd: int | None = None
+        self._end = Position(1, 0, 0)  # committed: readers never go past it
+        self._cursors: dict[str, _Cursor] = {}
+        self._pending: list[tuple[list[bytes], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+        self.last_error: str | None = None
+
+    # -- opening and recovery ------------------------------------------------------------
+
+    def open(self) -> None:
+        """Find the segments, cut a partial last line left by a crash, open for appending."""
+        ensure_private_dir(self.directory)
+        (self.directory / "cursors").mkdir(mode=0o700, exist_ok=True)
+        numbers = sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}") if p.stem.isdigit())
+        seq = 0  # record numbers count from the oldest segment on disk
+        for number in numbers:
+            path = self._path(number)
+            data = path.read_bytes()
+            whole = data.rfind(b"\n") + 1
+            if whole != len(data):
+                with open(path, "r+b") as handle:
+                    handle.truncate(whole)
+                log.warning("spool.partial_line_cut", segment=number, bytes=len(data) - whole)
+            self._segments[number] = whole
+            self._bases[number] = seq
+            seq += data.count(b"\n", 0, whole)
+        last = numbers[-1] if numbers else 1
+        self._segments.setdefault(last, 0)
+        self._bases.setdefault(last, seq)
+        self._end = Position(last, self._segments[last], seq)
+        self._open_segment(last)
+
+    def _seq_at(self, segment: int, offset: int) -> int:
+        with open(self._path(segment), "rb") as handle:
+            return self._bases[segment] + handle.read(offset).count(b"\n")
+
+    def _path(self, number: int) -> Path:
+        return self.directory / f"{number:020d}{_SUFFIX}"
+
+    def _open_segment(self, number: int) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        self._fd = os.open(self._path(number), flags, _FILE_MODE)
+
+    def register(self, name: str, *, drop_when_full: bool = False) -> Position:
+        """Attach a sink; it resumes from its persisted cursor, or starts at the oldest record."""
+        path = self.directory / "cursors" / f"{name}.json"
+        first = min(self._segments)
+        start = Position(first, 0, self._bases[first])
+        if path.exists():
+            raw = orjson.loads(path.read_bytes())
+            segment, offset = int(raw["segment"]), int(raw["offset"])
+            if segment in self._segments and offset <= self._segments[segment]:
+                start = Position(segment, offset, self._seq_at(segment, offset))
+            elif segment > self._end.segment or (segment == self._end.segment and offset >= self._end.offset):
+                start = self._end
+        self._cursors[name] = _Cursor(position=min(start, self._end), drop_when_full=drop_when_full)
+        return self._cursors[name].position
+
+    # -- appending -----------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return sum(self._segments.values())
+
+    @property
+    def healthy(self) -> bool:
+        return not self._closed and self.last_error is None
+
+    async def append(self, lines: Sequence[bytes]) -> None:
+        """Return once ``lines`` (JSON, no newline) are fsync'd; SpoolFullError/StorageError if not."""
+        if not lines:
+            return
+        if self._closed:
+            raise StorageError("spool is closed")
+        incoming = sum(len(line) + 1 for line in lines)
+        if self.size + incoming > self.max_bytes:
+            self._drop_optional_backlogs()
+            if self.size + incoming > self.max_bytes:
+                behind = self.lagging()
+                log.warning("spool.full", size=self.size, max_bytes=self.max_bytes, behind=behind)
+                raise SpoolFullError(f"spool holds {self.size} bytes; sinks behind: {', '.join(behind)}")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((list(lines), future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_pending())
+        await future
+
+    async def _flush_pending(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            group, self._pending = self._pending, []
+            lines = [line for batch, _ in group for line in batch]
+            try:
+                self._end = await loop.run_in_executor(None, self._write, lines)
+            except OSError as exc:
+                self.last_error = errno.errorcode.get(exc.errno or 0, "EIO")
+                log.error("spool.write_failed", errno=self.last_error)
+                error = StorageError(f"cannot write the spool: {self.last_error}")
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self.last_error = None
+            for _, future in group:
+                if not future.done():
+                    future.set_result(None)
+            for cursor in self._cursors.values():
+                cursor.waiter.set()
+
+    def _write(self, lines: list[bytes]) -> Position:
+        """Worker thread, one at a time: append whole lines, fsync, return the new end."""
+        end = self._end
+        data = b"\n".join(lines) + b"\n"
+        if end.offset and end.offset + len(data) > self.segment_bytes:
+            self._roll(end.segment + 1)
+            end = Position(end.segment + 1, 0, end.seq)
+        fd = self._fd
+        if fd is None:
+            raise OSError(errno.EBADF, "spool is closed")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self._fsync:
+                os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end.offset)
+            raise
+        self._segments[end.segment] = end.offset + len(data)
+        return Position(end.segment, end.offset + len(data), end.seq + len(lines))
+
+    def _roll(self, number: int) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._open_segment(number)
+        self._segments[number] = 0
+        self._bases[number] = self._end.seq
+        fsync_dir(self.directory)
+
+    # -- reading and delivery ------------------------------------------------------------
+
+    def read(self, name: str, *, max_events: int, max_bytes: int) -> SpoolBatch:
+        """Up to ``max_events`` committed records after the sink's cursor (no waiting)."""
+        cursor = self._cursors[name]
+        position, end = cursor.position, self._end
+        records: list[SpooledRecord] = []
+        size = 0
+        while position < end and len(records) < max_events and size < max_bytes:
+            limit = end.offset if position.segment == end.segment else self._segments[position.segment]
+            if position.offset >= limit:
+                position = Position(position.segment + 1, 0, position.seq)
+                continue
+            want = min(limit - position.offset, max(max_bytes - size, 64 * 1024))
+            with open(self._path(position.segment), "rb") as handle:
+                handle.seek(position.offset)
+                chunk = handle.read(want)
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:  # one record larger than what we asked for: read it whole
+                with open(self._path(position.segment), "rb") as handle:
+                    handle.seek(position.offset)
+                    chunk = handle.read(limit - position.offset)
+                cut = chunk.find(b"\n") + 1
+            offset = position.offset
+            seq = position.seq
+            full = False
+            for line in chunk[:cut].splitlines():
+                if len(records) >= max_events or (records and size + len(line) > max_bytes):
+                    full = True
+                    break
+                records.append(SpooledRecord(line))
+                size += len(line) + 1
+                offset += len(line) + 1
+                seq += 1
+            position = Position(position.segment, offset, seq)
+            if full:
+                break
+        return SpoolBatch(records=records, end=position)
+
+    async def wait(self, name: str) -> None:
+        """Until records the sink has not read are committed (wrap it in a timeout)."""
+        cursor = self._cursors[name]
+        if cursor.position < self._end:
+            return
+        cursor.waiter.clear()
+        await cursor.waiter.wait()
+
+    def commit(self, name: str, position: Position) -> None:
+        """Persist that the sink has everything before ``position``; free unneeded segments."""
+        cursor = self._cursors[name]
+        cursor.position = position
+        path = self.directory / "cursors" / f"{name}.json"
+        tmp = path.with_suffix(".tmp")
+        data = orjson.dumps({"segment": position.segment, "offset": position.offset})
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+        self._collect()
+
+    def _collect(self) -> None:
+        """Delete segments that every cursor has passed (never the one being written)."""
+        if not self._cursors:
+            return
+        oldest = min(c.position for c in self._cursors.values())
+        for number in sorted(self._segments):
+            if number >= oldest.segment or number >= self._end.segment:
+                break
+            self._path(number).unlink(missing_ok=True)
+            del self._segments[number]
+            del self._bases[number]
+
+    # -- lag and backpressure --------------------------------------------------------------
+
+    def lag(self, name: str) -> tuple[int, int]:
+        """Records and bytes the sink still has to deliver."""
+        position = self._cursors[name].position
+        end = self._end
+        size = (
+            sum(size for number, size in self._segments.items() if position.segment <= number)
+            - position.offset
+        )
+        return end.seq - position.seq, max(size, 0)
+
+    def lagging(self) -> list[str]:
+        """Sinks holding the oldest segment, most behind first."""
+        if not self._cursors:
+            return []
+        ordered = sorted(self._cursors.items(), key=lambda item: item[1].position)
+        oldest = ordered[0][1].position.segment
+        return [name for name, cursor in ordered if cursor.position.segment == oldest]
+
+    def dropped(self, name: str) -> int:
+        return self._cursors[name].dropped
+
+    def _drop_optional_backlogs(self) -> None:
+        for name, cursor in self._cursors.items():
+            if cursor.drop_when_full and cursor.position < self._end:
+                lost = self._end.seq - cursor.position.seq
+                cursor.dropped += lost
+                log.warning("spool.backlog_dropped", sink=name, records=lost, intentional=True)
+                if self._on_drop is not None:
+                    self._on_drop(name, lost)
+                self.commit(name, self._end)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._flusher is not None:
+            await self._flusher
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,4 +1,4 @@
-"""The ``ingress-audit`` command: ``serve``, ``check-config``, ``render``, ``schema``.
+"""The ``ingress-audit`` command: ``serve``, ``check-config``, ``render``, ``schema``, ``replay``.
 
 Heavy modules are imported inside the subcommands so that ``--help`` answers at once.
 Exit codes: 0 success, 1 a ``WebhookError`` (printed as ``ingress-audit: <code>: <message>``),
@@ -92,10 +92,34 @@ def _parser() -> argparse.ArgumentParser:
     flags.add_argument("--mode", choices=["batch", "blocking"], default="batch")
     flags.set_defaults(func=_render_flags)
 
+    _add_replay(commands)
+
     schema = commands.add_parser("schema", help="print a JSON Schema (the record's by default)")
     schema.add_argument("which", nargs="?", choices=["record", "config"], default="record")
     schema.set_defaults(func=_schema)
     return parser
+
+
+def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = commands.add_parser(
+        "replay", help="feed kube-apiserver audit log files (log backend, .gz too) into the sinks"
+    )
+    replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    replay.add_argument("--config", type=Path, default=_env("CONFIG"), help="[INGRESS_AUDIT_CONFIG]")
+    replay.add_argument("--data-dir", type=Path, default=_env("DATA_DIR"), help="[INGRESS_AUDIT_DATA_DIR]")
+    replay.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default=_env("LOG_FORMAT"),
+        help="[INGRESS_AUDIT_LOG_FORMAT]",
+    )
+    replay.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=_env("LOG_LEVEL") or "warning",
+        help="[INGRESS_AUDIT_LOG_LEVEL] (default: warning)",
+    )
+    replay.set_defaults(func=_replay)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,6 +174,18 @@ async def _serve_until_signalled(config: Config) -> int:
     log.info("server.stopping")
     await server.stop()
     log.info("server.stopped")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from webhook.config import load_config, with_overrides
+    from webhook.log import configure_logging
+    from webhook.replay import replay
+
+    config = with_overrides(load_config(args.config), data_dir=args.data_dir)
+    configure_logging(args.log_level, args.log_format or config.log.format)
+    summary = asyncio.run(replay(config, args.files, show_progress=sys.stderr.isatty()))
+    print(summary.line())
     return 0
 
 

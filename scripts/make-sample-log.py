@@ -7,8 +7,8 @@ own traffic in the same batches), in the order it sent them, so that ``ingress-a
 examples/audit.log`` shows the product without a cluster.
 
 No secret value is in it: the captures log Secrets at RequestResponse level, with their values;
-here their events are cut down to Metadata level (no request or response object), which is
-what the recommended audit policy sends for Secrets.
+here the events that carry a Secret (or a patch of one, or a list) are cut down to Metadata
+level without their objects, which is what the recommended audit policy sends for Secrets.
 
 Usage: python scripts/make-sample-log.py [FIXTURES_DIR] > examples/audit.log
 """
@@ -21,6 +21,8 @@ from pathlib import Path
 
 FIRST_STEP = "A03"
 LAST_STEP = "A36"
+_OBJECTS = ("requestObject", "responseObject")
+_SAFE_KINDS = frozenset({"Status", "DeleteOptions"})
 
 
 def _files(scenario: Path) -> list[str]:
@@ -33,11 +35,17 @@ def _files(scenario: Path) -> list[str]:
 
 
 def _at_recommended_level(event: dict[str, object]) -> dict[str, object]:
-    """A Secret's event as the recommended policy logs it: Metadata, without the objects."""
+    """A Secret's event as the recommended policy logs it: Metadata, without the objects.
+
+    Events whose objects hold no Secret data (a Status, DeleteOptions) are kept as they are.
+    """
     ref = event.get("objectRef")
-    if not isinstance(ref, dict) or ref.get("resource") != "secrets" or event.get("level") == "Metadata":
+    if not isinstance(ref, dict) or ref.get("resource") != "secrets":
         return event
-    trimmed = {k: v for k, v in event.items() if k not in ("requestObject", "responseObject")}
+    objects = [event[k] for k in _OBJECTS if k in event]
+    if all(isinstance(o, dict) and o.get("kind") in _SAFE_KINDS for o in objects):
+        return event
+    trimmed = {k: v for k, v in event.items() if k not in _OBJECTS}
     return {**trimmed, "level": "Metadata"}
 
 

@@ -25,6 +25,7 @@ from prometheus_client import generate_latest
 
 from webhook.config import Config, check_listen, load_config
 from webhook.metrics import Metrics
+from webhook.render import WebhookClient, audit_policy, webhook_kubeconfig
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 MANIFESTS: Final = ROOT / "manifests"
@@ -421,3 +422,26 @@ def test_checkov(tmp_path: Path) -> None:
         for check_id, reason in re.findall(r"checkov\.io/skip\d+: (CKV2?_K8S_\d+)=(.+)", text):
             assert len(reason) > 20, (path, check_id)
             assert re.search(rf"# checkov:skip={check_id}: \S", text), (path, check_id)
+
+
+def test_documented_apiserver_files_render_from_the_manifests_configs(tmp_path: Path) -> None:
+    """docs/deploy.md renders the apiserver's kubeconfig from these configs: it must work."""
+    ca = tmp_path / "ingress-audit-ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n")
+    example = load_config(MANIFESTS / "example" / "config.yaml")
+    address = one(render("example"), "Service")["spec"]["clusterIP"]
+    client = WebhookClient(
+        server=f"https://{address}:{example.server.port}/audit",
+        ca_file=ca,
+        client_cert="/etc/kubernetes/ingress-audit/apiserver-client.crt",
+        client_key="/etc/kubernetes/ingress-audit/apiserver-client.key",
+    )
+    kubeconfig = yaml.safe_load(webhook_kubeconfig(example, client))
+    (cluster,) = kubeconfig["clusters"]
+    assert cluster["cluster"]["server"] == f"https://{address}:9440/audit"
+    assert "certificate-authority-data" in cluster["cluster"]
+    assert yaml.safe_load(audit_policy(example))["kind"] == "Policy"
+
+    static = load_config(MANIFESTS / "static-pod" / "config.yaml")
+    local = yaml.safe_load(webhook_kubeconfig(static, WebhookClient()))
+    assert local["clusters"][0]["cluster"]["server"] == "http://127.0.0.1:9440/audit"

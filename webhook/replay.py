@@ -63,7 +63,8 @@ class ReplaySummary:
         return (
             f"{self.events} events read, {self.matched} matched, {self.records} records written, "
             f"{self.duplicates} duplicates, {self.dead_letters} dead letters "
-            f"({self.files} files; {self.already_recorded} records were already in the sinks)"
+            f"({self.files} file{'' if self.files == 1 else 's'}; "
+            f"{self.already_recorded} records were already in the sinks)"
         )
 
 

@@ -11,6 +11,21 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
+# checkov (tests/test_manifests.py) has dependencies that conflict with ours: its own venv.
+if [ ! -x .venv-tools/bin/checkov ]; then
+  "$python" -m venv .venv-tools
+  .venv-tools/bin/python -m pip install --quiet --upgrade pip
+  .venv-tools/bin/python -m pip install --quiet 'checkov==3.3.30'
+fi
+
+# tmux drives `ingress-audit tail` in a real terminal (tests/test_tail.py).
+missing=()
+command -v tmux >/dev/null || missing+=(tmux)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
 status=0
 .venv/bin/ruff check . || status=1
 .venv/bin/ruff format --check . || status=1

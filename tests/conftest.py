@@ -24,6 +24,7 @@ __all__ = [
     "FIXTURES",
     "SCENARIO",
     "Client",
+    "capture_bytes",
     "capture_events",
     "capture_headers",
     "capture_path",
@@ -72,6 +73,11 @@ def capture_headers(body: Path) -> dict[str, str]:
     """The headers the apiserver sent with ``body``, minus Host and Content-Length."""
     meta = orjson.loads(body.with_name(f"{body.stem}.headers.json").read_bytes())
     return {name: value for name, value in meta["headers"] if name.lower() not in _DROPPED_HEADERS}
+
+
+def capture_bytes(body: Path) -> bytes:
+    """The captured request body, byte for byte."""
+    return body.read_bytes()
 
 
 def capture_path(body: Path) -> str:
@@ -202,7 +208,8 @@ def dead_letters_in(config: Config) -> list[dict[str, Any]]:
 
 async def post_capture(client: Client, body: Path) -> tuple[int, dict[str, Any]]:
     """POST one capture as the apiserver did (path, headers, bytes); return status and JSON."""
-    resp = await client.post(capture_path(body), data=body.read_bytes(), headers=capture_headers(body))
+    data = capture_bytes(body)
+    resp = await client.post(capture_path(body), data=data, headers=capture_headers(body))
     payload: dict[str, Any] = await resp.json()
     return resp.status, payload
 

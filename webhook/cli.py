@@ -1,4 +1,4 @@
-"""The ``ingress-audit`` command: ``serve``, ``check-config``, ``render``, ``schema``.
+"""The ``ingress-audit`` command: ``serve``, ``check-config``, ``render``, ``schema``, ``tail``, ``replay``.
 
 Heavy modules are imported inside the subcommands so that ``--help`` answers at once.
 Exit codes: 0 success, 1 a ``WebhookError`` (printed as ``ingress-audit: <code>: <message>``),
@@ -92,10 +92,83 @@ def _parser() -> argparse.ArgumentParser:
     flags.add_argument("--mode", choices=["batch", "blocking"], default="batch")
     flags.set_defaults(func=_render_flags)
 
+    _add_tail(commands)
+    _add_replay(commands)
+
     schema = commands.add_parser("schema", help="print a JSON Schema (the record's by default)")
     schema.add_argument("which", nargs="?", choices=["record", "config"], default="record")
     schema.set_defaults(func=_schema)
     return parser
+
+
+def _add_tail(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tail = commands.add_parser(
+        "tail", help="follow the records file across rotation, one readable line per record"
+    )
+    tail.add_argument(
+        "path", nargs="?", type=Path, help="records file (default: the JSONL sink of the config)"
+    )
+    tail.add_argument("--config", type=Path, default=_env("CONFIG"), help="[INGRESS_AUDIT_CONFIG]")
+    tail.add_argument("--data-dir", type=Path, default=_env("DATA_DIR"), help="[INGRESS_AUDIT_DATA_DIR]")
+    tail.add_argument(
+        "-n", "--lines", type=_count, default=10, metavar="N", help="print the last N records first (or all)"
+    )
+    tail.add_argument("--no-follow", action="store_true", help="print and exit")
+    tail.add_argument("--json", action="store_true", help="the records' JSON lines, unchanged")
+    for flag, what in (
+        ("--namespace", "object namespace"),
+        ("--resource", "resource, e.g. ingresses or ingresses.networking.k8s.io"),
+        ("--user", "username (the caller or the identity it impersonated)"),
+        ("--verb", "verb"),
+        ("--finding", "finding id"),
+    ):
+        tail.add_argument(flag, action="append", default=[], metavar="PATTERN", help=f"{what}; repeatable")
+    tail.add_argument(
+        "--severity",
+        choices=["info", "low", "medium", "high", "critical"],
+        help="records with a finding at this severity or above",
+    )
+    tail.add_argument("--since", type=_since, help="a duration (10m, 2h, 7d) or an RFC 3339 time")
+    tail.set_defaults(func=_tail)
+
+
+def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = commands.add_parser(
+        "replay", help="feed kube-apiserver audit log files (log backend, .gz too) into the sinks"
+    )
+    replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    replay.add_argument("--config", type=Path, default=_env("CONFIG"), help="[INGRESS_AUDIT_CONFIG]")
+    replay.add_argument("--data-dir", type=Path, default=_env("DATA_DIR"), help="[INGRESS_AUDIT_DATA_DIR]")
+    replay.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default=_env("LOG_FORMAT"),
+        help="[INGRESS_AUDIT_LOG_FORMAT]",
+    )
+    replay.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=_env("LOG_LEVEL") or "warning",
+        help="[INGRESS_AUDIT_LOG_LEVEL] (default: warning)",
+    )
+    replay.set_defaults(func=_replay)
+
+
+def _count(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("expected a number of records or 'all'")
+    return int(text)
+
+
+def _since(text: str) -> object:
+    from webhook.tail import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,6 +223,40 @@ async def _serve_until_signalled(config: Config) -> int:
     log.info("server.stopping")
     await server.stop()
     log.info("server.stopped")
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from webhook.config import load_config, with_overrides
+    from webhook.tail import TailFilter, compile_filter, run
+
+    path: Path | None = args.path
+    if path is None:
+        config = with_overrides(load_config(args.config), data_dir=args.data_dir)
+        path = config.in_data_dir(config.sinks[0].path)
+    keep = compile_filter(
+        TailFilter(
+            namespaces=tuple(args.namespace),
+            resources=tuple(args.resource),
+            users=tuple(args.user),
+            verbs=tuple(args.verb),
+            findings=tuple(args.finding),
+            severity=args.severity,
+            since=args.since,
+        )
+    )
+    return run(path, count=args.lines, keep=keep, raw=args.json, follow_file=not args.no_follow)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from webhook.config import load_config, with_overrides
+    from webhook.log import configure_logging
+    from webhook.replay import replay
+
+    config = with_overrides(load_config(args.config), data_dir=args.data_dir)
+    configure_logging(args.log_level, args.log_format or config.log.format)
+    summary = asyncio.run(replay(config, args.files, show_progress=sys.stderr.isatty()))
+    print(summary.line())
     return 0
 
 

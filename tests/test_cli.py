@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from conftest import CAPTURES, capture_headers, capture_path, find_event, read_jsonl
+
+from webhook.cli import main
+from webhook.config import config_schema
+from webhook.record import record_schema
+
+SCRIPT = Path(sys.executable).parent / "ingress-audit"
+DEADLINE_S = 20.0
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` exits 0 and names every subcommand."""
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "check-config", "schema"):
+        assert command in out
+
+
+def test_serve_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """``serve --help`` documents the flags and their environment variables."""
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--config", "--host", "--port", "--data-dir", "INGRESS_AUDIT_PORT"):
+        assert flag in out
+
+
+def test_help_does_not_load_the_server() -> None:
+    """``--help`` answers at once: the server stack is imported only by the commands."""
+    probe = (
+        "import sys\nfrom webhook.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('aiohttp', 'jsonschema', 'webhook.server') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown command is a usage error (2), not a failure (1)."""
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid file: exit 0 and ``FILE: ok``."""
+    path = tmp_path / "good.yaml"
+    path.write_text(
+        "cluster: prod\nserver:\n  port: 9555\nfilter:\n  exclude:\n    - users: [system:apiserver]\n"
+    )
+
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: ok\n"
+
+
+def test_check_config_reports_errors_with_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An invalid file: exit 1, a summary line, then one line per error with its JSON path."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("server:\n  prot: 9440\nlog:\n  level: loud-s3cr3t\n")
+
+    assert main(["check-config", str(path)]) == 1
+
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("ingress-audit: config: ")
+    assert "bad.yaml" in err[0]
+    details = sorted(line.strip().split(":")[0] for line in err[1:])
+    assert details == ["$.log.level", "$.server"]
+    assert "loud-s3cr3t" not in "\n".join(err)
+
+
+def test_check_config_on_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A path that does not exist is a clean failure, not a traceback."""
+    assert main(["check-config", str(tmp_path / "missing.yaml")]) == 1
+    assert capsys.readouterr().err.startswith("ingress-audit: config: cannot read config file")
+
+
+def test_schema_prints_the_record_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    """``schema`` prints the shipped record schema as JSON; ``schema config`` the config's."""
+    assert main(["schema"]) == 0
+    assert orjson.loads(capsys.readouterr().out) == record_schema()
+
+    assert main(["schema", "config"]) == 0
+    assert orjson.loads(capsys.readouterr().out) == config_schema()
+
+
+def test_the_console_script_is_installed() -> None:
+    """The ``ingress-audit`` entry point runs (``--version``) from the venv."""
+    done = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.startswith("ingress-audit ")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def drain(stream: asyncio.StreamReader, lines: list[bytes]) -> None:
+    while line := await stream.readline():
+        lines.append(line)
+
+
+async def wait_healthy(
+    session: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process, err: list[bytes]
+) -> None:
+    async with asyncio.timeout(DEADLINE_S):
+        while True:
+            await asyncio.sleep(0.05)
+            if proc.returncode is not None:
+                await asyncio.sleep(0.2)  # let the stderr reader catch the last lines
+                pytest.fail(f"serve exited {proc.returncode}: {b''.join(err).decode(errors='replace')}")
+            with contextlib.suppress(aiohttp.ClientConnectionError):
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+
+
+async def test_serve_runs_records_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The real process: listens on loopback, records a POSTed capture to disk, exits 0 on SIGTERM."""
+    port = free_port()
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_")}
+    proc = await asyncio.create_subprocess_exec(
+        str(SCRIPT),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        cwd=tmp_path,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    out: list[bytes] = []
+    err: list[bytes] = []
+    readers = [asyncio.create_task(drain(proc.stdout, out)), asyncio.create_task(drain(proc.stderr, err))]
+    body = CAPTURES / "0009.json"
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE_S)) as session:
+            await wait_healthy(session, f"{base}/healthz", proc, err)
+            async with session.post(
+                base + capture_path(body), data=body.read_bytes(), headers=capture_headers(body)
+            ) as resp:
+                status, answer = resp.status, await resp.json()
+            async with session.get(f"{base}/readyz") as ready:
+                assert ready.status == 200
+
+        assert (status, answer["records"]) == (200, 1), (status, answer, b"".join(err))
+        create = find_event("0009.json", stage="ResponseComplete", verb="create")
+        assert [r["audit_id"] for r in read_jsonl(data_dir / "records.jsonl")] == [create["auditID"]]
+
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), DEADLINE_S)
+        await asyncio.wait_for(asyncio.gather(*readers), DEADLINE_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for reader in readers:
+            reader.cancel()
+
+    assert code == 0, b"".join(err).decode(errors="replace")
+    events = [orjson.loads(line)["event"] for line in err if line.startswith(b"{")]
+    assert events[0] == "server.started"
+    assert events.index("server.stopping") < events.index("server.stopped") == len(events) - 1
+    assert "batch.accepted" in events
+    assert out == []  # logs go to stderr; stdout stays clean

@@ -1,0 +1,235 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import make_event
+
+from webhook.config import (
+    Config,
+    describe,
+    load_config,
+    parse_config,
+    validate_config,
+    with_overrides,
+)
+from webhook.errors import ConfigError
+from webhook.filter import DEFAULT_FILTER, compile_filter
+
+MARKER = "S3CR3T marker/value"  # fails every pattern in the schema
+
+
+def write(tmp_path: Path, doc: Any) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc), "utf-8")
+    return path
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    """No config: loopback:9440, ./ingress-audit-data, records.jsonl, dead-letter.jsonl, 64 MiB."""
+    config = load_config(None)
+
+    assert config == Config()
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 9440)
+    assert config.server.max_body_bytes == 64 * 1024 * 1024
+    assert config.data_dir == Path("ingress-audit-data")
+    assert [config.in_data_dir(s.path) for s in config.sinks] == [Path("ingress-audit-data/records.jsonl")]
+    assert config.in_data_dir(config.dead_letter.path) == Path("ingress-audit-data/dead-letter.jsonl")
+    assert config.filter == DEFAULT_FILTER
+    assert config.filter.stages == "final"
+
+
+def test_empty_file_is_the_defaults(tmp_path: Path) -> None:
+    """An empty YAML document changes nothing."""
+    assert load_config(write(tmp_path, "")) == Config()
+    assert load_config(write(tmp_path, "{}\n")) == Config()
+
+
+def test_yaml_file_sets_every_section(tmp_path: Path) -> None:
+    """Values from the file land in the frozen config objects, with the right types."""
+    path = write(
+        tmp_path,
+        {
+            "cluster": "prod-eu",
+            "data_dir": "/var/lib/ingress-audit",
+            "server": {"host": "127.0.0.2", "port": 9555, "max_body_bytes": 2048, "shutdown_timeout_s": 5},
+            "log": {"level": "debug", "format": "console"},
+            "dedupe": {"max_entries": 10, "ttl_s": 1.5},
+            "sinks": [
+                {
+                    "type": "jsonl",
+                    "name": "main",
+                    "path": "out/r.jsonl",
+                    "max_bytes": 4096,
+                    "backups": 2,
+                    "fsync": False,
+                }
+            ],
+            "dead_letter": {"path": "/srv/dl.jsonl", "backups": 0},
+        },
+    )
+
+    config = load_config(path)
+
+    assert config.cluster == "prod-eu"
+    assert config.data_dir == Path("/var/lib/ingress-audit")
+    assert (config.server.host, config.server.port, config.server.max_body_bytes) == ("127.0.0.2", 9555, 2048)
+    assert config.server.shutdown_timeout_s == 5
+    assert (config.log.level, config.log.format) == ("debug", "console")
+    assert (config.dedupe.max_entries, config.dedupe.ttl_s) == (10, 1.5)
+    (sink,) = config.sinks
+    assert (sink.name, sink.max_bytes, sink.backups, sink.fsync) == ("main", 4096, 2, False)
+    assert config.in_data_dir(sink.path) == Path("/var/lib/ingress-audit/out/r.jsonl")
+    assert config.in_data_dir(config.dead_letter.path) == Path("/srv/dl.jsonl")
+    assert config.dead_letter.backups == 0
+
+
+def test_filter_rules_from_yaml_behave(tmp_path: Path) -> None:
+    """Rules in the file compile to the predicate they describe."""
+    path = write(
+        tmp_path,
+        """
+filter:
+  stages: [ResponseComplete]
+  include:
+    - api_groups: [""]
+      resources: [secrets]
+      namespaces: ["team-*"]
+    - codes: [403]
+  exclude:
+    - users: ["system:serviceaccount:*"]
+""",
+    )
+
+    keep = compile_filter(load_config(path).filter)
+
+    secret: dict[str, Any] = {"api_group": "", "resource": "secrets"}
+    assert keep(make_event(namespace="team-a", **secret))
+    assert not keep(make_event(namespace="shop", **secret))
+    assert not keep(make_event(namespace="team-a", username="system:serviceaccount:ci:x", **secret))
+    assert keep(make_event(api_group="", resource="pods", code=403))
+    assert not keep(make_event(namespace="team-a", stage="Panic", **secret))
+
+
+def test_exclude_alone_keeps_the_default_includes(tmp_path: Path) -> None:
+    """Setting only ``exclude`` adds to the defaults instead of replacing them."""
+    config = load_config(write(tmp_path, {"filter": {"exclude": [{"users": ["system:apiserver"]}]}}))
+    keep = compile_filter(config.filter)
+
+    assert config.filter.include == DEFAULT_FILTER.include
+    assert keep(make_event())
+    assert not keep(make_event(username="system:apiserver"))
+
+
+@pytest.mark.parametrize(
+    ("doc", "path", "words"),
+    [
+        ({"server": {"prot": 9440}}, "$.server", "'prot'"),
+        ({"clutser": "x"}, "$", "'clutser'"),
+        ({"filter": {"include": [{"resource": ["ingresses"]}]}}, "$.filter.include[0]", "'resource'"),
+        ({"server": {"port": 70000}}, "$.server.port", "maximum"),
+        ({"log": {"level": "loud"}}, "$.log.level", "'debug'"),
+        ({"filter": {"include": [{"codes": [999]}]}}, "$.filter.include[0].codes[0]", "maximum"),
+        ({"sinks": []}, "$.sinks", "minItems"),
+        ({"dedupe": {"ttl_s": 0}}, "$.dedupe.ttl_s", "exclusiveMinimum"),
+    ],
+)
+def test_invalid_config_names_the_path(tmp_path: Path, doc: Any, path: str, words: str) -> None:
+    """Each schema error is reported as ``<json path>: <problem>``."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, doc))
+
+    assert any(line.startswith(f"{path}: ") and words in line for line in info.value.errors), (
+        info.value.errors
+    )
+    assert "config.yaml" in info.value.message
+
+
+def test_every_error_is_reported(tmp_path: Path) -> None:
+    """All problems at once, not just the first."""
+    errors = validate_config({"cluster": 1, "server": {"port": "x", "host": ""}, "typo": True})
+    assert {e.split(":")[0] for e in errors} == {"$", "$.cluster", "$.server.port", "$.server.host"}
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"cluster": 12345, "server": {"host": MARKER}},  # host is fine; cluster is wrong
+        {"server": {"port": MARKER}},
+        {"server": {"host": ["x", MARKER]}},
+        {"log": {"level": MARKER}},
+        {"filter": {"stages": MARKER}},
+        {"filter": {"include": [{"codes": [MARKER]}]}},
+        {"sinks": [{"type": "jsonl", "name": MARKER}]},
+        {"sinks": [{"type": MARKER}]},
+        {"dead_letter": {"backups": MARKER}},
+        {"data_dir": {"nested": MARKER}},
+        MARKER,
+    ],
+)
+def test_errors_never_echo_the_value(tmp_path: Path, doc: Any) -> None:
+    """A mistyped token or key must not end up in a terminal or a log via the error."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, doc))
+
+    assert info.value.errors
+    assert MARKER not in str(info.value)
+    assert not [line for line in info.value.errors if MARKER in line]
+
+
+def test_yaml_syntax_error_gives_the_position_not_the_text(tmp_path: Path) -> None:
+    """Broken YAML is a ConfigError with line and column, without quoting the line."""
+    path = write(tmp_path, f'cluster: ok\nserver:\n  host: "{MARKER}\n  port: [\n')
+
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d+, column \d+") as info:
+        load_config(path)
+
+    assert MARKER not in str(info.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A config path that does not exist fails cleanly, naming the file."""
+    with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_parse_config_rejects_a_non_mapping() -> None:
+    """A YAML list or scalar at the top is a schema error, not a crash."""
+    with pytest.raises(ConfigError):
+        parse_config(["cluster", "x"])
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    """Command-line values replace the file's; flags left unset (None) change nothing."""
+    config = load_config(
+        write(tmp_path, {"server": {"host": "127.0.0.2", "port": 1234}, "data_dir": "/a", "cluster": "c"})
+    )
+
+    same = with_overrides(config, host=None, port=None, data_dir=None, log_format=None, log_level=None)
+    changed = with_overrides(
+        config, host="::1", port=0, data_dir=tmp_path / "d", log_format="console", log_level="error"
+    )
+
+    assert same == config
+    assert (changed.server.host, changed.server.port, changed.data_dir) == ("::1", 0, tmp_path / "d")
+    assert (changed.log.format, changed.log.level) == ("console", "error")
+    assert changed.cluster == "c"
+    assert changed.server.max_body_bytes == config.server.max_body_bytes
+
+
+def test_relative_paths_are_under_the_data_dir() -> None:
+    """Relative sink and dead-letter paths resolve inside the data dir; absolute ones stay."""
+    config = Config(data_dir=Path("/data"))
+    assert config.in_data_dir(Path("r.jsonl")) == Path("/data/r.jsonl")
+    assert config.in_data_dir(Path("/elsewhere/r.jsonl")) == Path("/elsewhere/r.jsonl")
+
+
+def test_describe_is_log_safe() -> None:
+    """The start-up summary holds plain scalars and names, nothing nested from the file."""
+    summary = describe(Config())
+    assert summary["host"] == "127.0.0.1"
+    assert summary["port"] == 9440
+    assert summary["sinks"] == ["jsonl:jsonl"]
+    assert summary["include_rules"] == len(DEFAULT_FILTER.include)

@@ -1,0 +1,212 @@
+"""``ingress-audit replay``: log-backend files (plain, rotated, gzip) through the ingest path."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import capture_events, dead_letters_in, make_config, read_jsonl, records_in
+
+from webhook.config import Config, JsonlSinkConfig
+from webhook.ingest import Ingestor
+from webhook.replay import ReplayInputError, replay
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "audit.log"
+SCRIPT = Path(sys.executable).parent / "ingress-audit"
+MARKER = "do-not-copy-this-7f3k9q"
+
+
+def ids(config: Config) -> list[str]:
+    return [r["id"] for r in records_in(config)]
+
+
+def all_record_ids(config: Config) -> list[str]:
+    """Record ids in records.jsonl and its rotated files."""
+    found: list[str] = []
+    for path in sorted(config.data_dir.glob("records.jsonl*")):
+        found.extend(r["id"] for r in read_jsonl(path))
+    return found
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path)
+
+
+async def test_plain_file(config: Config) -> None:
+    """Every final event the filter keeps becomes one record; the rest is counted, not written."""
+    summary = await replay(config, [SAMPLE])
+
+    lines = SAMPLE.read_bytes().splitlines()
+    assert summary.events == len(lines)
+    assert summary.records == summary.matched == len(records_in(config)) > 0
+    assert summary.duplicates == summary.dead_letters == summary.already_recorded == 0
+    assert dead_letters_in(config) == []
+    resources = {r["object"]["resource"] for r in records_in(config) if r["object"]}
+    assert {"ingresses", "ingressclasses", "secrets", "configmaps", "gateways", "httproutes"} <= resources
+
+
+async def test_twice_adds_nothing(config: Config) -> None:
+    """A second replay of the same file writes no record: every event is a duplicate."""
+    first = await replay(config, [SAMPLE])
+    second = await replay(config, [SAMPLE])
+
+    assert second.records == 0
+    assert second.duplicates == second.already_recorded == first.records
+    assert len(ids(config)) == first.records == len(set(ids(config)))
+
+
+async def test_twice_with_rotated_sink_files(config: Config) -> None:
+    """Records already rotated to records.jsonl.1, .2 … are known too."""
+    config = replace(config, sinks=(JsonlSinkConfig(max_bytes=8192, backups=50),))
+    first = await replay(config, [SAMPLE], chunk_size=10)
+    assert (config.data_dir / "records.jsonl.2").exists()
+
+    second = await replay(config, [SAMPLE], chunk_size=10)
+
+    assert second.records == 0
+    assert second.already_recorded == first.records
+    assert sorted(all_record_ids(config)) == sorted(set(all_record_ids(config)))
+
+
+async def test_rotated_and_gzip_files(config: Config, tmp_path: Path) -> None:
+    """lumberjack-style rotated files, gzip'd or not, give the same records as the single file."""
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)
+    third = len(lines) // 3
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    oldest = logs / "audit-2026-11-24T14-21-00.000.log.gz"
+    oldest.write_bytes(gzip.compress(b"".join(lines[:third])))
+    older = logs / "audit-2026-11-24T14-21-40.000.log"
+    older.write_bytes(b"".join(lines[third : 2 * third]))
+    current = logs / "audit.log"
+    current.write_bytes(b"".join(lines[2 * third :]))
+    whole = make_config(tmp_path / "whole")
+    await replay(whole, [SAMPLE])
+
+    summary = await replay(config, sorted(logs.iterdir()))
+
+    assert [p.name for p in sorted(logs.iterdir())] == [oldest.name, older.name, current.name]
+    assert summary.files == 3
+    assert summary.events == len(lines)
+    assert ids(config) == ids(whole)
+
+
+async def test_same_ids_as_the_webhook(config: Config) -> None:
+    """A logged event gets the record id the webhook gives it: a backfill over live records adds nothing."""
+    live = capture_events("0009.json")  # A05, as the webhook received it
+    ingestor = Ingestor(config)
+    await ingestor.open()
+    try:
+        result = await ingestor.ingest(live, received_at="2026-11-24T14:20:41.000000Z")
+    finally:
+        await ingestor.aclose()
+    assert result.records
+
+    summary = await replay(config, [SAMPLE])
+
+    assert summary.already_recorded == len(result.records)
+    assert summary.duplicates == len(result.records)
+    assert len(ids(config)) == len(set(ids(config)))
+
+
+async def test_malformed_lines_are_dead_lettered_with_line_numbers(config: Config, tmp_path: Path) -> None:
+    """Not JSON, not an object, not an event: a dead letter naming file and line, never the content."""
+    good = SAMPLE.read_bytes().splitlines(keepends=True)[:4]
+    bad_event = {
+        "kind": "Event",
+        "auditID": "a1",
+        "stage": "ResponseComplete",
+        "verb": "create",
+        "requestObject": {"data": {"password": MARKER}},
+    }
+    path = tmp_path / "audit.log"
+    path.write_bytes(
+        good[0]
+        + f'{{"user": "{MARKER}"\n'.encode()  # line 2: truncated JSON
+        + good[1]
+        + b"\n"  # line 4: blank, skipped
+        + f'["{MARKER}"]\n'.encode()  # line 5: an array
+        + orjson.dumps(bad_event)  # line 6: no requestURI
+        + b"\n"
+        + good[2]
+        + good[3]
+    )
+
+    summary = await replay(config, [path])
+
+    letters = dead_letters_in(config)
+    assert summary.dead_letters == len(letters) == 3
+    assert summary.events == 7
+    assert [(d["reason"], d["detail"].split(": ")[0]) for d in letters] == [
+        ("not-json", "audit.log:2"),
+        ("malformed-event", "audit.log:5"),
+        ("malformed-event", "audit.log:6"),
+    ]
+    assert letters[1]["detail"] == "audit.log:5: event is not a JSON object"
+    assert letters[2]["event"] == {"auditID": "a1", "stage": "ResponseComplete", "verb": "create"}
+    assert all(d["type"] == "dead_letter" and d["index"] is None for d in letters)
+    assert MARKER not in (config.data_dir / "dead-letter.jsonl").read_text()
+
+
+async def test_eventlist_lines_are_accepted(config: Config) -> None:
+    """A saved webhook body (an EventList on one line) replays like the POST it was."""
+    summary = await replay(config, [ROOT / "examples" / "eventlist.json"])
+
+    assert summary.records == 7
+    assert summary.dead_letters == 0
+
+
+async def test_missing_file_is_an_error_before_anything_is_written(config: Config, tmp_path: Path) -> None:
+    """A file that cannot be read stops the replay before it starts, naming the path."""
+    with pytest.raises(ReplayInputError, match=r"cannot read .*missing\.log"):
+        await replay(config, [SAMPLE, tmp_path / "missing.log"])
+
+    assert not config.data_dir.exists()
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_")}
+    return subprocess.run(
+        [str(SCRIPT), "replay", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+
+
+def test_cli_piped_prints_a_summary_and_no_progress_bar(tmp_path: Path) -> None:
+    """Piped: one summary line on stdout, nothing on stderr (no progress bar, no log noise)."""
+    done = run_cli(str(SAMPLE), "--data-dir", "data", cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    (summary,) = done.stdout.splitlines()
+    assert summary.startswith(f"{len(SAMPLE.read_bytes().splitlines())} events read, ")
+    for part in ("matched", "records written", "0 duplicates", "0 dead letters"):
+        assert part in summary
+    records: list[dict[str, Any]] = read_jsonl(tmp_path / "data" / "records.jsonl")
+    assert records
+
+    again = run_cli(str(SAMPLE), "--data-dir", "data", cwd=tmp_path)
+    assert ", 0 records written, " in again.stdout
+    assert read_jsonl(tmp_path / "data" / "records.jsonl") == records
+
+
+def test_cli_missing_file(tmp_path: Path) -> None:
+    """A missing input exits 1 with ``ingress-audit: input: …``."""
+    done = run_cli("nope.log", "--data-dir", "data", cwd=tmp_path)
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("ingress-audit: input: cannot read nope.log")

@@ -1,0 +1,331 @@
+"""Certificate details of TLS Secrets, read inside the redaction stage before values are replaced.
+
+Only public facts leave this module (names, dates, key types); a private key is parsed in
+``private_key_matches`` to compare public keys and is never returned, logged or quoted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final, Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+__all__ = [
+    "CertificateError",
+    "CertificateInfo",
+    "CertificateReport",
+    "Finding",
+    "Severity",
+    "certificate_findings",
+    "host_covered",
+    "inspect_certificates",
+    "parse_pem_chain",
+    "private_key_matches",
+]
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+
+_PEM_CERT: Final = b"-----BEGIN CERTIFICATE-----"
+_CERT_KEYS: Final = frozenset({"tls.crt", "ca.crt"})
+_MIN_KEY_SIZE: Final = {"RSA": 2048, "DSA": 2048, "EC": 256}
+_WEAK_HASHES: Final = {"sha1": "certificate-sha1-signature", "md5": "certificate-md5-signature"}
+_WEAK_HASH_NAME: Final = re.compile(r"(?<![a-z0-9])(sha1|md5)(?![0-9])")  # sha1WithRSA, ecdsa-with-SHA1
+
+
+class CertificateError(ValueError):
+    """The bytes are not a certificate chain; the message never quotes them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    id: str  # kebab-case, stable: dashboards and alerts key on it
+    severity: Severity
+    message: str  # names keys and hosts, never a secret value
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateInfo:
+    key: str
+    position: int
+    subject: str
+    issuer: str
+    serial: str
+    sans: tuple[str, ...]
+    not_before: str
+    not_after: str
+    days_to_expiry: int
+    key_type: str
+    key_size: int | None
+    signature_algorithm: str | None
+    self_signed: bool
+    is_ca: bool
+    chain_length: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateReport:
+    """Everything the redaction stage keeps about the certificates of one Secret."""
+
+    certificates: tuple[CertificateInfo, ...] = ()
+    key_matches_certificate: bool | None = None
+    findings: tuple[Finding, ...] = ()
+
+
+def parse_pem_chain(data: bytes, *, key: str, now: datetime) -> tuple[CertificateInfo, ...]:
+    """Details of every certificate in a PEM bundle (or one DER certificate), leaf first."""
+    try:
+        if _PEM_CERT in data:
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+        return tuple(_info(c, key, i, len(certs), now) for i, c in enumerate(certs))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise CertificateError(f"{key} is not a readable certificate chain") from None
+
+
+def private_key_matches(cert_pem: bytes, key_pem: bytes) -> bool | None:
+    """Whether the leaf's public key belongs to the private key; None if either cannot be read."""
+    try:
+        cert = x509.load_pem_x509_certificates(cert_pem)[0]
+        private = serialization.load_pem_private_key(key_pem, password=None)
+        ours = private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        theirs = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except (ValueError, TypeError, UnsupportedAlgorithm, IndexError):
+        return None  # encrypted, unsupported or garbage: nothing to compare
+    return ours == theirs
+
+
+def certificate_findings(
+    infos: Iterable[CertificateInfo],
+    *,
+    expiry_warning_days: int,
+    key_matches: bool | None,
+    path: str,
+) -> tuple[Finding, ...]:
+    """Expiry, key strength and signature findings; ``path`` locates the Secret."""
+    findings: list[Finding] = []
+    for info in infos:
+        where = f"{path}[{info.key}]"
+        label = f"certificate {info.position} of {info.key} ({info.subject})"
+        if info.days_to_expiry < 0:
+            findings.append(
+                Finding(
+                    id="certificate-expired",
+                    severity="high",
+                    message=f"{label} expired on {info.not_after}",
+                    path=where,
+                )
+            )
+        elif info.days_to_expiry <= expiry_warning_days:
+            findings.append(
+                Finding(
+                    id="certificate-expiring",
+                    severity="medium",
+                    message=f"{label} expires in {info.days_to_expiry} days ({info.not_after})",
+                    path=where,
+                )
+            )
+        minimum = _MIN_KEY_SIZE.get(info.key_type)
+        if minimum is not None and info.key_size is not None and info.key_size < minimum:
+            findings.append(
+                Finding(
+                    id="certificate-weak-key",
+                    severity="high",
+                    message=f"{label} has a {info.key_size}-bit {info.key_type} key",
+                    path=where,
+                )
+            )
+        weak = _weak_hash(info.signature_algorithm)
+        if weak is not None:
+            findings.append(
+                Finding(
+                    id=_WEAK_HASHES[weak],
+                    severity="medium" if weak == "sha1" else "high",
+                    message=f"{label} is signed with {info.signature_algorithm}",
+                    path=where,
+                )
+            )
+        if info.self_signed and info.position == 0:
+            findings.append(
+                Finding(
+                    id="certificate-self-signed",
+                    severity="low",
+                    message=f"{label} is self-signed",
+                    path=where,
+                )
+            )
+    if key_matches is False:
+        findings.append(
+            Finding(
+                id="certificate-key-mismatch",
+                severity="high",
+                message="tls.key does not belong to the certificate in tls.crt",
+                path=path,
+            )
+        )
+    return tuple(findings)
+
+
+def inspect_certificates(
+    values: Mapping[str, bytes], *, now: datetime, expiry_warning_days: int, path: str
+) -> CertificateReport:
+    """Read every certificate among a Secret's decoded values (``tls.crt``, ``ca.crt``, PEM)."""
+    infos: list[CertificateInfo] = []
+    findings: list[Finding] = []
+    for name, value in values.items():
+        if not value or (name not in _CERT_KEYS and _PEM_CERT not in value):
+            continue
+        try:
+            infos.extend(parse_pem_chain(value, key=name, now=now))
+        except CertificateError:
+            findings.append(
+                Finding(
+                    id="certificate-unparseable",
+                    severity="medium",
+                    message=f"{name} holds no readable certificate",
+                    path=f"{path}[{name}]",
+                )
+            )
+    key_matches: bool | None = None
+    crt, key = values.get("tls.crt"), values.get("tls.key")
+    if crt and key and any(info.key == "tls.crt" for info in infos):
+        key_matches = private_key_matches(crt, key)
+    findings[:0] = certificate_findings(
+        infos, expiry_warning_days=expiry_warning_days, key_matches=key_matches, path=path
+    )
+    return CertificateReport(
+        certificates=tuple(infos), key_matches_certificate=key_matches, findings=tuple(findings)
+    )
+
+
+def host_covered(host: str, sans: Sequence[str]) -> bool:
+    """RFC 6125: exact match, or ``*.`` standing for exactly one whole leftmost label."""
+    wanted = _normal(host)
+    address = _ip(wanted)
+    for san in sans:
+        name = _normal(san)
+        if address is not None:
+            if _ip(name) == address:
+                return True
+            continue
+        if name == wanted:
+            return True
+        if name.startswith("*.") and name.count(".") >= 2:  # never *.com: one label is too broad
+            label, _, rest = wanted.partition(".")
+            if label and label != "*" and rest == name[2:]:
+                return True
+    return False
+
+
+def _normal(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _weak_hash(signature_algorithm: str | None) -> str | None:
+    found = _WEAK_HASH_NAME.search((signature_algorithm or "").lower())
+    return found.group(1) if found else None
+
+
+def _info(cert: x509.Certificate, key: str, position: int, length: int, now: datetime) -> CertificateInfo:
+    not_after = cert.not_valid_after_utc
+    key_type, key_size = _key(cert.public_key())
+    return CertificateInfo(
+        key=key,
+        position=position,
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=format(cert.serial_number, "x"),
+        sans=_sans(cert),
+        not_before=_rfc3339(cert.not_valid_before_utc),
+        not_after=_rfc3339(not_after),
+        days_to_expiry=math.floor((not_after - now).total_seconds() / 86400),
+        key_type=key_type,
+        key_size=key_size,
+        signature_algorithm=_signature_algorithm(cert),
+        self_signed=_self_signed(cert),
+        is_ca=_is_ca(cert),
+        chain_length=length,
+    )
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(public: object) -> tuple[str, int | None]:
+    if isinstance(public, rsa.RSAPublicKey):
+        return "RSA", public.key_size
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return "EC", public.curve.key_size
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        return "Ed25519", None
+    if isinstance(public, ed448.Ed448PublicKey):
+        return "Ed448", None
+    if isinstance(public, dsa.DSAPublicKey):
+        return "DSA", public.key_size
+    return type(public).__name__, None
+
+
+def _sans(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    ips = [str(ip) for ip in ext.get_values_for_type(x509.IPAddress)]
+    return (*ext.get_values_for_type(x509.DNSName), *ips)
+
+
+def _signature_algorithm(cert: x509.Certificate) -> str | None:
+    oid = cert.signature_algorithm_oid
+    name = oid._name
+    return name if name and name != "Unknown OID" else oid.dotted_string
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    if cert.subject != cert.issuer:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except InvalidSignature:
+        return False
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # e.g. a SHA-1 signature cryptography will not check: fall back to the key identifiers
+        return _same_key_ids(cert)
+    return True
+
+
+def _same_key_ids(cert: x509.Certificate) -> bool:
+    try:
+        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return True  # same name and nothing says otherwise
+    return aki.key_identifier in (None, ski.digest)

@@ -35,7 +35,9 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (config.server.host, config.server.port) == ("127.0.0.1", 9440)
     assert config.server.max_body_bytes == 64 * 1024 * 1024
     assert config.data_dir == Path("ingress-audit-data")
-    assert [config.in_data_dir(s.path) for s in config.sinks] == [Path("ingress-audit-data/records.jsonl")]
+    assert [config.in_data_dir(s.options.path) for s in config.sinks] == [
+        Path("ingress-audit-data/records.jsonl")
+    ]
     assert config.in_data_dir(config.dead_letter.path) == Path("ingress-audit-data/dead-letter.jsonl")
     assert config.filter == DEFAULT_FILTER
     assert config.filter.stages == "final"
@@ -80,8 +82,9 @@ def test_yaml_file_sets_every_section(tmp_path: Path) -> None:
     assert (config.log.level, config.log.format) == ("debug", "console")
     assert (config.dedupe.max_entries, config.dedupe.ttl_s) == (10, 1.5)
     (sink,) = config.sinks
-    assert (sink.name, sink.max_bytes, sink.backups, sink.fsync) == ("main", 4096, 2, False)
-    assert config.in_data_dir(sink.path) == Path("/var/lib/ingress-audit/out/r.jsonl")
+    options = sink.options
+    assert (sink.name, options.max_bytes, options.backups, options.fsync) == ("main", 4096, 2, False)
+    assert config.in_data_dir(options.path) == Path("/var/lib/ingress-audit/out/r.jsonl")
     assert config.in_data_dir(config.dead_letter.path) == Path("/srv/dl.jsonl")
     assert config.dead_letter.backups == 0
 

@@ -111,9 +111,7 @@ def _policy_level(policy: dict[str, Any], request: dict[str, Any]) -> str:
         ({"path": "/healthz", "verb": "get", "user": "kubelet"}, "None"),
     ],
 )
-def test_recommended_policy_logs_what_the_filter_needs(
-    request_: dict[str, Any], level: str
-) -> None:
+def test_recommended_policy_logs_what_the_filter_needs(request_: dict[str, Any], level: str) -> None:
     """The shipped policy sends every resource the default rules keep, and 401/403 on anything."""
     policy = yaml.safe_load((ROOT / "config" / "audit-policy.yaml").read_text())
     assert policy["apiVersion"] == "audit.k8s.io/v1"

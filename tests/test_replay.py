@@ -14,9 +14,11 @@ import orjson
 import pytest
 from conftest import capture_events, dead_letters_in, make_config, read_jsonl, records_in
 
-from webhook.config import Config, JsonlSinkConfig
+from webhook.config import Config
 from webhook.ingest import Ingestor
 from webhook.replay import ReplayInputError, replay
+from webhook.sinks.base import BatchOptions, SinkSettings
+from webhook.sinks.jsonl import JsonlOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "audit.log"
@@ -66,7 +68,13 @@ async def test_twice_adds_nothing(config: Config) -> None:
 
 async def test_twice_with_rotated_sink_files(config: Config) -> None:
     """Records already rotated to records.jsonl.1, .2 … are known too."""
-    config = replace(config, sinks=(JsonlSinkConfig(max_bytes=8192, backups=50),))
+    rotating = SinkSettings(
+        type="jsonl",
+        name="jsonl",
+        batch=BatchOptions(max_events=10, timeout_s=0),
+        options=JsonlOptions(max_bytes=8192, backups=50),
+    )
+    config = replace(config, sinks=(rotating,))
     first = await replay(config, [SAMPLE], chunk_size=10)
     assert (config.data_dir / "records.jsonl.2").exists()
 
@@ -108,7 +116,7 @@ async def test_same_ids_as_the_webhook(config: Config) -> None:
     try:
         result = await ingestor.ingest(live, received_at="2026-11-24T14:20:41.000000Z")
     finally:
-        await ingestor.aclose()
+        await ingestor.aclose(drain_timeout_s=10)
     assert result.records
 
     summary = await replay(config, [SAMPLE])

@@ -36,8 +36,10 @@ from conftest import (
     iter_files,
     make_config,
     make_event,
+    delivered,
     post_capture,
     records_in,
+    settle,
     scenario_index,
     scenario_secrets,
     scenario_steps,
@@ -47,7 +49,7 @@ from structlog.testing import capture_logs
 
 from webhook.config import Config
 from webhook.record import record_schema
-from webhook.server import create_app
+from webhook.server import RUNTIME, create_app
 
 JSON: Final = {"Content-Type": "application/json"}
 APISERVER: Final = "system:apiserver"
@@ -113,6 +115,7 @@ async def replay(aiohttp_client: AiohttpClient, tmp_path: Path, caplog: pytest.L
     client = await aiohttp_client(create_app(config))
     with capture_logs() as logs:
         answers = [await post_capture(client, body) for body in captured_bodies()]
+        await settle(client)  # a 200 means spooled; the JSONL sink follows
     return Replay(config=config, client=client, answers=answers, logs=logs, stdlib_logs=caplog.text)
 
 
@@ -686,6 +689,7 @@ async def test_resending_every_batch_adds_nothing(replay: Replay) -> None:
     before = replay.config.data_dir.joinpath("records.jsonl").read_bytes()
 
     again = [await post_capture(replay.client, body) for body in captured_bodies()]
+    await settle(replay.client)
 
     assert [status for status, _ in again] == [200] * len(again)
     assert sum(answer["records"] for _, answer in again) == 0
@@ -697,8 +701,13 @@ async def test_files_are_private(replay: Replay) -> None:
     """The data dir is 0700 and everything in it 0600."""
     data = replay.config.data_dir
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in iter_files(data)}
-    assert modes == {"records.jsonl": 0o600, "dead-letter.jsonl": 0o600}
+    modes = {str(p.relative_to(data)): stat.S_IMODE(p.stat().st_mode) for p in iter_files(data)}
+    assert {"records.jsonl", "dead-letter.jsonl", "spool/cursors/jsonl.json"} <= set(modes)
+    assert any(name.startswith("spool/") and name.endswith(".seg") for name in modes)
+    assert set(modes.values()) == {0o600}
+    dirs = [p for p in data.rglob("*") if p.is_dir()]
+    assert dirs
+    assert {stat.S_IMODE(p.stat().st_mode) for p in dirs} == {0o700}
 
 
 async def test_metrics_count_the_replay(replay: Replay) -> None:
@@ -711,7 +720,9 @@ async def test_metrics_count_the_replay(replay: Replay) -> None:
     values = dict(re.findall(r"^(ingress_audit_\S+) (\S+)$", text, re.MULTILINE))
     assert float(values["ingress_audit_batches_received_total"]) == len(captured_bodies())
     assert float(values["ingress_audit_events_received_total"]) == scenario_index()["summary"]["events"]
-    assert float(values['ingress_audit_records_written_total{sink="jsonl"}']) == len(replay.records)
+    assert float(values["ingress_audit_records_written_total"]) == len(replay.records)
+    assert float(values['ingress_audit_sink_delivered_records_total{sink="jsonl"}']) == len(replay.records)
+    assert float(values['ingress_audit_sink_lag_records{sink="jsonl"}']) == 0
     assert float(values['ingress_audit_request_duration_seconds_count{code="200"}']) == len(captured_bodies())
 
 
@@ -734,7 +745,7 @@ async def test_a_repost_of_one_batch_is_a_duplicate(aiohttp_client: AiohttpClien
 
     assert first == (200, {"accepted": 6, "records": 1, "duplicates": 0, "dead_lettered": 0})
     assert second == (200, {"accepted": 6, "records": 0, "duplicates": 1, "dead_lettered": 0})
-    assert len(records_in(config)) == 1
+    assert len(await delivered(client, config)) == 1
 
 
 async def test_v1beta1_is_accepted(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
@@ -747,7 +758,7 @@ async def test_v1beta1_is_accepted(aiohttp_client: AiohttpClient, tmp_path: Path
     )
 
     assert resp.status == 200
-    assert [r["object"]["name"] for r in records_in(config)] == ["web"]
+    assert [r["object"]["name"] for r in await delivered(client, config)] == ["web"]
 
 
 @pytest.mark.parametrize(
@@ -767,7 +778,7 @@ async def test_empty_batches_are_fine(aiohttp_client: AiohttpClient, tmp_path: P
 
     assert resp.status == 200
     assert await resp.json() == {"accepted": 0, "records": 0, "duplicates": 0, "dead_lettered": 0}
-    assert records_in(config) == dead_letters_in(config) == []
+    assert await delivered(client, config) == dead_letters_in(config) == []
 
 
 async def test_content_type_parameters_are_fine(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
@@ -819,7 +830,7 @@ async def test_a_body_that_is_not_an_event_list(
     assert (letter["reason"], letter["detail"]) == (error, payload["reason"])
     assert MARKER not in orjson.dumps(payload).decode()
     assert MARKER not in config.data_dir.joinpath("dead-letter.jsonl").read_text()
-    assert records_in(config) == []
+    assert await delivered(client, config) == []
 
 
 async def test_items_that_are_not_objects(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
@@ -832,7 +843,7 @@ async def test_items_that_are_not_objects(aiohttp_client: AiohttpClient, tmp_pat
 
     assert resp.status == 200
     assert await resp.json() == {"accepted": 6, "records": 2, "duplicates": 0, "dead_lettered": 4}
-    assert [r["object"]["name"] for r in records_in(config)] == ["first", "last"]
+    assert [r["object"]["name"] for r in await delivered(client, config)] == ["first", "last"]
     letters = dead_letters_in(config)
     assert [(d["index"], d["reason"]) for d in letters] == [(i, "malformed-event") for i in (1, 2, 3, 4)]
     assert MARKER not in config.data_dir.joinpath("dead-letter.jsonl").read_text()
@@ -868,7 +879,7 @@ async def test_a_malformed_event_is_dead_lettered_alone(
 
     assert resp.status == 200
     assert (await resp.json())["dead_lettered"] == 1
-    assert [r["object"]["name"] for r in records_in(config)] == ["before", "after"]
+    assert [r["object"]["name"] for r in await delivered(client, config)] == ["before", "after"]
     (letter,) = dead_letters_in(config)
     assert letter["index"] == 1
     assert letter["reason"] == "malformed-event"
@@ -890,7 +901,7 @@ async def test_wrong_method_is_405_with_allow(
     assert resp.status == 405
     assert resp.headers["Allow"] == "POST"
     assert payload["error"] == "method-not-allowed"
-    assert records_in(config) == []
+    assert await delivered(client, config) == []
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
@@ -910,7 +921,7 @@ async def test_wrong_content_type_is_415(
     assert resp.status == 415
     assert set(payload) == {"error", "reason"}
     assert payload["error"] == "unsupported-media-type"
-    assert records_in(config) == []
+    assert await delivered(client, config) == []
 
 
 async def test_body_over_the_limit_is_413(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
@@ -926,7 +937,7 @@ async def test_body_over_the_limit_is_413(aiohttp_client: AiohttpClient, tmp_pat
     assert resp.status == 413
     assert payload["error"] == "body-too-large"
     assert "4096" in payload["reason"]
-    assert records_in(config) == []
+    assert await delivered(client, config) == []
 
 
 async def test_chunked_body_over_the_limit_is_413(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
@@ -943,7 +954,7 @@ async def test_chunked_body_over_the_limit_is_413(aiohttp_client: AiohttpClient,
 
     assert resp.status == 413
     assert (await resp.json())["error"] == "body-too-large"
-    assert records_in(config) == []
+    assert await delivered(client, config) == []
 
 
 async def test_a_body_just_under_the_limit_is_fine(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
@@ -978,13 +989,14 @@ def fail_writes_to(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_full_disk_is_503_and_the_retry_is_recorded(
     aiohttp_client: AiohttpClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A failed write answers 503 + Retry-After, leaves whole lines only, and is not deduped away."""
+    """A failed spool write answers 503 + Retry-After, leaves whole lines only, and is not deduped away."""
     config = make_config(tmp_path)
     client = await client_for(aiohttp_client, config)
     assert (await post_capture(client, CAPTURES / "0007.json"))[0] == 200
-    records = config.data_dir / "records.jsonl"
-    before = records.read_bytes()
-    fail_writes_to(records, monkeypatch)
+    await settle(client)
+    (segment,) = (config.data_dir / "spool").glob("*.seg")
+    before = segment.read_bytes()
+    fail_writes_to(segment, monkeypatch)
 
     with capture_logs() as logs:
         resp = await client.post("/audit?timeout=30s", data=event_list(make_event()), headers=JSON)
@@ -995,10 +1007,10 @@ async def test_a_full_disk_is_503_and_the_retry_is_recorded(
     assert resp.headers["Retry-After"].isdigit()
     assert set(payload) == {"error", "reason"}
     assert "ENOSPC" in payload["reason"]
-    assert records.read_bytes() == before
+    assert segment.read_bytes() == before
     assert ready.status == 503
-    assert "sink:jsonl" in (await ready.json())["problems"]
-    assert "appendlog.write_failed" in [entry["event"] for entry in logs]
+    assert "spool" in (await ready.json())["problems"]
+    assert "spool.write_failed" in [entry["event"] for entry in logs]
 
     monkeypatch.undo()
     status, _ = await post_capture(client, CAPTURES / "0009.json")
@@ -1007,8 +1019,29 @@ async def test_a_full_disk_is_503_and_the_retry_is_recorded(
     assert status == 200
     assert resp.status == 200
     assert (await resp.json())["records"] == 1  # the failed batch was not remembered
-    assert [r["object"]["name"] for r in records_in(config)] == ["shop-tls", "shop-web", "web"]
+    assert [r["object"]["name"] for r in await delivered(client, config)] == ["shop-tls", "shop-web", "web"]
     assert (await client.get("/readyz")).status == 200
+
+
+async def test_a_full_disk_under_the_jsonl_file_delays_it_but_loses_nothing(
+    aiohttp_client: AiohttpClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JSONL sink's write fails: the batch is still acknowledged (it is spooled) and the
+    sink catches up, whole lines only, once the disk has room again."""
+    config = make_config(tmp_path)
+    client = await client_for(aiohttp_client, config)
+    assert (await post_capture(client, CAPTURES / "0007.json"))[0] == 200
+    await settle(client)
+    records = config.data_dir / "records.jsonl"
+    fail_writes_to(records, monkeypatch)
+
+    resp = await client.post("/audit?timeout=30s", data=event_list(make_event()), headers=JSON)
+    assert resp.status == 200
+    assert not await client.app[RUNTIME].ingestor.drain(0.3)
+    assert len(records_in(config)) == 1  # whole lines only: the failed write was cut back
+
+    monkeypatch.undo()
+    assert [r["object"]["name"] for r in await delivered(client, config)] == ["shop-tls", "web"]
 
 
 async def test_an_unexpected_failure_is_503_without_a_traceback(
@@ -1048,7 +1081,11 @@ async def test_health_and_readiness(aiohttp_client: AiohttpClient, tmp_path: Pat
     ready = await client.get("/readyz")
 
     assert (health.status, await health.json()) == (200, {"status": "ok"})
-    assert (ready.status, await ready.json()) == (200, {"status": "ready"})
+    assert ready.status == 200
+    assert await ready.json() == {
+        "status": "ready",
+        "sinks": {"jsonl": {"ok": True, "detail": "", "lag_records": 0}},
+    }
 
 
 async def test_metrics_count_rejects_dead_letters_and_dedupe(

@@ -63,9 +63,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     running: list[RunningServer] = []
 
     async def start(server: ServerConfig) -> RunningServer:
-        config = Config(
-            data_dir=tmp_path / "data", server=replace(server, host="127.0.0.1", port=0)
-        )
+        config = Config(data_dir=tmp_path / "data", server=replace(server, host="127.0.0.1", port=0))
         started = await start_server(config)
         running.append(started)
         return started
@@ -80,14 +78,10 @@ def _url(server: RunningServer) -> str:
     return f"https://{host}:{port}/audit?timeout=30s"
 
 
-async def _post(
-    server: RunningServer, context: ssl.SSLContext, headers: dict[str, str] | None = None
-) -> int:
+async def _post(server: RunningServer, context: ssl.SSLContext, headers: dict[str, str] | None = None) -> int:
     async with (
         aiohttp.ClientSession() as session,
-        session.post(
-            _url(server), data=SAMPLE, headers={**JSON, **(headers or {})}, ssl=context
-        ) as resp,
+        session.post(_url(server), data=SAMPLE, headers={**JSON, **(headers or {})}, ssl=context) as resp,
     ):
         await resp.read()
         return resp.status
@@ -109,9 +103,7 @@ async def test_serves_tls_and_accepts_a_batch(
 ) -> None:
     """A client that trusts the serving CA posts a batch over HTTPS and gets 200."""
     files = _write_server_cert(server_ca, tmp_path)
-    server = await serve(
-        ServerConfig(tls=TlsConfig(cert_file=files.cert_file, key_file=files.key_file))
-    )
+    server = await serve(ServerConfig(tls=TlsConfig(cert_file=files.cert_file, key_file=files.key_file)))
 
     assert await _post(server, _client_context(server_ca)) == 200
 
@@ -123,9 +115,7 @@ async def test_old_protocol_versions_are_refused(
 ) -> None:
     """TLS 1.1 and older never complete a handshake."""
     files = _write_server_cert(server_ca, tmp_path)
-    server = await serve(
-        ServerConfig(tls=TlsConfig(cert_file=files.cert_file, key_file=files.key_file))
-    )
+    server = await serve(ServerConfig(tls=TlsConfig(cert_file=files.cert_file, key_file=files.key_file)))
     assert build_context(files).minimum_version == ssl.TLSVersion.TLSv1_2
     tls12 = _client_context(server_ca)
     tls12.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -149,9 +139,7 @@ async def test_certificate_rotated_in_place_is_served_without_restart(
 ) -> None:
     """New handshakes get the new certificate once the files change; no restart."""
     files = _write_server_cert(server_ca, tmp_path)
-    server = await serve(
-        ServerConfig(tls=TlsConfig(cert_file=files.cert_file, key_file=files.key_file))
-    )
+    server = await serve(ServerConfig(tls=TlsConfig(cert_file=files.cert_file, key_file=files.key_file)))
     context = _client_context(server_ca)
     before = await _peer_serial(server, context)
 
@@ -174,9 +162,7 @@ async def test_half_written_rotation_keeps_the_old_certificate(
 ) -> None:
     """A key that does not match the new certificate is not loaded; serving goes on."""
     files = _write_server_cert(server_ca, tmp_path)
-    server = await serve(
-        ServerConfig(tls=TlsConfig(cert_file=files.cert_file, key_file=files.key_file))
-    )
+    server = await serve(ServerConfig(tls=TlsConfig(cert_file=files.cert_file, key_file=files.key_file)))
     context = _client_context(server_ca)
     before = await _peer_serial(server, context)
 
@@ -206,9 +192,7 @@ def _mtls(files: TlsFiles, ca_file: Path, **auth: object) -> ServerConfig:
 
 
 @pytest.fixture
-def mtls_files(
-    server_ca: trustme.CA, client_ca: trustme.CA, tmp_path: Path
-) -> tuple[TlsFiles, Path]:
+def mtls_files(server_ca: trustme.CA, client_ca: trustme.CA, tmp_path: Path) -> tuple[TlsFiles, Path]:
     files = _write_server_cert(server_ca, tmp_path)
     ca_file = tmp_path / "clients-ca.crt"
     client_ca.cert_pem.write_to_path(str(ca_file))

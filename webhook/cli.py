@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from webhook import __version__
-from webhook.errors import WebhookError
+from webhook.errors import ConfigError, WebhookError
 
 if TYPE_CHECKING:
     from webhook.config import Config
@@ -233,7 +233,10 @@ def _tail(args: argparse.Namespace) -> int:
     path: Path | None = args.path
     if path is None:
         config = with_overrides(load_config(args.config), data_dir=args.data_dir)
-        path = config.in_data_dir(config.sinks[0].path)
+        jsonl = next((s for s in config.sinks if s.type == "jsonl"), None)
+        if jsonl is None:
+            raise ConfigError("no jsonl sink in the config: pass the path of a JSONL file")
+        path = config.in_data_dir(jsonl.options.path)
     keep = compile_filter(
         TailFilter(
             namespaces=tuple(args.namespace),

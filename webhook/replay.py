@@ -132,12 +132,18 @@ def read_events(path: Path, raw_position: list[int] | None = None) -> Iterator[d
             raise ReplayInputError(f"{where}: cannot read further ({type(exc).__name__})") from None
 
 
+DRAIN_TIMEOUT_S = 600.0
+
+
 def _sink_files(config: Config) -> list[Path]:
-    files = []
+    """JSONL sink files (rotated ones too) and the spool's segments (records not delivered yet)."""
+    files = sorted(config.in_data_dir(config.spool.path).glob("*.seg"))
     for sink in config.sinks:
-        path = config.in_data_dir(sink.path)
+        if sink.type != "jsonl":
+            continue
+        path = config.in_data_dir(sink.options.path)
         files.append(path)
-        files.extend(path.with_name(f"{path.name}.{n}") for n in range(1, sink.backups + 1))
+        files.extend(path.with_name(f"{path.name}.{n}") for n in range(1, sink.options.backups + 1))
     return [p for p in files if p.is_file()]
 
 
@@ -249,5 +255,6 @@ async def replay(
             if bar is not None:
                 bar.stop()
     finally:
-        await ingestor.aclose()
+        # What is not delivered by then stays in the spool and goes out with the next run.
+        await ingestor.aclose(drain_timeout_s=DRAIN_TIMEOUT_S)
     return summary

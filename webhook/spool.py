@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import orjson
 import structlog
 
 from webhook.appendlog import ensure_private_dir, fsync_dir
-from webhook.errors import SpoolFullError, StorageError
+from webhook.errors import ConfigError, SpoolFullError, StorageError
 
 __all__ = ["Position", "Spool", "SpoolBatch", "SpooledRecord"]
 
@@ -93,6 +94,7 @@ class Spool:
         self._segments: dict[int, int] = {}  # segment number -> committed size in bytes
         self._bases: dict[int, int] = {}  # segment number -> number of its first record
         self._fd: int | None = None
+        self._lock_fd: int | None = None
         self._end = Position(1, 0, 0)  # committed: readers never go past it
         self._cursors: dict[str, _Cursor] = {}
         self._pending: list[tuple[list[bytes], asyncio.Future[None]]] = []
@@ -105,6 +107,7 @@ class Spool:
     def open(self) -> None:
         """Find the segments, cut a partial last line left by a crash, open for appending."""
         ensure_private_dir(self.directory)
+        self._lock()
         (self.directory / "cursors").mkdir(mode=0o700, exist_ok=True)
         numbers = sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}") if p.stem.isdigit())
         seq = 0  # record numbers count from the oldest segment on disk
@@ -124,6 +127,18 @@ class Spool:
         self._bases.setdefault(last, seq)
         self._end = Position(last, self._segments[last], seq)
         self._open_segment(last)
+
+    def _lock(self) -> None:
+        """One process per spool: a second serve or replay on the same data dir would corrupt it."""
+        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(
+                f"the spool in {self.directory} is in use by another ingress-audit process"
+            ) from None
+        self._lock_fd = fd
 
     def _seq_at(self, segment: int, offset: int) -> int:
         with open(self._path(segment), "rb") as handle:
@@ -349,3 +364,6 @@ class Spool:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None

@@ -9,11 +9,11 @@ import orjson
 import pytest
 from conftest import find_event, read_jsonl
 
-from webhook.config import JsonlSinkConfig
 from webhook.errors import StorageError
 from webhook.record import Record, record_id, to_json
 from webhook.sinks.base import Sink, SinkError
-from webhook.sinks.jsonl import JsonlSink
+from webhook.sinks.jsonl import JsonlOptions, JsonlSink
+from webhook.spool import SpooledRecord
 
 
 def records(*names: str) -> list[Record]:
@@ -32,10 +32,15 @@ def records(*names: str) -> list[Record]:
     return out
 
 
-async def opened(tmp_path: Path, config: JsonlSinkConfig | None = None) -> JsonlSink:
-    sink = JsonlSink(config or JsonlSinkConfig(), tmp_path / "data" / "records.jsonl")
+async def opened(tmp_path: Path, options: JsonlOptions | None = None) -> JsonlSink:
+    sink = JsonlSink("jsonl", options or JsonlOptions(), tmp_path / "data")
     await sink.open()
     return sink
+
+
+def spooled(batch: list[Record]) -> list[SpooledRecord]:
+    """Records as the delivery loop hands them to a sink: their spooled JSON lines."""
+    return [SpooledRecord(to_json(record)) for record in batch]
 
 
 async def test_one_record_per_line_in_order(tmp_path: Path) -> None:
@@ -43,8 +48,8 @@ async def test_one_record_per_line_in_order(tmp_path: Path) -> None:
     sink = await opened(tmp_path)
     batch = records("0009.json", "0007.json", "0008.json")
 
-    await sink.send(batch[:2])
-    await sink.send(batch[2:])
+    await sink.send(spooled(batch[:2]))
+    await sink.send(spooled(batch[2:]))
     await sink.aclose()
 
     assert read_jsonl(sink.path) == [orjson.loads(to_json(r)) for r in batch]
@@ -63,7 +68,7 @@ async def test_an_empty_batch_writes_nothing(tmp_path: Path) -> None:
 async def test_file_mode_and_dir_mode(tmp_path: Path) -> None:
     """The sink creates its directory 0700 and its file 0600."""
     sink = await opened(tmp_path)
-    await sink.send(records("0009.json"))
+    await sink.send(spooled(records("0009.json")))
     await sink.aclose()
 
     assert stat.S_IMODE(sink.path.stat().st_mode) == 0o600
@@ -74,9 +79,9 @@ async def test_rotation_by_size(tmp_path: Path) -> None:
     """``max_bytes`` and ``backups`` from the config rotate the file."""
     batch = records("0009.json")
     line_size = len(to_json(batch[0])) + 1
-    sink = await opened(tmp_path, JsonlSinkConfig(max_bytes=line_size * 2, backups=1))
+    sink = await opened(tmp_path, JsonlOptions(max_bytes=line_size * 2, backups=1))
     for _ in range(5):
-        await sink.send(batch)
+        await sink.send(spooled(batch))
     await sink.aclose()
 
     assert len(read_jsonl(sink.path)) == 1
@@ -87,7 +92,7 @@ async def test_rotation_by_size(tmp_path: Path) -> None:
 async def test_a_failed_write_is_a_retryable_sink_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A full disk surfaces as SinkError(retryable=True), a StorageError the server turns into 503."""
+    """A full disk surfaces as SinkError(retryable=True): the delivery loop retries, nothing is lost."""
     sink = await opened(tmp_path)
 
     def full(fd: int, data: bytes) -> int:
@@ -95,7 +100,7 @@ async def test_a_failed_write_is_a_retryable_sink_error(
 
     monkeypatch.setattr(os, "write", full)
     with pytest.raises(SinkError) as info:
-        await sink.send(records("0009.json"))
+        await sink.send(spooled(records("0009.json")))
     monkeypatch.undo()
 
     assert isinstance(info.value, StorageError)
@@ -119,5 +124,5 @@ async def test_health_follows_the_file(tmp_path: Path) -> None:
 
 def test_is_a_sink(tmp_path: Path) -> None:
     """JsonlSink implements the one Sink protocol (checked by mypy) and carries its name."""
-    sink: Sink = JsonlSink(JsonlSinkConfig(name="main"), tmp_path / "r.jsonl")
+    sink: Sink = JsonlSink("main", JsonlOptions(), tmp_path)
     assert sink.name == "main"

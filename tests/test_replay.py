@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -218,3 +222,35 @@ def test_cli_missing_file(tmp_path: Path) -> None:
 
     assert done.returncode == 1
     assert done.stderr.startswith("ingress-audit: input: cannot read nope.log")
+
+
+def test_cli_on_a_terminal_shows_a_progress_bar(tmp_path: Path) -> None:
+    """With stderr on a terminal (a pty), rich draws a progress bar there; stdout keeps the summary."""
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_") and k != "NO_COLOR"}
+    env.update(TERM="xterm-256color", COLUMNS="120")
+    proc = subprocess.Popen(
+        [str(SCRIPT), "replay", str(SAMPLE), "--data-dir", "data"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    drawn = b""
+    deadline = time.monotonic() + 60
+    with contextlib.suppress(OSError):  # EIO once the process has closed the terminal
+        while time.monotonic() < deadline:
+            if select.select([controller], [], [], 0.5)[0]:
+                if not (chunk := os.read(controller, 65536)):
+                    break
+                drawn += chunk
+            elif proc.poll() is not None:
+                break
+    os.close(controller)
+    out, _ = proc.communicate(timeout=60)
+
+    assert proc.returncode == 0
+    assert "━".encode() in drawn
+    assert b"audit.log" in drawn
+    assert out.decode().startswith(f"{len(SAMPLE.read_bytes().splitlines())} events read, ")

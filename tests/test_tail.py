@@ -20,6 +20,7 @@ import pytest
 from conftest import make_config, read_jsonl
 
 from webhook.appendlog import AppendLog
+from webhook.cli import main
 from webhook.replay import replay
 from webhook.tail import TailFilter, compile_filter, history, parse_since, render
 
@@ -391,3 +392,12 @@ def test_config_data_dir_is_used(tmp_path: Path, records_file: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == records_file.read_text().splitlines()[-1]
+
+
+def test_bad_since_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unparsable ``--since`` or ``-n`` exits 2 with argparse's message."""
+    for args in (["--since", "yesterday"], ["-n", "-3"]):
+        with pytest.raises(SystemExit) as info:
+            main(["tail", "--no-follow", *args])
+        assert info.value.code == 2
+    assert "expected a duration" in capsys.readouterr().err

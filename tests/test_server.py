@@ -31,18 +31,18 @@ from conftest import (
     capture_headers,
     captured_bodies,
     dead_letters_in,
+    delivered,
     event_list,
     find_event,
     iter_files,
     make_config,
     make_event,
-    delivered,
     post_capture,
     records_in,
-    settle,
     scenario_index,
     scenario_secrets,
     scenario_steps,
+    settle,
 )
 from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs

@@ -209,7 +209,16 @@ class Follower:
         )
         self.lines: list[bytes] = []
         os.set_blocking(self.proc.stdout.fileno(), False)  # type: ignore[union-attr]
+        os.set_blocking(self.proc.stderr.fileno(), False)  # type: ignore[union-attr]
         self._carry = b""
+        self.err = b""
+
+    def wait_stderr(self, text: str) -> None:
+        def seen() -> bool:
+            self.err += self.proc.stderr.read() or b""  # type: ignore[union-attr]
+            return text.encode() in self.err
+
+        wait_for(seen, f"{text!r} on stderr")
 
     def read(self) -> list[bytes]:
         data = self.proc.stdout.read() or b""  # type: ignore[union-attr]
@@ -229,7 +238,8 @@ class Follower:
                 self.proc.kill()
                 self.proc.wait(timeout=DEADLINE_S)
         self.read()
-        err = self.proc.stderr.read().decode()  # type: ignore[union-attr]
+        os.set_blocking(self.proc.stderr.fileno(), True)  # type: ignore[union-attr]
+        err = (self.err + (self.proc.stderr.read() or b"")).decode()  # type: ignore[union-attr]
         return code, err
 
 
@@ -266,20 +276,20 @@ async def test_every_line_once_across_rotation(
     log.open()
     try:
         await log.append(line(0) + line(1))
-        follower = follower_factory(path)
-        await asyncio.sleep(0.3)  # let it reach the end of the file before more is written
+        follower = follower_factory(path, "-n", "all")
+        await asyncio.to_thread(follower.wait_lines, 2)  # it has reached the end of the file
         sent = 2
         for _ in range(4):  # each round fills the file past max_bytes: the next append rotates
             for _ in range(3):
                 await log.append(line(sent))
                 sent += 1
-            await asyncio.to_thread(follower.wait_lines, sent - 2)
+            await asyncio.to_thread(follower.wait_lines, sent)
     finally:
         await log.aclose()
 
     assert (tmp_path / "records.jsonl.1").exists()
     code, err = follower.interrupt()
-    assert [orjson.loads(x)["n"] for x in follower.lines] == list(range(2, sent))
+    assert [orjson.loads(x)["n"] for x in follower.lines] == list(range(sent))
     assert code == 0
     assert "Traceback" not in err
 
@@ -289,19 +299,19 @@ def test_rotation_between_polls_loses_nothing(
 ) -> None:
     """Lines written to the old file just before the rename, and to the new one after, all show."""
     path = tmp_path / "records.jsonl"
-    path.write_bytes(b"")
-    follower = follower_factory(path)
-    time.sleep(0.3)
+    path.write_bytes(line(9))
+    follower = follower_factory(path, "-n", "all")
+    follower.wait_lines(1)  # it has reached the end of the file
     with path.open("ab") as f:
         f.write(line(0) + line(1))
     path.rename(tmp_path / "records.jsonl.1")
     path.write_bytes(line(2))
-    follower.wait_lines(3)
+    follower.wait_lines(4)
     with path.open("ab") as f:
         f.write(line(3))
-    follower.wait_lines(4)
+    follower.wait_lines(5)
 
-    assert [orjson.loads(x)["n"] for x in follower.lines] == [0, 1, 2, 3]
+    assert [orjson.loads(x)["n"] for x in follower.lines] == [9, 0, 1, 2, 3]
     assert follower.interrupt()[0] == 0
 
 
@@ -309,7 +319,7 @@ def test_waits_for_the_file_to_appear(tmp_path: Path, follower_factory: Callable
     """Following a file that does not exist yet waits for it, like ``tail -F``."""
     path = tmp_path / "records.jsonl"
     follower = follower_factory(path, "--verb", "get")
-    time.sleep(0.3)
+    follower.wait_stderr("waiting for")
     path.write_bytes(line(0) + orjson.dumps({"verb": "list"}) + b"\n" + line(1))
     follower.wait_lines(2)
 

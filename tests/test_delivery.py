@@ -158,3 +158,19 @@ async def test_records_arriving_later_wake_the_loop(harness: Harness) -> None:
     assert await worker.drain(0.5)
     await worker.stop()
     assert sink.received == ["late"]
+
+
+async def test_a_receivers_retry_after_is_honoured(harness: Harness) -> None:
+    """``retry_after_s`` holds the next attempt back at least that long, whatever the backoff."""
+    sink = ScriptedSink(errors=[SinkError("busy", retry_after_s=0.3)])
+    worker = _worker(harness, sink)
+    await harness.spool.append(_records("a"))
+    started = asyncio.get_running_loop().time()
+    worker.start()
+
+    assert await worker.drain(5)
+    elapsed = asyncio.get_running_loop().time() - started
+    await worker.stop()
+    assert sink.received == ["a"]
+    assert sink.attempts == 2
+    assert elapsed >= 0.3

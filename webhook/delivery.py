@@ -131,6 +131,7 @@ class SinkWorker:
         retry = self.settings.retry
         labels = {"sink": self.name}
         while pending:
+            wait_s = 0.0  # at least this long before the next attempt (the receiver's Retry-After)
             try:
                 if not self._opened:
                     await self.sink.open()
@@ -144,11 +145,13 @@ class SinkWorker:
                 if not pending:
                     break
                 self._failed(exc, attempt)
+                wait_s = exc.retry_after_s or 0.0
             except SinkError as exc:
                 if not exc.retryable:
                     await self._reject([(record, exc.message) for record in pending])
                     break
                 self._failed(exc, attempt)
+                wait_s = exc.retry_after_s or 0.0
             except Exception as exc:  # noqa: BLE001 - a sink bug must not stop delivery for good
                 self._failed(SinkError(f"unexpected {type(exc).__name__}"), attempt)
             else:
@@ -158,7 +161,8 @@ class SinkWorker:
             self.metrics.sink_retries.labels(**labels).inc()
             self._update_lag(pending[0])
             ceiling = min(retry.max_backoff_s, retry.initial_backoff_s * 2 ** min(attempt, 30))
-            await asyncio.sleep(random.uniform(retry.initial_backoff_s / 2, ceiling))  # noqa: S311
+            backoff = random.uniform(retry.initial_backoff_s / 2, ceiling)  # noqa: S311
+            await asyncio.sleep(max(backoff, wait_s))
         if self.failing_since is not None:
             log.info(
                 "sink.recovered", sink=self.name, after_s=round(time.monotonic() - self.failing_since, 1)

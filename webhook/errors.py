@@ -154,10 +154,15 @@ class SpoolFullError(StorageError):
 
 
 class SinkError(StorageError):
-    """A sink could not deliver; ``retryable`` says whether the same batch may succeed later."""
+    """A sink could not deliver; ``retryable`` says whether the same batch may succeed later.
+
+    ``retry_after_s`` is the receiver's own wait (an HTTP ``Retry-After``): the next attempt
+    comes no sooner than that.
+    """
 
     code = "sink"
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after_s = retry_after_s

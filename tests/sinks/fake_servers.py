@@ -74,6 +74,7 @@ class _Fake:
         self.faults: list[Fault] = []
         self.requests: list[Seen] = []
         self.down = False  # every request answered 503 while set
+        self._arrived = asyncio.Condition()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -86,10 +87,17 @@ class _Fake:
     def refuse(self, request: web.Request) -> web.Response:
         return web.Response(status=401, text="unauthorized")
 
+    async def wait_for_requests(self, count: int, timeout_s: float = 5.0) -> None:
+        """Until ``count`` requests have arrived (whatever their answer)."""
+        async with asyncio.timeout(timeout_s), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.requests) >= count)
+
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = await request.read()
         self.requests.append(Seen(request.method, request.path, dict(request.headers), body))
+        async with self._arrived:
+            self._arrived.notify_all()
         if self.down:
             return web.Response(status=503, text="down")
         if self.faults:

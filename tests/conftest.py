@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import orjson
 from aiohttp.test_utils import TestClient
+from servers import nats_server, postgres_server, rsyslog_server, server_certs  # noqa: F401 - fixtures
 
 from webhook.config import Config, ServerConfig
 from webhook.server import RUNTIME

@@ -197,3 +197,22 @@ async def test_serve_runs_records_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert events.index("server.stopping") < events.index("server.stopped") == len(events) - 1
     assert "batch.accepted" in events
     assert out == []  # logs go to stderr; stdout stays clean
+
+
+def test_scan_leaks_finds_values_and_never_prints_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``scan-leaks`` exits 1 with the file and encoding of a planted value, 0 on clean files."""
+    secrets = tmp_path / "secrets.txt"
+    secrets.write_text("s3cr3t-value-for-cli\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clean.jsonl").write_text('{"id": "x"}\n')
+
+    assert main(["scan-leaks", str(secrets), str(out)]) == 0
+    (out / "leaky.jsonl").write_text('{"v": "czNjcjN0LXZhbHVlLWZvci1jbGk="}\n')  # base64 of the value
+    assert main(["scan-leaks", str(secrets), str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "leaky.jsonl" in printed
+    assert "base64" in printed
+    assert "s3cr3t" not in printed

@@ -10,14 +10,17 @@ from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.pipeline import DeadLetter, Pipeline, dead_letter_json
 from webhook.record import Record
+from webhook.redact import Redactor
 
 RECEIVED = "2026-11-24T14:20:41.000000Z"
 MARKER = "s3cr3t-marker-value"
 
+REDACTOR = Redactor(b"test-fingerprint-key-0123456789ab")
+
 
 def pipeline() -> tuple[Pipeline, Deduper]:
     deduper = Deduper(max_entries=1000, ttl_s=600)
-    return Pipeline(Config(cluster="c"), deduper), deduper
+    return Pipeline(Config(cluster="c"), deduper, REDACTOR), deduper
 
 
 def test_a_captured_batch() -> None:
@@ -162,6 +165,6 @@ def test_dead_letter_json_is_one_line_each() -> None:
 
 def test_cluster_name_comes_from_the_config() -> None:
     """Every record carries the configured cluster name."""
-    pipe = Pipeline(Config(cluster="prod-eu"), Deduper(max_entries=10, ttl_s=60))
+    pipe = Pipeline(Config(cluster="prod-eu"), Deduper(max_entries=10, ttl_s=60), REDACTOR)
     (record,) = pipe.process([make_event()], received_at=RECEIVED).records
     assert record.cluster == "prod-eu"

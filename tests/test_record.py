@@ -13,6 +13,7 @@ from webhook.dedupe import Deduper
 from webhook.errors import MalformedEventError
 from webhook.pipeline import Pipeline
 from webhook.record import SCHEMA_VERSION, Record, record_id, record_schema, to_json
+from webhook.redact import Redactor
 
 RECEIVED = "2026-11-24T14:20:41.000000Z"
 MARKER = "s3cr3t-marker-value"
@@ -20,10 +21,19 @@ VALIDATOR = jsonschema.Draft202012Validator(
     record_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
 )
 
+REDACTOR = Redactor(b"test-fingerprint-key-0123456789ab")
+
 
 def build(event: dict[str, Any]) -> Record:
+    """The record of ``event`` after the redaction stage, as the pipeline builds it."""
+    redacted = REDACTOR.redact(event)
     return Record.from_event(
-        event, record_id=record_id(event["auditID"], event["stage"], "d"), cluster="c", received_at=RECEIVED
+        redacted.event,
+        record_id=record_id(event["auditID"], event["stage"], "d"),
+        cluster="c",
+        received_at=RECEIVED,
+        secrets=redacted.secrets,
+        dropped=redacted.dropped,
     )
 
 
@@ -35,7 +45,9 @@ def as_json(record: Record) -> dict[str, Any]:
 def pipeline_record(event: dict[str, Any]) -> Record:
     """The record a fresh pipeline (default rules) makes of ``event``."""
     (record,) = (
-        Pipeline(Config(), Deduper(max_entries=10, ttl_s=60)).process([event], received_at=RECEIVED).records
+        Pipeline(Config(), Deduper(max_entries=10, ttl_s=60), REDACTOR)
+        .process([event], received_at=RECEIVED)
+        .records
     )
     return record
 
@@ -94,7 +106,8 @@ def test_records_carry_no_raw_objects() -> None:
     doc = as_json(build(event))
 
     assert not {"requestObject", "responseObject", "request_object", "response_object"} & set(doc)
-    assert doc["secret"] == {"type": "Opaque", "keys": ["api-key", "webhook-secret"]}
+    assert (doc["secret"]["type"], doc["secret"]["keys"]) == ("Opaque", ["api-key", "webhook-secret"])
+    assert [f["name"] for f in doc["secret"]["fingerprints"]] == ["api-key", "webhook-secret"]
     out = to_json(build(event))
     for value in event["responseObject"]["data"].values():
         assert value.encode() not in out

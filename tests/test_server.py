@@ -556,7 +556,7 @@ def _observed(record: dict[str, Any]) -> dict[str, Any]:
         "tls_hosts": ingress.get("tls_hosts"),
         "paths": [p["path"] for p in paths],
         "backend": paths[0]["backend"] if paths else None,
-        "secret": record["secret"],
+        "secret": {k: record["secret"][k] for k in ("type", "keys")} if record["secret"] else None,
     }
 
 

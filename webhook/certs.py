@@ -12,12 +12,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Literal
+from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+from webhook.findings import Finding, Severity
 
 __all__ = [
     "CertificateError",
@@ -32,7 +34,6 @@ __all__ = [
     "private_key_matches",
 ]
 
-Severity = Literal["info", "low", "medium", "high", "critical"]
 
 _PEM_CERT: Final = b"-----BEGIN CERTIFICATE-----"
 _CERT_KEYS: Final = frozenset({"tls.crt", "ca.crt"})
@@ -43,14 +44,6 @@ _WEAK_HASH_NAME: Final = re.compile(r"(?<![a-z0-9])(sha1|md5)(?![0-9])")  # sha1
 
 class CertificateError(ValueError):
     """The bytes are not a certificate chain; the message never quotes them."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Finding:
-    id: str  # kebab-case, stable: dashboards and alerts key on it
-    severity: Severity
-    message: str  # names keys and hosts, never a secret value
-    path: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -95,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_tail(commands)
     _add_replay(commands)
 
+    leaks = commands.add_parser(
+        "scan-leaks", help="search files for known secret values (plain, base64, hex, ...); exit 1 if found"
+    )
+    leaks.add_argument("secrets_file", type=Path, help="one secret value per line")
+    leaks.add_argument("paths", nargs="+", type=Path, help="files or directories, e.g. the data dir")
+    leaks.set_defaults(func=_scan_leaks)
+
     schema = commands.add_parser("schema", help="print a JSON Schema (the record's by default)")
     schema.add_argument("which", nargs="?", choices=["record", "config"], default="record")
     schema.set_defaults(func=_schema)
@@ -299,6 +306,12 @@ def _render_flags(args: argparse.Namespace) -> int:
 
     sys.stdout.write(apiserver_flags(args.mode))
     return 0
+
+
+def _scan_leaks(args: argparse.Namespace) -> int:
+    from webhook import leaks
+
+    return leaks.main([str(args.secrets_file), *map(str, args.paths)])
 
 
 def _schema(args: argparse.Namespace) -> int:

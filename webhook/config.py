@@ -28,6 +28,7 @@ __all__ = [
     "DeadLetterConfig",
     "DedupeConfig",
     "LogConfig",
+    "RedactionConfig",
     "ServerConfig",
     "SpoolConfig",
     "TlsConfig",
@@ -92,6 +93,14 @@ class DedupeConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RedactionConfig:
+    """Secret values become HMAC-SHA256 fingerprints under this key (see docs/secrets.md)."""
+
+    fingerprint_key_file: Path = Path("fingerprint.key")
+    certificate_expiry_warning_days: int = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SpoolConfig:
     """The durable queue between the handler and the sinks (see docs/sinks.md)."""
 
@@ -120,6 +129,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     dedupe: DedupeConfig = field(default_factory=DedupeConfig)
     filter: FilterSpec = DEFAULT_FILTER
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     sinks: tuple[SinkSettings, ...] = field(default_factory=_default_sinks)
     dead_letter: DeadLetterConfig = field(default_factory=DeadLetterConfig)
@@ -214,6 +224,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         log=_section(LogConfig, raw.get("log")),
         dedupe=_section(DedupeConfig, raw.get("dedupe")),
         filter=_filter(raw.get("filter")),
+        redaction=_redaction(raw.get("redaction")),
         spool=_spool(raw.get("spool")),
         sinks=tuple(_sink(s) for s in raw["sinks"]) if "sinks" in raw else base.sinks,
         dead_letter=_dead_letter(raw.get("dead_letter")),
@@ -302,6 +313,13 @@ def _sink(raw: Mapping[str, Any]) -> SinkSettings:
         drop_when_full=options.pop("drop_when_full", False),
         options=sink_type.parse(options),
     )
+
+
+def _redaction(raw: Mapping[str, Any] | None) -> RedactionConfig:
+    options = dict(raw or {})
+    if "fingerprint_key_file" in options:
+        options["fingerprint_key_file"] = Path(options["fingerprint_key_file"])
+    return RedactionConfig(**options)
 
 
 def _spool(raw: Mapping[str, Any] | None) -> SpoolConfig:

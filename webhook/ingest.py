@@ -23,6 +23,7 @@ from webhook.errors import StorageError, WebhookError
 from webhook.metrics import Metrics
 from webhook.pipeline import BatchResult, DeadLetter, Pipeline, dead_letter_json
 from webhook.record import to_json
+from webhook.redact import Redactor, load_or_create_key
 from webhook.sinks import sink_types
 from webhook.spool import Spool
 
@@ -36,7 +37,7 @@ class Ingestor:
         self.config = config
         self.metrics = metrics or Metrics()
         self.deduper = Deduper(max_entries=config.dedupe.max_entries, ttl_s=config.dedupe.ttl_s)
-        self.pipeline = Pipeline(config, self.deduper)
+        self._pipeline: Pipeline | None = None
         self.dead_letters = AppendLog(
             config.in_data_dir(config.dead_letter.path),
             max_bytes=config.dead_letter.max_bytes,
@@ -51,9 +52,21 @@ class Ingestor:
         )
         self.workers: list[SinkWorker] = []
 
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            raise RuntimeError("Ingestor.open() has not run")
+        return self._pipeline
+
     async def open(self) -> None:
         """Create the data dir, recover the spool, start one delivery loop per sink."""
         await asyncio.to_thread(ensure_private_dir, self.config.data_dir)
+        redaction = self.config.redaction
+        key = await asyncio.to_thread(
+            load_or_create_key, self.config.in_data_dir(redaction.fingerprint_key_file)
+        )
+        redactor = Redactor(key, expiry_warning_days=redaction.certificate_expiry_warning_days)
+        self._pipeline = Pipeline(self.config, self.deduper, redactor)
         await asyncio.to_thread(self.dead_letters.open)
         await asyncio.to_thread(self.spool.open)
         self.metrics.spool_max_bytes.set(self.spool.max_bytes)

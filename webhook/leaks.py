@@ -175,7 +175,7 @@ def _scan_stream(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m webhook.leaks",
+        prog="ingress-audit scan-leaks",
         description="Report where known secret values occur in files (the values are not shown).",
     )
     parser.add_argument("secrets_file", type=Path, help="one secret value per line")

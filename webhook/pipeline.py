@@ -1,4 +1,4 @@
-"""One batch through the stages: check → filter → dedupe → (redact) → record.
+"""One batch through the stages: check → filter → dedupe → redact → record.
 
 Pure apart from reading the dedupe window: it returns what to write and which keys to
 remember once the write is durable; the caller does the I/O. Work for an event that the
@@ -22,6 +22,7 @@ from webhook.errors import EventTooLargeError, MalformedEventError
 from webhook.events import check_event, event_ref
 from webhook.filter import compile_filter
 from webhook.record import SCHEMA_VERSION, Record, record_id
+from webhook.redact import Redactor
 
 __all__ = ["BatchResult", "DeadLetter", "Pipeline", "dead_letter_json", "utc_now"]
 
@@ -64,7 +65,8 @@ def dead_letter_json(letters: Sequence[DeadLetter]) -> bytes:
 
 
 class Pipeline:
-    def __init__(self, config: Config, deduper: Deduper) -> None:
+    def __init__(self, config: Config, deduper: Deduper, redactor: Redactor) -> None:
+        self._redactor = redactor
         self._keep = compile_filter(config.filter)
         self._cluster = config.cluster
         self._deduper = deduper
@@ -91,11 +93,15 @@ class Pipeline:
                 if key in batch_keys or self._deduper.seen(key):
                     result.duplicates += 1
                     continue
+                # Redaction first: nothing below (record, logs, dead letters, sinks) sees a value.
+                redacted = self._redactor.redact(event)
                 record = Record.from_event(
-                    event,
+                    redacted.event,
                     record_id=key,
                     cluster=self._cluster,
                     received_at=received_at,
+                    secrets=redacted.secrets,
+                    dropped=redacted.dropped,
                 )
             except MalformedEventError as exc:
                 result.dead_letters.append(_letter(exc.code, exc.message, index, item, received_at))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -17,21 +18,19 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from webhook.enrich.actor import Actor, actor_of
-from webhook.enrich.objects import (
-    IngressSummary,
-    SecretSummary,
-    ingress_summary,
-    object_of,
-    secret_summary,
-)
+from webhook.enrich.objects import IngressSummary, ingress_summary, object_of
+from webhook.enrich.secrets import SecretList, SecretSummary, secret_findings, secret_list, secret_summary
 from webhook.errors import MalformedEventError
 from webhook.events import opt_object, opt_str
+from webhook.findings import Finding
+from webhook.redact import SecretDetails
 
 __all__ = [
     "SCHEMA_VERSION",
     "ObjectRef",
     "Outcome",
     "Record",
+    "Redaction",
     "record_id",
     "record_schema",
     "to_json",
@@ -66,6 +65,13 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Redaction:
+    """Paths of objects or fields the redaction stage removed because it did not know them."""
+
+    dropped: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Record:
     schema_version: int = SCHEMA_VERSION
     type: Literal["audit"] = "audit"
@@ -86,15 +92,30 @@ class Record:
     actor: Actor
     ingress: IngressSummary | None = None
     secret: SecretSummary | None = None
+    secret_list: SecretList | None = None
+    findings: tuple[Finding, ...] = ()
+    redaction: Redaction | None = None
 
     @classmethod
-    def from_event(cls, event: dict[str, Any], *, record_id: str, cluster: str, received_at: str) -> Record:
-        """Build the record of a checked event; raises MalformedEventError naming a bad field."""
+    def from_event(
+        cls,
+        event: dict[str, Any],
+        *,
+        record_id: str,
+        cluster: str,
+        received_at: str,
+        secrets: Sequence[SecretDetails] = (),
+        dropped: Sequence[str] = (),
+    ) -> Record:
+        """Build the record of a checked, redacted event; raises MalformedEventError naming a bad field.
+
+        ``secrets`` and ``dropped`` are what the redaction stage reported for this event.
+        """
         request_uri: str = event["requestURI"]
         query = parse_qs(urlsplit(request_uri).query)
         object_ref = _object_ref(event)
         ingress = object_of(event, "Ingress")
-        secret = object_of(event, "Secret")
+        actor = actor_of(event)
         return cls(
             id=record_id,
             audit_id=event["auditID"],
@@ -110,9 +131,12 @@ class Record:
             field_manager=next(iter(query.get("fieldManager", ())), None),
             outcome=_outcome(event, object_ref),
             object=object_ref,
-            actor=actor_of(event),
+            actor=actor,
             ingress=ingress_summary(ingress) if ingress is not None else None,
-            secret=secret_summary(secret) if secret is not None else None,
+            secret=secret_summary(event, secrets),
+            secret_list=secret_list(event, secrets),
+            findings=secret_findings(event, actor, secrets),
+            redaction=Redaction(dropped=tuple(dropped)) if dropped else None,
         )
 
 

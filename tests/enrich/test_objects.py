@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
 from conftest import find_event, make_event
 
@@ -13,7 +12,6 @@ from webhook.enrich.objects import (
     IngressTLS,
     ingress_summary,
     object_of,
-    secret_summary,
 )
 
 MARKER = "s3cr3t-marker-value"
@@ -200,41 +198,3 @@ def test_object_of_skips_patches_statuses_and_tables() -> None:
     assert object_of(table, "Secret") is None
 
     assert object_of(make_event(), "Ingress") is None
-
-
-@pytest.mark.parametrize(
-    ("capture", "verb", "type_", "keys"),
-    [
-        ("0007.json", "create", "kubernetes.io/tls", ("tls.crt", "tls.key")),
-        ("0011.json", "create", "Opaque", ("password", "username")),
-        ("0013.json", "create", "Opaque", ("api-key", "webhook-secret")),
-    ],
-)
-def test_captured_secret_summary(capture: str, verb: str, type_: str, keys: tuple[str, ...]) -> None:
-    """A Secret is summarized as its type and sorted key names (A03, A06, A08)."""
-    event = find_event(capture, stage="ResponseComplete", verb=verb, resource="secrets")
-    secret = object_of(event, "Secret")
-    assert secret is not None
-
-    summary = secret_summary(secret)
-
-    assert (summary.type, summary.keys) == (type_, keys)
-    values = list(secret["data"].values())
-    assert not [v for v in values if v.encode() in orjson.dumps(summary)]
-
-
-def test_secret_summary_never_holds_values() -> None:
-    """``data`` and ``stringData`` keys are listed, their values are not read."""
-    summary = secret_summary(
-        {"kind": "Secret", "data": {"token": MARKER, "b": MARKER}, "stringData": {"plain": MARKER}}
-    )
-
-    assert summary.keys == ("b", "plain", "token")
-    assert summary.type is None
-    assert MARKER.encode() not in orjson.dumps(summary)
-
-
-@pytest.mark.parametrize("data", [None, "x", ["a"], 1])
-def test_secret_with_odd_data(data: object) -> None:
-    """A ``data`` that is not an object gives no keys rather than an error."""
-    assert secret_summary({"kind": "Secret", "data": data, "type": "Opaque"}).keys == ()

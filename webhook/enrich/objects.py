@@ -1,8 +1,8 @@
-"""What the object of an event says: summaries of Ingresses and Secrets.
+"""What the object of an event says: Ingress summaries (Secrets: webhook/enrich/secrets.py).
 
 Objects are arbitrary JSON written by clients, so these functions are lenient: a part with an
 unexpected shape is left out of the summary rather than failing the record. They only ever
-copy names, hosts, paths and ports; a Secret summary holds key names, never values.
+copy names, hosts, paths and ports.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ __all__ = [
     "IngressRule",
     "IngressSummary",
     "IngressTLS",
-    "SecretSummary",
     "ingress_summary",
     "object_of",
-    "secret_summary",
 ]
 
 _LEGACY_CLASS_ANNOTATION: Final = "kubernetes.io/ingress.class"
@@ -59,12 +57,6 @@ class IngressSummary:
     default_backend: Backend | None
     tls: tuple[IngressTLS, ...]
     tls_hosts: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SecretSummary:
-    type: str | None
-    keys: tuple[str, ...]
 
 
 def object_of(event: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -153,9 +145,3 @@ def ingress_summary(ingress: dict[str, Any]) -> IngressSummary:
         tls=tls,
         tls_hosts=tuple(dict.fromkeys(host for entry in tls for host in entry.hosts)),
     )
-
-
-def secret_summary(secret: dict[str, Any]) -> SecretSummary:
-    """Type and key names; the values are never read."""
-    keys = set(_dict(secret.get("data"))) | set(_dict(secret.get("stringData")))
-    return SecretSummary(type=_str(secret.get("type")), keys=tuple(sorted(keys)))

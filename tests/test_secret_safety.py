@@ -1,0 +1,126 @@
+"""No secret value leaves the process: every shape, through the whole app, into every output.
+
+Hypothesis plants distinctive values (webhook-free marker prefix, unicode, binary, long) in
+every shape a Secret reaches the webhook in (tests/secret_shapes.py), posts them through the
+real app, and scans everything the process wrote or said — the JSONL records, the spool, the
+dead letters, the HTTP answers and every log line — for each value in every encoding
+webhook.leaks knows (plain, base64, base64url, hex, JSON-escaped).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import CAPTURES, dead_letters_in, make_config, scenario_secrets, settle
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from secret_shapes import SHAPES, Planted
+from structlog.testing import capture_logs
+
+from webhook.leaks import encodings, scan
+from webhook.server import create_app
+
+JSON = {"Content-Type": "application/json"}
+SAFETY = settings(
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def _event_list(*events: dict[str, Any]) -> bytes:
+    return orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": list(events)})
+
+
+def _texts(values: tuple[str | bytes, ...]) -> list[str | bytes]:
+    return [v for v in values if len(v) >= 4]
+
+
+async def _post_and_collect(tmp: Path, body: bytes) -> tuple[list[bytes], Path]:
+    """Post ``body`` to a fresh app; return what it said (answer, logs) and its data dir."""
+    config = make_config(tmp)
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    try:
+        with capture_logs() as logs:
+            resp = await client.post("/audit?timeout=30s", data=body, headers=JSON)
+            answer = await resp.read()
+            await settle(client)
+            metrics = await (await client.get("/metrics")).read()
+            ready = await (await client.get("/readyz")).read()
+    finally:
+        await client.close()
+    return [answer, metrics, ready, orjson.dumps(logs, default=str)], config.data_dir
+
+
+def _leaks(said: list[bytes], data_dir: Path, values: list[str | bytes]) -> list[str]:
+    found = [
+        f"file {leak.file.name} value {leak.secret} as {leak.encoding}" for leak in scan([data_dir], values)
+    ]
+    for index, value in enumerate(values):
+        forms = encodings(value)
+        found.extend(f"output value {index}" for blob in said if any(form in blob for form in forms))
+    return found
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@SAFETY
+@given(data=st.data())
+async def test_no_value_reaches_any_output(
+    shape: str, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Each shape, posted through the app: values are in no record, spool, dead letter, answer or log."""
+    planted: Planted = data.draw(SHAPES[shape])
+    values = _texts(planted.values)
+    said, data_dir = await _post_and_collect(tmp_path_factory.mktemp(shape), _event_list(planted.event))
+
+    assert _leaks(said, data_dir, values) == []
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@settings(SAFETY, max_examples=8)
+@given(data=st.data())
+async def test_malformed_secret_events_leak_nothing(
+    shape: str, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A secret event broken in a field the record needs is dead-lettered without its values."""
+    planted: Planted = data.draw(SHAPES[shape])
+    event = copy.deepcopy(planted.event)
+    event["user"] = {"username": "admin", "groups": "not-a-list"}
+    said, data_dir = await _post_and_collect(tmp_path_factory.mktemp(shape), _event_list(event))
+
+    assert _leaks(said, data_dir, _texts(planted.values)) == []
+    records = data_dir / "records.jsonl"
+    assert not records.exists() or records.read_bytes() == b""  # the broken event became no record
+    if event.get("objectRef", {}).get("resource") == "secrets":
+        assert (data_dir / "dead-letter.jsonl").read_bytes().count(b"\n") == 1
+
+
+async def test_the_captured_scenario_leaks_nothing(tmp_path: Path) -> None:
+    """Every capture of scenario A, posted in order: no line of secrets.txt in any output."""
+    config = make_config(tmp_path)
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    said: list[bytes] = []
+    try:
+        with capture_logs() as logs:
+            for body in sorted(CAPTURES.glob("[0-9][0-9][0-9][0-9].json")):
+                resp = await client.post("/audit?timeout=30s", data=body.read_bytes(), headers=JSON)
+                said.append(await resp.read())
+            await settle(client)
+    finally:
+        await client.close()
+    said.append(orjson.dumps(logs, default=str))
+    secrets: list[str | bytes] = list(scenario_secrets())
+
+    assert _leaks(said, config.data_dir, secrets) == []
+    assert dead_letters_in(config) == []
+    records = [orjson.loads(x) for x in (config.data_dir / "records.jsonl").read_bytes().splitlines()]
+    fingerprinted = [r for r in records if r["secret"] and r["secret"]["fingerprints"]]
+    assert fingerprinted, "the secret events were recorded with fingerprints"

@@ -192,8 +192,9 @@ class FakeLoki(_Fake):
 class FakeElasticsearch(_Fake):
     """``POST /_bulk`` (NDJSON ``index``/``create`` actions) and ``GET /``.
 
-    ``item_faults`` maps a document id to the statuses its next attempts get, e.g.
-    ``{"id": [429]}`` (throttled once) or ``[400]`` (a mapping error).
+    ``item_faults`` maps a document id (or the record's object name) to the statuses its next
+    attempts get, e.g. ``{"web-1": [429]}`` (throttled once) or ``[400]`` (a mapping error).
+    ``answers`` keeps every bulk answer.
     """
 
     def __init__(self, *, authorization: str | None = None) -> None:
@@ -201,6 +202,7 @@ class FakeElasticsearch(_Fake):
         self.indices: dict[str, dict[str, dict[str, Any]]] = {}
         self.item_faults: dict[str, list[int]] = {}
         self.answer_errors_flag: bool | None = None  # force the top-level "errors" value
+        self.answers: list[dict[str, Any]] = []
 
     def routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/_bulk", self._bulk)
@@ -234,10 +236,12 @@ class FakeElasticsearch(_Fake):
         errors = any(next(iter(i.values()))["status"] >= 300 for i in items)
         if self.answer_errors_flag is not None:
             errors = self.answer_errors_flag
-        return web.json_response({"took": 1, "errors": errors, "items": items})
+        self.answers.append({"took": 1, "errors": errors, "items": items})
+        return web.json_response(self.answers[-1])
 
     def _apply(self, op: str, index: str, doc_id: str, source: bytes) -> dict[str, Any]:
-        faults = self.item_faults.get(doc_id)
+        name = (orjson.loads(source).get("object") or {}).get("name")
+        faults = self.item_faults.get(doc_id) or self.item_faults.get(name)
         if faults:
             status = faults.pop(0)
             kind = {429: "es_rejected_execution_exception", 400: "document_parsing_exception"}

@@ -922,6 +922,7 @@ async def test_wrong_content_type_is_415(
     assert set(payload) == {"error", "reason"}
     assert payload["error"] == "unsupported-media-type"
     assert await delivered(client, config) == []
+    assert [d["reason"] for d in dead_letters_in(config)] == ["unsupported-media-type"]
 
 
 async def test_body_over_the_limit_is_413(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
@@ -938,6 +939,7 @@ async def test_body_over_the_limit_is_413(aiohttp_client: AiohttpClient, tmp_pat
     assert payload["error"] == "body-too-large"
     assert "4096" in payload["reason"]
     assert await delivered(client, config) == []
+    assert [d["reason"] for d in dead_letters_in(config)] == ["body-too-large"]
 
 
 async def test_chunked_body_over_the_limit_is_413(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
@@ -955,6 +957,7 @@ async def test_chunked_body_over_the_limit_is_413(aiohttp_client: AiohttpClient,
     assert resp.status == 413
     assert (await resp.json())["error"] == "body-too-large"
     assert await delivered(client, config) == []
+    assert [d["reason"] for d in dead_letters_in(config)] == ["body-too-large"]
 
 
 async def test_a_body_just_under_the_limit_is_fine(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:

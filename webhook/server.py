@@ -44,6 +44,8 @@ log = structlog.get_logger(__name__)
 
 RETRY_AFTER_S: Final = "1"
 _JSON_TYPES: Final = frozenset({"application/json"})
+# Refusals of a batch the apiserver will resend and finally drop; not auth failures or 405s.
+_LOST_BATCH: Final = (BadRequestError, BodyTooLargeError, BodyTimeoutError, UnsupportedMediaTypeError)
 
 
 @dataclass(slots=True)
@@ -160,6 +162,9 @@ async def receive_batch(request: web.Request) -> web.Response:
     except WebhookError as exc:
         metrics.rejects.labels(reason=exc.code).inc()
         log.warning("batch.rejected", reason=exc.code, status=exc.http_status)
+        if isinstance(exc, _LOST_BATCH):
+            # The apiserver retries these, then drops the batch: leave a trace of the gap.
+            await runtime.ingestor.reject(exc, received_at=utc_now())
         extra = {"Retry-After": RETRY_AFTER_S} if exc.http_status == 503 else {}
         if isinstance(exc, MethodNotAllowedError):
             extra["Allow"] = "POST"
@@ -197,15 +202,11 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
         raise BodyTimeoutError(f"body not received within {server.body_timeout_s} s") from None
     received_at = utc_now()
     ingestor = runtime.ingestor
-    try:
-        items = decode_event_list(body)
-        if len(items) > server.max_events_per_request:
-            raise BodyTooLargeError(
-                f"{len(items)} events is more than the limit of {server.max_events_per_request}"
-            )
-    except (BadRequestError, BodyTooLargeError) as exc:
-        await ingestor.reject(exc, received_at=received_at)
-        raise
+    items = decode_event_list(body)
+    if len(items) > server.max_events_per_request:
+        raise BodyTooLargeError(
+            f"{len(items)} events is more than the limit of {server.max_events_per_request}"
+        )
     del body  # the decoded items are all we keep; let a large body go before processing
 
     result = await ingestor.ingest(items, received_at=received_at)

@@ -241,7 +241,7 @@ class FakeElasticsearch(_Fake):
 
     def _apply(self, op: str, index: str, doc_id: str, source: bytes) -> dict[str, Any]:
         name = (orjson.loads(source).get("object") or {}).get("name")
-        faults = self.item_faults.get(doc_id) or self.item_faults.get(name)
+        faults = self.item_faults.get(doc_id) or self.item_faults.get(str(name))
         if faults:
             status = faults.pop(0)
             kind = {429: "es_rejected_execution_exception", 400: "document_parsing_exception"}

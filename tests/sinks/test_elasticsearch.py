@@ -236,7 +236,8 @@ async def test_end_to_end_outage_then_recovery(
     fake.down = True
     server = await aiohttp_server(fake.app())
     config = app_config(
-        tmp_path, {"type": "elasticsearch", "url": base_url(server), "batch": {"max_events": 3}}
+        tmp_path,
+        {"type": "elasticsearch", "url": base_url(server), "batch": {"max_events": 3, "timeout_s": 0}},
     )
     client: Client = await aiohttp_client(create_app(config))
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SinkType", "sink_types"]
 
-_MODULES = ("jsonl", "stdout", "syslog", "postgres", "nats", "http", "loki", "elasticsearch")
+_MODULES = ("jsonl", "stdout", "syslog", "postgres", "nats", "http", "loki", "elasticsearch", "splunk_hec")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -158,6 +158,14 @@ def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=_env("LOG_LEVEL") or "warning",
         help="[INGRESS_AUDIT_LOG_LEVEL] (default: warning)",
     )
+    replay.add_argument(
+        "--server",
+        metavar="URL",
+        help="send the events to a running server's /audit (e.g. http://127.0.0.1:9440/audit) "
+        "instead of writing the data dir, which a running server holds",
+    )
+    replay.add_argument("--token-file", type=Path, help="with --server: bearer token to send")
+    replay.add_argument("--ca-file", type=Path, help="with --server: CA of the server's certificate")
     replay.set_defaults(func=_replay)
 
 
@@ -262,10 +270,23 @@ def _replay(args: argparse.Namespace) -> int:
     from webhook.config import load_config, with_overrides
     from webhook.log import configure_logging
     from webhook.replay import replay
+    from webhook.replay_http import replay_to_server
 
     config = with_overrides(load_config(args.config), data_dir=args.data_dir)
     configure_logging(args.log_level, args.log_format or config.log.format)
-    summary = asyncio.run(replay(config, args.files, show_progress=sys.stderr.isatty()))
+    progress = sys.stderr.isatty()
+    if args.server:
+        summary = asyncio.run(
+            replay_to_server(
+                args.server,
+                args.files,
+                token_file=args.token_file,
+                ca_file=args.ca_file,
+                show_progress=progress,
+            )
+        )
+    else:
+        summary = asyncio.run(replay(config, args.files, show_progress=progress))
     print(summary.line())
     return 0
 

@@ -58,13 +58,18 @@ class ReplaySummary:
     duplicates: int = 0
     dead_letters: int = 0
     already_recorded: int = 0
+    sent_to: str | None = None  # replay --server: the events went to this server's /audit
 
     def line(self) -> str:
+        where = (
+            f"sent to {self.sent_to}"
+            if self.sent_to
+            else f"{self.already_recorded} records were already in the sinks"
+        )
         return (
             f"{self.events} events read, {self.matched} matched, {self.records} records written, "
             f"{self.duplicates} duplicates, {self.dead_letters} dead letters "
-            f"({self.files} file{'' if self.files == 1 else 's'}; "
-            f"{self.already_recorded} records were already in the sinks)"
+            f"({self.files} file{'' if self.files == 1 else 's'}; {where})"
         )
 
 

@@ -136,7 +136,8 @@ class Spool:
         except OSError:
             os.close(fd)
             raise ConfigError(
-                f"the spool in {self.directory} is in use by another ingress-audit process"
+                f"the spool in {self.directory} is in use by another ingress-audit process "
+                "(a running server: stop it, or send events to it with `replay --server URL`)"
             ) from None
         self._lock_fd = fd
 

@@ -1,21 +1,24 @@
-"""The benchmark (bench/): its generator of realistic EventLists.
+"""The benchmark (bench/): its generator, its statistics, and a smoke run so that it cannot rot.
 
 bench/ is not installed (it runs from a checkout), so the repository root goes on sys.path.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Final
 
 import orjson
+import pytest
 
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.generate import STAMP, build_pool, load_captures  # noqa: E402
+from bench.report import percentile, slope  # noqa: E402
 from webhook.events import check_event  # noqa: E402
 from webhook.filter import DEFAULT_FILTER, compile_filter  # noqa: E402
 
@@ -82,3 +85,49 @@ def test_bodies_are_written_the_way_the_apiserver_writes_them() -> None:
     assert b"&" not in body
     assert b"\\u0026" in body
     assert POOL.batches[0].size == len(body)
+
+
+def test_statistics() -> None:
+    """Percentiles interpolate between ranks; the slope is least squares."""
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+    assert slope([(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]) == pytest.approx(2.0)
+
+
+def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> None:
+    """``python -m bench --smoke``: both modes against the real server; every matched event is recorded."""
+    figures_file = tmp_path / "figures.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(figures_file)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "record check: ok" in done.stdout
+    for label in (
+        "floor (orjson.loads + compiled filter",
+        "events/s accepted",
+        "ratio to the floor",
+        "request latency p50 / p95 / p99 (ms)",
+        "server CPU (cores)",
+        "server RSS at start / peak (MB)",
+        "client CPU (cores)",
+        "bare HTTP round trip",
+        "batch ≥ 60,000 events/s",
+        "blocking p99 ≤ 2.0 ms",
+    ):
+        assert label in done.stdout, label
+    figures = orjson.loads(figures_file.read_bytes())
+    assert figures["floor"] > 0
+    for mode in ("batch", "blocking"):
+        result = figures["modes"][mode]
+        assert result["record_check"], mode
+        assert result["records"] == result["matched"] > 0, mode
+        assert result["events_per_s"] > 0, mode
+        assert result["latency_ms"]["p99"] >= result["latency_ms"]["p50"] > 0, mode
+        assert result["rss_peak_mb"] > 0, mode
+        assert result["errors"] == {}, mode

@@ -1,0 +1,214 @@
+"""One measured load against a fresh server: throughput per window, latency, CPU, RSS, the record check."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.generate import Body
+from bench.report import median, percentile
+from bench.senders import LoadPlan, LoadResult, start_load
+from bench.server import ServeProcess, cpu_seconds, memory
+
+__all__ = ["Load", "ModeResult", "Window", "run_mode"]
+
+MB = 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What to send: bodies (empty: GET /healthz), on how many connections, for how long."""
+
+    bodies: Sequence[Body]
+    connections: int
+    processes: int = 1
+    duration_s: float = 10.0
+    rate: float = 0.0
+    windows: int = 3
+    sample_s: float = 0.0  # 0: sample only at the window boundaries
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    events_per_s: float
+    requests_per_s: float
+    server_cores: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+@dataclass(slots=True)
+class ModeResult:
+    name: str
+    windows: list[Window] = field(default_factory=list)
+    samples: list[tuple[float, float, int]] = field(default_factory=list)  # (s since start, CPU s, RSS)
+    rss_start: int = 0
+    rss_peak: int = 0
+    client_cpu_s: float = 0.0
+    duration_s: float = 0.0
+    requests: int = 0
+    events: int = 0
+    matched: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    delivered: bool = True
+    records: int = 0
+    records_complete: bool = True
+    records_metric: float = math.nan
+    server_exit: int | None = None
+
+    def median(self, name: str) -> float:
+        return median([getattr(w, name) for w in self.windows])
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        rate = self.median("events_per_s")
+        return self.median("server_cores") / rate * 1e6 if rate else math.nan
+
+    @property
+    def client_cores(self) -> float:
+        return self.client_cpu_s / self.duration_s if self.duration_s else math.nan
+
+    @property
+    def record_check(self) -> bool:
+        """Every matched event sent and answered 200 became exactly one record in the sink."""
+        if self.errors or not self.delivered or self.server_exit not in (0, None):
+            return False
+        written = self.records if self.records_complete else self.records_metric
+        return written == self.matched
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "events_per_s": self.median("events_per_s"),
+            "windows_events_per_s": [round(w.events_per_s) for w in self.windows],
+            "requests_per_s": self.median("requests_per_s"),
+            "latency_ms": {q: self.median(f"{q}_ms") for q in ("p50", "p95", "p99")},
+            "server_cores": self.median("server_cores"),
+            "server_cpu_us_per_event": self.cpu_us_per_event,
+            "client_cores": self.client_cores,
+            "rss_start_mb": self.rss_start / MB,
+            "rss_peak_mb": self.rss_peak / MB,
+            "requests": self.requests,
+            "events": self.events,
+            "matched": self.matched,
+            "records": self.records if self.records_complete else self.records_metric,
+            "errors": self.errors,
+            "record_check": self.record_check,
+        }
+
+
+def _windows(
+    load: Load, result: LoadResult, samples: list[tuple[float, float, int]], t0: float
+) -> list[Window]:
+    width = load.duration_s / load.windows
+    cpu_at = {round(t, 6): cpu for t, cpu, _ in samples}
+    windows = []
+    for k in range(load.windows):
+        lo, hi = k * width, (k + 1) * width
+        picked = [i for i, end in enumerate(result.ends) if lo <= end - t0 < hi]
+        latencies = [result.latencies[i] * 1000 for i in picked]
+        cpu = cpu_at.get(round(hi, 6), math.nan) - cpu_at.get(round(lo, 6), math.nan)
+        windows.append(
+            Window(
+                events_per_s=sum(result.events[i] for i in picked) / width,
+                requests_per_s=len(picked) / width,
+                server_cores=cpu / width,
+                p50_ms=percentile(latencies, 50),
+                p95_ms=percentile(latencies, 95),
+                p99_ms=percentile(latencies, 99),
+            )
+        )
+    return windows
+
+
+def _ticks(load: Load) -> list[float]:
+    width = load.duration_s / load.windows
+    ticks = {round(k * width, 6) for k in range(1, load.windows + 1)}
+    if load.sample_s > 0:
+        ticks |= {round(k * load.sample_s, 6) for k in range(1, int(load.duration_s / load.sample_s) + 1)}
+    return sorted(t for t in ticks if t <= load.duration_s + 1e-9)
+
+
+def _profile(server: ServeProcess, out: Path, duration_s: float) -> subprocess.Popen[bytes] | None:
+    """py-spy, if installed (optional, not a dependency): samples the server during the load."""
+    beside = Path(sys.executable).with_name("py-spy")
+    py_spy = str(beside) if beside.exists() else shutil.which("py-spy")
+    if py_spy is None:
+        return None
+    fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(out.suffix, "raw")
+    command = [py_spy, "record", "--pid", str(server.pid), "--duration", str(max(int(duration_s), 1))]
+    command += ["--rate", "250", "--nonblocking", "--format", fmt, "--output", str(out)]
+    return subprocess.Popen(  # noqa: S603 - py-spy with fixed arguments
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _measure(server: ServeProcess, load: Load, out: ModeResult, py_spy: Path | None) -> LoadResult:
+    start_at = time.monotonic() + 1.0  # time for the senders to fork and connect
+    plan = LoadPlan(
+        url=server.url,
+        bodies=load.bodies,
+        connections=load.connections,
+        processes=load.processes,
+        start_at=start_at,
+        end_at=start_at + load.duration_s,
+        rate=load.rate,
+    )
+    running = start_load(plan)
+    time.sleep(max(start_at - time.monotonic(), 0))
+    profiler = _profile(server, py_spy, load.duration_s) if py_spy else None
+    out.samples.append((0.0, cpu_seconds(server.pid), memory(server.pid)[0]))
+    for tick in _ticks(load):
+        time.sleep(max(start_at + tick - time.monotonic(), 0))
+        out.samples.append((tick, cpu_seconds(server.pid), memory(server.pid)[0]))
+    result = running.collect()
+    if profiler is not None:
+        try:
+            profiler.wait(60)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
+            profiler.wait(10)
+    out.windows = _windows(load, result, out.samples, start_at)
+    return result
+
+
+def run_mode(
+    name: str,
+    load: Load,
+    *,
+    warmup: Load | None = None,
+    catch_up_s: float = 120.0,
+    py_spy: Path | None = None,
+) -> tuple[ModeResult, ModeResult | None]:
+    """Start a fresh server, optionally measure ``warmup`` (e.g. the bare HTTP round trip), then ``load``."""
+    with tempfile.TemporaryDirectory(prefix="ingress-audit-bench-") as tmp:
+        server = ServeProcess(Path(tmp))
+        try:
+            server.start()
+            before = None
+            if warmup is not None:
+                before = ModeResult(name=f"{name}-baseline", duration_s=warmup.duration_s)
+                _measure(server, warmup, before, None)
+            out = ModeResult(name=name, duration_s=load.duration_s, rss_start=memory(server.pid)[0])
+            result = _measure(server, load, out, py_spy)
+            out.client_cpu_s = result.cpu_s
+            out.requests = len(result.ends)
+            out.events = sum(result.events)
+            out.matched = sum(result.matched)
+            out.errors = dict(result.errors)
+            out.delivered = server.wait_delivered(catch_up_s)
+            out.records, out.records_complete = server.records_written()
+            out.records_metric = server.metrics().get("ingress_audit_records_written_total", math.nan)
+            out.rss_peak = memory(server.pid)[1]
+        finally:
+            out_exit = server.stop()
+        out.server_exit = out_exit
+        return out, before

@@ -1,0 +1,171 @@
+"""The real ``ingress-audit serve`` process on loopback, and what /proc says about it.
+
+Started with the default config (JSONL sink, durable acks) on a free port and a temporary data
+dir; it gets SIGTERM when the benchmark is done and dies with the benchmark if that is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import http.client
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+__all__ = ["ServeProcess", "cpu_seconds", "memory"]
+
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (all its threads), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def memory(pid: int) -> tuple[int, int]:
+    """(current RSS, peak RSS) of ``pid`` in bytes, from /proc/<pid>/status."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the benchmark process goes away."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _executable() -> str:
+    beside = Path(sys.executable).with_name("ingress-audit")
+    found = str(beside) if beside.exists() else shutil.which("ingress-audit")
+    if found is None:
+        raise FileNotFoundError("ingress-audit is not installed (pip install -e .)")
+    return found
+
+
+@dataclass(slots=True)
+class ServeProcess:
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "serve.log"
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("not started")
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_")}
+        command = [_executable(), "serve", "--host", "127.0.0.1", "--port", "0"]
+        command += ["--data-dir", str(self.data_dir)]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own console script, fixed arguments
+                command,
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent,  # the benchmark process starts no threads
+            )
+        deadline = time.monotonic() + timeout_s
+        while not self.port:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ingress-audit serve did not start; see {self.log_path}")
+            time.sleep(0.05)
+            self.port = self._listening_port()
+
+    def _listening_port(self) -> int:
+        for line in self.log_path.read_bytes().splitlines():
+            if b'"server.started"' in line:
+                host_port: str = orjson.loads(line)["listening"][0]
+                return int(host_port.rsplit(":", 1)[1])
+        return 0
+
+    def get(self, path: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def sinks(self) -> dict[str, Any]:
+        """/readyz's per-sink status: ``{"jsonl": {"ok": true, "lag_records": 0}}``."""
+        _, body = self.get("/readyz")
+        sinks: dict[str, Any] = orjson.loads(body).get("sinks", {})
+        return sinks
+
+    def wait_delivered(self, timeout_s: float) -> bool:
+        """Until every sink has delivered everything in the spool (by /readyz)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(s.get("lag_records", 0) == 0 for s in self.sinks().values()):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of /metrics, keyed by name and labels as printed."""
+        _, body = self.get("/metrics")
+        samples = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def records_file(self) -> Path:
+        return self.data_dir / "records.jsonl"
+
+    def records_written(self) -> tuple[int, bool]:
+        """Lines in the JSONL sink's file and its backups; False if rotation may have dropped some."""
+        path = self.records_file()
+        total = 0
+        files = [path, *sorted(path.parent.glob(path.name + ".*"))]
+        for file in files:
+            if file.suffix.lstrip(".").isdigit() or file == path:
+                with file.open("rb") as handle:
+                    while chunk := handle.read(1 << 20):
+                        total += chunk.count(b"\n")
+        complete = not path.with_name(path.name + ".5").exists()  # the default keeps 5 backups
+        return total, complete
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout_s)
+        return self.proc.returncode

@@ -1,7 +1,7 @@
 """Realistic EventLists, deterministic from a seed, built from the shapes of the real captures.
 
 A busy cluster's audit stream is mostly kubelets, controllers and the scheduler reading and
-updating pods, leases, configmaps, endpoints and events at Metadata level (~1.1 kB each); a few
+updating pods, leases, configmaps, endpoints and events at Metadata level (~1 kB each); a few
 percent are what the default rules keep (Ingress writes, Secrets with certificates, 401/403s,
 Gateway routes), at RequestResponse level, with the occasional very large list response.
 
@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import orjson
 
+from bench.cluster import ACTIONS, Actor, actors, uid
 from webhook.filter import DEFAULT_FILTER, compile_filter
 
 __all__ = ["CAPTURES", "STAMP", "Body", "Captures", "Pool", "build_pool", "generate_events", "load_captures"]
@@ -38,7 +39,6 @@ _STAMP_TEXT: Final = STAMP.decode()
 _KEEP: Final = compile_filter(DEFAULT_FILTER)
 _START: Final = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
 _REF_KEYS: Final = ("resource", "namespace", "name", "uid", "apiGroup", "apiVersion", "resourceVersion")
-_AGENT: Final = "{}/v1.26.0 (linux/amd64) kubernetes/b46a3f8"
 _NAMESPACES: Final = ("default", "shop", "payments", "search", "monitoring", "team-a", "team-b", "checkout")
 _APPS: Final = ("web", "api", "worker", "cart", "redis", "postgres", "prometheus", "fluent-bit", "search")
 
@@ -81,197 +81,13 @@ def load_captures(captures: Path = CAPTURES) -> Captures:
     return Captures(skeletons, watch_started, tuple(matched), secret_list)
 
 
-@dataclass(frozen=True, slots=True)
-class _Actor:
-    username: str
-    groups: tuple[str, ...]
-    agent: str
-    reason: str  # the authorization.k8s.io/reason annotation
-    uid: str = ""
-    extra: dict[str, list[str]] | None = None  # bound service-account tokens name their pod
-
-
-def _service_account(namespace: str, name: str, agent: str, *, pod: str | None = None) -> _Actor:
-    role = f"system:controller:{name}"
-    rng = random.Random(name)  # noqa: S311 - a stable made-up uid per account
-    extra = None
-    if pod is not None:
-        extra = {
-            "authentication.kubernetes.io/pod-name": [pod],
-            "authentication.kubernetes.io/pod-uid": [_uid(rng)],
-        }
-    return _Actor(
-        username=f"system:serviceaccount:{namespace}:{name}",
-        groups=("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
-        agent=agent,
-        reason=f'RBAC: allowed by ClusterRoleBinding "{role}" of ClusterRole "{role}" '
-        f'to ServiceAccount "{name}/{namespace}"',
-        uid=_uid(rng),
-        extra=extra,
-    )
-
-
-def _kcm(controller: str) -> _Actor:
-    agent = _AGENT.format("kube-controller-manager") + f"/system:serviceaccount:kube-system:{controller}"
-    return _service_account("kube-system", controller, agent)
-
-
-def _actors(nodes: int) -> dict[str, list[_Actor]]:
-    kubelets = [
-        _Actor(
-            f"system:node:node-{n:03d}",
-            ("system:nodes", "system:authenticated"),
-            _AGENT.format("kubelet"),
-            "",
-        )
-        for n in range(nodes)
-    ]
-    scheduler = _Actor(
-        "system:kube-scheduler",
-        ("system:authenticated",),
-        _AGENT.format("kube-scheduler") + "/scheduler",
-        'RBAC: allowed by ClusterRoleBinding "system:kube-scheduler" of ClusterRole '
-        '"system:kube-scheduler" to User "system:kube-scheduler"',
-    )
-    return {
-        "kubelet": kubelets,
-        "controller": [
-            _kcm(c)
-            for c in (
-                "endpoint-controller",
-                "endpointslice-controller",
-                "replicaset-controller",
-                "deployment-controller",
-                "daemon-set-controller",
-                "node-controller",
-                "generic-garbage-collector",
-                "horizontal-pod-autoscaler",
-            )
-        ],
-        "leader": [
-            _Actor(
-                "system:kube-controller-manager",
-                ("system:authenticated",),
-                _AGENT.format("kube-controller-manager") + "/leader-election",
-                'RBAC: allowed by ClusterRoleBinding "system:kube-controller-manager" of ClusterRole '
-                '"system:kube-controller-manager" to User "system:kube-controller-manager"',
-            ),
-            scheduler,
-        ],
-        "scheduler": [scheduler],
-        "apiserver": [
-            _Actor(
-                "system:apiserver",
-                ("system:masters",),
-                _AGENT.format("kube-apiserver"),
-                "",
-                uid="d28744a0-d8ae-4513-9272-4a8423163b5d",
-            )
-        ],
-        "addon": [
-            _service_account(
-                "kube-system",
-                "coredns",
-                "coredns/v1.10.0 (linux/amd64) kubernetes/b46a3f8",
-                pod="coredns-787d4945fb-x7lq9",
-            ),
-            _service_account(
-                "ingress-nginx",
-                "ingress-nginx",
-                "nginx-ingress-controller/v1.6.4 (linux/amd64) ingress-nginx/9a6b3f0",
-                pod="ingress-nginx-controller-6b94c75599-4kq2z",
-            ),
-            _service_account("monitoring", "prometheus", "Prometheus/2.42.0", pod="prometheus-k8s-0"),
-            _service_account(
-                "kube-system",
-                "metrics-server",
-                "metrics-server/v0.6.2 (linux/amd64) kubernetes/$Format",
-                pod="metrics-server-5f9f776df5-r2d8m",
-            ),
-        ],
-        "operator": [
-            _service_account(
-                "cert-manager",
-                "cert-manager",
-                "cert-manager/v1.11.0 (linux/amd64) cert-manager/2a0ef53b06e183356d922cd58af2510d8885bef5",
-                pod="cert-manager-7d8f9c6b5-pq4vd",
-            ),
-            _service_account(
-                "argocd",
-                "argocd-application-controller",
-                "argocd-application-controller/v2.6.3+e05298b (linux/amd64)",
-                pod="argocd-application-controller-0",
-            ),
-            _service_account(
-                "external-dns",
-                "external-dns",
-                "external-dns/v0.13.2 (linux/amd64)",
-                pod="external-dns-6c8f7b9d44-bq2wn",
-            ),
-            _service_account(
-                "kube-system",
-                "cluster-autoscaler",
-                "cluster-autoscaler/v1.26.1 (linux/amd64) kubernetes/b46a3f8",
-                pod="cluster-autoscaler-5d4b8c7f69-mv2xh",
-            ),
-        ],
-    }
-
-
-# weight, actor kind, verb, resource, api group, subresource, namespaced
-_ACTIONS: Final = (
-    (8, "kubelet", "update", "leases", "coordination.k8s.io", "", True),
-    (4, "leader", "update", "leases", "coordination.k8s.io", "", True),
-    (4, "leader", "get", "leases", "coordination.k8s.io", "", True),
-    (6, "operator", "update", "leases", "coordination.k8s.io", "", True),
-    (6, "operator", "get", "leases", "coordination.k8s.io", "", True),
-    (5, "kubelet", "get", "pods", "", "", True),
-    (5, "kubelet", "patch", "pods", "", "status", True),
-    (4, "operator", "get", "pods", "", "", True),
-    (3, "operator", "list", "pods", "", "", True),
-    (4, "operator", "get", "configmaps", "", "", True),
-    (2, "operator", "update", "configmaps", "", "", True),
-    (3, "operator", "watch", "configmaps", "", "", False),
-    (3, "operator", "create", "events", "", "", True),
-    (3, "controller", "update", "pods", "", "", True),
-    (2, "controller", "list", "pods", "", "", False),
-    (4, "addon", "watch", "pods", "", "", False),
-    (5, "kubelet", "create", "events", "", "", True),
-    (3, "controller", "patch", "events", "", "", True),
-    (2, "scheduler", "create", "events", "events.k8s.io", "", True),
-    (4, "kubelet", "get", "configmaps", "", "", True),
-    (4, "kubelet", "watch", "configmaps", "", "", True),
-    (2, "addon", "list", "configmaps", "", "", True),
-    (2, "leader", "update", "configmaps", "", "", True),
-    (3, "apiserver", "get", "endpoints", "", "", True),
-    (4, "controller", "update", "endpoints", "", "", True),
-    (2, "addon", "watch", "endpoints", "", "", False),
-    (3, "controller", "update", "endpointslices", "discovery.k8s.io", "", True),
-    (2, "addon", "list", "endpointslices", "discovery.k8s.io", "", False),
-    (3, "kubelet", "get", "nodes", "", "", False),
-    (3, "kubelet", "patch", "nodes", "", "status", False),
-    (1, "controller", "watch", "nodes", "", "", False),
-    (2, "kubelet", "create", "serviceaccounts", "", "token", True),
-    (2, "apiserver", "get", "services", "", "", True),
-    (1, "addon", "watch", "services", "", "", False),
-    (1, "scheduler", "create", "pods", "", "binding", True),
-    (2, "controller", "update", "replicasets", "apps", "status", True),
-    (1, "controller", "update", "deployments", "apps", "status", True),
-)
-
-
-def _uid(rng: random.Random) -> str:
-    h = f"{rng.getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
-
-
 def _time(offset_us: int) -> str:
     return (
         (_START + timedelta(microseconds=offset_us)).isoformat(timespec="microseconds").replace("+00:00", "Z")
     )
 
 
-def _object_name(rng: random.Random, resource: str, actor: _Actor) -> str:
+def _object_name(rng: random.Random, resource: str, actor: Actor) -> str:
     app = rng.choice(_APPS)
     pod = f"{app}-{rng.getrandbits(36):09x}-{rng.getrandbits(20):05x}"
     if resource in ("pods", "serviceaccounts"):
@@ -286,10 +102,10 @@ def _object_name(rng: random.Random, resource: str, actor: _Actor) -> str:
 
 
 def _metadata_event(
-    rng: random.Random, captures: Captures, actors: dict[str, list[_Actor]], at_us: int
+    rng: random.Random, captures: Captures, callers: dict[str, list[Actor]], at_us: int
 ) -> Event:
-    _, kind, verb, resource, group, sub, namespaced = rng.choices(_ACTIONS, [a[0] for a in _ACTIONS])[0]
-    actor = rng.choice(actors[kind])
+    _, kind, verb, resource, group, sub, namespaced = rng.choices(ACTIONS, [a[0] for a in ACTIONS])[0]
+    actor = rng.choice(callers[kind])
     stage = "ResponseStarted" if verb == "watch" and rng.random() < 0.5 else "ResponseComplete"
     skeleton = captures.watch_started if stage == "ResponseStarted" else captures.skeletons[verb]
     namespace = None
@@ -308,7 +124,7 @@ def _metadata_event(
         "resource": resource,
         "namespace": namespace or "",
         "name": name or "",
-        "uid": _uid(rng) if verb in ("update", "patch") else "",
+        "uid": uid(rng) if verb in ("update", "patch") else "",
         "apiGroup": group,
         "apiVersion": version,
         "resourceVersion": str(rng.randrange(10**6, 10**8)) if verb == "update" else "",
@@ -352,7 +168,7 @@ def _metadata_event(
         else "10.0.0.10"
     )
     fields = {
-        "auditID": f"{_STAMP_TEXT}-{_uid(rng)[9:]}",
+        "auditID": f"{_STAMP_TEXT}-{uid(rng)[9:]}",
         "stage": stage,
         "requestURI": path,
         "verb": verb,
@@ -373,7 +189,7 @@ def _metadata_event(
 
 def _matched_event(rng: random.Random, captures: Captures, at_us: int, large: bool) -> Event:
     event = copy.deepcopy(captures.secret_list if large else rng.choice(captures.matched))
-    event["auditID"] = f"{_STAMP_TEXT}-{_uid(rng)[9:]}"
+    event["auditID"] = f"{_STAMP_TEXT}-{uid(rng)[9:]}"
     event["requestReceivedTimestamp"] = _time(at_us)
     event["stageTimestamp"] = _time(at_us + rng.randrange(500, 40_000))
     if large:  # a controller listing every Secret in the cluster: 0.2 to 2 MB
@@ -388,7 +204,7 @@ def _matched_event(rng: random.Random, captures: Captures, at_us: int, large: bo
             item = copy.deepcopy(seed_items[len(items) % len(seed_items)])
             item["metadata"]["name"] += f"-{len(items):04d}"
             item["metadata"]["namespace"] = rng.choice(_NAMESPACES)
-            item["metadata"]["uid"] = _uid(rng)
+            item["metadata"]["uid"] = uid(rng)
             items.append(item)
             size += len(orjson.dumps(item))
         response["items"] = items
@@ -406,7 +222,7 @@ def generate_events(
 ) -> list[Event]:
     """``count`` events in arrival order; about ``matched_share`` of them kept by the default rules."""
     rng = random.Random(seed)  # noqa: S311 - reproducible load, not security
-    actors = _actors(nodes)
+    callers = actors(nodes)
     events = []
     at_us = 0
     for _ in range(count):
@@ -416,7 +232,7 @@ def generate_events(
         elif rng.random() < matched_share:
             events.append(_matched_event(rng, captures, at_us, large=False))
         else:
-            events.append(_metadata_event(rng, captures, actors, at_us))
+            events.append(_metadata_event(rng, captures, callers, at_us))
     return events
 
 

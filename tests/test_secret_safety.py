@@ -60,9 +60,9 @@ async def _post_and_collect(tmp: Path, body: bytes) -> tuple[list[bytes], Path]:
 
 
 def _leaks(said: list[bytes], data_dir: Path, values: list[str | bytes]) -> list[str]:
-    found = [
-        f"file {leak.file.name} value {leak.secret} as {leak.encoding}" for leak in scan([data_dir], values)
-    ]
+    texts = [v for v in values if isinstance(v, str)]
+    found = [f"file {leak.file.name} as {leak.encoding}" for leak in scan([data_dir], texts)]
+    said = [*said, *(p.read_bytes() for p in data_dir.rglob("*") if p.is_file())]  # binary values too
     for index, value in enumerate(values):
         forms = encodings(value)
         found.extend(f"output value {index}" for blob in said if any(form in blob for form in forms))

@@ -18,7 +18,9 @@ REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.generate import STAMP, build_pool, load_captures  # noqa: E402
+from bench.profile import read_profile  # noqa: E402
 from bench.report import percentile, slope  # noqa: E402
+from bench.spool_choice import main as spool_choice  # noqa: E402
 from webhook.events import check_event  # noqa: E402
 from webhook.filter import DEFAULT_FILTER, compile_filter  # noqa: E402
 
@@ -92,6 +94,31 @@ def test_statistics() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
     assert slope([(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]) == pytest.approx(2.0)
+
+
+def test_profile_summary_counts_self_and_inclusive_samples() -> None:
+    """py-spy's collapsed stacks: a function's own samples, and every sample it is on the stack of."""
+    profile = read_profile(
+        [
+            "run (asyncio/runners.py:190);handle (webhook/server.py:10);loads (webhook/events.py:55) 3\n",
+            "run (asyncio/runners.py:190);handle (webhook/server.py:12) 1\n",
+            "_bootstrap (threading.py:1002);_write (webhook/spool.py:240) 2\n",
+        ]
+    )
+
+    assert profile.samples == 6
+    assert profile.own["loads (webhook/events.py)"] == 3
+    assert profile.total["handle (webhook/server.py)"] == 4
+    assert profile.threads == {"main": 4, "worker threads": 2}
+
+
+def test_spool_choice_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The spool micro-benchmark appends with both kinds and prints both rows."""
+    assert spool_choice(["--batches", "3", "--repeats", "1", "--sizes", "5"]) == 0
+
+    out = capsys.readouterr().out
+    assert "segment files, 5 records/batch" in out
+    assert "SQLite WAL, synchronous=FULL, 5 records/batch" in out
 
 
 def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import Client, event_list, records_in, settle
 from fake_servers import FakeReceiver, Fault, app_config, base_url, events, sample_records, tls_setup
 from pytest_aiohttp import AiohttpClient, AiohttpServer
@@ -407,3 +408,12 @@ def test_check_config_rejects_an_unknown_option(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err
     assert "$.sinks[0]: fails 'additionalProperties' (unknown key 'bearer_token')" in err
     assert "s3cr3t" not in err
+
+
+def test_every_example_in_docs_sinks_md_is_a_valid_config() -> None:
+    """The YAML blocks users copy from docs/sinks.md pass validation, for every sink type."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sinks.md").read_text("utf-8")
+    blocks = [block.split("```", 1)[0] for block in text.split("```yaml\n")[1:]]
+    assert len(blocks) >= 7
+    for block in blocks:
+        parse_config(yaml.safe_load(block))

@@ -1,15 +1,12 @@
 """An append-only file of whole lines: group-committed fsyncs, size-based rotation, mode 0600.
 
-Concurrent callers are grouped: while one write+fsync runs in a worker thread, new data
-queues up, and the next round writes all of it with one fsync. A caller's ``append`` returns
-only once its bytes are on disk. A failed write is cut back to the last whole line, so readers
+A caller's ``append`` returns only once its bytes are on disk; concurrent callers share one
+fsync (webhook/groupcommit.py). A failed write is cut back to the last whole line, so readers
 (``tail -F``, Fluent Bit, Vector) never see a partial record.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import errno
 import os
 from pathlib import Path
@@ -17,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from webhook.errors import StorageError
+from webhook.groupcommit import GroupCommit, write_whole
 
 __all__ = ["AppendLog", "ensure_private_dir", "fsync_dir"]
 
@@ -43,10 +41,10 @@ class AppendLog:
         self._fsync = fsync
         self._fd: int | None = None
         self._size = 0
-        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._commits: GroupCommit[bytes] = GroupCommit(
+            self._write, what=path.name, event="appendlog.write_failed"
+        )
         self._closed = False
-        self.last_error: str | None = None
 
     def open(self) -> None:
         ensure_private_dir(self.path.parent)
@@ -60,6 +58,10 @@ class AppendLog:
         self._size = os.fstat(fd).st_size
 
     @property
+    def last_error(self) -> str | None:
+        return self._commits.last_error
+
+    @property
     def healthy(self) -> bool:
         return self._fd is not None and not self._closed and self.last_error is None
 
@@ -69,50 +71,18 @@ class AppendLog:
             return
         if self._closed or self._fd is None:
             raise StorageError(f"{self.path.name} is closed")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((data, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_pending())
-        await future
+        await self._commits.submit([data])
 
-    async def _flush_pending(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            group, self._pending = self._pending, []
-            try:
-                await loop.run_in_executor(None, self._write, b"".join(data for data, _ in group))
-            except OSError as exc:
-                self.last_error = errno.errorcode.get(exc.errno or 0, "EIO")
-                log.error("appendlog.write_failed", file=self.path.name, errno=self.last_error)
-                error = StorageError(f"cannot write {self.path.name}: {self.last_error}")
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(error)
-            else:
-                self.last_error = None
-                for _, future in group:
-                    if not future.done():
-                        future.set_result(None)
-
-    def _write(self, data: bytes) -> None:
-        """Runs in a worker thread; only one at a time (``_flush_pending`` awaits each)."""
+    def _write(self, chunks: list[bytes]) -> None:
+        """Runs in a worker thread, one round at a time (GroupCommit)."""
+        data = b"".join(chunks)
         if self._size and self._size + len(data) > self._max_bytes:
             self._rotate()
         fd = self._fd
         if fd is None:
             raise OSError(errno.EBADF, "closed")
         start = self._size
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if self._fsync:
-                os.fsync(fd)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)  # drop the partial line
-            raise
+        write_whole(fd, data, start, fsync=self._fsync)
         self._size = start + len(data)
 
     def _rotate(self) -> None:
@@ -136,8 +106,7 @@ class AppendLog:
     async def aclose(self) -> None:
         """Write what is queued, then close."""
         self._closed = True
-        if self._flusher is not None:
-            await self._flusher
+        await self._commits.drain()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -14,7 +14,6 @@ is then dropped (counted and logged) so an optional sink cannot stall the others
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import fcntl
 import os
@@ -28,6 +27,7 @@ import structlog
 
 from webhook.appendlog import ensure_private_dir, fsync_dir
 from webhook.errors import ConfigError, SpoolFullError, StorageError
+from webhook.groupcommit import GroupCommit, write_whole
 
 __all__ = ["Position", "Spool", "SpoolBatch", "SpooledRecord"]
 
@@ -97,10 +97,10 @@ class Spool:
         self._lock_fd: int | None = None
         self._end = Position(1, 0, 0)  # committed: readers never go past it
         self._cursors: dict[str, _Cursor] = {}
-        self._pending: list[tuple[list[bytes], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._commits: GroupCommit[bytes] = GroupCommit(
+            self._write, what="the spool", event="spool.write_failed"
+        )
         self._closed = False
-        self.last_error: str | None = None
 
     # -- opening and recovery ------------------------------------------------------------
 
@@ -174,6 +174,10 @@ class Spool:
         return sum(self._segments.values())
 
     @property
+    def last_error(self) -> str | None:
+        return self._commits.last_error
+
+    @property
     def healthy(self) -> bool:
         return not self._closed and self.last_error is None
 
@@ -190,36 +194,12 @@ class Spool:
                 behind = self.lagging()
                 log.warning("spool.full", size=self.size, max_bytes=self.max_bytes, behind=behind)
                 raise SpoolFullError(f"spool holds {self.size} bytes; sinks behind: {', '.join(behind)}")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((list(lines), future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_pending())
-        await future
+        await self._commits.submit(list(lines))
+        for cursor in self._cursors.values():
+            cursor.waiter.set()
 
-    async def _flush_pending(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            group, self._pending = self._pending, []
-            lines = [line for batch, _ in group for line in batch]
-            try:
-                self._end = await loop.run_in_executor(None, self._write, lines)
-            except OSError as exc:
-                self.last_error = errno.errorcode.get(exc.errno or 0, "EIO")
-                log.error("spool.write_failed", errno=self.last_error)
-                error = StorageError(f"cannot write the spool: {self.last_error}")
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            self.last_error = None
-            for _, future in group:
-                if not future.done():
-                    future.set_result(None)
-            for cursor in self._cursors.values():
-                cursor.waiter.set()
-
-    def _write(self, lines: list[bytes]) -> Position:
-        """Worker thread, one at a time: append whole lines, fsync, return the new end."""
+    def _write(self, lines: list[bytes]) -> None:
+        """Worker thread, one round at a time (GroupCommit): append whole lines, fsync, move the end."""
         end = self._end
         data = b"\n".join(lines) + b"\n"
         if end.offset and end.offset + len(data) > self.segment_bytes:
@@ -228,18 +208,9 @@ class Spool:
         fd = self._fd
         if fd is None:
             raise OSError(errno.EBADF, "spool is closed")
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self._fsync:
-                os.fsync(fd)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, end.offset)
-            raise
+        write_whole(fd, data, end.offset, fsync=self._fsync)
         self._segments[end.segment] = end.offset + len(data)
-        return Position(end.segment, end.offset + len(data), end.seq + len(lines))
+        self._end = Position(end.segment, end.offset + len(data), end.seq + len(lines))
 
     def _roll(self, number: int) -> None:
         if self._fd is not None:
@@ -360,8 +331,7 @@ class Spool:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._flusher is not None:
-            await self._flusher
+        await self._commits.drain()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

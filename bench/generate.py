@@ -220,14 +220,17 @@ def generate_events(
     large_every: int = 10_000,
     nodes: int = 120,
 ) -> list[Event]:
-    """``count`` events in arrival order; about ``matched_share`` of them kept by the default rules."""
+    """``count`` events in arrival order; about ``matched_share`` of them kept by the default rules.
+
+    One event in ``large_every`` (0: none) is a SecretList of 0.2 to 2 MB.
+    """
     rng = random.Random(seed)  # noqa: S311 - reproducible load, not security
     callers = actors(nodes)
     events = []
     at_us = 0
     for _ in range(count):
         at_us += rng.randrange(50, 300)
-        if rng.random() < 1 / large_every:
+        if large_every and rng.random() < 1 / large_every:
             events.append(_matched_event(rng, captures, at_us, large=True))
         elif rng.random() < matched_share:
             events.append(_matched_event(rng, captures, at_us, large=False))

@@ -187,10 +187,11 @@ def run_mode(
     warmup: Load | None = None,
     catch_up_s: float = 120.0,
     py_spy: Path | None = None,
+    config: Path | None = None,
 ) -> tuple[ModeResult, ModeResult | None]:
     """Start a fresh server, optionally measure ``warmup`` (e.g. the bare HTTP round trip), then ``load``."""
     with tempfile.TemporaryDirectory(prefix="ingress-audit-bench-") as tmp:
-        server = ServeProcess(Path(tmp))
+        server = ServeProcess(Path(tmp), config)
         try:
             server.start()
             before = None

@@ -48,6 +48,7 @@ class Settings:
     soak_min: float = 0.0
     sample_s: float = 5.0
     rate: float = 0.0
+    large_every: int = 10_000
     catch_up_s: float = 120.0
 
 
@@ -80,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=["both", "batch", "blocking"], default="both")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument(
+        "--config", type=Path, help="serve with this config (keep the jsonl sink at records.jsonl)"
+    )
+    parser.add_argument(
+        "--large-every", type=int, help="one very large list response per N events (10000; 0: none)"
+    )
+    parser.add_argument(
         "--py-spy",
         type=Path,
         help="profile the server with py-spy, one file per mode (.svg, .json, else collapsed stacks)",
@@ -101,6 +108,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "rate": args.rate,
         "sample_s": args.sample,
         "soak_min": args.soak,
+        "large_every": args.large_every,
     }
     return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -203,7 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     _out(f"ingress-audit bench, {info['date']}, commit {info['commit']}")
     _out(f"machine: nproc {info['nproc']}, {info['cpu']}, {info['memory_gib']} GiB, Python {info['python']}")
-    pool = build_pool(seed=settings.seed, batches=settings.batches, batch_size=settings.batch_size)
+    pool = build_pool(
+        seed=settings.seed,
+        batches=settings.batches,
+        batch_size=settings.batch_size,
+        large_every=settings.large_every,
+    )
     _out(_pool_line(pool, settings))
     rendered = [body.render(n) for n, body in enumerate(pool.batches)]
     floor = measure_floor(rendered, min_s=settings.floor_min_s)
@@ -219,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.soak_min:
         soak_load = replace(batch_load, duration_s=settings.soak_min * 60, sample_s=settings.sample_s)
         _out(f"soak: {settings.soak_min:g} min of batch load, RSS every {settings.sample_s:g} s ...")
-        batch, _ = run_mode("soak", soak_load, catch_up_s=settings.catch_up_s)
+        batch, _ = run_mode("soak", soak_load, catch_up_s=settings.catch_up_s, config=args.config)
         results.append(batch)
         soak_lines = _soak_report(batch)
         figures["soak_rss_mb"] = [(t, rss / 1e6) for t, _, rss in batch.samples]
@@ -228,7 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             what = f"{settings.senders} senders x {settings.batch_size} events, {settings.batch_s:g} s"
             _out(f"batch mode: {what} ...")
             batch, _ = run_mode(
-                "batch", batch_load, catch_up_s=settings.catch_up_s, py_spy=_profile_path(args, "batch")
+                "batch",
+                batch_load,
+                catch_up_s=settings.catch_up_s,
+                py_spy=_profile_path(args, "batch"),
+                config=args.config,
             )
             results.append(batch)
         if args.mode in ("both", "blocking"):
@@ -242,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 warmup=baseline_load,
                 catch_up_s=settings.catch_up_s,
                 py_spy=_profile_path(args, "blocking"),
+                config=args.config,
             )
             results.append(blocking)
             if baseline is not None:

@@ -1,7 +1,8 @@
 """The real ``ingress-audit serve`` process on loopback, and what /proc says about it.
 
-Started with the default config (JSONL sink, durable acks) on a free port and a temporary data
-dir; it gets SIGTERM when the benchmark is done and dies with the benchmark if that is killed.
+Started with the default config (JSONL sink, durable acks) or a given one, on a free port and
+a temporary data dir; it gets SIGTERM when the benchmark is done, and dies with the benchmark
+if that is killed.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def _executable() -> str:
 @dataclass(slots=True)
 class ServeProcess:
     workdir: Path
+    config: Path | None = None  # None: the embedded defaults (JSONL sink, durable acks)
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
 
@@ -84,6 +86,8 @@ class ServeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_")}
         command = [_executable(), "serve", "--host", "127.0.0.1", "--port", "0"]
         command += ["--data-dir", str(self.data_dir)]
+        if self.config is not None:
+            command += ["--config", str(self.config.resolve())]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603 - our own console script, fixed arguments
                 command,

@@ -21,6 +21,7 @@ from bench.generate import STAMP, build_pool, load_captures  # noqa: E402
 from bench.profile import read_profile  # noqa: E402
 from bench.report import percentile, slope  # noqa: E402
 from bench.spool_choice import main as spool_choice  # noqa: E402
+from bench.stages import stage_costs  # noqa: E402
 from webhook.events import check_event  # noqa: E402
 from webhook.filter import DEFAULT_FILTER, compile_filter  # noqa: E402
 
@@ -119,6 +120,15 @@ def test_spool_choice_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "segment files, 5 records/batch" in out
     assert "SQLite WAL, synchronous=FULL, 5 records/batch" in out
+
+
+async def test_stage_costs_cover_unmatched_and_matched_events() -> None:
+    """bench.stages times every stage for both kinds of event through the real pipeline."""
+    costs = await stage_costs(build_pool(seed=7, batches=1, large_every=0, captures=CAPTURES), repeats=1)
+
+    assert set(costs) == {"unmatched", "matched"}
+    assert costs["unmatched"]["to_json of the records"] < costs["matched"]["to_json of the records"]
+    assert all(value > 0 for value in costs["matched"].values())
 
 
 def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> None:

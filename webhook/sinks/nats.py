@@ -109,6 +109,7 @@ class NatsSink:
         self.options = options
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._last_error: str | None = None  # what the client last reported, for the messages
 
     async def open(self) -> None:
         import nats.errors
@@ -119,24 +120,27 @@ class NatsSink:
         except (OSError, ssl.SSLError) as exc:
             raise SinkError(f"nats: cannot read a credentials or TLS file: {type(exc).__name__}") from None
         nc = Client()
+        self._last_error = None
         try:
-            await nc.connect(
-                servers=list(self.options.servers),
-                connect_timeout=self.options.connect_timeout_s,  # type: ignore[arg-type]
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-                **kwargs,
-            )
+            async with asyncio.timeout(self.options.connect_timeout_s):  # it retries until then
+                await nc.connect(
+                    servers=list(self.options.servers),
+                    connect_timeout=self.options.connect_timeout_s,  # type: ignore[arg-type]
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    **kwargs,
+                )
             js = nc.jetstream(timeout=self.options.ack_timeout_s)
             if self.options.create_stream is not None:
                 await self._ensure_stream(js, self.options.create_stream)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             await nc.close()
-            raise SinkError(f"nats: cannot connect: {type(exc).__name__}") from None
+            reason = self._last_error if isinstance(exc, TimeoutError) and self._last_error else None
+            raise SinkError(f"nats: cannot connect: {reason or _describe(exc)}") from None
         self._nc, self._js = nc, js
 
     def _credentials(self) -> dict[str, Any]:
@@ -248,6 +252,7 @@ class NatsSink:
         return self._js
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = _describe(exc)
         log.debug("nats.error", sink=self.name, error=type(exc).__name__)
 
     async def _on_disconnected(self) -> None:

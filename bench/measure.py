@@ -74,6 +74,11 @@ class ModeResult:
         return self.median("server_cores") / rate * 1e6 if rate else math.nan
 
     @property
+    def cpu_us_per_request(self) -> float:
+        rate = self.median("requests_per_s")
+        return self.median("server_cores") / rate * 1e6 if rate else math.nan
+
+    @property
     def client_cores(self) -> float:
         return self.client_cpu_s / self.duration_s if self.duration_s else math.nan
 

@@ -1,7 +1,8 @@
 """Summarize a py-spy profile (collapsed stacks, from ``python -m bench --py-spy prof.txt``).
 
 ``python -m bench.profile prof-batch.txt`` prints, per thread and per function (file, no line),
-the share of samples spent in the function itself and in it plus what it called.
+the share of samples spent in the function itself and in it plus what it called, and the
+samples grouped into the server's stages (``BUCKETS``: the innermost frame that names one wins).
 """
 
 from __future__ import annotations
@@ -15,9 +16,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-__all__ = ["Profile", "main", "read_profile"]
+__all__ = ["BUCKETS", "Profile", "main", "read_profile"]
 
 _LINE: Final = re.compile(r" \(([^()]*?):\d+\)$")
+# (substring of a frame, stage); frames are tried from the innermost out, the first hit wins.
+BUCKETS: Final = (
+    ("structlog/", "logging"),
+    ("prometheus_client/", "metrics"),
+    ("webhook/certs.py", "redaction: certificates"),
+    ("webhook/redact", "redaction: walk and fingerprints"),
+    ("webhook/record.py", "record: build and to_json"),
+    ("webhook/enrich/", "record: build and to_json"),
+    ("webhook/filter.py", "filter"),
+    ("check_event", "check_event"),
+    ("decode_event_list", "decode (orjson)"),
+    ("webhook/pipeline.py", "pipeline: digest, id, dedupe"),
+    ("webhook/dedupe.py", "pipeline: digest, id, dedupe"),
+    ("Spool._write", "spool: write + fsync (thread)"),
+    ("AppendLog._write", "jsonl sink: write + fsync (thread)"),
+    ("Spool.commit", "sink cursor: write + fsync + rename (event loop)"),
+    ("webhook/delivery.py", "delivery loop: read spool, send"),
+    ("Spool.read", "delivery loop: read spool, send"),
+    ("webhook/sinks/", "delivery loop: read spool, send"),
+    ("webhook/spool.py", "spool: append, group commit"),
+    ("webhook/appendlog.py", "spool: append, group commit"),
+    ("concurrent/futures", "thread pool hand-off"),
+    ("webhook/ingest.py", "ingest (rest)"),
+    ("webhook/server.py", "handler (rest, incl. freeing the batch)"),
+    ("aiohttp/", "HTTP (aiohttp) and sockets"),
+    ("asyncio/selector_events.py", "HTTP (aiohttp) and sockets"),
+    ("selectors.py", "HTTP (aiohttp) and sockets"),
+    ("asyncio/", "event loop"),
+)
 
 
 def _function(frame: str) -> str:
@@ -31,14 +61,24 @@ class Profile:
     threads: Counter[str] = field(default_factory=Counter)
     own: Counter[str] = field(default_factory=Counter)
     total: Counter[str] = field(default_factory=Counter)
+    stages: Counter[str] = field(default_factory=Counter)
 
     def add(self, frames: Sequence[str], count: int) -> None:
         self.samples += count
         names = [_function(f) for f in frames]
-        self.threads["main" if "asyncio/runners.py" in "".join(frames[:8]) else "worker threads"] += count
+        self.threads["worker threads" if frames[0].startswith("Thread._bootstrap") else "main"] += count
         self.own[names[-1]] += count
         for name in set(names):
             self.total[name] += count
+        self.stages[_stage(frames)] += count
+
+
+def _stage(frames: Sequence[str]) -> str:
+    for frame in reversed(frames):
+        for needle, stage in BUCKETS:
+            if needle in frame:
+                return stage
+    return "other"
 
 
 def read_profile(lines: Iterable[str]) -> Profile:
@@ -64,9 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write(f"{profile.samples} samples\n")
     for thread, count in profile.threads.most_common():
         out.write(f"  {count / profile.samples:6.1%}  {thread}\n")
-    for title, counter in (("self", profile.own), ("inclusive", profile.total)):
+    for title, counter, top in (
+        ("stages", profile.stages, None),
+        ("self", profile.own, args.top),
+        ("inclusive", profile.total, args.top),
+    ):
         out.write(f"-- {title}\n")
-        for name, count in counter.most_common(args.top):
+        for name, count in counter.most_common(top):
             out.write(f"  {count / profile.samples:6.1%}  {name}\n")
     return 0
 

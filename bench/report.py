@@ -78,6 +78,8 @@ def machine() -> dict[str, Any]:
         "cpu": model,
         "memory_gib": round(total_kb / 1024 / 1024, 1),
         "python": platform.python_version(),
+        # Other work on the machine skews every figure; say how busy it was when we started.
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 

@@ -210,7 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     info = machine()
     _out(f"ingress-audit bench, {info['date']}, commit {info['commit']}")
-    _out(f"machine: nproc {info['nproc']}, {info['cpu']}, {info['memory_gib']} GiB, Python {info['python']}")
+    _out(
+        f"machine: nproc {info['nproc']}, {info['cpu']}, {info['memory_gib']} GiB, Python {info['python']}, "
+        f"load average {info['load_average_1m']} at start"
+    )
     pool = build_pool(
         seed=settings.seed,
         batches=settings.batches,
@@ -223,8 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if floor.matched != pool.matched:
         raise RuntimeError(f"the floor kept {floor.matched} events, the generator counted {pool.matched}")
     runs = " / ".join(_fmt(r) for r in floor.runs)
-    _out(f"floor (orjson.loads + compiled filter, 1 core): {_fmt(floor.events_per_s)} events/s, ")
-    _out(f"  {floor.mb_per_s:.0f} MB/s (runs: {runs})")
+    _out(
+        f"floor (orjson.loads + compiled filter, 1 core): {_fmt(floor.events_per_s)} events/s, "
+        f"{floor.mb_per_s:.0f} MB/s (runs: {runs})"
+    )
     batch_load = Load(pool.batches, settings.senders, settings.sender_procs, settings.batch_s, settings.rate)
     figures: dict[str, Any] = {"machine": info, "settings": asdict(settings), "floor": floor.events_per_s}
     results: list[ModeResult] = []
@@ -264,7 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(blocking)
             if baseline is not None:
                 q = " / ".join(_fmt(baseline.median(f"p{p}_ms"), ".2f") for p in (50, 95, 99))
-                _out(f"  bare HTTP round trip (GET /healthz, same concurrency) p50 / p95 / p99: {q} ms")
+                cpu = _fmt(baseline.cpu_us_per_request, ".0f")
+                _out(
+                    f"  bare HTTP round trip (GET /healthz, same concurrency) p50 / p95 / p99: {q} ms, "
+                    f"server CPU {cpu} µs per request"
+                )
                 figures["healthz_latency_ms"] = q
     _out()
     _out(table(["figure", *(m.name for m in results)], _mode_rows(results, floor)))

@@ -12,6 +12,7 @@ import http.client
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +42,13 @@ def memory(pid: int) -> tuple[int, int]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) * 1024
     return values["VmRSS"], values["VmHWM"]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _die_with_parent() -> None:
@@ -84,7 +92,8 @@ class ServeProcess:
 
     def start(self, timeout_s: float = 30.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_")}
-        command = [_executable(), "serve", "--host", "127.0.0.1", "--port", "0"]
+        self.port = _free_port()
+        command = [_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--data-dir", str(self.data_dir)]
         if self.config is not None:
             command += ["--config", str(self.config.resolve())]
@@ -99,18 +108,17 @@ class ServeProcess:
                 preexec_fn=_die_with_parent,  # the benchmark process starts no threads
             )
         deadline = time.monotonic() + timeout_s
-        while not self.port:
+        while not self._healthy():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ingress-audit serve did not start; see {self.log_path}")
             time.sleep(0.05)
-            self.port = self._listening_port()
 
-    def _listening_port(self) -> int:
-        for line in self.log_path.read_bytes().splitlines():
-            if b'"server.started"' in line:
-                host_port: str = orjson.loads(line)["listening"][0]
-                return int(host_port.rsplit(":", 1)[1])
-        return 0
+    def _healthy(self) -> bool:
+        try:
+            status, _ = self.get("/healthz", timeout_s=1.0)
+        except OSError:
+            return False
+        return status == 200
 
     def get(self, path: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)

@@ -216,3 +216,21 @@ def test_scan_leaks_finds_values_and_never_prints_them(
     assert "leaky.jsonl" in printed
     assert "base64" in printed
     assert "s3cr3t" not in printed
+
+
+def test_check_config_connect_reports_each_sink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--connect`` opens every sink and runs its health check: exit 1 when one is unreachable."""
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        "sinks:\n  - type: jsonl\n"
+        f"  - type: http\n    name: down\n    url: http://127.0.0.1:{port}/ingest\n"
+    )
+
+    assert main(["check-config", "--connect", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "sink jsonl (jsonl): ok" in out
+    assert "sink down (http): FAILED" in out

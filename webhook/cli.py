@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -70,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and print its errors")
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--connect", action="store_true", help="also reach every sink (health check) and report each"
+    )
     check.set_defaults(func=_check_config)
 
     render = commands.add_parser("render", help="print what the apiserver needs")
@@ -294,9 +298,42 @@ def _replay(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     from webhook.config import check_listen, load_config
 
-    check_listen(load_config(args.file))
+    config = load_config(args.file)
+    check_listen(config)
     print(f"{args.file}: ok")
-    return 0
+    if not args.connect:
+        return 0
+    failed = asyncio.run(_connect_sinks(config))
+    return 1 if failed else 0
+
+
+async def _connect_sinks(config: Config) -> int:
+    """Open each sink and run its health check, as delivery would; print one line per sink."""
+    from webhook.sinks import sink_types
+
+    types = sink_types()
+    failed = 0
+    for settings in config.sinks:
+        sink = types[settings.type].build(settings, config.data_dir)
+        try:
+            async with asyncio.timeout(15):
+                await sink.open()
+                health = await sink.health()
+        except TimeoutError:
+            ok, detail = False, "timed out after 15 s"
+        except WebhookError as exc:
+            ok, detail = False, exc.message
+        except OSError as exc:
+            ok, detail = False, f"{type(exc).__name__}: {exc.strerror or 'unreachable'}"
+        else:
+            ok, detail = health.ok, health.detail
+        finally:
+            with contextlib.suppress(Exception):  # a sink that failed to open may not close cleanly
+                await sink.aclose()
+        failed += not ok
+        outcome = "ok" if ok else "FAILED"
+        print(f"sink {settings.name} ({settings.type}): {outcome}{': ' + detail if detail else ''}")
+    return failed
 
 
 def _render_policy(args: argparse.Namespace) -> int:

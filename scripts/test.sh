@@ -18,9 +18,11 @@ if [ ! -x .venv-tools/bin/checkov ]; then
   .venv-tools/bin/python -m pip install --quiet 'checkov==3.3.30'
 fi
 
-# tmux drives `ingress-audit tail` in a real terminal (tests/test_tail.py).
+# tmux drives `ingress-audit tail` in a real terminal (tests/test_tail.py); redis-server backs
+# the shared state store tests (tests/test_state.py, tests/test_changes.py).
 missing=()
 command -v tmux >/dev/null || missing+=(tmux)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -313,7 +313,7 @@ async def test_a_failure_outside_events_is_503_with_a_correlation_id(
     def broken(self: Pipeline, items: Any, *, received_at: str) -> Any:
         raise RuntimeError("secret-looking detail")
 
-    monkeypatch.setattr(Pipeline, "process", broken)
+    monkeypatch.setattr(Pipeline, "prepare", broken)
 
     with capture_logs() as logs:
         resp = await client.post("/audit", data=event_list(_ingress(1)), headers=JSON)

@@ -122,7 +122,7 @@ def test_filters(records_file: Path, records: list[dict[str, Any]]) -> None:
 
 def test_finding_and_severity_filters(records: list[dict[str, Any]]) -> None:
     """``--finding`` matches finding ids, ``--severity`` keeps records with a finding at or above it."""
-    plain, low, high = records[0], {**records[1]}, {**records[2]}
+    plain, low, high = {**records[0], "findings": []}, {**records[1]}, {**records[2]}
     low["findings"] = [{"id": "ingress-snippet", "severity": "low", "message": "m"}]
     high["findings"] = [{"id": "ingress-tls-removed", "severity": "high", "message": "m"}]
 

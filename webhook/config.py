@@ -12,25 +12,30 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import jsonschema
 import yaml
 
+from webhook.enrich.catalog import CATALOG
 from webhook.errors import ConfigError
 from webhook.filter import DEFAULT_FILTER, FilterSpec, Matcher, Rule
 from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
 
 __all__ = [
+    "ActorsConfig",
     "AuthConfig",
+    "ChangeConfig",
     "Config",
     "DeadLetterConfig",
     "DedupeConfig",
+    "FindingsConfig",
     "LogConfig",
     "RedactionConfig",
     "ServerConfig",
     "SpoolConfig",
+    "StateConfig",
     "TlsConfig",
     "check_listen",
     "config_schema",
@@ -110,6 +115,57 @@ class SpoolConfig:
     fsync: bool = True
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateConfig:
+    """Last known (redacted) object per key, for diffs, and the dedupe keys (docs/architecture.md)."""
+
+    type: Literal["memory", "sqlite", "redis"] = "sqlite"
+    path: Path = Path("state.sqlite3")
+    max_objects: int = 100_000
+    max_age_s: float = 30 * 86400.0
+    url: str = "redis://127.0.0.1:6379/0"
+    password_file: Path | None = None
+    key_prefix: str = "ingress-audit"
+    timeout_s: float = 2.0
+
+
+DEFAULT_IGNORE_PATHS: Final = (
+    "/metadata/resourceVersion",
+    "/metadata/generation",
+    "/metadata/managedFields",
+    "/metadata/creationTimestamp",
+    "/metadata/uid",
+    "/metadata/selfLink",
+    "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
+    "/status",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeConfig:
+    """How diffs are written: paths to ignore (RFC 6901, ``*`` matches one segment) and caps."""
+
+    ignore_paths: tuple[str, ...] = DEFAULT_IGNORE_PATHS
+    max_value_bytes: int = 1024
+    max_operations: int = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorsConfig:
+    """Which source addresses are trusted and which users are automation (CI, GitOps)."""
+
+    trusted_cidrs: tuple[str, ...] = ()
+    automation_users: tuple[str, ...] = ()
+    automation_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindingsConfig:
+    disabled: frozenset[str] = frozenset()
+    severity: Mapping[str, str] = field(default_factory=dict)
+    internal_hosts: tuple[str, ...] = ("*.svc", "*.svc.cluster.local", "*.cluster.local", "localhost")
+
+
 def _default_sinks() -> tuple[SinkSettings, ...]:
     return (_sink({"type": "jsonl"}),)
 
@@ -133,6 +189,10 @@ class Config:
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     sinks: tuple[SinkSettings, ...] = field(default_factory=_default_sinks)
     dead_letter: DeadLetterConfig = field(default_factory=DeadLetterConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    change: ChangeConfig = field(default_factory=ChangeConfig)
+    actors: ActorsConfig = field(default_factory=ActorsConfig)
+    findings: FindingsConfig = field(default_factory=FindingsConfig)
 
     def in_data_dir(self, path: Path) -> Path:
         """Relative paths in the config are relative to the data dir."""
@@ -228,6 +288,10 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         spool=_spool(raw.get("spool")),
         sinks=tuple(_sink(s) for s in raw["sinks"]) if "sinks" in raw else base.sinks,
         dead_letter=_dead_letter(raw.get("dead_letter")),
+        state=_state(raw.get("state")),
+        change=_change(raw.get("change")),
+        actors=_actors(raw.get("actors")),
+        findings=_findings(raw.get("findings")),
     )
     names = [sink.name for sink in config.sinks]
     if len(set(names)) != len(names):
@@ -235,6 +299,51 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
             f"{source} is not valid", ("$.sinks: names must be unique (they name each sink's cursor)",)
         )
     return config
+
+
+def _state(raw: Mapping[str, Any] | None) -> StateConfig:
+    options = dict(raw or {})
+    for key in ("path", "password_file"):
+        if options.get(key) is not None:
+            options[key] = Path(options[key])
+    return StateConfig(**options)
+
+
+def _change(raw: Mapping[str, Any] | None) -> ChangeConfig:
+    options = dict(raw or {})
+    if "ignore_paths" in options:
+        options["ignore_paths"] = tuple(options["ignore_paths"])
+    return ChangeConfig(**options)
+
+
+def _actors(raw: Mapping[str, Any] | None) -> ActorsConfig:
+    options = {key: tuple(value) for key, value in (raw or {}).items()}
+    problems = []
+    for index, cidr in enumerate(options.get("trusted_cidrs", ())):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(f"$.actors.trusted_cidrs[{index}]: not an IP network")
+    if problems:
+        raise ConfigError("actors section is not valid", tuple(problems))
+    return ActorsConfig(**options)
+
+
+def _findings(raw: Mapping[str, Any] | None) -> FindingsConfig:
+    options = dict(raw or {})
+    disabled = frozenset(options.get("disabled", ()))
+    severity = dict(options.get("severity", {}))
+    unknown = sorted((disabled | set(severity)) - set(CATALOG))
+    if unknown:
+        raise ConfigError(
+            "findings section is not valid",
+            tuple(f"$.findings: unknown finding id {name!r} (see docs/findings.md)" for name in unknown),
+        )
+    return FindingsConfig(
+        disabled=disabled,
+        severity=severity,
+        internal_hosts=tuple(options.get("internal_hosts", FindingsConfig().internal_hosts)),
+    )
 
 
 def _section(cls: type[T], raw: Mapping[str, Any] | None) -> T:
@@ -386,4 +495,5 @@ def describe(config: Config) -> dict[str, Any]:
         "sinks": [f"{s.type}:{s.name}" for s in config.sinks],
         "include_rules": len(config.filter.include),
         "exclude_rules": len(config.filter.exclude),
+        "state": config.state.type,
     }

@@ -2,9 +2,11 @@
 
 ``ingest`` returns once every record of the batch is in the spool and every dead letter in
 the dead-letter file, both fsync'd; it raises ``StorageError`` (``SpoolFullError`` when a
-sink is too far behind) when that cannot be done, and then the batch's dedupe keys are not
-remembered, so the resent batch is recorded in full. Delivery to the sinks runs behind, one
-loop per sink (webhook/delivery.py).
+sink is too far behind) when that cannot be done, and then neither the batch's dedupe keys
+nor its baselines are stored, so the resent batch is recorded (and diffed) in full. The state
+store is read only for events the filter kept; when it cannot be reached, records are
+written without a baseline (``change.baseline: unavailable``) rather than refused. Delivery
+to the sinks runs behind, one loop per sink (webhook/delivery.py).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from webhook.appendlog import AppendLog, ensure_private_dir
 from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.delivery import SinkWorker
-from webhook.errors import StorageError, WebhookError
+from webhook.errors import SpoolFullError, StorageError, WebhookError
 from webhook.metrics import Metrics
 from webhook.pipeline import BatchResult, DeadLetter, Pipeline, dead_letter_json
 from webhook.record import to_json
 from webhook.redact import Redactor, load_or_create_key
 from webhook.sinks import sink_types
 from webhook.spool import Spool
+from webhook.state import StateError, StateStore, open_store
 
 __all__ = ["Ingestor"]
 
@@ -51,6 +54,10 @@ class Ingestor:
             on_drop=lambda sink, records: self.metrics.spool_dropped.labels(sink=sink).inc(records),
         )
         self.workers: list[SinkWorker] = []
+        self._refused_at: int | None = None  # spool size when a batch last did not fit
+        self.state: StateStore = open_store(
+            config.state, data_dir=config.data_dir, cluster=config.cluster, dedupe_ttl_s=config.dedupe.ttl_s
+        )
 
     @property
     def pipeline(self) -> Pipeline:
@@ -67,6 +74,7 @@ class Ingestor:
         )
         redactor = Redactor(key, expiry_warning_days=redaction.certificate_expiry_warning_days)
         self._pipeline = Pipeline(self.config, self.deduper, redactor)
+        await self.state.open()
         await asyncio.to_thread(self.dead_letters.open)
         await asyncio.to_thread(self.spool.open)
         self.metrics.spool_max_bytes.set(self.spool.max_bytes)
@@ -90,6 +98,7 @@ class Ingestor:
             await worker.stop()
         await self.spool.aclose()
         await self.dead_letters.aclose()
+        await self.state.aclose()
         log.info("sinks.closed", sinks=len(self.workers))
 
     async def drain(self, timeout_s: float) -> bool:
@@ -97,8 +106,56 @@ class Ingestor:
         results = await asyncio.gather(*(w.drain(timeout_s) for w in self.workers))
         return all(results)
 
+    async def _with_state(self, result: BatchResult) -> list[str]:
+        """Fetch previous states and shared dedupe keys (kept events only); finish the records.
+
+        Returns the dedupe keys this batch claimed in the store."""
+        pipeline = self.pipeline
+        if not result.pending:
+            return []
+        claimed = [p.key for p in result.pending]
+        try:
+            duplicates = await self.state.claim(claimed)
+            states = await self.state.get_many(pipeline.lookups(result))
+        except StateError as exc:
+            log.warning("state.unavailable", store=self.state.name, code=exc.code)
+            pipeline.finish(result, states={}, available=False)
+            return []
+        pipeline.finish(result, states=states, duplicates=duplicates)
+        return [key for key in claimed if key not in duplicates]
+
+    async def _release(self, claimed: list[str]) -> None:
+        try:
+            await self.state.release(claimed)
+        except StateError as exc:
+            log.warning("state.release_failed", store=self.state.name, code=exc.code)
+
     async def ingest(self, items: Sequence[Any], *, received_at: str) -> BatchResult:
-        result = self.pipeline.process(items, received_at=received_at)
+        result = self.pipeline.prepare(items, received_at=received_at)
+        claimed = await self._with_state(result)
+        try:
+            await self._write(result)
+        except SpoolFullError:
+            self._refused_at = self.spool.size
+            if claimed:
+                await self._release(claimed)
+            raise
+        except BaseException:
+            if claimed:
+                await self._release(claimed)  # the retry must be recorded, here or elsewhere
+            raise
+        self._refused_at = None
+        self.deduper.remember(result.keys)
+        try:
+            await self.state.commit(result.keys)
+            await self.state.put_many(result.state_updates)
+        except StateError as exc:
+            # The records are durable: answer 200. Only later diffs (and shared dedupe) suffer.
+            log.warning("state.write_failed", store=self.state.name, code=exc.code)
+        self._count(result)
+        return result
+
+    async def _write(self, result: BatchResult) -> None:
         writes = []
         if result.records:
             writes.append(self.spool.append([to_json(record) for record in result.records]))
@@ -107,7 +164,8 @@ class Ingestor:
         for outcome in await asyncio.gather(*writes, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
-        self.deduper.remember(result.keys)
+
+    def _count(self, result: BatchResult) -> None:
         metrics = self.metrics
         metrics.events.inc(result.events)
         metrics.matched.inc(result.matched)
@@ -117,7 +175,6 @@ class Ingestor:
         metrics.spool_bytes.set(self.spool.size)
         for letter in result.dead_letters:
             metrics.dead_letters.labels(reason=letter.reason).inc()
-        return result
 
     async def reject(self, exc: WebhookError, *, received_at: str) -> None:
         """A rejected batch leaves a trace too: the apiserver drops it after its retries."""
@@ -135,7 +192,9 @@ class Ingestor:
             problems["dead_letter"] = self.dead_letters.last_error or "closed"
         if not self.spool.healthy:
             problems["spool"] = self.spool.last_error or "closed"
-        elif self.spool.size >= self.spool.max_bytes * 0.99:
+        elif self.spool.size >= self.spool.max_bytes * 0.99 or (
+            self._refused_at is not None and self.spool.size >= self._refused_at
+        ):
             problems["spool"] = "full; behind: " + ", ".join(self.spool.lagging())
         return problems
 

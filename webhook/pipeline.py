@@ -1,15 +1,18 @@
-"""One batch through the stages: check → filter → dedupe → redact → record.
+"""One batch through the stages: check → filter → dedupe → redact, then state → enrich → record.
 
-Pure apart from reading the dedupe window: it returns what to write and which keys to
-remember once the write is durable; the caller does the I/O. Work for an event that the
-filter drops stays minimal (a type check and the predicate), because that is ~95 % of traffic.
+Two synchronous halves around the caller's I/O: ``prepare`` checks, filters, dedupes against
+the in-memory window and redacts; the caller then fetches, for the kept events only, the
+previous states named by ``lookups`` and the dedupe keys other replicas already recorded;
+``finish`` diffs, summarizes, raises findings and builds the records, and says which states
+to store once the records are durable. Work for an event that the filter drops stays minimal
+(a type check and the predicate), because that is ~95 % of traffic.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -18,11 +21,30 @@ import structlog
 
 from webhook.config import Config
 from webhook.dedupe import Deduper
+from webhook.enrich.change import (
+    ChangeOptions,
+    compute_change,
+    event_key,
+    new_object,
+    observe,
+    referenced_secret_keys,
+)
+from webhook.enrich.diff import compile_ignore
+from webhook.enrich.dns import corefile_change, corefile_of, is_coredns
+from webhook.enrich.findings import FindingRules, change_findings
+from webhook.enrich.gateway import (
+    ROUTE_KINDS,
+    gateway_summary,
+    ingress_class_summary,
+    reference_grant_summary,
+    route_summary,
+)
 from webhook.errors import EventTooLargeError, MalformedEventError
 from webhook.events import check_event, event_ref
 from webhook.filter import compile_filter
 from webhook.record import SCHEMA_VERSION, Record, record_id
-from webhook.redact import Redactor
+from webhook.redact import RedactionResult, Redactor
+from webhook.state.base import StoredObject, is_newer
 
 __all__ = ["BatchResult", "DeadLetter", "Pipeline", "dead_letter_json", "utc_now"]
 
@@ -46,6 +68,16 @@ class DeadLetter:
 
 
 @dataclass(slots=True)
+class Prepared:
+    """A kept, redacted event waiting for its previous state."""
+
+    index: int
+    item: Any
+    key: str
+    redacted: RedactionResult
+
+
+@dataclass(slots=True)
 class BatchResult:
     events: int = 0
     matched: int = 0
@@ -53,6 +85,9 @@ class BatchResult:
     records: list[Record] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    received_at: str = ""
+    pending: list[Prepared] = field(default_factory=list)
+    state_updates: dict[str, StoredObject] = field(default_factory=dict)
 
 
 def utc_now() -> str:
@@ -71,9 +106,31 @@ class Pipeline:
         self._cluster = config.cluster
         self._deduper = deduper
         self._max_event_bytes = config.server.max_event_bytes
+        change = config.change
+        self._change = ChangeOptions(
+            ignored=compile_ignore(change.ignore_paths),
+            max_value_bytes=change.max_value_bytes,
+            max_operations=change.max_operations,
+        )
+        self.rules = FindingRules(
+            disabled=config.findings.disabled,
+            severity=config.findings.severity,
+            internal_hosts=config.findings.internal_hosts,
+            trusted_cidrs=config.actors.trusted_cidrs,
+            automation_users=config.actors.automation_users,
+            automation_groups=config.actors.automation_groups,
+        )
 
-    def process(self, items: Sequence[Any], *, received_at: str) -> BatchResult:
-        result = BatchResult(events=len(items))
+    def process(
+        self, items: Sequence[Any], *, received_at: str, states: Mapping[str, StoredObject] | None = None
+    ) -> BatchResult:
+        """Both halves at once, with ``states`` as the previous state (none by default)."""
+        result = self.prepare(items, received_at=received_at)
+        self.finish(result, states=states or {})
+        return result
+
+    def prepare(self, items: Sequence[Any], *, received_at: str) -> BatchResult:
+        result = BatchResult(events=len(items), received_at=received_at)
         keep = self._keep
         batch_keys: set[str] = set()
         for index, item in enumerate(items):
@@ -93,16 +150,8 @@ class Pipeline:
                 if key in batch_keys or self._deduper.seen(key):
                     result.duplicates += 1
                     continue
-                # Redaction first: nothing below (record, logs, dead letters, sinks) sees a value.
+                # Redaction first: nothing below (state, record, logs, sinks) sees a value.
                 redacted = self._redactor.redact(event)
-                record = Record.from_event(
-                    redacted.event,
-                    record_id=key,
-                    cluster=self._cluster,
-                    received_at=received_at,
-                    secrets=redacted.secrets,
-                    dropped=redacted.dropped,
-                )
             except MalformedEventError as exc:
                 result.dead_letters.append(_letter(exc.code, exc.message, index, item, received_at))
                 continue
@@ -113,9 +162,102 @@ class Pipeline:
                 )
                 continue
             batch_keys.add(key)
-            result.keys.append(key)
-            result.records.append(record)
+            result.pending.append(Prepared(index=index, item=item, key=key, redacted=redacted))
         return result
+
+    def lookups(self, result: BatchResult) -> list[str]:
+        """State keys the kept events need: their objects and the Secrets they reference."""
+        keys: dict[str, None] = {}
+        for prepared in result.pending:
+            event = prepared.redacted.event
+            key = event_key(event)
+            if key is not None:
+                keys[key] = None
+                keys.update(dict.fromkeys(referenced_secret_keys(event)))
+        return list(keys)
+
+    def finish(
+        self,
+        result: BatchResult,
+        *,
+        states: Mapping[str, StoredObject],
+        duplicates: frozenset[str] | set[str] = frozenset(),
+        available: bool = True,
+    ) -> None:
+        """Build the records; events earlier in the batch are the baseline of later ones."""
+        current = dict(states)
+        for prepared in result.pending:
+            if prepared.key in duplicates:
+                result.duplicates += 1  # another replica recorded it
+                continue
+            try:
+                record, updates = self._build(prepared, current, result.received_at, available)
+            except MalformedEventError as exc:
+                letter = _letter(exc.code, exc.message, prepared.index, prepared.item, result.received_at)
+                result.dead_letters.append(letter)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad event must not cost the batch
+                log.error("event.failed", index=prepared.index, error=type(exc).__name__)
+                detail = f"unexpected {type(exc).__name__}"
+                result.dead_letters.append(
+                    _letter(_INTERNAL, detail, prepared.index, prepared.item, result.received_at)
+                )
+                continue
+            for key, state in updates.items():
+                if is_newer(state, current.get(key)):
+                    current[key] = state
+                    result.state_updates[key] = state
+            result.keys.append(prepared.key)
+            result.records.append(record)
+        result.pending = []
+        result.dead_letters.sort(key=lambda letter: letter.index if letter.index is not None else -1)
+
+    def _build(
+        self, prepared: Prepared, current: Mapping[str, StoredObject], received_at: str, available: bool
+    ) -> tuple[Record, dict[str, StoredObject]]:
+        redacted = prepared.redacted
+        event = redacted.event
+        record = Record.from_event(
+            event,
+            record_id=prepared.key,
+            cluster=self._cluster,
+            received_at=received_at,
+            secrets=redacted.secrets,
+            dropped=redacted.dropped,
+        )
+        key = event_key(event)
+        previous = current.get(key) if key is not None else None
+        change = compute_change(event, previous, self._change, available=available)
+        updates = observe(event, previous).updates if available else {}
+        new = None if event.get("verb") == "delete" else new_object(event)
+        old = previous.object if change is not None and change.baseline == "state" and previous else None
+        kind = (new or old or {}).get("kind")
+        rules = self.rules
+        trust = rules.trust(record.actor.source_ips)
+        actor = replace(record.actor, source_ip_trust=trust)
+        dns = None
+        if change is not None and change.baseline in ("state", "none") and is_coredns(event):
+            dns = corefile_change(corefile_of(old), corefile_of(new))
+        findings = list(record.findings)
+        if change is not None and change.baseline != "late" and not record.dry_run:
+            known = frozenset(k for k in referenced_secret_keys(event) if k in current)
+            findings += change_findings(
+                rules, kind=kind, old=old, new=new, actor=actor, trust=trust, known_secrets=known, dns=dns
+            )
+        record = replace(
+            record,
+            actor=actor,
+            change=change,
+            gateway=gateway_summary(new) if new is not None and kind == "Gateway" else None,
+            route=route_summary(new) if new is not None and kind in ROUTE_KINDS else None,
+            reference_grant=reference_grant_summary(new)
+            if new is not None and kind == "ReferenceGrant"
+            else None,
+            ingress_class=ingress_class_summary(new) if new is not None and kind == "IngressClass" else None,
+            dns=dns,
+            findings=rules.apply(findings),
+        )
+        return record, updates
 
 
 def _letter(reason: str, detail: str, index: int, item: Any, received_at: str) -> DeadLetter:

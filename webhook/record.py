@@ -18,6 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from webhook.enrich.actor import Actor, actor_of
+from webhook.enrich.change import Change
+from webhook.enrich.dns import DnsChange
+from webhook.enrich.gateway import GatewaySummary, IngressClassSummary, ReferenceGrantSummary, RouteSummary
 from webhook.enrich.objects import IngressSummary, ingress_summary, object_of
 from webhook.enrich.secrets import SecretList, SecretSummary, secret_findings, secret_list, secret_summary
 from webhook.errors import MalformedEventError
@@ -95,6 +98,12 @@ class Record:
     secret_list: SecretList | None = None
     findings: tuple[Finding, ...] = ()
     redaction: Redaction | None = None
+    change: Change | None = None
+    gateway: GatewaySummary | None = None
+    route: RouteSummary | None = None
+    reference_grant: ReferenceGrantSummary | None = None
+    ingress_class: IngressClassSummary | None = None
+    dns: DnsChange | None = None
 
     @classmethod
     def from_event(

@@ -14,16 +14,27 @@ __all__ = [
     "Client",
     "Identity",
     "ServiceAccount",
+    "SourceTrust",
+    "Trust",
     "actor_of",
     "classify",
     "parse_user_agent",
 ]
 
+Trust = Literal["trusted", "untrusted", "unknown"]
 ActorKind = Literal["user", "service_account", "node", "anonymous", "system", "unauthenticated"]
 
 _SA_PREFIX: Final = "system:serviceaccount:"
 _NODE_PREFIX: Final = "system:node:"
 _USER_AGENT: Final = re.compile(r"([^/\s]+)(?:/(\S+))?")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceTrust:
+    """One source IP and whether it is in ``actors.trusted_cidrs`` (unknown: none configured)."""
+
+    ip: str
+    trust: Trust
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +70,7 @@ class Actor:
     source_ips: tuple[str, ...]
     user_agent: str | None
     client: Client | None
+    source_ip_trust: tuple[SourceTrust, ...] = ()  # per source IP, against actors.trusted_cidrs
 
     @property
     def effective(self) -> Identity:

@@ -1,0 +1,131 @@
+"""The state stores keep the newest version of each object and the dedupe keys, each the same way."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from webhook.config import StateConfig
+from webhook.state import StoredObject, is_newer, object_key, open_store
+from webhook.state.base import StateStore
+from webhook.state.sqlite import SqliteStore
+
+KEY = object_key("networking.k8s.io", "ingresses", "shop", "web")
+
+
+def state(rv: str | None, when: str = "2026-11-24T14:20:00Z", *, deleted: bool = False) -> StoredObject:
+    obj = None if deleted else {"kind": "Ingress", "metadata": {"name": "web", "resourceVersion": rv}}
+    return StoredObject(object=obj, resource_version=rv, audit_id=f"a-{rv}", time=when, deleted=deleted)
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "expected"),
+    [
+        (state("10"), None, True),
+        (state("10"), state("9"), True),
+        (state("9"), state("10"), False),  # numeric, not lexical: "9" > "10" as strings
+        (state("10"), state("10"), False),
+        (state("10", deleted=True), state("10"), True),  # the delete of that version
+        (state(None, "2026-11-24T14:21:00Z", deleted=True), state("10"), True),
+        (state("11", "2026-11-24T14:19:00Z"), state(None, "2026-11-24T14:21:00Z", deleted=True), False),
+        (state("x2", "2026-11-24T14:22:00Z"), state("x1", "2026-11-24T14:21:00Z"), True),
+    ],
+)
+def test_is_newer(new: StoredObject, old: StoredObject | None, expected: bool) -> None:
+    """resourceVersions compare as integers, else the times; equal versions do not replace."""
+    assert is_newer(new, old) is expected
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        config = StateConfig(type="redis", url=url, key_prefix=f"t{uuid.uuid4().hex[:8]}")
+    else:
+        config = StateConfig(type=request.param)
+    opened = open_store(config, data_dir=tmp_path, cluster="c", dedupe_ttl_s=60)
+    await opened.open()
+    yield opened
+    await opened.aclose()
+
+
+async def test_an_older_version_never_replaces_a_newer_one(store: StateStore) -> None:
+    """Out-of-order writes leave the newest version in place."""
+    await store.put_many({KEY: state("12")})
+    await store.put_many({KEY: state("11")})
+    assert (await store.get_many([KEY, "nothing/here//x"]))[KEY].resource_version == "12"
+    await store.put_many({KEY: state("13")})
+    got = (await store.get_many([KEY]))[KEY]
+    assert (got.resource_version, got.audit_id, got.object) == ("13", "a-13", state("13").object)
+
+
+async def test_dedupe_keys_are_claimed_committed_and_released(store: StateStore) -> None:
+    """A committed key is a duplicate; a released claim is not."""
+    assert await store.claim(["k1", "k2"]) == set()
+    await store.commit(["k1"])
+    await store.release(["k2"])
+    assert await store.claim(["k1", "k2", "k3"]) == {"k1"}
+    assert await store.problem() is None
+
+
+async def test_sqlite_survives_a_restart_and_is_private(tmp_path: Path) -> None:
+    """The default store keeps objects and keys across a reopen; the file is 0600, in WAL mode."""
+    path = tmp_path / "state.sqlite3"
+    first = SqliteStore(path, max_objects=10, max_age_s=3600, dedupe_ttl_s=60)
+    await first.open()
+    await first.put_many({KEY: state("5")})
+    await first.commit(["k"])
+    await first.aclose()
+    again = SqliteStore(path, max_objects=10, max_age_s=3600, dedupe_ttl_s=60)
+    await again.open()
+    assert (await again.get_many([KEY]))[KEY].resource_version == "5"
+    assert await again.claim(["k", "other"]) == {"k"}
+    await again.aclose()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.with_name("state.sqlite3-wal").exists() or path.read_bytes()[18:20] == b"\x02\x02"
+
+
+async def test_sqlite_is_bounded(tmp_path: Path) -> None:
+    """Beyond max_objects the least recently written objects go."""
+    store = SqliteStore(tmp_path / "s.db", max_objects=3, max_age_s=3600, dedupe_ttl_s=60)
+    await store.open()
+    for n in range(6):
+        store._last_evict = 0.0  # evict on every write in this test
+        await store.put_many({f"g/r/ns/o{n}": state(str(n))})
+    found = await store.get_many([f"g/r/ns/o{n}" for n in range(6)])
+    await store.aclose()
+    assert sorted(found) == ["g/r/ns/o3", "g/r/ns/o4", "g/r/ns/o5"]
+
+
+async def test_redis_keys_are_namespaced_per_cluster_and_expire(redis_url: str, tmp_path: Path) -> None:
+    """Two clusters on one Redis do not see each other's state; every key has a TTL."""
+    import redis.asyncio as aioredis
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    stores = [
+        open_store(
+            StateConfig(type="redis", url=redis_url, key_prefix=prefix),
+            data_dir=tmp_path,
+            cluster=c,
+            dedupe_ttl_s=60,
+        )
+        for c in ("east", "west")
+    ]
+    for s in stores:
+        await s.open()
+    await stores[0].put_many({KEY: state("1")})
+    await stores[0].claim(["k"])
+    await stores[0].commit(["k"])
+    assert await stores[1].get_many([KEY]) == {}
+    assert await stores[1].claim(["k"]) == set()
+    client = aioredis.Redis.from_url(redis_url)
+    keys = sorted(k.decode() if isinstance(k, bytes) else k for k in await client.keys(f"{prefix}:*"))
+    ttls = [await client.pttl(k) for k in keys]
+    await client.aclose()
+    for s in stores:
+        await s.aclose()
+    assert keys == [f"{prefix}:east:dedupe:k", f"{prefix}:east:obj:{KEY}", f"{prefix}:west:dedupe:k"]
+    assert all(ttl > 0 for ttl in ttls)

@@ -1,0 +1,136 @@
+"""One small interface for the state store: last known redacted object per key, and dedupe keys.
+
+Only redacted objects ever reach a store. Writes are conditional: an older version never
+replaces a newer one (``is_newer``), because the apiserver sends batches concurrently and
+retries some for ~90 s, so events for one object can arrive out of order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from webhook.errors import WebhookError
+
+if TYPE_CHECKING:
+    from webhook.config import StateConfig
+
+__all__ = ["StateError", "StateStore", "StoredObject", "is_newer", "object_key", "open_store"]
+
+
+class StateError(WebhookError):
+    """The state store cannot be reached; records are written without a baseline meanwhile."""
+
+    code = "state"
+    http_status = 503
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredObject:
+    """The last known version of one object; ``object`` is None when only its name is known
+    (Metadata-level events) and ``deleted`` marks a tombstone."""
+
+    object: dict[str, Any] | None
+    resource_version: str | None
+    audit_id: str
+    time: str | None
+    deleted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "object": self.object,
+            "resource_version": self.resource_version,
+            "audit_id": self.audit_id,
+            "time": self.time,
+            "deleted": self.deleted,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> StoredObject:
+        return cls(
+            object=raw.get("object"),
+            resource_version=raw.get("resource_version"),
+            audit_id=raw.get("audit_id", ""),
+            time=raw.get("time"),
+            deleted=bool(raw.get("deleted", False)),
+        )
+
+
+def object_key(group: str, resource: str, namespace: str | None, name: str) -> str:
+    """``group/resource/namespace/name``; ``/`` cannot occur in any of the parts."""
+    return f"{group}/{resource}/{namespace or ''}/{name}"
+
+
+def _int(value: str | None) -> int | None:
+    if value is None or not value.isdigit():
+        return None
+    return int(value)
+
+
+def is_newer(new: StoredObject, old: StoredObject | None) -> bool:
+    """Whether ``new`` may replace ``old``: resourceVersions compared as integers when both are,
+    else the event times (RFC 3339, compared as strings); equal versions are the same state."""
+    if old is None:
+        return True
+    a, b = _int(new.resource_version), _int(old.resource_version)
+    if a is not None and b is not None:
+        # A delete keeps the object's last resourceVersion: it supersedes that version.
+        return a > b or (a == b and new.deleted and not old.deleted)
+    return (new.time or "") > (old.time or "")
+
+
+class StateStore(Protocol):
+    """Async because SQLite runs in a thread and Redis over the network."""
+
+    name: str
+
+    async def open(self) -> None:
+        """Connect or create; raises StateError when the store cannot be used at all."""
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, StoredObject]:
+        """The stored state of each key that has one."""
+
+    async def put_many(self, items: Mapping[str, StoredObject]) -> None:
+        """Store each item unless the store already holds a newer one (``is_newer``)."""
+
+    async def claim(self, keys: Sequence[str]) -> set[str]:
+        """Which of the dedupe keys are already recorded (or being recorded by another replica).
+
+        The other keys are claimed for a short while; ``commit`` keeps them, ``release`` frees
+        them when the batch could not be written (so that its retry is recorded).
+        """
+
+    async def commit(self, keys: Iterable[str]) -> None: ...
+
+    async def release(self, keys: Iterable[str]) -> None: ...
+
+    async def problem(self) -> str | None:
+        """None when the store answers; else what is wrong (never a credential)."""
+
+    async def aclose(self) -> None: ...
+
+
+def open_store(config: StateConfig, *, data_dir: Any, cluster: str, dedupe_ttl_s: float) -> StateStore:
+    """Build the configured store; call its ``open()`` (if any) before use."""
+    if config.type == "memory":
+        from webhook.state.memory import MemoryStore
+
+        return MemoryStore(max_objects=config.max_objects, dedupe_ttl_s=dedupe_ttl_s)
+    if config.type == "sqlite":
+        from webhook.state.sqlite import SqliteStore
+
+        path = config.path if config.path.is_absolute() else data_dir / config.path
+        return SqliteStore(
+            path, max_objects=config.max_objects, max_age_s=config.max_age_s, dedupe_ttl_s=dedupe_ttl_s
+        )
+    from webhook.state.redis import RedisStore
+
+    return RedisStore(
+        url=config.url,
+        password_file=config.password_file,
+        prefix=f"{config.key_prefix}:{cluster}:",
+        max_age_s=config.max_age_s,
+        dedupe_ttl_s=dedupe_ttl_s,
+        timeout_s=config.timeout_s,
+    )

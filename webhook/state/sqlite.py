@@ -1,0 +1,188 @@
+"""The default state store: one SQLite file in the data dir, WAL mode, survives restarts.
+
+Bounded: objects not written for ``max_age_s`` and the oldest beyond ``max_objects`` are
+evicted, dedupe keys once their TTL has passed. Runs in a worker thread (one connection, one
+lock), so the event loop never waits on the disk; only matched events ever reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from webhook.state.base import StateError, StoredObject, is_newer
+
+__all__ = ["SqliteStore"]
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS objects (
+  key TEXT PRIMARY KEY, rv TEXT, time TEXT, deleted INTEGER NOT NULL, audit_id TEXT NOT NULL,
+  doc BLOB, updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_updated ON objects (updated);
+CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS dedupe_expires ON dedupe (expires);
+"""
+_EVICT_EVERY_S: Final = 60.0
+_CHUNK: Final = 500  # under SQLite's limit of bound parameters
+
+
+class SqliteStore:
+    name = "sqlite"
+
+    def __init__(self, path: Path, *, max_objects: int, max_age_s: float, dedupe_ttl_s: float) -> None:
+        self.path = path
+        self._max_objects = max_objects
+        self._max_age_s = max_age_s
+        self._ttl_s = dedupe_ttl_s
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._last_evict = 0.0
+        self._error: str | None = None
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"cannot open state store {self.path}: {type(exc).__name__}") from None
+        self._db = db
+
+    def _run(self, fn: Any, *args: Any) -> Any:
+        if self._db is None:
+            raise StateError("state store is closed")
+        with self._lock:
+            try:
+                result = fn(self._db, *args)
+            except sqlite3.Error as exc:
+                self._error = type(exc).__name__
+                raise StateError(f"state store {self.path.name} failed: {type(exc).__name__}") from None
+            self._error = None
+            return result
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, StoredObject]:
+        if not keys:
+            return {}
+        result: dict[str, StoredObject] = await asyncio.to_thread(self._run, _get_many, list(keys))
+        return result
+
+    async def put_many(self, items: Mapping[str, StoredObject]) -> None:
+        if items:
+            await asyncio.to_thread(self._run, self._put_many, dict(items))
+
+    def _put_many(self, db: sqlite3.Connection, items: dict[str, StoredObject]) -> None:
+        now = time.time()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            current = _get_many(db, list(items))
+            rows = [
+                (
+                    key,
+                    item.resource_version,
+                    item.time,
+                    int(item.deleted),
+                    item.audit_id,
+                    None if item.object is None else orjson.dumps(item.object),
+                    now,
+                )
+                for key, item in items.items()
+                if is_newer(item, current.get(key))
+            ]
+            db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            if now - self._last_evict > _EVICT_EVERY_S:
+                self._last_evict = now
+                _evict(db, now, self._max_age_s, self._max_objects)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def claim(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        found: set[str] = await asyncio.to_thread(self._run, _present, list(keys), time.time())
+        return found
+
+    async def commit(self, keys: Iterable[str]) -> None:
+        rows = [(key, time.time() + self._ttl_s) for key in keys]
+        if rows:
+            await asyncio.to_thread(self._run, _insert_keys, rows)
+
+    async def release(self, keys: Iterable[str]) -> None:
+        return None  # nothing was claimed on disk: one replica per data dir
+
+    async def problem(self) -> str | None:
+        if self._db is None:
+            return "closed"
+        return self._error
+
+    async def aclose(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with self._lock:
+                await asyncio.to_thread(db.close)
+
+
+def _chunks(keys: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(keys), _CHUNK):
+        yield keys[start : start + _CHUNK]
+
+
+def _get_many(db: sqlite3.Connection, keys: list[str]) -> dict[str, StoredObject]:
+    found: dict[str, StoredObject] = {}
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        query = f"SELECT key, rv, time, deleted, audit_id, doc FROM objects WHERE key IN ({marks})"  # noqa: S608 - only placeholders
+        for key, rv, when, deleted, audit_id, doc in db.execute(query, chunk):
+            found[key] = StoredObject(
+                object=None if doc is None else orjson.loads(doc),
+                resource_version=rv,
+                audit_id=audit_id,
+                time=when,
+                deleted=bool(deleted),
+            )
+    return found
+
+
+def _present(db: sqlite3.Connection, keys: list[str], now: float) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        query = f"SELECT key FROM dedupe WHERE expires > ? AND key IN ({marks})"  # noqa: S608 - only placeholders
+        found.update(row[0] for row in db.execute(query, [now, *chunk]))
+    return found
+
+
+def _insert_keys(db: sqlite3.Connection, rows: list[tuple[str, float]]) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.executemany("INSERT OR REPLACE INTO dedupe VALUES (?, ?)", rows)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _evict(db: sqlite3.Connection, now: float, max_age_s: float, max_objects: int) -> None:
+    db.execute("DELETE FROM dedupe WHERE expires <= ?", (now,))
+    db.execute("DELETE FROM objects WHERE updated < ?", (now - max_age_s,))
+    db.execute(
+        "DELETE FROM objects WHERE key IN (SELECT key FROM objects ORDER BY updated DESC LIMIT -1 OFFSET ?)",
+        (max_objects,),
+    )

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import http.client
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ __all__ = [
     "NatsServer",
     "Postgres",
     "Rsyslog",
+    "Serve",
     "free_port",
     "make_certs",
     "make_record",
@@ -481,3 +484,62 @@ def make_record(**fields: Any) -> dict[str, Any]:
 def spooled(*docs: dict[str, Any]) -> list[SpooledRecord]:
     """Records as the delivery loop hands them to a sink."""
     return [SpooledRecord(orjson.dumps(doc)) for doc in docs]
+
+
+# -- ingress-audit itself --------------------------------------------------------------------
+
+
+class Serve:
+    """The real ``ingress-audit serve`` process (the console script next to sys.executable)."""
+
+    def __init__(self, config: Path, port: int) -> None:
+        """Its output goes to ``output`` next to ``config``."""
+        self.argv = [str(Path(sys.executable).parent / "ingress-audit"), "serve", "--config", str(config)]
+        self.port = port
+        self.log = config.parent / "output"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        with open(self.log, "ab") as output:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        wait_until(
+            lambda: _get_status(self.port, "/healthz") == 200, timeout_s, "ingress-audit serve", self.proc
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no drain, as when the node or the OOM killer takes the pod."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout_s=30)
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
+def _get_status(port: int, path: str) -> int | None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from collections.abc import Callable
@@ -73,6 +74,29 @@ async def test_each_sink_resumes_from_its_cursor_after_restart(tmp_path: Path) -
     assert _ids(reopened, "slow") == [f"r{n}" for n in range(30)]
     assert reopened.lag("fast")[0] == 10
     assert reopened.lag("slow")[0] == 30
+    await reopened.aclose()
+
+
+async def test_an_empty_last_segment_after_a_crash_is_nothing_to_wait_for(tmp_path: Path) -> None:
+    """Killed between rolling a segment and writing to it: a sink at the end of the previous
+    segment waits for new records (it used to return at once, and its loop spun forever)."""
+    spool = _spool(tmp_path, segment_bytes=64 * 1024)
+    spool.register("sink")
+    await spool.append(_lines(0, 3))
+    spool.commit("sink", spool.read("sink", max_events=10, max_bytes=1 << 20).end)
+    await spool.aclose()
+    (last,) = tmp_path.glob("*.seg")
+    (tmp_path / f"{int(last.stem) + 1:020d}.seg").touch()  # what _roll leaves before the write
+
+    reopened = _spool(tmp_path, segment_bytes=64 * 1024)
+    reopened.register("sink")
+    assert reopened.lag("sink")[0] == 0
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await reopened.wait("sink")
+    await reopened.append(_lines(3, 2))
+    await reopened.wait("sink")
+    assert _ids(reopened, "sink") == ["r3", "r4"]
     await reopened.aclose()
 
 

@@ -263,7 +263,10 @@ class Spool:
     async def wait(self, name: str) -> None:
         """Until records the sink has not read are committed (wrap it in a timeout)."""
         cursor = self._cursors[name]
-        if cursor.position < self._end:
+        # Records, not bytes: after a crash between rolling a segment and writing to it, the
+        # cursor sits at the end of the previous segment, before an empty one; that is nothing
+        # to read, and returning here would make the delivery loop spin without yielding.
+        if cursor.position.seq < self._end.seq:
             return
         cursor.waiter.clear()
         await cursor.waiter.wait()

@@ -8,6 +8,7 @@ Fixtures are registered in conftest.py by importing them from here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import http.client
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import trustme
@@ -49,6 +51,7 @@ __all__ = [
     "server_certs",
     "spawn",
     "spooled",
+    "wait_drained",
     "wait_until",
 ]
 
@@ -532,6 +535,18 @@ class Serve:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
+
+
+async def wait_drained(session: aiohttp.ClientSession, url: str, timeout_s: float) -> dict[str, Any]:
+    """Poll /readyz until every sink's lag is 0."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with session.get(url + "/readyz") as resp:
+            body: dict[str, Any] = await resp.json()
+        if resp.status == 200 and all(s["lag_records"] == 0 for s in body["sinks"].values()):
+            return body
+        assert time.monotonic() < deadline, f"sinks did not drain: {body}"
+        await asyncio.sleep(0.05)
 
 
 def _get_status(port: int, path: str) -> int | None:

@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 import yaml
 from conftest import captured_bodies, event_list, make_event, read_jsonl, settle
-from servers import Postgres, Serve, free_port
+from servers import Postgres, Serve, free_port, wait_drained
 
 from webhook.config import parse_config
 from webhook.server import create_app
@@ -105,18 +105,6 @@ async def _killed_at_exit(serve: Serve) -> AsyncIterator[None]:
         yield
     finally:
         serve.kill()
-
-
-async def wait_drained(session: aiohttp.ClientSession, url: str, timeout_s: float) -> dict[str, Any]:
-    """Poll /readyz until every sink's lag is 0."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        async with session.get(url + "/readyz") as resp:
-            body: dict[str, Any] = await resp.json()
-        if resp.status == 200 and all(s["lag_records"] == 0 for s in body["sinks"].values()):
-            return body
-        assert time.monotonic() < deadline, f"sinks did not drain: {body}"
-        await asyncio.sleep(0.05)
 
 
 async def expected_ids(aiohttp_client: Any, tmp_path: Path, bodies: list[bytes]) -> set[str]:

@@ -7,6 +7,8 @@ command); real sinks have their own tests against real servers.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,3 +176,29 @@ async def test_a_receivers_retry_after_is_honoured(harness: Harness) -> None:
     assert sink.received == ["a"]
     assert sink.attempts == 2
     assert elapsed >= 0.3
+
+
+async def test_a_cursor_that_cannot_be_written_does_not_stop_delivery(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC while persisting the cursor (the disk is full) is logged; the loop goes on."""
+    real_write = os.write
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if failures and "/cursors/" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise failures.pop()
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    sink = ScriptedSink()
+    worker = _worker(harness, sink)
+    await harness.spool.append(_records("a"))
+    worker.start()
+    assert await worker.drain(1)
+    await harness.spool.append(_records("b"))
+
+    assert await worker.drain(1)
+    await worker.stop()
+    assert not failures
+    assert sink.received == ["a", "b"]

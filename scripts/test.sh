@@ -19,10 +19,16 @@ if [ ! -x .venv-tools/bin/checkov ]; then
 fi
 
 # tmux drives `ingress-audit tail` in a real terminal (tests/test_tail.py); redis-server backs
-# the shared state store tests (tests/test_state.py, tests/test_changes.py).
+# the shared state store tests (tests/test_state.py, tests/test_changes.py). PostgreSQL,
+# rsyslog (with its GnuTLS driver) and nats-server are the real servers of the sink, crash and
+# outage tests (tests/servers.py).
 missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 command -v redis-server >/dev/null || missing+=(redis-server)
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
+command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || missing+=(rsyslog-gnutls)
+command -v nats-server >/dev/null || missing+=(nats-server)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -105,6 +105,25 @@ async def test_open_creates_the_table_and_records_its_version(
     assert {f"{table}_{i}_idx" for i in ("time", "username", "verb", "object", "findings", "code")} <= indexes
 
 
+async def test_a_role_that_may_only_write_can_run_once_the_table_exists(
+    postgres_server: Postgres, table: str, db: Any, tmp_path: Path
+) -> None:
+    """After the first migration, INSERT and SELECT on the tables are all the sink needs."""
+    await (await _opened(postgres_server, table)).aclose()
+    role = f"writer_{table}"
+    await db.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'writer-password'")
+    await db.execute(f'GRANT SELECT, INSERT ON "{table}", ingress_audit_schema_version TO {role}')
+    (tmp_path / "password").write_text("writer-password")
+    dsn = postgres_server.dsn.replace(f"//{postgres_server.user}@", f"//{role}@")
+    assert not await db.fetchval("SELECT has_schema_privilege($1, 'public', 'CREATE')", role)
+
+    sink = await _opened(postgres_server, table, dsn=dsn, password_file=tmp_path / "password")
+    await sink.send(spooled(make_record()))
+    assert (await sink.health()).ok
+    await sink.aclose()
+    assert len(await _rows(db, table)) == 1
+
+
 async def test_rows_carry_the_indexed_columns_and_the_whole_record(
     postgres_server: Postgres, table: str, db: Any
 ) -> None:

@@ -206,11 +206,13 @@ class PostgresSink:
         """Bring the table to the newest version, one replica at a time (advisory lock)."""
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"ingress-audit:{self._table}")
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self._versions} ("
-                " table_name text PRIMARY KEY, version integer NOT NULL,"
-                " migrated_at timestamptz NOT NULL DEFAULT now())"
-            )
+            if await conn.fetchval("SELECT to_regclass($1) IS NULL", self._versions):
+                # Only then: CREATE needs a privilege that a role which only writes lacks.
+                await conn.execute(
+                    f"CREATE TABLE {self._versions} ("
+                    " table_name text PRIMARY KEY, version integer NOT NULL,"
+                    " migrated_at timestamptz NOT NULL DEFAULT now())"
+                )
             current = await conn.fetchval(self._get_version, self.options.table) or 0
             if current > len(MIGRATIONS):
                 log.warning("postgres.newer_schema", sink=self.name, version=current, known=len(MIGRATIONS))

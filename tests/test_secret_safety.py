@@ -124,3 +124,62 @@ async def test_the_captured_scenario_leaks_nothing(tmp_path: Path) -> None:
     records = [orjson.loads(x) for x in (config.data_dir / "records.jsonl").read_bytes().splitlines()]
     fingerprinted = [r for r in records if r["secret"] and r["secret"]["fingerprints"]]
     assert fingerprinted, "the secret events were recorded with fingerprints"
+
+
+async def test_a_secrets_stored_state_and_its_diffs_hold_no_value(tmp_path: Path) -> None:
+    """Create, update, delete a Secret: the state store and the diffs hold fingerprints only."""
+    import base64
+
+    from conftest import make_event
+
+    from webhook.server import RUNTIME
+
+    values = ["s3cr3t-first-value-Q9", "s3cr3t-second-value-Z7"]
+
+    def secret(value: str, rv: str) -> dict[str, Any]:
+        return {
+            "kind": "Secret",
+            "apiVersion": "v1",
+            "metadata": {"name": "db", "namespace": "shop", "resourceVersion": rv},
+            "type": "Opaque",
+            "data": {"password": base64.b64encode(value.encode()).decode()},
+        }
+
+    def event(n: int, verb: str, obj: dict[str, Any] | None) -> dict[str, Any]:
+        extra: dict[str, Any] = {"requestObject": obj, "responseObject": obj} if obj else {}
+        return make_event(
+            verb=verb,
+            api_group="",
+            resource="secrets",
+            name="db",
+            code=201 if verb == "create" else 200,
+            level="RequestResponse",
+            audit_id=f"00000000-0000-4000-8000-00000000010{n}",
+            stageTimestamp=f"2026-11-24T14:2{n}:00Z",
+            **extra,
+        )
+
+    config = make_config(tmp_path)
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    try:
+        for n, (verb, obj) in enumerate(
+            [("create", secret(values[0], "1")), ("update", secret(values[1], "2")), ("delete", None)]
+        ):
+            resp = await client.post("/audit", data=_event_list(event(n, verb, obj)), headers=JSON)
+            assert resp.status == 200
+        await settle(client)
+        store = client.app[RUNTIME].ingestor.state
+        (tomb,) = (await store.get_many(["/secrets/shop/db"])).values()
+    finally:
+        await client.close()
+
+    assert tomb.deleted
+    records = [orjson.loads(x) for x in (config.data_dir / "records.jsonl").read_bytes().splitlines()]
+    update, delete = (r["change"] for r in records[1:])
+    (op,) = update["operations"]
+    assert (op["path"], op["old"][:12], op["new"][:12]) == ("/data/password", "hmac-sha256:", "hmac-sha256:")
+    removed = {o["path"]: o["old"] for o in delete["operations"]}
+    assert removed["/data"]["password"].startswith("hmac-sha256:")
+    assert (config.data_dir / "state.sqlite3").exists()
+    assert _leaks([], config.data_dir, list(values)) == []

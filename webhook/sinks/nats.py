@@ -256,7 +256,8 @@ class NatsSink:
         log.debug("nats.error", sink=self.name, error=type(exc).__name__)
 
     async def _on_disconnected(self) -> None:
-        log.warning("nats.disconnected", sink=self.name)
+        if self._nc is not None:  # not while open() is still trying
+            log.warning("nats.disconnected", sink=self.name)
 
     async def _on_reconnected(self) -> None:
         log.info("nats.reconnected", sink=self.name)

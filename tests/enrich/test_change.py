@@ -225,3 +225,12 @@ def test_summaries_are_lenient(value: Any) -> None:
     """Odd shapes are left out, not errors."""
     assert gateway_summary({"spec": {"listeners": value}}).listeners == ()
     assert route_summary({"spec": {"hostnames": value}}).hostnames == ()
+
+
+def test_ignore_paths_match_prefixes_and_wildcards() -> None:
+    """A path ignores everything below it; ``*`` matches one segment."""
+    ignored = compile_ignore(["/status", "/spec/rules/*/host"])
+    assert ignored(("status", "loadBalancer"))
+    assert ignored(("spec", "rules", "3", "host"))
+    assert not ignored(("spec", "rules", "3", "http"))
+    assert not ignored(("statuses",))

@@ -41,14 +41,17 @@ def pointer(segments: Sequence[str]) -> str:
 def compile_ignore(paths: Sequence[str]) -> IgnorePaths:
     """True for a path at or below any of ``paths``; ``*`` matches one segment."""
     patterns = [tuple(_unescape(s) for s in p.split("/")[1:]) for p in paths]
+    exact = frozenset(p for p in patterns if "*" not in p)  # the usual case: a set lookup per prefix
+    wild = [p for p in patterns if "*" in p]
 
     def ignored(segments: tuple[str, ...]) -> bool:
-        for pattern in patterns:
-            if len(segments) >= len(pattern) and all(
-                p in ("*", s) for p, s in zip(pattern, segments, strict=False)
-            ):
-                return True
-        return False
+        if any(segments[:k] in exact for k in range(1, len(segments) + 1)):
+            return True
+        return any(
+            len(segments) >= len(pattern)
+            and all(p in ("*", s) for p, s in zip(pattern, segments, strict=False))
+            for pattern in wild
+        )
 
     return ignored
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import glob
 import http.client
 import os
@@ -94,10 +95,27 @@ def port_open(port: int) -> bool:
     return False
 
 
+_PRCTL = ctypes.CDLL(None).prctl  # resolved here: the child only calls it
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, even if it is killed (Linux prctl)."""
+    _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def spawn(argv: list[str], directory: Path) -> subprocess.Popen[bytes]:
-    """Start a server with its output in ``directory/output`` (read it when a test fails)."""
+    """Start a server with its output in ``directory/output`` (read it when a test fails).
+
+    A server outlives no test run: the fixtures stop it, and a killed pytest takes it along.
+    """
     with open(directory / "output", "ab") as output:
-        return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            argv,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:

@@ -229,6 +229,12 @@ class Pipeline:
         previous = current.get(key) if key is not None else None
         change = compute_change(event, previous, self._change, available=available)
         updates = observe(event, previous).updates if available else {}
+        if key in updates and record.secret is not None and updates[key].object is not None:
+            leaf = next(
+                (c for c in record.secret.certificates if c.key == "tls.crt" and c.position == 0), None
+            )
+            if leaf is not None:
+                updates[key] = replace(updates[key], certificate_sans=leaf.sans)
         new = None if event.get("verb") == "delete" else new_object(event)
         old = previous.object if change is not None and change.baseline == "state" and previous else None
         kind = (new or old or {}).get("kind")
@@ -240,9 +246,18 @@ class Pipeline:
             dns = corefile_change(corefile_of(old), corefile_of(new))
         findings = list(record.findings)
         if change is not None and change.baseline != "late" and not record.dry_run:
-            known = frozenset(k for k in referenced_secret_keys(event) if k in current)
+            referenced = [k for k in referenced_secret_keys(event) if k in current]
+            sans = {k: s for k in referenced if (s := current[k].certificate_sans) is not None}
             findings += change_findings(
-                rules, kind=kind, old=old, new=new, actor=actor, trust=trust, known_secrets=known, dns=dns
+                rules,
+                kind=kind,
+                old=old,
+                new=new,
+                actor=actor,
+                trust=trust,
+                known_secrets=frozenset(referenced),
+                secret_sans=sans,
+                dns=dns,
             )
         record = replace(
             record,

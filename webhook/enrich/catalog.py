@@ -28,6 +28,7 @@ CATALOG: Final[dict[str, Severity]] = {
     "tls-removed": "high",
     "host-without-tls": "medium",
     "tls-secret-unknown": "low",
+    "tls-host-not-in-certificate": "high",
     # exposure
     "wildcard-host": "medium",
     "catch-all-rule": "medium",

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
+from webhook.certs import host_covered
 from webhook.enrich.actor import Actor, SourceTrust, Trust
 from webhook.enrich.catalog import CATALOG
 from webhook.enrich.diff import pointer
@@ -112,7 +113,11 @@ def _covered(host: str, tls_hosts: Sequence[str]) -> bool:
 
 
 def _ingress(
-    rules: FindingRules, old: dict[str, Any] | None, new: dict[str, Any], known: frozenset[str]
+    rules: FindingRules,
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+    known: frozenset[str],
+    sans: Mapping[str, Sequence[str]],
 ) -> list[Finding]:
     before = ingress_summary(old) if old is not None else _empty_ingress()
     after = ingress_summary(new)
@@ -150,6 +155,22 @@ def _ingress(
                     f"/spec/tls/{index}/secretName",
                 )
             )
+    old_pairs = {(host, t.secret_name) for t in before.tls for host in t.hosts}
+    for index, entry in enumerate(after.tls):
+        names = (
+            sans.get(object_key("", "secrets", namespace, entry.secret_name)) if entry.secret_name else None
+        )
+        if names is None:
+            continue
+        found.extend(
+            make(
+                "tls-host-not-in-certificate",
+                f"host {host} is not covered by the certificate of TLS secret {entry.secret_name}",
+                f"/spec/tls/{index}/hosts",
+            )
+            for host in entry.hosts
+            if (host, entry.secret_name) not in old_pairs and not host_covered(host, names)
+        )
     found.extend(
         make("wildcard-host", f"wildcard host {host} added", "/spec/rules")
         for host in added_hosts
@@ -329,12 +350,13 @@ def change_findings(
     actor: Actor,
     trust: Sequence[SourceTrust],
     known_secrets: frozenset[str] = frozenset(),
+    secret_sans: Mapping[str, Sequence[str]] | None = None,
     dns: DnsChange | None = None,
 ) -> list[Finding]:
     """Findings of one successful, non-dry-run write; ``new`` is None for a delete."""
     found = _who(rules, actor, trust)
     if kind == "Ingress" and new is not None:
-        found += _ingress(rules, old, new, known_secrets)
+        found += _ingress(rules, old, new, known_secrets, secret_sans or {})
     elif kind == "Gateway" and new is not None:
         found += _gateway(rules, old, new, known_secrets)
     elif kind in ROUTE_KINDS and new is not None:

@@ -36,6 +36,8 @@ class StoredObject:
     audit_id: str
     time: str | None
     deleted: bool = False
+    # A TLS Secret's leaf certificate names (read before redaction), for Ingress host checks.
+    certificate_sans: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,7 @@ class StoredObject:
             "audit_id": self.audit_id,
             "time": self.time,
             "deleted": self.deleted,
+            "certificate_sans": list(self.certificate_sans) if self.certificate_sans is not None else None,
         }
 
     @classmethod
@@ -54,6 +57,7 @@ class StoredObject:
             audit_id=raw.get("audit_id", ""),
             time=raw.get("time"),
             deleted=bool(raw.get("deleted", False)),
+            certificate_sans=tuple(sans) if isinstance(sans := raw.get("certificate_sans"), list) else None,
         )
 
 

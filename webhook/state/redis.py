@@ -24,7 +24,8 @@ __all__ = ["RedisStore"]
 
 _PENDING_S: Final = 30.0  # shorter than the apiserver's retry schedule (~10, 16, 26, 35 s)
 
-# KEYS[1] the object; ARGV: rv, time, deleted ("1"/"0"), audit_id, doc ("" = none), ttl ms.
+# KEYS[1] the object; ARGV: rv, time, deleted ("1"/"0"), audit_id, doc ("" = none), ttl ms,
+# certificate SANs (JSON, "" = none).
 _PUT_IF_NEWER: Final = """
 local cur = redis.call('HMGET', KEYS[1], 'rv', 'time', 'deleted')
 local newer = true
@@ -39,7 +40,7 @@ end
 if newer then
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'rv', ARGV[1], 'time', ARGV[2], 'deleted', ARGV[3],
-             'audit_id', ARGV[4], 'doc', ARGV[5])
+             'audit_id', ARGV[4], 'doc', ARGV[5], 'sans', ARGV[7])
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   return 1
 end
@@ -103,7 +104,7 @@ class RedisStore:
     async def get_many(self, keys: Sequence[str]) -> dict[str, StoredObject]:
         if not keys:
             return {}
-        fields = (b"rv", b"time", b"deleted", b"audit_id", b"doc")
+        fields = (b"rv", b"time", b"deleted", b"audit_id", b"doc", b"sans")
         try:
             async with self._redis().pipeline(transaction=False) as pipe:
                 for key in keys:
@@ -113,7 +114,7 @@ class RedisStore:
             raise self._fail(exc) from None
         self._error = None
         found: dict[str, StoredObject] = {}
-        for key, (rv, when, deleted, audit_id, doc) in zip(keys, rows, strict=True):
+        for key, (rv, when, deleted, audit_id, doc, sans) in zip(keys, rows, strict=True):
             if audit_id is None:
                 continue
             found[key] = StoredObject(
@@ -122,6 +123,7 @@ class RedisStore:
                 audit_id=audit_id.decode(),
                 time=when.decode() if when else None,
                 deleted=deleted == b"1",
+                certificate_sans=tuple(orjson.loads(sans)) if sans else None,
             )
         return found
 
@@ -138,6 +140,7 @@ class RedisStore:
                         item.audit_id,
                         b"" if item.object is None else orjson.dumps(item.object),
                         self._max_age_ms,
+                        b"" if item.certificate_sans is None else orjson.dumps(item.certificate_sans),
                     ]
                     await self._put(keys=[self._prefix + "obj:" + key], args=args, client=pipe)
                 await pipe.execute()

@@ -25,12 +25,16 @@ __all__ = ["SqliteStore"]
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS objects (
   key TEXT PRIMARY KEY, rv TEXT, time TEXT, deleted INTEGER NOT NULL, audit_id TEXT NOT NULL,
-  doc BLOB, updated REAL NOT NULL
+  doc BLOB, updated REAL NOT NULL, sans TEXT
 );
 CREATE INDEX IF NOT EXISTS objects_updated ON objects (updated);
 CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS dedupe_expires ON dedupe (expires);
 """
+_INSERT: Final = (
+    "INSERT OR REPLACE INTO objects (key, rv, time, deleted, audit_id, doc, updated, sans)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _EVICT_EVERY_S: Final = 60.0
 _CHUNK: Final = 500  # under SQLite's limit of bound parameters
 
@@ -60,6 +64,9 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(objects)")}
+            if "sans" not in columns:  # a store created before certificate SANs were kept
+                db.execute("ALTER TABLE objects ADD COLUMN sans TEXT")
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open state store {self.path}: {type(exc).__name__}") from None
         self._db = db
@@ -100,11 +107,12 @@ class SqliteStore:
                     item.audit_id,
                     None if item.object is None else orjson.dumps(item.object),
                     now,
+                    None if item.certificate_sans is None else orjson.dumps(item.certificate_sans).decode(),
                 )
                 for key, item in items.items()
                 if is_newer(item, current.get(key))
             ]
-            db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(_INSERT, rows)
             if now - self._last_evict > _EVICT_EVERY_S:
                 self._last_evict = now
                 _evict(db, now, self._max_age_s, self._max_objects)
@@ -148,14 +156,15 @@ def _get_many(db: sqlite3.Connection, keys: list[str]) -> dict[str, StoredObject
     found: dict[str, StoredObject] = {}
     for chunk in _chunks(keys):
         marks = ",".join("?" * len(chunk))
-        query = f"SELECT key, rv, time, deleted, audit_id, doc FROM objects WHERE key IN ({marks})"  # noqa: S608 - only placeholders
-        for key, rv, when, deleted, audit_id, doc in db.execute(query, chunk):
+        query = f"SELECT key, rv, time, deleted, audit_id, doc, sans FROM objects WHERE key IN ({marks})"  # noqa: S608 - only placeholders
+        for key, rv, when, deleted, audit_id, doc, sans in db.execute(query, chunk):
             found[key] = StoredObject(
                 object=None if doc is None else orjson.loads(doc),
                 resource_version=rv,
                 audit_id=audit_id,
                 time=when,
                 deleted=bool(deleted),
+                certificate_sans=tuple(orjson.loads(sans)) if sans else None,
             )
     return found
 

@@ -1088,6 +1088,7 @@ async def test_health_and_readiness(aiohttp_client: AiohttpClient, tmp_path: Pat
     assert await ready.json() == {
         "status": "ready",
         "sinks": {"jsonl": {"ok": True, "detail": "", "lag_records": 0}},
+        "state": {"store": "sqlite", "ok": True, "detail": ""},
     }
 
 

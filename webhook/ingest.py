@@ -119,6 +119,7 @@ class Ingestor:
             states = await self.state.get_many(pipeline.lookups(result))
         except StateError as exc:
             log.warning("state.unavailable", store=self.state.name, code=exc.code)
+            self.metrics.state_errors.labels(operation="read").inc()
             pipeline.finish(result, states={}, available=False)
             return []
         pipeline.finish(result, states=states, duplicates=duplicates)
@@ -129,6 +130,7 @@ class Ingestor:
             await self.state.release(claimed)
         except StateError as exc:
             log.warning("state.release_failed", store=self.state.name, code=exc.code)
+            self.metrics.state_errors.labels(operation="release").inc()
 
     async def ingest(self, items: Sequence[Any], *, received_at: str) -> BatchResult:
         result = self.pipeline.prepare(items, received_at=received_at)
@@ -152,6 +154,7 @@ class Ingestor:
         except StateError as exc:
             # The records are durable: answer 200. Only later diffs (and shared dedupe) suffer.
             log.warning("state.write_failed", store=self.state.name, code=exc.code)
+            self.metrics.state_errors.labels(operation="write").inc()
         self._count(result)
         return result
 

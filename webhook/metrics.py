@@ -93,6 +93,12 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.state_errors = Counter(
+            "ingress_audit_state_errors",
+            "State store operations that failed (records are still written), by operation.",
+            ["operation"],
+            registry=r,
+        )
         self.dedupe_entries = Gauge(
             "ingress_audit_dedupe_entries", "Keys held by the in-memory dedupe window.", registry=r
         )

@@ -240,9 +240,13 @@ async def readyz(request: web.Request) -> web.Response:
     if runtime.stopping:
         problems["server"] = "shutting down"
     sinks = await runtime.ingestor.sink_status()
+    # The state store is reported, not required: without it records are still written, undiffed.
+    state = runtime.ingestor.state
+    detail = await state.problem()
+    body = {"sinks": sinks, "state": {"store": state.name, "ok": detail is None, "detail": detail or ""}}
     if problems:
-        return web.json_response({"status": "not ready", "problems": problems, "sinks": sinks}, status=503)
-    return web.json_response({"status": "ready", "sinks": sinks})
+        return web.json_response({"status": "not ready", "problems": problems, **body}, status=503)
+    return web.json_response({"status": "ready", **body})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -399,15 +399,26 @@ def test_existing_key_is_kept(tmp_path: Path) -> None:
     assert load_or_create_key(path) == b"0123456789abcdef-existing"
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+@pytest.mark.parametrize("mode", [0o660, 0o604, 0o644, 0o602])
 def test_key_readable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
-    """A key file that group or others can read is a config error naming the path."""
+    """A key file that others can read, or its group write, is a config error naming the path."""
     path = tmp_path / "fingerprint.key"
     path.write_bytes(os.urandom(32))
     path.chmod(mode)
 
     with pytest.raises(ConfigError, match=r"fingerprint\.key"):
         load_or_create_key(path)
+
+
+@pytest.mark.parametrize("mode", [0o400, 0o440, 0o600, 0o640])
+def test_key_readable_by_its_group_is_accepted(tmp_path: Path, mode: int) -> None:
+    """A Secret volume with an fsGroup makes the key group-readable: that is allowed."""
+    path = tmp_path / "fingerprint.key"
+    key = os.urandom(32)
+    path.write_bytes(key)
+    path.chmod(mode)
+
+    assert load_or_create_key(path) == key
 
 
 def test_short_key_is_refused(tmp_path: Path) -> None:

@@ -143,10 +143,12 @@ def _read_key(path: Path) -> bytes:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise ConfigError(f"key file {path} is not a regular file")
-        if mode & 0o077:
+        # Group read is allowed: a Kubernetes Secret volume grants it to the pod's fsGroup so that
+        # a non-root container can read the key. Anything for others, or group write, is not.
+        if mode & 0o027:
             raise ConfigError(
-                f"key file {path} is accessible by group or others "
-                f"(mode {stat.S_IMODE(mode):04o}); restrict it to 0600"
+                f"key file {path} is accessible by others or writable by its group "
+                f"(mode {stat.S_IMODE(mode):04o}); restrict it to 0600 (or 0440 in a Secret volume)"
             )
         key = os.read(fd, 4096)
     finally:

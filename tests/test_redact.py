@@ -421,6 +421,19 @@ def test_key_readable_by_its_group_is_accepted(tmp_path: Path, mode: int) -> Non
     assert load_or_create_key(path) == key
 
 
+def test_key_mounted_from_a_secret_volume_is_read(tmp_path: Path) -> None:
+    """A Secret volume's files are symlinks into ..data/: the key behind the link is used."""
+    data = tmp_path / "..2026_11_25" / "key"
+    data.parent.mkdir()
+    key = os.urandom(32)
+    data.write_bytes(key)
+    data.chmod(0o440)
+    (tmp_path / "..data").symlink_to(data.parent.name)
+    (tmp_path / "key").symlink_to("..data/key")
+
+    assert load_or_create_key(tmp_path / "key") == key
+
+
 def test_short_key_is_refused(tmp_path: Path) -> None:
     """Fewer than 16 bytes is too weak a key."""
     path = tmp_path / "fingerprint.key"

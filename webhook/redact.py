@@ -134,7 +134,8 @@ def load_or_create_key(path: Path) -> bytes:
 
 def _read_key(path: Path) -> bytes:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # Symlinks are followed: a Kubernetes Secret volume mounts each key as a link into ..data/.
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         raise
     except OSError as exc:

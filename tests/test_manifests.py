@@ -29,7 +29,7 @@ from webhook.render import WebhookClient, audit_policy, webhook_kubeconfig
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 MANIFESTS: Final = ROOT / "manifests"
-KUSTOMIZATIONS: Final = ("base", "overlays/single", "overlays/cert-manager", "example")
+KUSTOMIZATIONS: Final = ("base", "overlays/single", "overlays/cert-manager", "overlays/ha", "example")
 STATIC_POD: Final = MANIFESTS / "static-pod" / "ingress-audit.yaml"
 CHECKOV: Final = ROOT / ".venv-tools" / "bin" / "checkov"
 # The oldest apiserver we have captures of, and the newest schemas kubernetes-validate ships.
@@ -80,8 +80,14 @@ def one(objects: tuple[Obj, ...], kind: str, name: str | None = None) -> Obj:
     return found[0]
 
 
+def workload(objects: tuple[Obj, ...]) -> Obj:
+    """The one Deployment (single, cert-manager) or StatefulSet (ha)."""
+    (found,) = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+    return found
+
+
 def pod_spec(objects: tuple[Obj, ...]) -> Obj:
-    spec: Obj = one(objects, "Deployment")["spec"]["template"]["spec"]
+    spec: Obj = workload(objects)["spec"]["template"]["spec"]
     return spec
 
 
@@ -212,6 +218,30 @@ def test_single_keeps_records_on_a_volume_claim() -> None:
     }
 
 
+def test_ha_runs_replicas_with_their_own_volumes_and_shared_state(tmp_path: Path) -> None:
+    """overlays/ha: a StatefulSet of several pods, a claim per pod, Redis state, a shared key."""
+    objects = render("overlays/ha")
+    statefulset = one(objects, "StatefulSet")
+    config = config_of(objects, tmp_path)
+    spec = pod_spec(objects)
+    mounts = {m["mountPath"]: m["name"] for m in container(spec)["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+
+    assert not [o for o in objects if o["kind"] == "Deployment"]
+    assert statefulset["spec"]["replicas"] >= 2
+    assert statefulset["spec"]["serviceName"] == "ingress-audit-pods"
+    assert one(objects, "Service", "ingress-audit-pods")["spec"]["clusterIP"] == "None"
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert mounts[str(config.data_dir)] == claim["metadata"]["name"]
+    assert claim["metadata"]["name"] not in volumes
+    assert config.state.type == "redis"
+    key_dir = str(config.redaction.fingerprint_key_file.parent)
+    assert volumes[mounts[key_dir]]["secret"]["secretName"] == "ingress-audit-fingerprint-key"
+    assert {s.type for s in config.sinks} >= {"jsonl", "loki"}
+    egress = one(objects, "NetworkPolicy")["spec"]["egress"]
+    assert {p["port"] for rule in egress for p in rule["ports"]} >= {53, 6379, 3100}
+
+
 def test_network_policy_admits_the_control_plane_and_prometheus() -> None:
     """Only the control-plane CIDR (a marked placeholder) and Prometheus, both on the webhook port."""
     policy = one(render("base"), "NetworkPolicy")["spec"]
@@ -325,7 +355,7 @@ def test_every_config_in_manifests_passes_check_config() -> None:
     """Each config file kept in manifests/ loads, validates and may listen where it says."""
     configs = sorted(MANIFESTS.rglob("config.yaml"))
 
-    assert len(configs) == 4
+    assert len(configs) == 5
     for path in configs:
         check_listen(load_config(path))
     pod_config = load_config(MANIFESTS / "static-pod" / "config.yaml")

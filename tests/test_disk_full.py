@@ -69,7 +69,8 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def _batch(n: int) -> tuple[bytes, list[str]]:
-    ids = [str(uuid.UUID(int=n * 1000 + i)) for i in range(50)]
+    """Sizes vary as the apiserver's do: a small batch may fit where a large one failed."""
+    ids = [str(uuid.UUID(int=n * 1000 + i)) for i in range(50 if n % 3 else 2)]
     return event_list(*[make_event(audit_id=i, name=f"full-{n}-{k}") for k, i in enumerate(ids)]), ids
 
 
@@ -118,7 +119,7 @@ async def test_a_full_disk_answers_503_and_recovers_without_loss(small_fs: Path,
 
     records = [r["audit_id"] for r in read_jsonl(small_fs / "records.jsonl")]
     assert sorted(records) == sorted(acked)
-    assert len(acked) > 500
+    assert len(acked) > 300
     assert (await client.get("/readyz")).status == 200
     with contextlib.suppress(FileNotFoundError):
         assert not list((small_fs / "spool" / "cursors").glob("*.tmp"))

@@ -195,6 +195,37 @@ async def test_a_failed_write_leaves_no_partial_record(
     await spool.aclose()
 
 
+async def test_a_write_that_fails_after_a_roll_leaves_the_segments_consistent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC on a new segment, then a smaller batch that fits the old one: it is written where
+    the spool's positions say (it used to land in the new segment, and reading hung)."""
+    spool = _spool(tmp_path, segment_bytes=64 * 1024)
+    spool.register("a")
+    await spool.append(_lines(0, 60, pad=900))  # about 56 KiB: the next large batch rolls
+    real_write: Callable[[int, Any], int] = os.write
+
+    def enospc(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", enospc)
+    with pytest.raises(StorageError, match="ENOSPC"):
+        await spool.append(_lines(60, 20, pad=900))  # would not fit: rolls, then fails
+    monkeypatch.setattr(os, "write", real_write)
+
+    await spool.append(_lines(80, 2))  # fits the old segment
+    await spool.append(_lines(82, 20, pad=900))  # rolls for real
+    async with asyncio.timeout(5):
+        ids = await asyncio.to_thread(_ids, spool, "a")
+    assert ids == [f"r{n}" for n in (*range(60), *range(80, 102))]
+    await spool.aclose()
+
+    reopened = _spool(tmp_path, segment_bytes=64 * 1024)
+    reopened.register("a")
+    assert _ids(reopened, "a") == ids
+    await reopened.aclose()
+
+
 async def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Many concurrent appends are committed with fewer fsyncs than appends."""
     import asyncio

@@ -14,6 +14,7 @@ is then dropped (counted and logged) so an optional sink cannot stall the others
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import os
@@ -202,24 +203,37 @@ class Spool:
         """Worker thread, one round at a time (GroupCommit): append whole lines, fsync, move the end."""
         end = self._end
         data = b"\n".join(lines) + b"\n"
-        if end.offset and end.offset + len(data) > self.segment_bytes:
-            self._roll(end.segment + 1)
-            end = Position(end.segment + 1, 0, end.seq)
-        fd = self._fd
-        if fd is None:
+        if self._fd is None:
             raise OSError(errno.EBADF, "spool is closed")
-        write_whole(fd, data, end.offset, fsync=self._fsync)
+        if end.offset and end.offset + len(data) > self.segment_bytes:
+            self._roll(end, data, len(lines))
+            return
+        write_whole(self._fd, data, end.offset, fsync=self._fsync)
         self._segments[end.segment] = end.offset + len(data)
         self._end = Position(end.segment, end.offset + len(data), end.seq + len(lines))
 
-    def _roll(self, number: int) -> None:
+    def _roll(self, end: Position, data: bytes, count: int) -> None:
+        """Start the next segment with ``data``; only once that is durable does it become the
+        one written to. If it fails, the current segment stays current: a smaller batch that
+        still fits it must land where the positions say, not in the new file."""
+        number = end.segment + 1
+        path = self._path(number)
+        # O_TRUNC: a file left by an earlier failed roll never holds acknowledged records.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
+        try:
+            write_whole(fd, data, 0, fsync=self._fsync)
+            fsync_dir(self.directory)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
         if self._fd is not None:
             os.close(self._fd)
-            self._fd = None
-        self._open_segment(number)
-        self._segments[number] = 0
-        self._bases[number] = self._end.seq
-        fsync_dir(self.directory)
+        self._fd = fd
+        self._segments[number] = len(data)
+        self._bases[number] = end.seq
+        self._end = Position(number, len(data), end.seq + count)
 
     # -- reading and delivery ------------------------------------------------------------
 

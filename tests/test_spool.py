@@ -213,10 +213,13 @@ async def test_a_write_that_fails_after_a_roll_leaves_the_segments_consistent(
         await spool.append(_lines(60, 20, pad=900))  # would not fit: rolls, then fails
     monkeypatch.setattr(os, "write", real_write)
 
-    await spool.append(_lines(80, 2))  # fits the old segment
+    (segment,) = tmp_path.glob("*.seg")
+    size = segment.stat().st_size
+    await spool.append(_lines(80, 2))  # fits the old segment, so it must go there
+    assert list(tmp_path.glob("*.seg")) == [segment]  # (checked first: reading used to hang)
+    assert segment.stat().st_size > size
     await spool.append(_lines(82, 20, pad=900))  # rolls for real
-    async with asyncio.timeout(5):
-        ids = await asyncio.to_thread(_ids, spool, "a")
+    ids = _ids(spool, "a")
     assert ids == [f"r{n}" for n in (*range(60), *range(80, 102))]
     await spool.aclose()
 

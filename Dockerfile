@@ -18,8 +18,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY webhook ./webhook
-# The wheel, then a virtualenv with it and its dependencies (all published as binary wheels,
-# so no compiler is needed); only the virtualenv is copied into the runtime image.
+# The wheel, then a virtualenv with it and its dependencies (binary wheels, and pure-Python
+# sources such as nkeys: no compiler is needed); only the virtualenv goes into the runtime image.
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/ingress-audit \
     && /opt/ingress-audit/bin/pip install --no-cache-dir /wheels/*.whl \

@@ -48,6 +48,7 @@ class Settings:
     soak_min: float = 0.0
     sample_s: float = 5.0
     rate: float = 0.0
+    blocking_rate: float = 0.0
     large_every: int = 10_000
     catch_up_s: float = 120.0
 
@@ -75,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, help=f"blocking-mode requests in flight ({default.concurrency})"
     )
     parser.add_argument("--rate", type=float, help="events/s to pace batch senders at (default: flat out)")
+    parser.add_argument(
+        "--blocking-rate", type=float, help="requests/s to pace blocking mode at (default: back to back)"
+    )
     parser.add_argument(
         "--sample", type=float, help=f"soak: seconds between RSS samples ({default.sample_s})"
     )
@@ -106,6 +110,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "sender_procs": args.sender_procs,
         "concurrency": args.concurrency,
         "rate": args.rate,
+        "blocking_rate": args.blocking_rate,
         "sample_s": args.sample,
         "soak_min": args.soak,
         "large_every": args.large_every,
@@ -255,8 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(batch)
         if args.mode in ("both", "blocking"):
             what = f"concurrency {settings.concurrency}, {settings.blocking_s:g} s"
+            if settings.blocking_rate:
+                what += f", paced at {settings.blocking_rate:g} requests/s"
             _out(f"blocking mode: 1 event per request, {what} ...")
-            blocking_load = Load(pool.singles, settings.concurrency, 1, settings.blocking_s)
+            blocking_load = Load(
+                pool.singles, settings.concurrency, 1, settings.blocking_s, settings.blocking_rate
+            )
             baseline_load = Load((), settings.concurrency, 1, settings.baseline_s)
             blocking, baseline = run_mode(
                 "blocking",

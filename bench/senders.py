@@ -75,7 +75,12 @@ def _cpu() -> float:
 
 
 async def _send(
-    session: aiohttp.ClientSession, plan: LoadPlan, first: int, stamps: Iterator[int], result: LoadResult
+    session: aiohttp.ClientSession,
+    plan: LoadPlan,
+    task: int,
+    first: int,
+    stamps: Iterator[int],
+    result: LoadResult,
 ) -> None:
     bodies = plan.bodies
     per_task_rate = plan.rate / plan.connections if plan.rate else 0.0
@@ -83,7 +88,8 @@ async def _send(
     index = first
     while (now := time.monotonic()) < plan.end_at:
         if per_task_rate:
-            due = plan.start_at + sent_events / per_task_rate
+            # Tasks are staggered over one interval, so that paced sends do not come in bursts.
+            due = plan.start_at + (sent_events + task / plan.connections) / per_task_rate
             if due > now:
                 await asyncio.sleep(min(due - now, plan.end_at - now))
                 continue
@@ -130,7 +136,7 @@ async def _process_main(plan: LoadPlan, process: int) -> LoadResult:
         await asyncio.gather(
             *(
                 # Stamps differ across tasks (c, c + n, c + 2n, ...), so every auditID sent is unique.
-                _send(session, plan, c * spread, itertools.count(c, plan.connections), result)
+                _send(session, plan, c, c * spread, itertools.count(c, plan.connections), result)
                 for c in connections
             )
         )

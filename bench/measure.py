@@ -64,6 +64,8 @@ class ModeResult:
     records_complete: bool = True
     records_metric: float = math.nan
     server_exit: int | None = None
+    # p50, p99 (ms) of requests with no matched event and of those with at least one, whole run
+    latency_by_kind: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def median(self, name: str) -> float:
         return median([getattr(w, name) for w in self.windows])
@@ -107,6 +109,7 @@ class ModeResult:
             "records": self.records if self.records_complete else self.records_metric,
             "errors": self.errors,
             "record_check": self.record_check,
+            "latency_by_kind_ms": self.latency_by_kind,
         }
 
 
@@ -210,6 +213,13 @@ def run_mode(
             out.events = sum(result.events)
             out.matched = sum(result.matched)
             out.errors = dict(result.errors)
+            for kind, wanted in (("unmatched", False), ("matched", True)):
+                picked = [
+                    lat * 1000
+                    for lat, m in zip(result.latencies, result.matched, strict=True)
+                    if bool(m) == wanted
+                ]
+                out.latency_by_kind[kind] = (percentile(picked, 50), percentile(picked, 99))
             out.delivered = server.wait_delivered(catch_up_s)
             out.records, out.records_complete = server.records_written()
             out.records_metric = server.metrics().get("ingress_audit_records_written_total", math.nan)

@@ -160,6 +160,13 @@ def _mode_rows(modes: Sequence[ModeResult], floor: Floor) -> list[list[str]]:
             "request latency p50 / p95 / p99 (ms)",
             lambda m: " / ".join(_fmt(m.median(f"p{q}_ms"), ".2f") for q in (50, 95, 99)),
         ),
+        row(
+            "p50 / p99 (ms): requests without | with a matched event",
+            lambda m: " | ".join(
+                " / ".join(_fmt(v, ".2f") for v in m.latency_by_kind.get(kind, (math.nan, math.nan)))
+                for kind in ("unmatched", "matched")
+            ),
+        ),
         row("server CPU (cores)", lambda m: _fmt(m.median("server_cores"), ".2f")),
         row("server CPU per event (µs)", lambda m: _fmt(m.cpu_us_per_event, ".1f")),
         row("server RSS at start / peak (MB)", lambda m: f"{m.rss_start / 1e6:.0f} / {m.rss_peak / 1e6:.0f}"),

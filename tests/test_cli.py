@@ -234,3 +234,19 @@ def test_check_config_connect_reports_each_sink(tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out
     assert "sink jsonl (jsonl): ok" in out
     assert "sink down (http): FAILED" in out
+
+
+def test_check_config_connect_reaches_the_redis_state_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a Redis state store, ``--connect`` pings it too."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\nstate:\n  type: redis\n  url: redis://127.0.0.1:{port}/0\n"
+    )
+
+    assert main(["check-config", "--connect", str(config)]) == 1
+    assert "state redis: FAILED" in capsys.readouterr().out

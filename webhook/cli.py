@@ -333,7 +333,28 @@ async def _connect_sinks(config: Config) -> int:
         failed += not ok
         outcome = "ok" if ok else "FAILED"
         print(f"sink {settings.name} ({settings.type}): {outcome}{': ' + detail if detail else ''}")
+    if config.state.type == "redis":  # the local stores are created by serve, not probed here
+        failed += not await _connect_state(config)
     return failed
+
+
+async def _connect_state(config: Config) -> bool:
+    from webhook.state import open_store
+
+    store = open_store(config.state, data_dir=config.data_dir, cluster=config.cluster, dedupe_ttl_s=1.0)
+    try:
+        async with asyncio.timeout(15):
+            await store.open()
+            problem = await store.problem()
+    except TimeoutError:
+        problem = "timed out after 15 s"
+    except WebhookError as exc:
+        problem = exc.message
+    finally:
+        with contextlib.suppress(Exception):
+            await store.aclose()
+    print(f"state {config.state.type}: {'ok' if problem is None else 'FAILED: ' + problem}")
+    return problem is None
 
 
 def _render_policy(args: argparse.Namespace) -> int:

@@ -90,7 +90,11 @@ def private_key_matches(cert_pem: bytes, key_pem: bytes) -> bool | None:
     """Whether the leaf's public key belongs to the private key; None if either cannot be read."""
     try:
         cert = x509.load_pem_x509_certificates(cert_pem)[0]
-        private = serialization.load_pem_private_key(key_pem, password=None)
+        # Only the public half is compared, so the costly RSA consistency checks (tens of ms per
+        # key: a client creating TLS secrets could stall the event loop) are not needed.
+        private = serialization.load_pem_private_key(
+            key_pem, password=None, unsafe_skip_rsa_key_validation=True
+        )
         ours = private.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )

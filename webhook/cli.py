@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import contextlib
 import os
 import signal
@@ -232,6 +233,10 @@ async def _serve_until_signalled(config: Config) -> int:
 
     log = structlog.get_logger("webhook.cli")
     server = await start_server(config)
+    # Start-up objects (modules, config, compiled rules) never die: keep the collector off them,
+    # and collect young objects less often; measured 20 % less CPU per event (bench/RESULTS.md).
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     listening = [f"{host}:{port}" for host, port in server.addresses]
     log.info("server.started", version=__version__, listening=listening, **describe(config))
     stop = asyncio.Event()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -18,7 +17,7 @@ import structlog
 
 from webhook.errors import SinkError
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord, record_time
 from webhook.sinks.http import (
     URL_PATTERN,
     ClientOptions,
@@ -45,21 +44,9 @@ class ElasticsearchOptions:
     client: ClientOptions = field(default_factory=ClientOptions)
 
 
-def _when(record: Mapping[str, Any]) -> datetime:
-    for key in ("time", "received_at"):
-        value = record.get(key)
-        if isinstance(value, str):
-            try:
-                when = datetime.fromisoformat(value)
-            except ValueError:
-                continue
-            return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
-    return datetime.now(UTC)  # unreachable for our records: received_at is always set
-
-
 def index_name(pattern: str, record: Mapping[str, Any]) -> str:
     """The index for one record: ``pattern`` with the record's time (UTC) filled in."""
-    return _when(record).strftime(pattern) if "%" in pattern else pattern
+    return record_time(record).strftime(pattern) if "%" in pattern else pattern
 
 
 def _item_result(item: Any) -> tuple[int, str]:

@@ -16,7 +16,7 @@ from typing import Any, Final
 import orjson
 
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, SinkSettings, SpooledRecord, record_time
 from webhook.sinks.http import (
     URL_PATTERN,
     ClientOptions,
@@ -68,18 +68,7 @@ def labels_of(record: Mapping[str, Any], names: Sequence[str], static: Mapping[s
 
 def timestamp_ns(record: Mapping[str, Any]) -> int:
     """The record's ``time`` (else ``received_at``) in nanoseconds since the epoch, exactly."""
-    for key in ("time", "received_at"):
-        value = record.get(key)
-        if not isinstance(value, str):
-            continue
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            continue
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return (when - _EPOCH) // timedelta(microseconds=1) * 1000
-    return (datetime.now(UTC) - _EPOCH) // timedelta(microseconds=1) * 1000  # unreachable for our records
+    return (record_time(record) - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 def push_body(batch: Sequence[SpooledRecord], names: Sequence[str], static: Mapping[str, str]) -> bytes:

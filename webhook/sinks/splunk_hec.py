@@ -21,7 +21,7 @@ import structlog
 
 from webhook.errors import SinkError
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord, record_time
 from webhook.sinks.http import (
     URL_PATTERN,
     Answer,
@@ -79,17 +79,9 @@ class HecOptions:
 
 def event_time(record: Mapping[str, Any]) -> str:
     """Seconds since the epoch with microseconds, as JSON number text, from ``time`` or ``received_at``."""
-    for key in ("time", "received_at"):
-        value = record.get(key)
-        if isinstance(value, str):
-            try:
-                when = datetime.fromisoformat(value)
-            except ValueError:
-                continue
-            micros = (when if when.tzinfo else when.replace(tzinfo=UTC)) - _EPOCH
-            seconds, rest = divmod(micros // timedelta(microseconds=1), 1_000_000)
-            return f"{seconds}.{rest:06d}"
-    return f"{time.time():.6f}"  # unreachable for our records: received_at is always set
+    micros = record_time(record) - _EPOCH
+    seconds, rest = divmod(micros // timedelta(microseconds=1), 1_000_000)
+    return f"{seconds}.{rest:06d}"
 
 
 def _status(answer: Answer) -> tuple[int | None, dict[str, Any]]:

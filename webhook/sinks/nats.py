@@ -21,6 +21,7 @@ import structlog
 from webhook.errors import ConfigError, SinkError
 from webhook.sinks import SinkType
 from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord
+from webhook.sinks.tls import ClientTls, client_context, parse_client_tls
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -50,12 +51,7 @@ class StreamOptions:
     replicas: int = 1
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NatsTls:
-    ca_file: Path | None = None  # None: the system's trust store
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    server_name: str | None = None
+NatsTls = ClientTls  # the shared client TLS options (webhook/sinks/tls.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,14 +89,6 @@ def subject_of(template: str, record: Mapping[str, Any]) -> str:
 
 def _read_secret(path: Path) -> str:
     return path.read_text("utf-8").strip()
-
-
-def _tls_context(tls: NatsTls) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls.cert_file is not None:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    return context
 
 
 class NatsSink:
@@ -159,7 +147,7 @@ class NatsSink:
             _read_secret(options.creds_file)  # fail here, readably, if it cannot be read
             kwargs["user_credentials"] = str(options.creds_file)
         if options.tls is not None:
-            kwargs["tls"] = _tls_context(options.tls)
+            kwargs["tls"] = client_context(options.tls)
             if options.tls.server_name:
                 kwargs["tls_hostname"] = options.tls.server_name
         return kwargs
@@ -297,18 +285,6 @@ def _check_subject(template: str) -> list[str]:
     return problems
 
 
-def _tls_options(raw: Mapping[str, Any]) -> NatsTls:
-    def path(key: str) -> Path | None:
-        return Path(raw[key]) if key in raw else None
-
-    return NatsTls(
-        ca_file=path("ca_file"),
-        cert_file=path("cert_file"),
-        key_file=path("key_file"),
-        server_name=raw.get("server_name"),
-    )
-
-
 def _parse(raw: Mapping[str, Any]) -> NatsOptions:
     options = dict(raw)
     problems = _check_subject(options["subject"])
@@ -327,7 +303,7 @@ def _parse(raw: Mapping[str, Any]) -> NatsOptions:
         tls = options["tls"]
         if ("cert_file" in tls) != ("key_file" in tls):
             problems.append("$.tls: cert_file and key_file go together")
-        options["tls"] = _tls_options(tls)
+        options["tls"] = parse_client_tls(tls)
     if "create_stream" in options:
         stream = dict(options["create_stream"])
         stream["subjects"] = tuple(stream["subjects"])

@@ -23,6 +23,7 @@ import structlog
 from webhook.errors import ConfigError, SinkError
 from webhook.sinks import SinkType
 from webhook.sinks.base import Health, SinkSettings, SpooledRecord
+from webhook.sinks.tls import ClientTls, client_context, parse_client_tls
 
 __all__ = ["FACILITIES", "SyslogOptions", "SyslogSink", "SyslogTls", "format_message", "severity_of"]
 
@@ -44,12 +45,7 @@ _NOT_PRINTABLE: Final = re.compile(r"[^!-~]")
 Transport = Literal["tcp", "tls", "udp"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SyslogTls:
-    ca_file: Path | None = None  # None: the system's trust store
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    server_name: str | None = None  # None: the host
+SyslogTls = ClientTls  # the shared client TLS options (webhook/sinks/tls.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,14 +148,6 @@ def _hostname(configured: str | None) -> str:
 # -- the sink ----------------------------------------------------------------------------------
 
 
-def _tls_context(tls: SyslogTls) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls.cert_file is not None:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    return context
-
-
 class SyslogSink:
     def __init__(self, name: str, options: SyslogOptions) -> None:
         self.name = name
@@ -175,7 +163,7 @@ class SyslogSink:
     async def open(self) -> None:
         if self.options.transport == "tls":
             try:
-                self._ssl = await asyncio.to_thread(_tls_context, self.options.tls or SyslogTls())
+                self._ssl = await asyncio.to_thread(client_context, self.options.tls or SyslogTls())
             except (OSError, ssl.SSLError) as exc:
                 raise SinkError(f"syslog: cannot load the TLS files: {type(exc).__name__}") from None
         if self.options.transport == "udp":
@@ -295,18 +283,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 # -- options -----------------------------------------------------------------------------------
 
 
-def _tls_options(raw: Mapping[str, Any]) -> SyslogTls:
-    def path(key: str) -> Path | None:
-        return Path(raw[key]) if key in raw else None
-
-    return SyslogTls(
-        ca_file=path("ca_file"),
-        cert_file=path("cert_file"),
-        key_file=path("key_file"),
-        server_name=raw.get("server_name"),
-    )
-
-
 def _parse(raw: Mapping[str, Any]) -> SyslogOptions:
     options = dict(raw)
     tls = options.pop("tls", None)
@@ -316,7 +292,7 @@ def _parse(raw: Mapping[str, Any]) -> SyslogOptions:
     if tls is not None:
         if ("cert_file" in tls) != ("key_file" in tls):
             raise ConfigError("syslog sink is not valid", ("$.tls: cert_file and key_file go together",))
-        options["tls"] = _tls_options(tls)
+        options["tls"] = parse_client_tls(tls)
     return SyslogOptions(**options)
 
 

@@ -361,7 +361,9 @@ class Rsyslog:
         if not self.output.exists():
             return []
         messages = []
-        for line in self.output.read_bytes().splitlines():
+        data = self.output.read_bytes()
+        whole = data[: data.rfind(b"\n") + 1]  # rsyslog may be writing the last line right now
+        for line in whole.splitlines():
             message = orjson.loads(line)
             message["sd"] = orjson.loads(message["sd"]) if message.get("sd") else {}
             messages.append(message)

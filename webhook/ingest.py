@@ -24,6 +24,7 @@ from webhook.delivery import SinkWorker
 from webhook.errors import SpoolFullError, StorageError, WebhookError
 from webhook.metrics import Metrics
 from webhook.pipeline import BatchResult, DeadLetter, Pipeline, dead_letter_json
+from webhook.prepare_pool import PreparePool, prepare_body
 from webhook.record import to_json
 from webhook.redact import Redactor, load_or_create_key
 from webhook.sinks import sink_types
@@ -41,6 +42,7 @@ class Ingestor:
         self.metrics = metrics or Metrics()
         self.deduper = Deduper(max_entries=config.dedupe.max_entries, ttl_s=config.dedupe.ttl_s)
         self._pipeline: Pipeline | None = None
+        self._prepare_pool: PreparePool | None = None
         self.dead_letters = AppendLog(
             config.in_data_dir(config.dead_letter.path),
             max_bytes=config.dead_letter.max_bytes,
@@ -74,6 +76,7 @@ class Ingestor:
         )
         redactor = Redactor(key, expiry_warning_days=redaction.certificate_expiry_warning_days)
         self._pipeline = Pipeline(self.config, self.deduper, redactor)
+        self._prepare_pool = PreparePool(self.config, key)
         await self.state.open()
         await asyncio.to_thread(self.dead_letters.open)
         await asyncio.to_thread(self.spool.open)
@@ -96,6 +99,8 @@ class Ingestor:
                 log.warning("sinks.not_drained", sinks=behind)
         for worker in self.workers:
             await worker.stop()
+        if self._prepare_pool is not None:
+            await self._prepare_pool.aclose()
         await self.spool.aclose()
         await self.dead_letters.aclose()
         await self.state.aclose()
@@ -132,8 +137,36 @@ class Ingestor:
             log.warning("state.release_failed", store=self.state.name, code=exc.code)
             self.metrics.state_errors.labels(operation="release").inc()
 
+    @property
+    def prepare_pool(self) -> PreparePool:
+        if self._prepare_pool is None:
+            raise RuntimeError("Ingestor.open() has not run")
+        return self._prepare_pool
+
+    async def ingest_body(self, body: bytes, *, received_at: str, max_events: int) -> BatchResult:
+        """``ingest`` for an EventList body: large ones are decoded, filtered and redacted by
+        the worker processes (``server.workers``), small ones here.
+
+        Raises the ``BadRequestError`` of a body that is not an EventList and
+        ``BodyTooLargeError`` for more than ``max_events`` events."""
+        pool = self.prepare_pool
+        if not pool.wants(body):
+            result = prepare_body(self.pipeline, body, received_at=received_at, max_events=max_events)
+            return await self._ingest(result)
+        result = await pool.prepare(body, received_at=received_at, max_events=max_events)
+        pending = []
+        for prepared in result.pending:  # the dedupe window is this process's
+            if self.deduper.seen(prepared.key):
+                result.duplicates += 1
+            else:
+                pending.append(prepared)
+        result.pending = pending
+        return await self._ingest(result)
+
     async def ingest(self, items: Sequence[Any], *, received_at: str) -> BatchResult:
-        result = self.pipeline.prepare(items, received_at=received_at)
+        return await self._ingest(self.pipeline.prepare(items, received_at=received_at))
+
+    async def _ingest(self, result: BatchResult) -> BatchResult:
         claimed = await self._with_state(result)
         try:
             await self._write(result)

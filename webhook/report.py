@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -22,25 +20,15 @@ from typing import Any, Final
 import orjson
 
 from webhook.replay import open_log
-from webhook.report_collect import SEVERITY_RANK, Collector, record_time
-from webhook.report_render import Report, Section, render
+from webhook.report_collect import Collector, ReportOptions
+from webhook.report_describe import record_time
+from webhook.report_render import Report, render
+from webhook.report_sections import sections, stamp
 from webhook.tail import RecordsNotFoundError, rotated
 
 __all__ = ["ReportOptions", "build_report", "read_lines", "report_files", "run"]
 
-CATEGORIES: Final = ("ingress", "ingress-class", "tls-secret", "dns", "gateway")
 _PLAIN_WIDTH: Final = 160
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReportOptions:
-    since: datetime
-    until: datetime
-    now: datetime
-    expiring_within: timedelta = timedelta(days=30)
-    top: int = 10
-    clusters: tuple[str, ...] = ()
-    max_changes: int = 200
 
 
 def report_files(paths: Sequence[Path]) -> list[Path]:
@@ -94,173 +82,19 @@ def collect(docs: Iterable[dict[str, Any] | None], options: ReportOptions) -> Co
             continue
         if when >= options.until:
             continue
-        stamp = _z(when.astimezone(UTC))
+        at = stamp(when.astimezone(UTC))
         if kind == "audit":
-            c.certificates(doc, stamp)
+            c.certificates(doc, at)
         if when < options.since:
             continue
         c.types[kind] += 1
         if kind == "audit":
-            c.audit(doc, stamp)
+            c.audit(doc, at)
         elif kind == "alert":
-            c.alert(doc, stamp)
+            c.alert(doc, at)
         elif kind == "dead_letter":
-            c.dead_letter(doc, stamp)
+            c.dead_letter(doc, at)
     return c
-
-
-def _z(when: datetime) -> str:
-    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _approx(*counters: Any) -> str:
-    return "approximate: more distinct keys than kept" if any(t.approximate for t in counters) else ""
-
-
-def _sections(c: Collector, options: ReportOptions) -> list[Section]:
-    top = options.top
-    by_actor: tuple[tuple[str | int, ...], ...] = tuple(
-        (actor, *(kinds[k] for k in CATEGORIES), total) for actor, total, kinds in c.changers.top(top)
-    )
-    shown = list(c.changes)
-    total_changes = sum(c.change_counts.values())
-    more = f"the latest {len(shown)} of {total_changes}" if total_changes > len(shown) else ""
-    findings = sorted(
-        c.findings.top(len(c.findings.counts)),
-        key=lambda f: (-SEVERITY_RANK.get(f[2].get("severity", ""), -1), -f[1], f[0]),
-    )
-    return [
-        Section(
-            key="changers",
-            title="Who changed ingress, TLS, DNS and Gateway API objects",
-            columns=("actor", *CATEGORIES, "total"),
-            rows=by_actor,
-            note=_approx(c.changers),
-        ),
-        Section(
-            key="changes",
-            title="Changes",
-            columns=("time", "category", "actor", "kind", "verb", "object", "change", "findings"),
-            rows=tuple(tuple(row.values()) for row in shown),
-            note=more,
-        ),
-        Section(
-            key="findings",
-            title="Findings",
-            columns=("finding", "severity", "records", "examples"),
-            rows=tuple(
-                (fid, str(e.get("severity", "-")), n, "; ".join(e.get("examples", ())))
-                for fid, n, e in findings
-            ),
-            note=_approx(c.findings),
-        ),
-        Section(
-            key="unauthenticated",
-            title="Authentication failures (401) by source IP",
-            columns=("source ip", "requests", "first", "last", "example"),
-            rows=tuple((ip, n, s.first, s.last, s.example) for ip, n, s in c.unauthenticated.top(top)),
-            note=_approx(c.unauthenticated),
-        ),
-        Section(
-            key="forbidden",
-            title="Authorization failures (403) by user",
-            columns=("user", "requests", "first", "last", "example"),
-            rows=tuple((u, n, s.first, s.last, s.example) for u, n, s in c.forbidden.top(top)),
-            note=_approx(c.forbidden),
-        ),
-        _certificates(c, options),
-        *_alerts(c, top),
-        _quality(c),
-    ]
-
-
-def _certificates(c: Collector, options: ReportOptions) -> Section:
-    rows: list[tuple[Any, ...]] = []
-    horizon = options.now + options.expiring_within
-    for key, certs in c.secrets.payloads.items():
-        cluster, _, name = key.partition("/")
-        for cert in certs.certificates:
-            try:
-                not_after = datetime.fromisoformat(str(cert.get("not_after")))
-            except ValueError:
-                continue
-            if not_after.tzinfo is None or not_after > horizon:
-                continue
-            days = (not_after - options.now) // timedelta(days=1)
-            rows.append(
-                (
-                    name,
-                    cluster,
-                    str(cert.get("subject") or "-"),
-                    ", ".join(map(str, cert.get("sans") or ())) or "-",
-                    _z(not_after),
-                    days,
-                    "leaf" if cert.get("position") in (0, None) else f"chain #{cert.get('position')}",
-                    certs.when,
-                )
-            )
-    rows.sort(key=lambda r: (r[5], r[0]))
-    days = options.expiring_within // timedelta(days=1)
-    return Section(
-        key="certificates",
-        title=f"Certificates expiring within {days} days (or expired)",
-        columns=("secret", "cluster", "subject", "hosts (SANs)", "not after", "days left", "which", "seen"),
-        rows=tuple(rows),
-        note="approximate: more secrets than kept" if c.secrets.approximate else "",
-    )
-
-
-def _alerts(c: Collector, top: int) -> list[Section]:
-    grouped: Counter[tuple[str, str, str]] = Counter()
-    for alert in c.alerts.payloads.values():
-        grouped[(alert.detection, alert.severity, alert.status)] += 1
-    keys = sorted({(d, s) for d, s, _ in grouped}, key=lambda k: (-SEVERITY_RANK.get(k[1], -1), k[0]))
-    by_detection = tuple(
-        (d, s, grouped[(d, s, "firing")], grouped[(d, s, "resolved")], _total(grouped, d, s)) for d, s in keys
-    )
-    ranked = sorted(
-        c.alerts.payloads.items(),
-        key=lambda kv: (
-            kv[1].status != "firing",
-            -SEVERITY_RANK.get(kv[1].severity, -1),
-            -kv[1].count,
-            kv[0],
-        ),
-    )[:top]
-    return [
-        Section(
-            key="alerts_by_detection",
-            title="Alerts by detection and severity (latest status of each alert)",
-            columns=("detection", "severity", "firing", "resolved", "alerts"),
-            rows=by_detection,
-            note=_approx(c.alerts),
-        ),
-        Section(
-            key="alerts",
-            title="Top alerts",
-            columns=("detection", "severity", "status", "count", "since", "last update", "summary"),
-            rows=tuple(
-                (a.detection, a.severity, a.status, a.count, a.starts_at or "-", a.last, a.summary)
-                for _, a in ranked
-            ),
-        ),
-    ]
-
-
-def _total(grouped: Counter[tuple[str, str, str]], detection: str, severity: str) -> int:
-    return sum(n for (d, s, _), n in grouped.items() if (d, s) == (detection, severity))
-
-
-def _quality(c: Collector) -> Section:
-    rows: list[tuple[str, int]] = [(f"dead letters: {r}", n) for r, n in sorted(c.dead_letters.items())]
-    rows += sorted(c.quality.items())
-    rows += [(f"ignored records of type {t}", n) for t, n in sorted(c.types.items()) if t not in _KNOWN]
-    return Section(
-        key="quality", title="Data quality", columns=("what", "count"), rows=tuple(rows), empty="no problems"
-    )
-
-
-_KNOWN: Final = frozenset({"audit", "alert", "dead_letter"})
 
 
 def build_report(
@@ -269,18 +103,18 @@ def build_report(
     c = collect(docs, options)
     clusters = ", ".join(f"{name} ({n})" for name, n in c.clusters.most_common(options.top)) or "-"
     facts: list[tuple[str, str | int]] = [
-        ("period", f"{_z(options.since)} to {_z(options.until)}"),
+        ("period", f"{stamp(options.since)} to {stamp(options.until)}"),
         ("audit records", c.records),
         ("first / last record", f"{c.first or '-'} / {c.last or '-'}"),
         ("clusters", clusters),
         ("changes reviewed", sum(c.change_counts.values())),
         ("alerts", ", ".join(f"{s} {n}" for s, n in sorted(c.alert_status.items())) or "0"),
         ("dead letters", sum(c.dead_letters.values())),
-        ("generated", _z(options.now)),
+        ("generated", stamp(options.now)),
     ]
     if sources:
         facts.append(("files", ", ".join(p.name for p in sources)))
-    return Report(title="ingress-audit review", facts=tuple(facts), sections=tuple(_sections(c, options)))
+    return Report(title="ingress-audit review", facts=tuple(facts), sections=tuple(sections(c, options)))
 
 
 def run(

@@ -7,22 +7,31 @@ addresses cannot grow the report's memory.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Generic, TypeVar
 
-__all__ = ["SEVERITY_RANK", "Collector", "TopCounter", "category", "record_time"]
+from webhook.report_describe import WRITES, actor_name, category, change_summary, get, object_key, object_name
+
+__all__ = ["SEVERITY_RANK", "Collector", "ReportOptions", "TopCounter"]
 
 SEVERITY_RANK: Final = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
-WRITES: Final = frozenset({"create", "update", "patch", "delete", "deletecollection"})
-_GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
-_TLS_TYPE: Final = "kubernetes.io/tls"
 _EXAMPLES: Final = 3
 
 P = TypeVar("P")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportOptions:
+    since: datetime
+    until: datetime
+    now: datetime
+    expiring_within: timedelta = timedelta(days=30)
+    top: int = 10
+    clusters: tuple[str, ...] = ()
+    max_changes: int = 200
 
 
 class TopCounter(Generic[P]):
@@ -57,110 +66,6 @@ class TopCounter(Generic[P]):
     def top(self, n: int) -> list[tuple[str, int, P]]:
         keys = sorted(self.counts, key=lambda k: (-self.counts[k], k))[:n]
         return [(k, self.counts[k], self.payloads[k]) for k in keys]
-
-
-def _get(doc: Any, *path: str) -> Any:
-    for key in path:
-        doc = doc.get(key) if isinstance(doc, dict) else None
-    return doc
-
-
-def _obj(doc: dict[str, Any]) -> dict[str, Any]:
-    obj = doc.get("object")
-    return obj if isinstance(obj, dict) else {}
-
-
-def record_time(doc: dict[str, Any]) -> datetime | None:
-    """The record's own time: ``time`` (or ``stage_timestamp``), else when it was received."""
-    for key in ("time", "stage_timestamp", "received_at"):
-        value = doc.get(key)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                when = datetime.fromisoformat(value)
-                if when.tzinfo is not None:
-                    return when
-    return None
-
-
-def category(doc: dict[str, Any], tls_secrets: set[str] | None = None) -> str | None:
-    """Which reviewed kind of object a record is about: ingress, ingress-class, tls-secret, dns, gateway."""
-    obj = _obj(doc)
-    resource, group = obj.get("resource"), obj.get("api_group")
-    if resource == "ingresses":
-        return "ingress"
-    if resource == "ingressclasses":
-        return "ingress-class"
-    if group == _GATEWAY_GROUP:
-        return "gateway"
-    if doc.get("dns") is not None or (
-        resource == "configmaps"
-        and not group
-        and (obj.get("namespace"), obj.get("name")) == ("kube-system", "coredns")
-    ):
-        return "dns"
-    if resource == "secrets":
-        if _get(doc, "secret", "type") == _TLS_TYPE or _get(doc, "secret", "certificates"):
-            return "tls-secret"
-        ops = _get(doc, "change", "operations") or ()
-        if any(isinstance(op, dict) and _TLS_TYPE in (op.get("old"), op.get("new")) for op in ops):
-            return "tls-secret"
-        if tls_secrets is not None and _object_key(doc) in tls_secrets:
-            return "tls-secret"
-    return None
-
-
-def _object_key(doc: dict[str, Any]) -> str:
-    return "/".join(str(_get(doc, "object", k) or "") for k in ("namespace", "name"))
-
-
-def actor_name(doc: dict[str, Any]) -> str:
-    user = _get(doc, "actor", "user", "username") or "(unauthenticated)"
-    impersonated = _get(doc, "actor", "impersonated", "username")
-    return f"{user} as {impersonated}" if impersonated else str(user)
-
-
-def object_name(doc: dict[str, Any]) -> str:
-    obj = _obj(doc)
-    if not obj:
-        return str(doc.get("request_uri") or "-")
-    resource = "/".join(p for p in (obj.get("resource"), obj.get("subresource")) if p) or "-"
-    name = "/".join(p for p in (obj.get("namespace"), obj.get("name")) if p)
-    return f"{resource} {name}".rstrip()
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def change_summary(doc: dict[str, Any]) -> str:
-    """How big the change was and what it touched, by path and key name: never a value."""
-    parts: list[str] = []
-    change = doc.get("change") if isinstance(doc.get("change"), dict) else None
-    if change:
-        ops = [op for op in change.get("operations") or () if isinstance(op, dict)]
-        total = len(ops) + int(change.get("omitted_operations") or 0)
-        marks = {"add": "+", "remove": "-", "replace": "~"}
-        touched = [f"{marks.get(str(op.get('op')), '?')}{_short(str(op.get('path')))}" for op in ops[:3]]
-        more = f" (+{total - len(touched)} more)" if total > len(touched) else ""
-        baseline = change.get("baseline")
-        if total:
-            parts.append(f"{total} op{'s' if total != 1 else ''}: {', '.join(touched)}{more}")
-        elif baseline == "none":
-            parts.append("new: no earlier state to diff")
-        if baseline not in ("none", "state"):
-            parts.append(f"baseline {baseline}")
-    keys = _get(doc, "secret", "changes")
-    if isinstance(keys, dict):
-        for what in ("added", "changed", "removed"):
-            names = [str(k) for k in keys.get(what) or ()]
-            if names:
-                parts.append(f"keys {what}: {', '.join(names[:5])}")
-    directives = _get(doc, "dns", "directives") or ()
-    for d in list(directives)[:3]:
-        if isinstance(d, dict):
-            sign = "+" if d.get("change") == "added" else "-"
-            parts.append(f"{sign}{_short(str(d.get('line', '')).strip(), 40)}")
-    return "; ".join(parts) or "-"
 
 
 @dataclass(slots=True)
@@ -235,18 +140,18 @@ class Collector:
         self.records += 1
         self.clusters[str(doc.get("cluster") or "-")] += 1
         self.period(when)
-        code = _get(doc, "outcome", "code")
-        if _get(doc, "change", "baseline") == "unavailable":
+        code = get(doc, "outcome", "code")
+        if get(doc, "change", "baseline") == "unavailable":
             self.quality["baseline unavailable"] += 1
         kind = category(doc, self.tls_secrets)
         ok = isinstance(code, int) and code < 400
         if kind == "tls-secret" and len(self.tls_secrets) < self.capacity * 50:
-            self.tls_secrets.add(_object_key(doc))
+            self.tls_secrets.add(object_key(doc))
         if kind and ok and doc.get("verb") in WRITES and not doc.get("dry_run"):
             self._change(doc, kind, when)
         self._findings(doc, when)
         if code == 401:
-            ip = next(iter(_get(doc, "actor", "source_ips") or ()), None) or "(none)"
+            ip = next(iter(get(doc, "actor", "source_ips") or ()), None) or "(none)"
             self.unauthenticated.add(str(ip)).saw(when, f"{doc.get('verb', '-')} {object_name(doc)}")
         elif code == 403:
             self.forbidden.add(actor_name(doc)).saw(when, f"{doc.get('verb', '-')} {object_name(doc)}")
@@ -260,7 +165,7 @@ class Collector:
                 "time": when,
                 "category": kind,
                 "actor": actor,
-                "kind": str(_get(doc, "actor", "user", "kind") or "-"),
+                "kind": str(get(doc, "actor", "user", "kind") or "-"),
                 "verb": str(doc.get("verb") or "-"),
                 "object": object_name(doc),
                 "change": change_summary(doc),
@@ -285,16 +190,16 @@ class Collector:
 
     def certificates(self, doc: dict[str, Any], when: str) -> None:
         """The latest state of each TLS secret, from every record up to the end of the period."""
-        if _get(doc, "object", "resource") != "secrets":
+        if get(doc, "object", "resource") != "secrets":
             return
-        code = _get(doc, "outcome", "code")
+        code = get(doc, "outcome", "code")
         if not isinstance(code, int) or code >= 400 or doc.get("dry_run"):
             return
-        key = f"{doc.get('cluster') or '-'}/{_object_key(doc)}"
+        key = f"{doc.get('cluster') or '-'}/{object_key(doc)}"
         if doc.get("verb") == "delete":
             self.secrets.discard(key)
             return
-        certs = _get(doc, "secret", "certificates")
+        certs = get(doc, "secret", "certificates")
         if not isinstance(certs, list):
             return
         if key in self.secrets.payloads and self.secrets.payloads[key].when > when:

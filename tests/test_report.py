@@ -348,12 +348,13 @@ def test_reads_rotated_and_gzipped_backups(tmp_path: Path) -> None:
     """records.jsonl.2.gz, then .1, then the current file: every record once."""
     path = tmp_path / "records.jsonl"
     encoded = [
-        orjson.dumps(audit(f"2026-11-2{i}T00:00:00Z", outcome={"code": 403})) + b"\n" for i in range(3)
+        orjson.dumps(audit(f"2026-11-2{i}T00:00:00Z", id=f"r{i}", outcome={"code": 403})) + b"\n"
+        for i in range(3)
     ]
     with gzip.open(tmp_path / "records.jsonl.2.gz", "wb") as f:
         f.write(encoded[0])
     (tmp_path / "records.jsonl.1").write_bytes(encoded[1])
-    path.write_bytes(encoded[2] + b"not json\n")
+    path.write_bytes(encoded[2] + b"not json\n" + encoded[2])  # redelivered: counted once
 
     files = report_files([path])
     report = build_report(read_lines(files), options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW))
@@ -361,6 +362,10 @@ def test_reads_rotated_and_gzipped_backups(tmp_path: Path) -> None:
     assert [p.name for p in files] == ["records.jsonl.2.gz", "records.jsonl.1", "records.jsonl"]
     assert facts(report)["audit records"] == 3
     assert rows(report, "forbidden")[0]["requests"] == 3
+    assert {r["what"]: r["count"] for r in rows(report, "quality")} == {
+        "duplicate records (counted once)": 1,
+        "unreadable lines": 1,
+    }
 
 
 HOSTILE = '<script>alert("x")</script>|*a*'

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from webhook.tail import RecordsNotFoundError, rotated
 __all__ = ["ReportOptions", "build_report", "read_lines", "report_files", "run"]
 
 _PLAIN_WIDTH: Final = 160
+_RECENT_IDS: Final = 100_000  # about 10 MB of ids
 
 
 def report_files(paths: Sequence[Path]) -> list[Path]:
@@ -66,14 +68,37 @@ def _cluster_of(doc: dict[str, Any]) -> str | None:
     return cluster if isinstance(cluster, str) else None
 
 
+class _RecentIds:
+    """The last ``size`` record ids: a sink redelivering after a crash writes a record again
+    close to its first copy, and the review should count it once."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+
+    def seen(self, record_id: str) -> bool:
+        if record_id in self._ids:
+            return True
+        self._ids.add(record_id)
+        self._order.append(record_id)
+        if len(self._order) > self._size:
+            self._ids.discard(self._order.popleft())
+        return False
+
+
 def collect(docs: Iterable[dict[str, Any] | None], options: ReportOptions) -> Collector:
     c = Collector(top=options.top, max_changes=options.max_changes)
     wanted = frozenset(options.clusters)
+    recent = _RecentIds(_RECENT_IDS)
     for doc in docs:
         if doc is None:
             c.quality["unreadable lines"] += 1
             continue
         kind = str(doc.get("type") or "audit")
+        if kind == "audit" and isinstance(rid := doc.get("id"), str) and recent.seen(rid):
+            c.quality["duplicate records (counted once)"] += 1
+            continue
         if wanted and kind != "dead_letter" and (cl := _cluster_of(doc)) is not None and cl not in wanted:
             continue
         when = record_time(doc)

@@ -15,6 +15,7 @@ CATEGORIES: Final = ("ingress", "ingress-class", "tls-secret", "dns", "gateway")
 
 
 def stamp(when: datetime) -> str:
+    """RFC 3339 to the second, ``Z`` for UTC: the report's one way of writing a time."""
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -23,6 +24,7 @@ def _approx(*counters: Any) -> str:
 
 
 def sections(c: Collector, options: ReportOptions) -> list[Section]:
+    """Every section in reading order; rankings cut at ``options.top``."""
     top = options.top
     by_actor: tuple[tuple[str | int, ...], ...] = tuple(
         (actor, *(kinds[k] for k in CATEGORIES), total) for actor, total, kinds in c.changers.top(top)

@@ -1,4 +1,4 @@
-"""Real servers for the sink tests: PostgreSQL, rsyslog and NATS JetStream on loopback.
+"""Real servers for the sink tests: PostgreSQL, rsyslog, NATS JetStream and Alertmanager on loopback.
 
 Each server runs from its own temporary directory on a free port, is waited for with a
 deadline, and is stopped by the fixture that started it. A missing binary skips the tests on
@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +37,13 @@ import trustme
 from webhook.spool import SpooledRecord
 
 __all__ = [
+    "Alertmanager",
     "Certs",
     "NatsServer",
     "Postgres",
     "Rsyslog",
     "Serve",
+    "alertmanager_server",
     "free_port",
     "make_certs",
     "make_record",
@@ -47,6 +51,7 @@ __all__ = [
     "need_binary",
     "postgres_server",
     "rsyslog_server",
+    "running_alertmanager",
     "running_nats",
     "running_postgres",
     "server_certs",
@@ -392,6 +397,100 @@ def rsyslog_server(tmp_path_factory: pytest.TempPathFactory, server_certs: Certs
     server.start()
     yield server
     server.stop()
+
+
+# -- Alertmanager ----------------------------------------------------------------------------
+
+_ALERTMANAGER_CONF = """
+global:
+  resolve_timeout: 5m
+route:
+  receiver: {receiver}
+  group_by: [alertname, cluster]
+  group_wait: 100ms
+  group_interval: 500ms
+  repeat_interval: 1h
+receivers:
+  - name: none
+  - name: hook
+    webhook_configs:
+      - url: "{webhook_url}"
+        send_resolved: true
+"""
+
+
+class Alertmanager:
+    """prometheus-alertmanager alone (no gossip), alerts kept in memory, data in ``root``.
+
+    With ``webhook_url`` every notification (grouped by alertname and cluster, sent 100 ms
+    after the first alert and every 500 ms after a change, resolved ones too) is POSTed there.
+    """
+
+    def __init__(self, root: Path, *, webhook_url: str | None = None, port: int | None = None) -> None:
+        self.binary = need_binary(["prometheus-alertmanager", "alertmanager"], "prometheus-alertmanager")
+        self.root = root
+        self.port = port or free_port()
+        self.conf = root / "alertmanager.yml"
+        self.conf.write_text(
+            _ALERTMANAGER_CONF.format(
+                receiver="hook" if webhook_url else "none",
+                webhook_url=webhook_url or "http://127.0.0.1:9/unused",
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = spawn(
+            [
+                self.binary,
+                f"--config.file={self.conf}",
+                f"--storage.path={self.root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            self.root,
+        )
+        wait_until(
+            lambda: _get_status(self.port, "/-/ready") == 200,
+            START_TIMEOUT_S,
+            "alertmanager ready",
+            self.proc,
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def alerts(self, **matchers: str) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts`` (active, unresolved) with a ``label="value"`` filter per matcher."""
+        query = urllib.parse.urlencode([("filter", f'{k}="{v}"') for k, v in matchers.items()])
+        with urllib.request.urlopen(f"{self.url}/api/v2/alerts?{query}", timeout=5) as resp:  # noqa: S310
+            alerts: list[dict[str, Any]] = orjson.loads(resp.read())
+        return alerts
+
+
+@contextlib.contextmanager
+def running_alertmanager(
+    root: Path, *, webhook_url: str | None = None, port: int | None = None
+) -> Iterator[Alertmanager]:
+    server = Alertmanager(root, webhook_url=webhook_url, port=port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def alertmanager_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
+    """No receiver: the tests read its API; each test uses its own ``cluster`` label."""
+    with running_alertmanager(tmp_path_factory.mktemp("alertmanager")) as server:
+        yield server
 
 
 # -- NATS ------------------------------------------------------------------------------------

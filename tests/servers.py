@@ -18,6 +18,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -424,12 +425,30 @@ class Alertmanager:
 
     With ``webhook_url`` every notification (grouped by alertname and cluster, sent 100 ms
     after the first alert and every 500 ms after a change, resolved ones too) is POSTed there.
+    With ``certs`` it serves HTTPS only and requires a client certificate from the test CA.
     """
 
-    def __init__(self, root: Path, *, webhook_url: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        webhook_url: str | None = None,
+        port: int | None = None,
+        certs: Certs | None = None,
+    ) -> None:
         self.binary = need_binary(["prometheus-alertmanager", "alertmanager"], "prometheus-alertmanager")
         self.root = root
         self.port = port or free_port()
+        self.certs = certs
+        self.web_conf = root / "web.yml"
+        if certs is not None:
+            self.web_conf.write_text(
+                "tls_server_config:\n"
+                f"  cert_file: {certs.server_cert}\n"
+                f"  key_file: {certs.server_key}\n"
+                "  client_auth_type: RequireAndVerifyClientCert\n"
+                f"  client_ca_file: {certs.ca_file}\n"
+            )
         self.conf = root / "alertmanager.yml"
         self.conf.write_text(
             _ALERTMANAGER_CONF.format(
@@ -441,26 +460,36 @@ class Alertmanager:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.certs else 'http'}://127.0.0.1:{self.port}"
+
+    def _context(self) -> ssl.SSLContext | None:
+        if self.certs is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.certs.ca_file))
+        context.load_cert_chain(self.certs.client_cert, self.certs.client_key)
+        return context
+
+    def _ready(self) -> bool:
+        url = f"{self.url}/-/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=self._context()) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except OSError:
+            return False
 
     def start(self) -> None:
-        self.proc = spawn(
-            [
-                self.binary,
-                f"--config.file={self.conf}",
-                f"--storage.path={self.root / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--cluster.listen-address=",
-                "--log.level=warn",
-            ],
-            self.root,
-        )
-        wait_until(
-            lambda: _get_status(self.port, "/-/ready") == 200,
-            START_TIMEOUT_S,
-            "alertmanager ready",
-            self.proc,
-        )
+        argv = [
+            self.binary,
+            f"--config.file={self.conf}",
+            f"--storage.path={self.root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ]
+        if self.certs is not None:
+            argv.append(f"--web.config.file={self.web_conf}")
+        self.proc = spawn(argv, self.root)
+        wait_until(self._ready, START_TIMEOUT_S, "alertmanager ready", self.proc)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -469,16 +498,17 @@ class Alertmanager:
     def alerts(self, **matchers: str) -> list[dict[str, Any]]:
         """``GET /api/v2/alerts`` (active, unresolved) with a ``label="value"`` filter per matcher."""
         query = urllib.parse.urlencode([("filter", f'{k}="{v}"') for k, v in matchers.items()])
-        with urllib.request.urlopen(f"{self.url}/api/v2/alerts?{query}", timeout=5) as resp:  # noqa: S310
+        url = f"{self.url}/api/v2/alerts?{query}"
+        with urllib.request.urlopen(url, timeout=5, context=self._context()) as resp:  # noqa: S310
             alerts: list[dict[str, Any]] = orjson.loads(resp.read())
         return alerts
 
 
 @contextlib.contextmanager
 def running_alertmanager(
-    root: Path, *, webhook_url: str | None = None, port: int | None = None
+    root: Path, *, webhook_url: str | None = None, port: int | None = None, certs: Certs | None = None
 ) -> Iterator[Alertmanager]:
-    server = Alertmanager(root, webhook_url=webhook_url, port=port)
+    server = Alertmanager(root, webhook_url=webhook_url, port=port, certs=certs)
     server.start()
     try:
         yield server

@@ -22,7 +22,7 @@ from aiohttp import web
 from conftest import Client, dead_letters_in, event_list, records_in, settle
 from fake_servers import app_config, base_url, events
 from pytest_aiohttp import AiohttpClient, AiohttpServer
-from servers import Alertmanager, make_record, running_alertmanager, spooled
+from servers import Alertmanager, Certs, make_record, running_alertmanager, spooled
 
 from webhook.config import parse_config
 from webhook.errors import ConfigError, SinkError
@@ -30,6 +30,7 @@ from webhook.server import RUNTIME, create_app
 from webhook.sinks.alertmanager import AlertmanagerOptions, AlertmanagerSink
 from webhook.sinks.alertmanager_alerts import AlertShape, LinkTemplate, alertname, to_alert
 from webhook.sinks.base import PartialDeliveryError
+from webhook.sinks.http import ClientOptions
 
 JSON = {"Content-Type": "application/json"}
 
@@ -370,6 +371,27 @@ async def test_ha_pair_delivered_when_one_peer_takes_it(tmp_path: Path) -> None:
     assert info.value.retryable is True
     assert a.url in info.value.message
     assert b.url in info.value.message
+
+
+async def test_mutual_tls(tmp_path: Path, server_certs: Certs) -> None:
+    """HTTPS with the test CA and a client certificate, which this Alertmanager requires."""
+    cluster = _cluster()
+    with running_alertmanager(tmp_path, certs=server_certs) as am:
+        plain = await _sink(am.url, client=ClientOptions(ca_file=server_certs.ca_file))
+        assert not (await plain.health()).ok  # no client certificate: the handshake fails
+        with pytest.raises(SinkError) as info:
+            await plain.send(spooled(alert_record(cluster)))
+        await plain.aclose()
+        assert info.value.retryable is True
+
+        client = ClientOptions(
+            ca_file=server_certs.ca_file, cert_file=server_certs.client_cert, key_file=server_certs.client_key
+        )
+        sink = await _sink(am.url, client=client)
+        assert (await sink.health()).ok
+        await sink.send(spooled(alert_record(cluster)))
+        await sink.aclose()
+        assert len(am.alerts(cluster=cluster)) == 1
 
 
 async def test_retry_after_is_kept(aiohttp_server: AiohttpServer) -> None:

@@ -49,13 +49,16 @@ class BadAlertError(ValueError):
     """An alert record that cannot become an alert; the message names the field, not the value."""
 
 
+@dataclass(frozen=True, slots=True)
 class LinkTemplate:
     """A URL with ``{placeholder}``s from ``PLACEHOLDERS``, each value percent-encoded."""
 
-    def __init__(self, template: str) -> None:
+    template: str
+
+    def __post_init__(self) -> None:
         """ValueError naming the problem when a placeholder is unknown or malformed."""
         try:
-            fields = list(string.Formatter().parse(template))
+            fields = list(string.Formatter().parse(self.template))
         except ValueError:
             raise ValueError("unbalanced { or }: write {{ and }} for literal braces") from None
         for literal, name, spec, conversion in fields:
@@ -65,7 +68,6 @@ class LinkTemplate:
                 continue
             if name not in PLACEHOLDERS or spec or conversion:
                 raise ValueError(f"unknown placeholder {{{name}}}: use one of {', '.join(PLACEHOLDERS)}")
-        self.template = template
 
     def render(self, values: Mapping[str, str]) -> str:
         return self.template.format_map({k: quote(values.get(k, ""), safe="") for k in PLACEHOLDERS})

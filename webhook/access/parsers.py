@@ -12,7 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from webhook.access.entry import AccessEntry, AccessParseError
+from webhook.access.jsonfmt import compile_nginx_json
+from webhook.access.jsonvalues import load_object
 from webhook.access.nginx import parse_combined, parse_nginx_ingress
+from webhook.access.traefik import TRAEFIK_KEYS, parse_traefik
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "FORMATS", "REASONS", "AccessParser", "Line", "build_parser"]
 
@@ -34,8 +37,6 @@ REASONS = (
 )
 DEFAULT_MAX_LINE_BYTES = 65536  # nginx's request line is capped by large_client_header_buffers (8k)
 
-_TextParser = Callable[[str], AccessEntry]
-
 
 def build_parser(
     format: str,
@@ -46,20 +47,32 @@ def build_parser(
     """Compile once at start-up; ``field_map`` ({entry_field: json_key}) applies to nginx JSON."""
     if format not in FORMATS:
         raise ValueError(f"unknown access log format; expected one of {', '.join(FORMATS)}")
-    text: _TextParser
-    if format == "nginx-ingress":
-        text = parse_nginx_ingress
-    elif format == "combined":
-        text = parse_combined
-    else:
-        text = _text_auto
+    nginx_json = compile_nginx_json(field_map)
+    if format in ("nginx-ingress", "combined"):
+        text = parse_nginx_ingress if format == "nginx-ingress" else parse_combined
 
-    def parse(line: Line) -> AccessEntry:
+        def parse_text(line: Line) -> AccessEntry:
+            if isinstance(line, Mapping):
+                raise AccessParseError("bad-format", f"format {format} expects text lines, not JSON objects")
+            return text(_decode(line, max_line_bytes))
+
+        return parse_text
+
+    def json_object(obj: Mapping[str, Any]) -> AccessEntry:
+        if format == "traefik-json" or (format == "auto" and not TRAEFIK_KEYS.isdisjoint(obj)):
+            return parse_traefik(obj)
+        return nginx_json(obj)
+
+    def parse_json(line: Line) -> AccessEntry:
         if isinstance(line, Mapping):
-            raise AccessParseError("bad-format", f"format {format} expects a text line, not a JSON object")
-        return text(_decode(line, max_line_bytes))
+            return json_object(line)
+        if len(line) > max_line_bytes:
+            raise AccessParseError("too-long", f"line is longer than {max_line_bytes} bytes")
+        if format == "auto" and line.lstrip()[:1] not in (b"{", "{"):
+            return _text_auto(_decode(line, max_line_bytes))
+        return json_object(load_object(line))
 
-    return parse
+    return parse_json
 
 
 def _decode(line: bytes | str, max_line_bytes: int) -> str:

@@ -184,7 +184,10 @@ class Ingestor:
         self._refused_at = None
         self.deduper.remember(result.keys)
         try:
-            await asyncio.gather(self.state.commit(result.keys), self.state.put_many(result.state_updates))
+            if result.keys:  # nothing kept, nothing to store (and no tasks to create)
+                await asyncio.gather(
+                    self.state.commit(result.keys), self.state.put_many(result.state_updates)
+                )
         except StateError as exc:
             # The records are durable: answer 200. Only later diffs (and shared dedupe) suffer.
             log.warning("state.write_failed", store=self.state.name, code=exc.code)

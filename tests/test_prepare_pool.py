@@ -57,6 +57,7 @@ async def _records(config: Config, body: bytes) -> tuple[list[dict[str, Any]], l
     ingestor = Ingestor(config)
     await ingestor.open()
     try:
+        await ingestor.prepare_pool.start()
         result = await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
         pids = ingestor.prepare_pool.pids()
     finally:
@@ -90,6 +91,7 @@ async def test_a_large_body_that_is_not_an_event_list_is_refused_as_such(tmp_pat
     ingestor = Ingestor(config)
     await ingestor.open()
     try:
+        await ingestor.prepare_pool.start()
         with pytest.raises(NotJSONError):
             await ingestor.ingest_body(b"{" + b" " * MIN_BODY_BYTES, received_at=RECEIVED_AT, max_events=10)
         with pytest.raises(BodyTooLargeError):
@@ -103,18 +105,42 @@ async def test_a_dead_worker_costs_a_503_then_the_pool_starts_again(tmp_path: Pa
     body = _large_body()
     ingestor = Ingestor(config)
     await ingestor.open()
+    pool = ingestor.prepare_pool
     try:
+        await pool.start()
         first = await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
-        (pid,) = ingestor.prepare_pool.pids()
+        (pid,) = pool.pids()
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(OverloadedError):
             await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
+        # The resent batch is prepared in the event loop while a new worker starts.
         again = await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
-        assert ingestor.prepare_pool.pids() != [pid]
+        await pool.start()
+        assert pool.wants(body)
+        assert pool.pids()
+        assert pool.pids() != [pid]
     finally:
         await ingestor.aclose()
     assert first.records
     assert again.duplicates == len(first.records)  # the dedupe window is the event loop's
+
+
+async def test_large_bodies_are_prepared_here_until_the_workers_have_started(tmp_path: Path) -> None:
+    body = _large_body()
+    ingestor = Ingestor(_config(tmp_path, 2))
+    await ingestor.open()
+    pool = ingestor.prepare_pool
+    try:
+        assert not pool.wants(b"x" * (MIN_BODY_BYTES - 1))
+        assert pool.pids() == []
+        assert not pool.wants(body)  # and the workers start in the background
+        result = await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
+        await pool.start()
+        assert pool.wants(body)
+        assert len(pool.pids()) == 2
+    finally:
+        await ingestor.aclose()
+    assert result.records
 
 
 async def test_the_server_answers_a_large_batch_once_its_records_are_durable(tmp_path: Path) -> None:

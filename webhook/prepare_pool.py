@@ -7,7 +7,7 @@ processes that decode the EventList, check, filter, dedupe within the batch and 
 (``Pipeline.prepare``); the event loop gets back only the kept, already redacted events, the
 dead letters and the counts, and does the rest (dedupe window, state, records, spool) as for
 a small body. Small bodies (blocking mode: one event) stay in the event loop, where a round
-trip to a worker would cost more than the work.
+trip to a worker would cost more than the work, and so do large ones while the workers start.
 
 The raw body reaches a worker only through a pipe between our own processes; what comes back
 is redacted, and a kept event's raw form is replaced by ``event_ref`` (the identifiers a dead
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -79,21 +80,36 @@ def _prepare_in_worker(body: bytes, received_at: str, max_events: int) -> BatchR
     return result
 
 
+def _ping() -> int:
+    return os.getpid()
+
+
 class PreparePool:
-    """``server.workers`` processes, started on the first large body and on demand after a crash."""
+    """``server.workers`` processes, started in the background on the first large body.
+
+    Until every worker has started (imports, pipeline built: about a second), and again after
+    one died, large bodies are prepared in the event loop as small ones are: nobody waits for a
+    process to start."""
 
     def __init__(self, config: Config, key: bytes) -> None:
         self._config = config
         self._key = key
         self._workers = config.server.workers
         self._executor: ProcessPoolExecutor | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._ready = False
 
     @property
     def enabled(self) -> bool:
         return self._workers > 0
 
     def wants(self, body: bytes) -> bool:
-        return self._workers > 0 and len(body) >= MIN_BODY_BYTES
+        """Whether ``body`` should go to a worker now; starts the workers if they are not."""
+        if self._workers == 0 or len(body) < MIN_BODY_BYTES:
+            return False
+        if not self._ready and self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(self.start())
+        return self._ready
 
     def pids(self) -> list[int]:
         """The worker processes running now (for tests and the benchmark)."""
@@ -112,19 +128,43 @@ class PreparePool:
             )
         return self._executor
 
+    def _broken(self, executor: ProcessPoolExecutor) -> None:
+        log.error("prepare_pool.broken", workers=self._workers)
+        self._ready = False
+        if self._executor is executor:
+            self._executor = None
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def start(self) -> None:
+        """Start the workers and wait until each has answered once."""
+        if self._workers == 0 or self._ready:
+            return
+        executor = self._pool()
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.gather(*(loop.run_in_executor(executor, _ping) for _ in range(self._workers)))
+        except BrokenProcessPool:
+            self._broken(executor)  # the next large body tries again
+        else:
+            self._ready = True
+        finally:
+            self._starting = None
+
     async def prepare(self, body: bytes, *, received_at: str, max_events: int) -> BatchResult:
         executor = self._pool()
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(executor, _prepare_in_worker, body, received_at, max_events)
         except BrokenProcessPool:
-            log.error("prepare_pool.broken", workers=self._workers)
-            if self._executor is executor:
-                self._executor = None
-                executor.shutdown(wait=False, cancel_futures=True)
+            self._broken(executor)
             raise OverloadedError("a worker process failed; retry") from None
 
     async def aclose(self) -> None:
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+        self._ready = False
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal, TypeVar
 import jsonschema
 import yaml
 
+from webhook.access.config import AccessConfig, parse_access
 from webhook.enrich.catalog import CATALOG
 from webhook.errors import ConfigError
 from webhook.filter import DEFAULT_FILTER, FilterSpec, Matcher, Rule
@@ -24,6 +25,7 @@ from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
 
 __all__ = [
+    "AccessConfig",
     "ActorsConfig",
     "AuthConfig",
     "ChangeConfig",
@@ -193,6 +195,7 @@ class Config:
     change: ChangeConfig = field(default_factory=ChangeConfig)
     actors: ActorsConfig = field(default_factory=ActorsConfig)
     findings: FindingsConfig = field(default_factory=FindingsConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
 
     def in_data_dir(self, path: Path) -> Path:
         """Relative paths in the config are relative to the data dir."""
@@ -292,6 +295,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         change=_change(raw.get("change")),
         actors=_actors(raw.get("actors")),
         findings=_findings(raw.get("findings")),
+        access=parse_access(raw.get("access")),
     )
     names = [sink.name for sink in config.sinks]
     if len(set(names)) != len(names):

@@ -8,6 +8,7 @@ Records never carry the query string: it can hold tokens.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -34,7 +35,8 @@ Trust = Literal["trusted", "untrusted", "unknown"]
 
 def access_record_id(source: str, line: bytes) -> str:
     """Same source and same raw line, same id: a resent batch or replayed file adds nothing."""
-    return str(uuid.uuid5(_NAMESPACE, source.encode() + b"\n" + line))
+    digest = hashlib.sha1(_NAMESPACE.bytes + source.encode() + b"\n" + line, usedforsecurity=False)
+    return str(uuid.UUID(bytes=digest.digest()[:16], version=5))  # uuid5 over bytes
 
 
 def summary_id(cluster: str, window_start: str, scope: str, key: str) -> str:
@@ -135,5 +137,6 @@ class AccessSummary:
     bytes_sent: int = 0
     latency: Latency | None = None
     clients: tuple[ClientCount, ...] = ()  # scope clients: the heaviest, most requests first
-    error_bound: int = 0  # scope clients: each count is at most this much below the truth
+    error_bound: int = 0  # scope clients: each request count is at most this much below the truth
+    auth_error_bound: int = 0  # the same for auth_failures
     late: int = 0  # requests that arrived after their window was summarized (counted here)

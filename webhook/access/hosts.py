@@ -55,6 +55,10 @@ class _Route:
     served: Served
 
 
+def _key(served: Served) -> tuple[str, str]:
+    return (served.ingress.namespace, served.ingress.name)
+
+
 def _route_order(route: _Route) -> tuple[bool, int]:
     return (not route.exact, -len(route.path))
 
@@ -65,12 +69,20 @@ class HostIndex:
         self._ingresses: dict[tuple[str, str], tuple[str, ...]] = {}  # -> its hosts
         self._summaries: dict[tuple[str, str], IngressSummary] = {}
         self._changes: dict[str, ChangeRef] = {}
+        # ingress-nginx's $proxy_upstream_name, namespace-service-port: its default log
+        # format has no $host, so this is how its lines find their ingress.
+        self._upstreams: dict[str, Served] = {}
 
     def __len__(self) -> int:
         return len(self._ingresses)
 
-    def lookup(self, host: str | None, path: str | None) -> Served | None:
-        """The ingress whose rule matches; exact host, then ``*.`` wildcard, then host-less rules."""
+    def lookup(self, host: str | None, path: str | None, upstream: str | None = None) -> Served | None:
+        """The ingress whose rule matches; exact host, then ``*.`` wildcard, then host-less rules.
+
+        Without a host, the upstream name (ingress-nginx) names the backend, hence the ingress.
+        """
+        if not host and upstream:
+            return self._upstreams.get(upstream)
         routes = None
         if host:
             routes = self._routes.get(host)
@@ -167,12 +179,10 @@ class HostIndex:
 
     def _drop(self, namespace: str, name: str) -> None:
         key = (namespace, name)
+        for upstream in [u for u, served in self._upstreams.items() if _key(served) == key]:
+            del self._upstreams[upstream]
         for host in self._ingresses.pop(key, ()):
-            kept = [
-                r
-                for r in self._routes.get(host, [])
-                if (r.served.ingress.namespace, r.served.ingress.name) != key
-            ]
+            kept = [r for r in self._routes.get(host, []) if _key(r.served) != key]
             if kept:
                 self._routes[host] = kept
             else:
@@ -196,11 +206,17 @@ class HostIndex:
             routes = [
                 _Route(path=p.path or "/", exact=p.path_type == "Exact", served=served) for p in rule.paths
             ] or [_Route(path="/", exact=False, served=served)]
+            for p in rule.paths:
+                if p.backend is not None and p.backend.service and p.backend.port is not None:
+                    self._upstreams.setdefault(f"{namespace}-{p.backend.service}-{p.backend.port}", served)
             self._routes[host] = sorted([*self._routes.get(host, []), *routes], key=_route_order)
             hosts[host] = None
         if summary.default_backend is not None and not summary.rules:
             ingress = AccessIngress(namespace=namespace, name=name, ingress_class=summary.ingress_class)
             route = _Route(path="/", exact=False, served=Served(host="", ingress=ingress))
+            backend = summary.default_backend
+            if backend.service and backend.port is not None:
+                self._upstreams.setdefault(f"{namespace}-{backend.service}-{backend.port}", route.served)
             self._routes[""] = sorted([*self._routes.get("", []), route], key=_route_order)
             hosts[""] = None
         self._ingresses[(namespace, name)] = tuple(hosts)

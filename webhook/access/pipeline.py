@@ -37,7 +37,7 @@ from webhook.access.records import (
     access_record_id,
     summary_id,
 )
-from webhook.pipeline import DeadLetter
+from webhook.pipeline import DeadLetter, utc_now
 
 __all__ = ["MAX_DEAD_LETTERS_PER_WINDOW", "AccessBatch", "AccessPipeline", "Line", "iso"]
 
@@ -98,11 +98,15 @@ class AccessPipeline:
         self.requests: Counter[tuple[str, str]] = Counter()
         self._labels: dict[Served, str] = {}  # -> "namespace/name" or "other"
         self._named = 0
+        self.latest = 0.0  # the newest request time seen (replay's clock)
 
     def process(
-        self, lines: Sequence[Line], *, input: str, received_at: str, now: float, where: str = ""
+        self, lines: Sequence[Line], *, input: str, received_at: str, now: float | None, where: str = ""
     ) -> AccessBatch:
-        """Parse, count and keep; ``now`` (epoch seconds) bounds the request times and closes windows."""
+        """Parse, count and keep; ``now`` (epoch seconds) bounds the request times.
+
+        ``now=None`` (replay): request times are taken as they are, and a line without one
+        counts at the newest time seen."""
         batch = AccessBatch(lines=len(lines))
         parse = self.parse
         for index, line in enumerate(lines):
@@ -117,18 +121,23 @@ class AccessPipeline:
                 batch.records.append(self._record(entry, record, line, input, received_at))
         return batch
 
-    def _count(self, entry: AccessEntry, now: float) -> tuple[tuple[str, ...], Served | None] | None:
+    def _count(self, entry: AccessEntry, now: float | None) -> tuple[tuple[str, ...], Served | None] | None:
         """Aggregate one entry; returns (keep reasons, served) when it becomes a record."""
         when = entry.time
-        t = when.timestamp() if when is not None else now
-        if t > now:
-            t = now  # a clock ahead of ours must not open future windows
+        if now is None:
+            t = when.timestamp() if when is not None else self.latest
+        else:
+            t = when.timestamp() if when is not None else now
+            if t > now:
+                t = now  # a clock ahead of ours must not open future windows
+        if t > self.latest:
+            self.latest = t
         client = self.classifier.client_ip(entry.client_ip, entry.forwarded_for)
-        served = self.index.lookup(entry.host, entry.path)
+        served = self.index.lookup(entry.host, entry.path, entry.upstream_name)
         status = entry.status
         self.aggregator.add(
             t,
-            served if served is not None else (entry.host or _NO_HOST),
+            served if served is not None else (entry.host or _upstream_key(entry.upstream_name)),
             client,
             status,
             entry.request_time_s,
@@ -249,25 +258,33 @@ class AccessPipeline:
 
     def _summaries(self, window: ClosedWindow) -> list[AccessSummary]:
         start, end = iso(window.start), iso(window.end)
+        made = utc_now()
         summaries = []
         total = 0
         for key, stats in window.hosts.items():
             total += stats.requests
+            host: str | None
+            upstream = None
             if isinstance(key, Served):
                 host = key.host or "*"
                 ingress = key.ingress
                 id_key = f"{host}|{ingress.namespace}/{ingress.name}"
             else:
                 host, ingress, id_key = str(key), None, str(key)
+                if id_key.startswith("@"):
+                    host, upstream = None, id_key[1:]
             c = stats.classes
             summaries.append(
                 AccessSummary(
                     id=summary_id(self.cluster, start, "host", id_key),
                     cluster=self.cluster,
+                    time=end,
+                    received_at=made,
                     window_start=start,
                     window_end=end,
                     scope="host",
                     host=host,
+                    upstream=upstream,
                     ingress=ingress,
                     requests=stats.requests,
                     statuses={
@@ -287,10 +304,10 @@ class AccessPipeline:
                     else None,
                 )
             )
-        summaries.append(self._clients(window, start, end, total))
+        summaries.append(self._clients(window, start, end, total, made))
         return summaries
 
-    def _clients(self, window: ClosedWindow, start: str, end: str, total: int) -> AccessSummary:
+    def _clients(self, window: ClosedWindow, start: str, end: str, total: int, made: str) -> AccessSummary:
         auth = dict(window.auth)
         requests = dict(window.clients)
         ips = list(requests) + [ip for ip in auth if ip not in requests]
@@ -302,6 +319,8 @@ class AccessPipeline:
         return AccessSummary(
             id=summary_id(self.cluster, start, "clients", ""),
             cluster=self.cluster,
+            time=end,
+            received_at=made,
             window_start=start,
             window_end=end,
             scope="clients",
@@ -313,6 +332,11 @@ class AccessPipeline:
             auth_error_bound=window.auth_error_bound,
             late=window.late,
         )
+
+
+def _upstream_key(upstream: str | None) -> str:
+    """Lines without a host count per ingress-nginx upstream (``@ns-service-port``)."""
+    return "@" + upstream if upstream else _NO_HOST
 
 
 def _canonical(line: Mapping[str, Any]) -> bytes:

@@ -126,10 +126,13 @@ class AccessSummary:
     type: Literal["access_summary"] = "access_summary"
     id: str
     cluster: str
+    time: str  # the window's end: when its counts were complete
+    received_at: str  # when the summary was made
     window_start: str
     window_end: str
     scope: Literal["host", "clients"]
     host: str | None = None  # scope host: the Host, "(other)" past max_hosts, "-" when not logged
+    upstream: str | None = None  # scope host, no Host logged and no ingress known: the upstream
     ingress: AccessIngress | None = None
     requests: int
     statuses: dict[str, int]  # by class: "2xx": n

@@ -39,7 +39,7 @@ def ingress_object(
     *,
     service: str = "web",
     port: int = 80,
-    tls_secret: str | None = "shop-tls",
+    tls_name: str | None = "shop-tls",
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "ingressClassName": "nginx",
@@ -58,8 +58,8 @@ def ingress_object(
             }
         ],
     }
-    if tls_secret:
-        spec["tls"] = [{"hosts": [host], "secretName": tls_secret}]
+    if tls_name:
+        spec["tls"] = [{"hosts": [host], "secretName": tls_name}]
     return {"kind": "Ingress", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 

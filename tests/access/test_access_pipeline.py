@@ -7,8 +7,8 @@ from typing import Any
 
 import jsonschema
 import orjson
-
 from access_lines import T0, nginx_line, pipeline
+
 from webhook.access.config import AccessConfig, AccessKeepConfig
 from webhook.access.pipeline import MAX_DEAD_LETTERS_PER_WINDOW
 from webhook.record import record_schema, to_json
@@ -25,7 +25,7 @@ def as_json(record: Any) -> dict[str, Any]:
 
 
 def test_only_kept_requests_become_records_and_all_count() -> None:
-    """Of 10 lines (6×200, 3×401, 1×502) only the 401s are records; the summary counts all."""
+    """Of 10 lines (six 200, three 401, one 502) only the 401s are records; the summary counts all."""
     p = pipeline()
     statuses = [200] * 6 + [401] * 3 + [502]
     lines = [nginx_line(t=T0 + i, status=s, req_id=f"{i:032x}") for i, s in enumerate(statuses)]

@@ -101,14 +101,21 @@ class AccessPipeline:
         self.latest = 0.0  # the newest request time seen (replay's clock)
 
     def process(
-        self, lines: Sequence[Line], *, input: str, received_at: str, now: float | None, where: str = ""
+        self,
+        lines: Sequence[Line],
+        *,
+        input: str,
+        received_at: str,
+        now: float | None,
+        where: str = "",
+        parser: Parser | None = None,
     ) -> AccessBatch:
         """Parse, count and keep; ``now`` (epoch seconds) bounds the request times.
 
         ``now=None`` (replay): request times are taken as they are, and a line without one
         counts at the newest time seen."""
         batch = AccessBatch(lines=len(lines))
-        parse = self.parse
+        parse = parser or self.parse
         for index, line in enumerate(lines):
             try:
                 entry = parse(line)

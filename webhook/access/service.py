@@ -21,7 +21,7 @@ import structlog
 
 from webhook.access.config import AccessConfig
 from webhook.access.hosts import INGRESS_PREFIXES, HostIndex
-from webhook.access.pipeline import AccessBatch, AccessPipeline, Line
+from webhook.access.pipeline import AccessBatch, AccessPipeline, Line, Parser
 from webhook.errors import ConfigError, StorageError
 from webhook.ingest import Ingestor
 from webhook.pipeline import DeadLetter, utc_now
@@ -38,7 +38,7 @@ _LOAD_LIMIT: Final = 100_000
 Listener = Callable[[Sequence[Any]], None]
 
 
-def build_access_parser(config: AccessConfig) -> Callable[[Line], Any]:
+def build_access_parser(config: AccessConfig) -> Parser:
     from webhook.access.parsers import build_parser
 
     try:
@@ -104,18 +104,36 @@ class AccessService:
         self._pending.extend(summaries)
         await self._write_pending()
 
-    async def ingest(self, lines: Sequence[Line], *, input: str, where: str = "") -> AccessBatch:
-        """Process and write durably; raises StorageError when the records cannot be kept."""
+    async def ingest(
+        self,
+        lines: Sequence[Line],
+        *,
+        input: str,
+        where: str = "",
+        rejected: Sequence[DeadLetter] = (),
+    ) -> AccessBatch:
+        """Process and write durably; raises StorageError when the records cannot be kept.
+
+        ``rejected``: dead letters for items the input could not even split (counted here)."""
         batch = self._process(lines, input=input, where=where)
+        for letter in rejected:
+            self.count_unparsed(input, letter.reason)
         records = [*batch.records, *batch.summaries]
         async with self._write_lock:
-            await self.ingestor.write_records(records, batch.dead_letters)
+            await self.ingestor.write_records(records, [*batch.dead_letters, *rejected])
         self._written(records)
         return batch
 
-    def submit(self, lines: Sequence[Line], *, input: str, where: str = "") -> AccessBatch:
+    def count_unparsed(self, input: str, reason: str) -> None:
+        """A line or frame the input itself refused (syslog framing, a bad JSON item)."""
+        self.metrics.access_lines.labels(input=input, result="unparsed").inc()
+        self.metrics.access_unparsed.labels(input=input, reason=reason).inc()
+
+    def submit(
+        self, lines: Sequence[Line], *, input: str, where: str = "", parser: Parser | None = None
+    ) -> AccessBatch:
         """Process now; the records are written by the background writer (syslog)."""
-        batch = self._process(lines, input=input, where=where)
+        batch = self._process(lines, input=input, where=where, parser=parser)
         records = [*batch.records, *batch.summaries]
         room = MAX_PENDING_RECORDS - len(self._pending)
         if len(records) > room:
@@ -125,9 +143,13 @@ class AccessService:
         self._pending_letters.extend(batch.dead_letters)
         return batch
 
-    def _process(self, lines: Sequence[Line], *, input: str, where: str) -> AccessBatch:
+    def _process(
+        self, lines: Sequence[Line], *, input: str, where: str, parser: Parser | None = None
+    ) -> AccessBatch:
         now = self._clock() if self._clock is not None else None
-        batch = self.pipeline.process(lines, input=input, received_at=utc_now(), now=now, where=where)
+        batch = self.pipeline.process(
+            lines, input=input, received_at=utc_now(), now=now, where=where, parser=parser
+        )
         batch.summaries = self.pipeline.flush(self.now())
         self._count(batch, input)
         return batch

@@ -100,7 +100,14 @@ class AccessService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        summaries = self.pipeline.flush(self.now(), everything=True)
+        await self.flush(everything=True)
+
+    async def flush(self, *, everything: bool = False) -> None:
+        """Summarize the windows closed by now (every open one with ``everything``) and write
+        them with whatever syslog records are pending; shutdown and tests call it."""
+        summaries = self.pipeline.flush(self.now(), everything=everything)
+        if summaries:
+            self.metrics.access_windows.inc(len({s.window_start for s in summaries}))
         self._pending.extend(summaries)
         await self._write_pending()
 

@@ -488,6 +488,7 @@ def _sink(raw: Mapping[str, Any]) -> SinkSettings:
         batch=BatchOptions(**batch),
         retry=RetryOptions(**options.pop("retry", {})),
         drop_when_full=options.pop("drop_when_full", False),
+        record_types=frozenset(options.pop("record_types")) if "record_types" in options else None,
         options=sink_type.parse(options),
     )
 

@@ -241,7 +241,7 @@ async def replay(
     # Everything already recorded must stay known for the whole replay: no expiry, no eviction.
     config = replace(config, dedupe=DedupeConfig(max_entries=sys.maxsize, ttl_s=math.inf))
     summary = ReplaySummary(files=len(files))
-    ingestor = Ingestor(config)
+    ingestor = Ingestor(config, event_time=True)  # detection windows on the events' own time
     await ingestor.open()
     try:
         known = await asyncio.to_thread(existing_record_ids, config)

@@ -98,6 +98,10 @@ async def test_open_creates_the_table_and_records_its_version(
         "findings": "ARRAY",
         "code": "integer",
         "record": "jsonb",
+        "type": "text",
+        "detection": "text",
+        "severity": "text",
+        "status": "text",
     }
     indexes = {
         r["indexname"] for r in await db.fetch("SELECT indexname FROM pg_indexes WHERE tablename = $1", table)

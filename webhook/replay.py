@@ -36,7 +36,16 @@ from webhook.pipeline import DeadLetter, dead_letter_json
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-__all__ = ["ReplayInputError", "ReplaySummary", "existing_record_ids", "read_events", "replay"]
+    from webhook.access.replay import AccessReplaySummary
+
+__all__ = [
+    "ReplayInputError",
+    "ReplaySummary",
+    "existing_record_ids",
+    "open_input",
+    "read_events",
+    "replay",
+]
 
 CHUNK: Final = 400
 _GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -59,6 +68,7 @@ class ReplaySummary:
     dead_letters: int = 0
     already_recorded: int = 0
     sent_to: str | None = None  # replay --server: the events went to this server's /audit
+    access: AccessReplaySummary | None = None  # replay --access
 
     def line(self) -> str:
         where = (
@@ -66,11 +76,12 @@ class ReplaySummary:
             if self.sent_to
             else f"{self.already_recorded} records were already in the sinks"
         )
-        return (
+        text = (
             f"{self.events} events read, {self.matched} matched, {self.records} records written, "
             f"{self.duplicates} duplicates, {self.dead_letters} dead letters "
             f"({self.files} file{'' if self.files == 1 else 's'}; {where})"
         )
+        return text if self.access is None else f"{text}\n{self.access.line()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +119,7 @@ def _decode(line: bytes, where: str) -> Iterator[dict[str, Any] | _Bad]:
             yield _Bad(exc.code, f"{where}: {exc.message}", event_ref(item))
 
 
-def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
+def open_input(path: Path) -> tuple[BinaryIO, BinaryIO]:
     """(the raw file, the stream of its lines): gzip is recognised by its magic bytes."""
     try:
         raw = path.open("rb")
@@ -123,7 +134,7 @@ def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
 
 def read_events(path: Path, raw_position: list[int] | None = None) -> Iterator[dict[str, Any] | _Bad]:
     """Every event of a log-backend file (plain or gzip), or a ``_Bad`` naming file and line."""
-    raw, stream = _open(path)
+    raw, stream = open_input(path)
     with raw, stream:
         lineno = 0
         try:
@@ -229,11 +240,17 @@ def _progress() -> Progress:
 
 
 async def replay(
-    config: Config, files: Sequence[Path], *, show_progress: bool = False, chunk_size: int = CHUNK
+    config: Config,
+    files: Sequence[Path],
+    *,
+    show_progress: bool = False,
+    chunk_size: int = CHUNK,
+    access_files: Sequence[Path] = (),
 ) -> ReplaySummary:
-    """Feed ``files`` in order through the Ingestor into the configured sinks."""
+    """Feed ``files`` in order through the Ingestor into the configured sinks, then the
+    ``access_files`` through the access pipeline (which learns the ingresses from the first)."""
     sizes = []
-    for path in files:
+    for path in [*files, *access_files]:
         try:
             sizes.append(path.stat().st_size)
         except OSError as exc:
@@ -248,17 +265,27 @@ async def replay(
         summary.already_recorded = len(known)
         ingestor.deduper.remember(known)
         del known
+        access = None
+        if access_files:
+            from webhook.access.service import AccessService
+
+            access = AccessService(ingestor, clock=None, dedupe=ingestor.deduper)
+            await access.open()
         bar = _progress() if show_progress else None
         if bar is not None:
             bar.start()
         try:
-            for path, size in zip(files, sizes, strict=True):
+            for path, size in zip(files, sizes[: len(files)], strict=True):
                 task = bar.add_task(path.name, total=size) if bar is not None else None
                 tracker = (bar, task) if bar is not None and task is not None else None
                 await _replay_file(ingestor, path, summary, tracker, chunk_size)
         finally:
             if bar is not None:
                 bar.stop()
+        if access is not None:
+            from webhook.access.replay import replay_access
+
+            summary.access = await replay_access(access, access_files)
     finally:
         # What is not delivered by then stays in the spool and goes out with the next run.
         await ingestor.aclose(drain_timeout_s=DRAIN_TIMEOUT_S)

@@ -2,7 +2,7 @@
 
 Per host (at most ``max_hosts`` per window, the rest under ``(other)``): requests by status
 class, 401/403, bytes, and a latency histogram of fixed log-spaced buckets (each bucket 19 %
-wider than the last, 0.25 ms to ~10 min), so percentiles cost 80 integers per host whatever
+wider than the last, 0.25 ms to ~10 min), so percentiles cost 87 integers per host whatever
 the traffic.
 
 Per client: Misra-Gries counters, ``max_clients`` of them, one set for requests and one for
@@ -29,7 +29,7 @@ from typing import Final
 __all__ = ["LATENCY_BOUNDS_S", "OTHER_HOST", "Aggregator", "ClosedWindow", "HostStats", "MisraGries"]
 
 OTHER_HOST: Final = "(other)"
-LATENCY_BOUNDS_S: Final = tuple(0.00025 * 2 ** (i / 4) for i in range(80))  # up to ~ 10 min
+LATENCY_BOUNDS_S: Final = tuple(0.00025 * 2 ** (i / 4) for i in range(86))  # up to ~ 10 min
 _NO_LATENCY: Final = -1
 
 

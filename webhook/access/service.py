@@ -22,6 +22,7 @@ import structlog
 from webhook.access.config import AccessConfig
 from webhook.access.hosts import INGRESS_PREFIXES, HostIndex
 from webhook.access.pipeline import AccessBatch, AccessPipeline, Line, Parser
+from webhook.dedupe import Deduper
 from webhook.errors import ConfigError, StorageError
 from webhook.ingest import Ingestor
 from webhook.pipeline import DeadLetter, utc_now
@@ -54,8 +55,10 @@ class AccessService:
         *,
         clock: Callable[[], float] | None = time.time,
         index: HostIndex | None = None,
+        dedupe: Deduper | None = None,
     ) -> None:
-        """``clock=None``: replay, where "now" is the newest request time seen."""
+        """``clock=None``: replay, where "now" is the newest request time seen; ``dedupe``:
+        records whose id it has seen are not written again (replay)."""
         config = ingestor.config
         self.ingestor = ingestor
         self.config = config.access
@@ -74,6 +77,7 @@ class AccessService:
         self._pending_letters: list[DeadLetter] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._write_lock = asyncio.Lock()
+        self._dedupe = dedupe
 
     def now(self) -> float:
         return self._clock() if self._clock is not None else self.pipeline.latest
@@ -102,7 +106,7 @@ class AccessService:
         self._tasks.clear()
         await self.flush(everything=True)
 
-    async def flush(self, *, everything: bool = False) -> None:
+    async def flush(self, *, everything: bool = False) -> int:
         """Summarize the windows closed by now (every open one with ``everything``) and write
         them with whatever syslog records are pending; shutdown and tests call it."""
         summaries = self.pipeline.flush(self.now(), everything=everything)
@@ -110,6 +114,7 @@ class AccessService:
             self.metrics.access_windows.inc(len({s.window_start for s in summaries}))
         self._pending.extend(summaries)
         await self._write_pending()
+        return len(summaries)
 
     async def ingest(
         self,
@@ -125,11 +130,16 @@ class AccessService:
         batch = self._process(lines, input=input, where=where)
         for letter in rejected:
             self.count_unparsed(input, letter.reason)
-        records = [*batch.records, *batch.summaries]
+        records = self._unseen([*batch.records, *batch.summaries])
         async with self._write_lock:
             await self.ingestor.write_records(records, [*batch.dead_letters, *rejected])
         self._written(records)
         return batch
+
+    def _unseen(self, records: list[Any]) -> list[Any]:
+        if self._dedupe is None:
+            return records
+        return [r for r in records if not self._dedupe.seen(r.id)]
 
     def count_unparsed(self, input: str, reason: str) -> None:
         """A line or frame the input itself refused (syslog framing, a bad JSON item)."""
@@ -182,6 +192,8 @@ class AccessService:
     def _written(self, records: Sequence[Any]) -> None:
         if not records:
             return
+        if self._dedupe is not None:
+            self._dedupe.remember(r.id for r in records)
         summaries = sum(1 for r in records if r.type == "access_summary")
         if summaries:
             self.metrics.access_records.labels(type="access_summary").inc(summaries)
@@ -191,7 +203,7 @@ class AccessService:
             listener(records)
 
     async def _write_pending(self) -> None:
-        records, self._pending = self._pending, []
+        records, self._pending = self._unseen(self._pending), []
         letters, self._pending_letters = self._pending_letters, []
         if not records and not letters:
             return

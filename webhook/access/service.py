@@ -72,6 +72,10 @@ class AccessService:
             trusted_cidrs=config.actors.trusted_cidrs,
         )
         self.listeners: list[Listener] = []
+        # Detections (webhook/detect/edge.py): access records and summaries count like audit
+        # records, and change correlation asks the host index which hosts a change touched.
+        self.listeners.append(ingestor.alerts.listen)
+        ingestor.alerts.follow_hosts(self.index.last_change)
         self._clock = clock
         self._pending: list[Any] = []
         self._pending_letters: list[DeadLetter] = []

@@ -68,6 +68,9 @@ class Hit:
     object: AlertObject | None = None
     severity: Severity | None = None  # instead of the rule's (findings keep their own)
     note: str = ""  # what this record says, for the description; never a secret value
+    records: tuple[str, ...] = ()  # other records behind the alert, listed before this one's
+    change: Mapping[str, Any] | None = None  # see Alert.change
+    effect: Mapping[str, Any] | None = None  # see Alert.effect
 
 
 def _dict(value: object) -> Mapping[str, Any]:

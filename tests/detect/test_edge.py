@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from webhook.access.hosts import ChangeRef
+from webhook.config import parse_config
 from webhook.detect.alert import Alert
 from webhook.detect.edge import HISTORY, ChangeCorrelation, build_edge_rules
 from webhook.detect.engine import Detector
 from webhook.detect.settings import DetectionsConfig, Exceptions, default_rules
+from webhook.errors import ConfigError
 
 T0 = datetime(2026, 11, 25, 21, 0, tzinfo=UTC).timestamp()
 WINDOW = 60.0
@@ -454,3 +456,28 @@ def test_reads_are_not_changes(verb: str) -> None:
     rule = d.rules[0]
     feed(d, [change_record(verb=verb)])
     assert len(rule._changes) == 0  # type: ignore[attr-defined]
+
+
+# --- config --------------------------------------------------------------------------------------
+
+
+def test_edge_rules_are_configured_under_detections() -> None:
+    raw = {
+        "detections": {
+            "rules": {
+                "edge-5xx-spike": {"min_requests": 50, "ratio": 0.2, "factor": 2.0, "severity": "critical"},
+                "change-correlation": {"window_s": 120.0},
+                "edge-brute-force-client": {"threshold": 5, "exceptions": {"source_cidrs": ["10.0.0.0/8"]}},
+            }
+        }
+    }
+    rules = parse_config(raw).detections.rules
+    assert (rules["edge-5xx-spike"].min_requests, rules["edge-5xx-spike"].ratio) == (50, 0.2)
+    assert rules["edge-5xx-spike"].severity == "critical"
+    assert rules["change-correlation"].window_s == 120.0
+    assert rules["change-correlation"].factor == 3.0  # the default stays
+    assert rules["edge-brute-force-client"].exceptions.source_cidrs == ("10.0.0.0/8",)
+    with pytest.raises(ConfigError):
+        parse_config({"detections": {"rules": {"edge-5xx-spike": {"ratio": 1.5}}}})
+    with pytest.raises(ConfigError):
+        parse_config({"detections": {"rules": {"edge-brute-force-client": {"min_requests": 5}}}})

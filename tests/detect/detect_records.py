@@ -8,8 +8,8 @@ from typing import Any, Final
 from servers import make_record
 
 from webhook.config import Config, parse_config
+from webhook.detect.audit import build_rules
 from webhook.detect.engine import Detector
-from webhook.detect.rules import build_rules
 
 __all__ = ["T0", "audit", "detector"]
 

@@ -20,8 +20,8 @@ import structlog
 
 from webhook.config import Config
 from webhook.detect.alert import Alert, alert_json
+from webhook.detect.audit import build_rules
 from webhook.detect.engine import Detector
-from webhook.detect.rules import build_rules
 from webhook.errors import StorageError
 from webhook.metrics import Metrics
 from webhook.spool import Spool

@@ -2,8 +2,8 @@
 
 The TLS removal of scenario A (capture 0019, step A14) raises a ``tls-removed`` alert with the
 default config; the app delivers it, next to the audit records, to a JSONL file, stdout, an
-HTTP receiver, Loki, Elasticsearch, a Splunk HEC, rsyslog, PostgreSQL and NATS JetStream, and
-to a second JSONL sink that takes alerts only (``record_types``).
+HTTP receiver, Loki, Elasticsearch, a Splunk HEC, rsyslog, PostgreSQL, NATS JetStream and
+Alertmanager, and to a second JSONL sink that takes alerts only (``record_types``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import orjson
 from conftest import CAPTURES, alerts_in, post_capture, read_jsonl, records_in, settle
 from fake_servers import FakeElasticsearch, FakeHec, FakeLoki, FakeReceiver, base_url
 from pytest_aiohttp import AiohttpClient, AiohttpServer
-from servers import NatsServer, Postgres, Rsyslog
+from servers import Alertmanager, NatsServer, Postgres, Rsyslog
 
 from webhook.config import parse_config
 from webhook.server import create_app
@@ -33,6 +33,7 @@ async def test_every_sink_takes_alert_records(
     rsyslog_server: Rsyslog,
     postgres_server: Postgres,
     nats_server: NatsServer,
+    alertmanager_server: Alertmanager,
 ) -> None:
     """One TLS removal: the firing alert arrives in every sink, in the form each stores."""
     receiver, loki, elastic, hec = FakeReceiver(), FakeLoki(), FakeElasticsearch(), FakeHec(token="t" * 16)
@@ -63,9 +64,11 @@ async def test_every_sink_takes_alert_records(
             "create_stream": {"name": stream, "subjects": [stream.lower() + ".>"]},
         },
     ]
+    sinks.append({"type": "alertmanager", "urls": [alertmanager_server.url]})
+    cluster = f"alerts-{uuid.uuid4().hex[:8]}"
     config = parse_config(
         {
-            "cluster": "alerts",
+            "cluster": cluster,
             "data_dir": str(tmp_path / "data"),
             "sinks": [sinks[0], *({**FAST, **sink} for sink in sinks[1:])],
         }
@@ -135,3 +138,16 @@ async def test_every_sink_takes_alert_records(
         await nc.close()
     (published,) = [m for m in messages if (m.subject or "").startswith(stream.lower() + ".alert.")]
     assert orjson.loads(published.data or b"null") == alert
+    # alertmanager: the instance, labelled by its grouping key
+    (active,) = alertmanager_server.alerts(cluster=cluster)
+    assert active["labels"] == {
+        "alertname": "HighSeverityFinding",
+        "severity": "high",
+        "cluster": cluster,
+        "namespace": "shop",
+        "finding": "tls-removed",
+        "resource": "ingresses",
+        "name": "shop-web",
+        "job": "ingress-audit",
+    }
+    assert active["annotations"]["summary"] == alert["summary"]

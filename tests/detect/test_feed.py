@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp.test_utils import TestClient
-from conftest import alerts_in, capture_events, captured_bodies, make_config, post_capture, records_in, settle
+from conftest import (
+    CAPTURES,
+    alerts_in,
+    capture_events,
+    captured_bodies,
+    make_config,
+    post_capture,
+    records_in,
+    settle,
+)
 from detect_records import T0, audit
+from structlog.testing import capture_logs
 
 from webhook.config import Config, parse_config
+from webhook.detect.engine import Detector
 from webhook.detect.feed import AlertFeed, record_seconds
+from webhook.detect.rules import Hit, Rule
+from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.ingest import Ingestor
 from webhook.replay import replay
 from webhook.server import RUNTIME, create_app
@@ -178,3 +192,26 @@ async def test_no_rules_means_no_detector(tmp_path: Path) -> None:
     feed: AlertFeed = ingestor.alerts
 
     assert feed.detector is None
+
+
+class _Broken(Rule):
+    id = "broken"
+
+    def match(self, record: Mapping[str, Any], now: float) -> list[Hit]:
+        raise KeyError("a bug")
+
+
+async def test_a_broken_rule_does_not_fail_the_batch(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    """The records are written before detection: a rule that raises is logged, the answer is 200."""
+    config = make_config(tmp_path)
+    client = await aiohttp_client(create_app(config))
+    broken = _Broken(RuleSettings(), max_keys=10, exceptions=Exceptions())
+    client.app[RUNTIME].ingestor.alerts.detector = Detector([broken], cluster="c")
+
+    with capture_logs() as logs:
+        status, answer = await post_capture(client, CAPTURES / "0019.json")
+    await settle(client)
+
+    assert status == 200
+    assert answer["records"] == len(records_in(config)) > 0
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["detections.failed"]

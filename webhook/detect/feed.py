@@ -83,13 +83,16 @@ class AlertFeed:
         if detector is None or not records:
             return
         alerts: list[Alert] = []
-        for record in records:
-            if self.event_time:
-                now = record_seconds(record) or self.clock()
-                alerts += detector.tick(now)
-            else:
-                now = self.clock()
-            alerts += detector.observe(record, now)
+        try:
+            for record in records:
+                if self.event_time:
+                    now = record_seconds(record) or self.clock()
+                    alerts += detector.tick(now)
+                else:
+                    now = self.clock()
+                alerts += detector.observe(record, now)
+        except Exception:  # the records are written: a detection bug must not fail their batch
+            log.exception("detections.failed", records=len(records))
         await self._write(alerts)
 
     async def tick(self) -> None:

@@ -251,3 +251,20 @@ def test_rules_only_see_the_record_types_they_consume() -> None:
     (alert,) = d.observe({**access, "id": "a2"}, T0 + 1)
     assert alert.detection == "slow-pages"
     assert alert.records == ("a1", "a2")
+
+
+def test_an_event_after_a_quiet_window_resolves_before_the_tick_does() -> None:
+    """With no tick in between, an event a full window after the last one first resolves the
+    old alert, then counts in a fresh window (it does not extend a lapsed alert)."""
+    d = detector(BRUTE)
+    d.observe(failure(), T0)
+    (firing,) = d.observe(failure(), T0 + 1)
+
+    (resolved,) = d.observe(failure(), T0 + 61)
+
+    assert (resolved.status, resolved.fingerprint) == ("resolved", firing.fingerprint)
+    assert resolved.ends_at == firing.ends_at
+    (again,) = d.observe(failure(), T0 + 62)
+    assert again.status == "firing"
+    assert again.id != firing.id
+    assert again.count == 2

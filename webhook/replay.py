@@ -153,7 +153,7 @@ def _sink_files(config: Config) -> list[Path]:
 
 
 def existing_record_ids(config: Config) -> set[str]:
-    """The ids of the audit records in every JSONL sink file, rotated ones included."""
+    """The ids of the records (not the alerts) in every JSONL sink file, rotated ones included."""
     ids: set[str] = set()
     for path in _sink_files(config):
         with path.open("rb") as f:
@@ -165,7 +165,7 @@ def existing_record_ids(config: Config) -> set[str]:
                 if (
                     isinstance(record, dict)
                     and isinstance(record.get("id"), str)
-                    and record.get("type", "audit") == "audit"  # not alerts: they are not events
+                    and record.get("type") != "alert"  # alerts are not events: never replayed
                 ):
                     ids.add(record["id"])
     return ids

@@ -395,7 +395,7 @@ def _detections(raw: Mapping[str, Any] | None) -> DetectionsConfig:
     rules = default_rules()
     for rule_id, rule_raw in (options.get("rules") or {}).items():
         rule = dict(rule_raw)
-        path = f"$.detections.rules.{rule_id}"
+        path = f"$.detections.rules['{rule_id}']"  # as jsonschema writes a key with dashes
         default = rules[rule_id]
         if "exceptions" in rule:
             rule["exceptions"] = _exceptions(rule["exceptions"], f"{path}.exceptions", problems)

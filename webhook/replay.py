@@ -164,7 +164,7 @@ def _sink_files(config: Config) -> list[Path]:
 
 
 def existing_record_ids(config: Config) -> set[str]:
-    """The ids of the records in every JSONL sink file, rotated ones included."""
+    """The ids of the records (not the alerts) in every JSONL sink file, rotated ones included."""
     ids: set[str] = set()
     for path in _sink_files(config):
         with path.open("rb") as f:
@@ -173,7 +173,11 @@ def existing_record_ids(config: Config) -> set[str]:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue
-                if isinstance(record, dict) and isinstance(record.get("id"), str):
+                if (
+                    isinstance(record, dict)
+                    and isinstance(record.get("id"), str)
+                    and record.get("type") != "alert"  # alerts are not events: never replayed
+                ):
                     ids.add(record["id"])
     return ids
 

@@ -31,7 +31,8 @@ from typing import Any, ClassVar, Final
 import orjson
 
 from webhook.detect.alert import AlertActor, AlertObject
-from webhook.detect.rules import Hit, Record, Rule, _actor, _dict, _is_change, _object, _str
+from webhook.detect.fields import Record, actor_of, as_mapping, as_text, is_change, object_of
+from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import DetectionsConfig, Exceptions, RuleSettings
 from webhook.detect.windows import LruMap, Window
 from webhook.filter import Matcher
@@ -80,13 +81,13 @@ def _seconds(value: object) -> float | None:
 
 def _ingress(doc: Record) -> AlertObject | None:
     ingress = doc.get("ingress")
-    if not isinstance(ingress, Mapping) or not _str(ingress.get("name")):
+    if not isinstance(ingress, Mapping) or not as_text(ingress.get("name")):
         return None
     return AlertObject(
         api_group=_INGRESS_GROUP,
         resource="ingresses",
-        namespace=_str(ingress.get("namespace")),
-        name=_str(ingress.get("name")),
+        namespace=as_text(ingress.get("namespace")),
+        name=as_text(ingress.get("name")),
     )
 
 
@@ -144,8 +145,8 @@ class EdgeRule(Rule):
 
 
 def _request(doc: Record) -> tuple[str, Mapping[str, Any], AlertObject | None]:
-    client = _dict(doc.get("client"))
-    return str(client.get("ip") or ""), _dict(doc.get("request")), _ingress(doc)
+    client = as_mapping(doc.get("client"))
+    return str(client.get("ip") or ""), as_mapping(doc.get("request")), _ingress(doc)
 
 
 def _line(request: Mapping[str, Any]) -> str:
@@ -165,7 +166,7 @@ class BruteForceClient(EdgeRule):
             return []
         if self.skip_client(ip) or self.skip_object(obj):
             return []
-        username = _str(request.get("remote_user"))
+        username = as_text(request.get("remote_user"))
         actor = AlertActor(username=username, kind="client", source_ips=(ip,))
         namespace = obj.namespace if obj else None
         return [
@@ -193,8 +194,8 @@ class BruteForceHost(EdgeRule):
             return []
         if self.skip_client(ip) or self.skip_object(obj):
             return []
-        upstream = _str(_dict(record.get("upstream")).get("name"))
-        labels = _target(_str(request.get("host")), obj, upstream)
+        upstream = as_text(as_mapping(record.get("upstream")).get("name"))
+        labels = _target(as_text(request.get("host")), obj, upstream)
         actor = AlertActor(username=None, kind="client", source_ips=(ip,) if ip else ())
         namespace = obj.namespace if obj else None
         return [Hit(labels=labels, actor=actor, object=obj, namespace=namespace, note=_line(request))]
@@ -218,12 +219,12 @@ class SensitiveAccess(EdgeRule):
         kept = record.get("kept_because")
         if not isinstance(kept, list) or "sensitive" not in kept:
             return []
-        if _dict(record.get("client")).get("trust") != "untrusted" or not ip:
+        if as_mapping(record.get("client")).get("trust") != "untrusted" or not ip:
             return []
         if self.skip_client(ip) or self.skip_object(obj):
             return []
-        labels = {"client_ip": ip, **_target(_str(request.get("host")), obj, None)}
-        actor = AlertActor(username=_str(request.get("remote_user")), kind="client", source_ips=(ip,))
+        labels = {"client_ip": ip, **_target(as_text(request.get("host")), obj, None)}
+        actor = AlertActor(username=as_text(request.get("remote_user")), kind="client", source_ips=(ip,))
         namespace = obj.namespace if obj else None
         return [Hit(labels=labels, actor=actor, object=obj, namespace=namespace, note=_line(request))]
 
@@ -272,7 +273,7 @@ class RequestRate(_SummaryRule):
         span = self._span(record)
         hits = []
         for client in clients if isinstance(clients, list) else ():
-            ip, requests = _dict(client).get("ip"), _int(_dict(client).get("requests"))
+            ip, requests = as_mapping(client).get("ip"), _int(as_mapping(client).get("requests"))
             if not isinstance(ip, str) or requests < self.threshold or self.skip_client(ip):
                 continue
             note = f"{requests} requests in {span:g} s" + (f" (at most {bound} more)" if bound else "")
@@ -369,10 +370,10 @@ def _host_window(record: Record) -> _HostWindow | None:
     start, end = _seconds(record.get("window_start")), _seconds(record.get("window_end"))
     if start is None or end is None or end <= start:
         return None
-    statuses = _dict(record.get("statuses"))
-    host = _str(record.get("host"))
+    statuses = as_mapping(record.get("statuses"))
+    host = as_text(record.get("host"))
     obj = _ingress(record)
-    labels = _target(host if host != "*" else None, obj, _str(record.get("upstream")))
+    labels = _target(host if host != "*" else None, obj, as_text(record.get("upstream")))
     if host == "*":
         host = ""
     elif host in ("-", "(other)"):
@@ -489,7 +490,7 @@ def _short(value: object) -> object:
 
 def _diff(record: Record, obj: AlertObject) -> tuple[list[dict[str, Any]], int]:
     """The change's operations (at most MAX_DIFF_OPS); a Secret's without values, ever."""
-    change = _dict(record.get("change"))
+    change = as_mapping(record.get("change"))
     ops = change.get("operations")
     ops = [op for op in ops if isinstance(op, Mapping)] if isinstance(ops, list) else []
     secret = obj.resource == "secrets"
@@ -503,15 +504,15 @@ def _diff(record: Record, obj: AlertObject) -> tuple[list[dict[str, Any]], int]:
 
 
 def _change_of(record: Record) -> _Change | None:
-    obj = _object(record)
-    if obj is None or (obj.api_group, obj.resource) not in _CORRELATED or not _is_change(record):
+    obj = object_of(record)
+    if obj is None or (obj.api_group, obj.resource) not in _CORRELATED or not is_change(record):
         return None
-    if _dict(record.get("object")).get("subresource"):
+    if as_mapping(record.get("object")).get("subresource"):
         return None
     diff, total = _diff(record, obj)
     record_id = str(record.get("id"))
     findings = record.get("findings")
-    actor = _actor(record, effective=True)
+    actor = actor_of(record, effective=True)
     doc = {
         "record_id": record_id,
         "time": record.get("time"),
@@ -667,7 +668,7 @@ class ChangeCorrelation(EdgeRule):
     def text(self, labels: Mapping[str, str], count: int, hit: Hit) -> tuple[str, str]:
         change = hit.change or {}
         where = _where(labels)
-        obj = _dict(change.get("object"))
+        obj = as_mapping(change.get("object"))
         what = (
             f"{obj.get('resource')} {'/'.join(str(p) for p in (obj.get('namespace'), obj.get('name')) if p)}"
         )

@@ -180,6 +180,12 @@ class Detector:
         key = _key(hit.labels)
         entry = state.keys.touch(key, _Entry)
         firing = entry.firing
+        if firing is not None and now >= firing.last_activity + rule.window_s:
+            # quiet for a window, and no tick has resolved it yet: resolve before counting anew
+            end = firing.last_activity + rule.window_s
+            out.append(self._emit(state, firing, "resolved", now, ends_at=end))
+            del state.firing[key]
+            entry.firing = firing = None
         if firing is not None:
             firing.add(hit, record_id, now)
             if self._due(rule, firing, now):

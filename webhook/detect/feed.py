@@ -20,9 +20,9 @@ import structlog
 
 from webhook.config import Config
 from webhook.detect.alert import Alert, alert_json
+from webhook.detect.audit import build_rules
 from webhook.detect.edge import ChangeCorrelation, ChangeSource, build_edge_rules
 from webhook.detect.engine import Detector
-from webhook.detect.rules import build_rules
 from webhook.errors import StorageError
 from webhook.metrics import Metrics
 from webhook.spool import Spool
@@ -116,13 +116,16 @@ class AlertFeed:
         alerts: list[Alert] = []
         if detector is None or not records:
             return alerts
-        for record in records:
-            if self.event_time:
-                now = record_seconds(record) or self.clock()
-                alerts += detector.tick(now)
-            else:
-                now = self.clock()
-            alerts += detector.observe(record, now)
+        try:
+            for record in records:
+                if self.event_time:
+                    now = record_seconds(record) or self.clock()
+                    alerts += detector.tick(now)
+                else:
+                    now = self.clock()
+                alerts += detector.observe(record, now)
+        except Exception:  # the records are written: a detection bug must not fail their batch
+            log.exception("detections.failed", records=len(records))
         return alerts
 
     async def tick(self) -> None:

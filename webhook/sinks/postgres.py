@@ -246,10 +246,8 @@ class PostgresSink:
             async with pool.acquire(timeout=self.options.connect_timeout_s) as conn:
                 try:
                     await conn.execute(self._insert, lines)
-                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-                    if len(lines) == 1:
-                        raise classify(exc) from None
-                    await self._one_by_one(conn, lines)
+                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+                    await self._one_by_one(conn, lines)  # alone or not: the same refusal detail
         except asyncpg.UndefinedTableError as exc:
             await self._remigrate()
             raise classify(exc) from None

@@ -182,10 +182,8 @@ class AccessService:
                 metrics.access_unparsed.labels(input=input, reason=letter.reason).inc()
             if batch.suppressed:
                 metrics.access_unparsed.labels(input=input, reason="suppressed").inc(batch.suppressed)
-        requests = self.pipeline.requests
-        for (ingress, status_class), n in requests.items():
+        for (ingress, status_class), n in self.pipeline.take_request_counts().items():
             metrics.access_requests.labels(ingress=ingress, status_class=status_class).inc(n)
-        requests.clear()
         if batch.summaries:
             metrics.access_windows.inc(len({s.window_start for s in batch.summaries}))
 

@@ -129,7 +129,7 @@ class AccessService:
         ``rejected``: dead letters for items the input could not even split (counted here)."""
         batch = self._process(lines, input=input, where=where)
         for letter in rejected:
-            self.count_unparsed(input, letter.reason)
+            self.count_unparsed(input, letter.reason.removeprefix("access-"))
         records = self._unseen([*batch.records, *batch.summaries])
         async with self._write_lock:
             await self.ingestor.write_records(records, [*batch.dead_letters, *rejected])
@@ -179,7 +179,8 @@ class AccessService:
         if bad:
             metrics.access_lines.labels(input=input, result="unparsed").inc(bad)
             for letter in batch.dead_letters:
-                metrics.access_unparsed.labels(input=input, reason=letter.reason).inc()
+                reason = letter.reason.removeprefix("access-")
+                metrics.access_unparsed.labels(input=input, reason=reason).inc()
             if batch.suppressed:
                 metrics.access_unparsed.labels(input=input, reason="suppressed").inc(batch.suppressed)
         for (ingress, status_class), n in self.pipeline.take_request_counts().items():

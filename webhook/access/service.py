@@ -218,13 +218,20 @@ class AccessService:
     async def _write_loop(self) -> None:
         while True:
             await asyncio.sleep(WRITE_EVERY_S)
-            await self._write_pending()
+            try:
+                await self._write_pending()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive one bad write
+                log.error("access.write_failed", error=type(exc).__name__)
 
     async def _flush_loop(self) -> None:
         interval = min(5.0, max(0.05, self.config.window_s / 10))
         while True:
             await asyncio.sleep(interval)
-            summaries = self.pipeline.flush(self.now())
+            try:
+                summaries = self.pipeline.flush(self.now())
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive one bad window
+                log.error("access.flush_failed", error=type(exc).__name__)
+                continue
             if summaries:
                 self.metrics.access_windows.inc(len({s.window_start for s in summaries}))
                 self._pending.extend(summaries)

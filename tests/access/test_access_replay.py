@@ -113,3 +113,9 @@ async def test_the_index_remembers_the_change_before_the_spike(aiohttp_client: A
     assert access.index.last_change("shop.example.test") is not None  # the host it dropped
     summary = next(r for r in records_in(config) if r["type"] == "access_summary" and r["scope"] == "host")
     assert summary["statuses"] == {"2xx": 10, "5xx": 20}
+
+    assert (await post_capture(client, CAPTURES / "0050.json"))[0] == 200  # A36: delete the ingress
+    deleted = access.index.last_change("www.shop.example.test")
+    assert deleted is not None
+    assert (deleted.verb, deleted.name) == ("delete", "shop-web")
+    assert access.index.lookup("www.shop.example.test", "/") is None

@@ -456,13 +456,18 @@ def _server(raw: Mapping[str, Any]) -> ServerConfig:
 
 
 def check_listen(config: Config) -> None:
-    """Plain HTTP only on loopback, unless the config says ``insecure_http: true``."""
+    """Plain HTTP only on loopback, unless the config says ``insecure_http: true``; syslog
+    (no authentication at all) only on loopback unless ``access.syslog.allow_remote``."""
     server = config.server
     if server.tls is None and not server.insecure_http and not is_loopback(server.host):
         raise ConfigError(
             f"refusing to serve plain HTTP on {server.host}: configure server.tls, "
             "or set server.insecure_http: true"
         )
+    if config.access.enabled:
+        from webhook.access.config import check_syslog_listen
+
+        check_syslog_listen(config.access)
 
 
 def is_loopback(host: str) -> bool:
@@ -569,4 +574,5 @@ def describe(config: Config) -> dict[str, Any]:
         "include_rules": len(config.filter.include),
         "exclude_rules": len(config.filter.exclude),
         "state": config.state.type,
+        "access": config.access.enabled,
     }

@@ -17,8 +17,8 @@ import orjson
 from access_lines import nginx_line
 from conftest import CAPTURES, delivered, post_capture, records_in
 from test_access_http import access_config, fluent_bit
+from test_replay import run_cli
 
-from webhook.cli import main
 from webhook.server import RUNTIME, create_app
 
 CHANGE_CAPTURES = ["0009.json", "0019.json"]  # A05 create shop/shop-web, A14 patch it
@@ -56,16 +56,16 @@ def _access_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_replay_access_after_the_change(tmp_path: Path, capsys: Any) -> None:
+def test_replay_access_after_the_change(tmp_path: Path) -> None:
     """No 5xx in the window before the patch, 20 of 30 after it; replaying twice adds nothing."""
     config_file = tmp_path / "config.yaml"
     data = tmp_path / "data"
     config_file.write_text("access:\n  enabled: true\n  keep_all: false\n", "utf-8")
-    args = ["replay", "--config", str(config_file), "--data-dir", str(data), str(_audit_file(tmp_path))]
+    args = ["--config", str(config_file), "--data-dir", str(data), str(_audit_file(tmp_path))]
 
-    assert main([*args, "--access", str(_access_file(tmp_path))]) == 0
-    first = capsys.readouterr().out
-    assert main([*args, "--access", str(_access_file(tmp_path))]) == 0
+    first = run_cli(*args, "--access", str(_access_file(tmp_path)), cwd=tmp_path)
+    again = run_cli(*args, "--access", str(_access_file(tmp_path)), cwd=tmp_path)
+    assert first.returncode == again.returncode == 0, first.stderr
 
     records = [orjson.loads(line) for line in (data / "records.jsonl").read_bytes().splitlines()]
     hosts = [r for r in records if r["type"] == "access_summary" and r["scope"] == "host"]
@@ -84,8 +84,8 @@ def test_replay_access_after_the_change(tmp_path: Path, capsys: Any) -> None:
         "tls": False,
         "tls_secret": None,
     }
-    assert "60 access lines read" in first
-    assert "4 window summaries written" in first  # two host windows and two client windows
+    assert "60 access lines read" in first.stdout
+    assert "4 window summaries written" in first.stdout  # two host windows and two client windows
 
 
 async def test_the_index_remembers_the_change_before_the_spike(aiohttp_client: Any, tmp_path: Path) -> None:
@@ -113,3 +113,9 @@ async def test_the_index_remembers_the_change_before_the_spike(aiohttp_client: A
     assert access.index.last_change("shop.example.test") is not None  # the host it dropped
     summary = next(r for r in records_in(config) if r["type"] == "access_summary" and r["scope"] == "host")
     assert summary["statuses"] == {"2xx": 10, "5xx": 20}
+
+    assert (await post_capture(client, CAPTURES / "0050.json"))[0] == 200  # A36: delete the ingress
+    deleted = access.index.last_change("www.shop.example.test")
+    assert deleted is not None
+    assert (deleted.verb, deleted.name) == ("delete", "shop-web")
+    assert access.index.lookup("www.shop.example.test", "/") is None

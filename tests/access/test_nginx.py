@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webhook.access.entry import AccessParseError
+from webhook.access.nginx import _combined_checked, _ingress_checked, combined_fast, ingress_fast
 from webhook.access.parsers import build_parser
 
 INGRESS = build_parser("nginx-ingress")
@@ -66,6 +69,7 @@ def test_default_line() -> None:
     assert entry.request_id == REQ_ID
     assert entry.host is None
     assert entry.format == "nginx-ingress"
+    assert ingress_fast(line()) == entry  # the common line takes the fast path
 
 
 def test_retries_keep_one_item_per_attempt() -> None:
@@ -283,3 +287,55 @@ def test_combined_refuses_ingress_lines_and_garbage() -> None:
         with pytest.raises(AccessParseError) as info:
             COMBINED(text)
         assert info.value.reason == "bad-format"
+
+
+_addrs = st.sampled_from(["10.244.0.1", "2001:db8::1", "::1", "203.0.113.250"])
+_users = st.sampled_from(["-", "alice", "jane doe", ""])
+_quoted = st.sampled_from(
+    ["-", "", "curl/8.5.0", r"Mozilla \x22q\x22 caf\xC3\xA9", r"a \"b\" c", r"back\x5Cslash"]
+)
+_requests = st.sampled_from(
+    ["GET / HTTP/1.1", "POST /a?b=c HTTP/2.0", r"\x16\x03\x01", "", "GET /", r"GET /q?x=\x22y\x22 HTTP/1.1"]
+)
+_upstreams = st.sampled_from(
+    [
+        "10.0.0.1:80 612 0.004 200",
+        "10.0.0.1:80, 10.0.0.2:80 0, 5 0.001, 0.004 502, 200",
+        "10.0.0.1:80 : 10.0.0.2:80 - : 5 - : 0.002 - : 200",
+        "- - - -",
+        "10.0.0.1:80 0 0.750 -",
+        "[fd00::7]:8080 1 0.1 204",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    addr=_addrs,
+    user=_users,
+    request=_requests,
+    referer=_quoted,
+    agent=_quoted,
+    upstream=_upstreams,
+    status=st.sampled_from(["200", "499", "502", "2x0"]),
+)
+def test_fast_and_checked_paths_agree(
+    addr: str, user: str, request: str, referer: str, agent: str, upstream: str, status: str
+) -> None:
+    """The strict fast path, when it takes a line, yields exactly what the checked pass yields."""
+    text = (
+        f'{addr} - {user} [25/Nov/2026:21:25:05 +0100] "{request}" {status} 612 "{referer}" "{agent}" '
+        f"523 0.005 [shop-api-80] [] {upstream} {REQ_ID}"
+    )
+    combined_text = text.split(" 523 ")[0]
+
+    for fast, checked, line in (
+        (ingress_fast, _ingress_checked, text),
+        (combined_fast, _combined_checked, combined_text),
+    ):
+        try:
+            expected = checked(line)
+        except AccessParseError:
+            assert fast(line) is None
+            continue
+        assert fast(line) in (None, expected)

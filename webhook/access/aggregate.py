@@ -49,8 +49,12 @@ class MisraGries:
         elif len(counts) < self.k:
             counts[key] = 1
         else:
-            self.decrements += 1
-            self.counts = {k: c - 1 for k, c in counts.items() if c > 1}
+            self.decrement()
+
+    def decrement(self) -> None:
+        """A new key and no free counter: every count goes down by one, the zeros are freed."""
+        self.decrements += 1
+        self.counts = {k: c - 1 for k, c in self.counts.items() if c > 1}
 
     def top(self, n: int) -> list[tuple[str, int]]:
         return sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))[:n]
@@ -58,19 +62,27 @@ class MisraGries:
 
 @dataclass(slots=True)
 class HostStats:
-    requests: int = 0
     classes: list[int] = field(default_factory=lambda: [0] * 6)  # 1xx..5xx, other
     auth_failures: int = 0
     bytes_sent: int = 0
     latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_S) + 1))
     max_latency_s: float = 0.0
-    timed: int = 0
+
+    @property
+    def requests(self) -> int:
+        return sum(self.classes)
+
+    @property
+    def timed(self) -> int:
+        """Requests with a latency (the histogram's total)."""
+        return sum(self.latency)
 
     def percentile(self, q: float) -> float:
         """The upper bound of the bucket holding the q-quantile, seconds (0 when nothing timed)."""
-        if not self.timed:
+        timed = self.timed
+        if not timed:
             return 0.0
-        rank = max(1, math.ceil(q * self.timed))
+        rank = max(1, math.ceil(q * timed))
         seen = 0
         for index, count in enumerate(self.latency):
             seen += count
@@ -111,6 +123,11 @@ class Aggregator:
         self.grace_s = min(5.0, window_s / 4) if grace_s is None else grace_s
         self._open: dict[float, _Window] = {}
         self._closed_before = -math.inf  # windows starting before this are summarized
+        self._none = self._current = _Window(  # the window the last line fell in, checked first
+            start=math.inf, hosts={}, clients=MisraGries(1), auth=MisraGries(1)
+        )
+        self._current_start = math.inf
+        self._current_end = -math.inf
 
     def __len__(self) -> int:
         return len(self._open)
@@ -143,7 +160,13 @@ class Aggregator:
         latency_s: float | None,
         bytes_sent: int | None,
     ) -> None:
-        window = self._open.get(t - t % self.window_s) or self._window(t)
+        if self._current_start <= t < self._current_end:
+            window = self._current
+        else:
+            window = self._open.get(t - t % self.window_s) or self._window(t)
+            if window.start <= t < window.start + self.window_s:
+                self._current, self._current_start = window, window.start
+                self._current_end = window.start + self.window_s
         hosts = window.hosts
         stats = hosts.get(host)
         if stats is None:
@@ -152,10 +175,17 @@ class Aggregator:
                 stats = hosts.get(host)
             if stats is None:
                 stats = hosts[host] = HostStats()
-        stats.requests += 1
         index = status // 100 - 1
         stats.classes[index if 0 <= index < 5 else 5] += 1
-        window.clients.add(client)
+        # MisraGries.add, inlined: this runs for every line.
+        sketch = window.clients
+        count = sketch.counts.get(client)
+        if count is not None:
+            sketch.counts[client] = count + 1
+        elif len(sketch.counts) < sketch.k:
+            sketch.counts[client] = 1
+        else:
+            sketch.decrement()
         if status == 401 or status == 403:
             stats.auth_failures += 1
             window.auth.add(client)
@@ -163,7 +193,6 @@ class Aggregator:
             stats.bytes_sent += bytes_sent
         if latency_s is not None and latency_s >= 0:
             stats.latency[bisect_left(LATENCY_BOUNDS_S, latency_s)] += 1
-            stats.timed += 1
             if latency_s > stats.max_latency_s:
                 stats.max_latency_s = latency_s
 
@@ -175,6 +204,8 @@ class Aggregator:
             if not everything and end + self.grace_s > now:
                 break
             window = self._open.pop(start)
+            if window is self._current:
+                self._current, self._current_start, self._current_end = self._none, math.inf, -math.inf
             self._closed_before = max(self._closed_before, end)
             closed.append(
                 ClosedWindow(

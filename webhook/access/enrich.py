@@ -21,6 +21,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_CACHE_ENTRIES: Final = 16384
 
 
 def status_class(status: int) -> str:
@@ -62,14 +63,23 @@ class ClientClassifier:
     def __init__(self, trusted_cidrs: Sequence[str], trusted_proxies: Sequence[str] = ()) -> None:
         self._trusted = _networks(trusted_cidrs)
         self._proxies = _networks(trusted_proxies)
+        self.has_proxies = bool(self._proxies)
+        self._cache: dict[str, Trust] = {}
 
     def trust(self, ip: str) -> Trust:
         if not self._trusted:
             return "unknown"
+        cached = self._cache.get(ip)
+        if cached is not None:
+            return cached
         address = parse_ip(ip)
-        if address is None:
-            return "unknown"
-        return "trusted" if _inside(address, self._trusted) else "untrusted"
+        trust: Trust = "unknown"
+        if address is not None:
+            trust = "trusted" if _inside(address, self._trusted) else "untrusted"
+        if len(self._cache) >= _CACHE_ENTRIES:
+            self._cache.clear()  # bounded: heavy hitters come back at once
+        self._cache[ip] = trust
+        return trust
 
     def _is_proxy(self, ip: str) -> bool:
         address = parse_ip(ip)

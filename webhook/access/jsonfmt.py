@@ -47,6 +47,28 @@ DEFAULT_KEYS: Mapping[str, tuple[str, ...]] = {
     "service_port": ("service_port",),
 }
 _FIELDS = tuple(k for k in DEFAULT_KEYS if k not in ("request", "request_uri"))
+_TEXT_FIELDS = (
+    "client_ip",
+    "method",
+    "host",
+    "path",
+    "query",
+    "request",
+    "request_uri",
+    "protocol",
+    "remote_user",
+    "referer",
+    "user_agent",
+    "forwarded_for",
+    "upstream_name",
+    "alternative_upstream_name",
+    "request_id",
+    "namespace",
+    "ingress_name",
+    "service_name",
+    "service_port",
+)
+_EMPTY = frozenset((None, "", "-"))
 _entry = entry_builder([*_FIELDS, "format"])
 
 
@@ -59,74 +81,90 @@ def compile_nginx_json(
         if field not in keys:
             raise ValueError(f"field_map: {field!r} is not an access entry field ({', '.join(keys)})")
         keys[field] = (key,)
-    k = {field: tuple(names) for field, names in keys.items()}
+    plan = tuple((field, tuple(names)) for field, names in keys.items())
+    label = {field: "/".join(names) for field, names in plan}  # for messages: the keys, never values
 
-    def first(obj: Mapping[str, Any], field: str) -> tuple[Any, str]:
-        for key in k[field]:
-            value = obj.get(key)
-            if value is not None:
-                return value, key
-        return None, k[field][0]
-
-    def companion(obj: Mapping[str, Any], field: str, addrs: tuple[str, ...]) -> tuple[str, ...]:
-        """``$upstream_status`` and co.; a lone ``-`` next to an address is an attempt without a value."""
-        if not addrs:
-            return ()
-        value, key = first(obj, field)
-        return as_list(value, key) or (() if value is None else ("-",))
+    def lookup(obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Each entry field's value from the first of its keys that is present (and not null)."""
+        get = obj.get
+        found: dict[str, Any] = {}
+        for field, names in plan:
+            for name in names:
+                value = get(name)
+                if value is not None:
+                    found[field] = value
+                    break
+        return found
 
     def parse(obj: Mapping[str, Any]) -> AccessEntry:
-        def text(field: str) -> str | None:
-            return as_str(*first(obj, field))
-
-        client_ip = text("client_ip")
+        found = lookup(obj)
+        text: dict[str, str | None] = {}
+        for field in _TEXT_FIELDS:
+            value = found.get(field)
+            if value is None or value.__class__ is str:
+                text[field] = None if value in _EMPTY else value
+            else:
+                text[field] = as_str(value, label[field])
+        client_ip = text["client_ip"]
         if client_ip is None:
-            raise AccessParseError("missing-field", f"field {k['client_ip'][0]} (client address) is missing")
-        status = as_status(*first(obj, "status"))
+            raise AccessParseError("missing-field", f"field {label['client_ip']} (client address) is missing")
+        status = as_status(found.get("status"), label["status"])
         if status is None:
-            raise AccessParseError("missing-field", f"field {k['status'][0]} is missing")
-        method, path, query, protocol = text("method"), text("path"), text("query"), text("protocol")
-        if path is None and (uri := text("request_uri")) is not None:
+            raise AccessParseError("missing-field", f"field {label['status']} is missing")
+        method, path, query, protocol = text["method"], text["path"], text["query"], text["protocol"]
+        if path is None and (uri := text["request_uri"]) is not None:
             path, sep, q = uri.partition("?")
             query = query if query is not None or not sep else q
-        if method is None or path is None:
-            request = text("request")
-            if request is not None:
-                r_method, r_path, r_query, r_protocol = split_request(unescape(request))
-                method, path = method or r_method, path or r_path
-                query, protocol = query or r_query, protocol or r_protocol
-        addrs = as_list(*first(obj, "upstream_addrs"))
-        lengths = companion(obj, "upstream_response_lengths", addrs)
-        times = companion(obj, "upstream_times_s", addrs)
-        statuses = companion(obj, "upstream_statuses", addrs)
+        if (method is None or path is None) and (request := text["request"]) is not None:
+            r_method, r_path, r_query, r_protocol = split_request(unescape(request))
+            method, path = method or r_method, path or r_path
+            query, protocol = query or r_query, protocol or r_protocol
+        addrs = as_list(found.get("upstream_addrs"), label["upstream_addrs"])
+        statuses: tuple[int | None, ...] = ()
+        times: tuple[float | None, ...] = ()
+        lengths: tuple[int | None, ...] = ()
+        if addrs:  # a lone "-" next to an address is an attempt without that value
+            key = label["upstream_statuses"]
+            statuses = tuple(as_status(v, key) for v in _companion(found, "upstream_statuses", key))
+            key = label["upstream_times_s"]
+            times = tuple(as_float(v, key) for v in _companion(found, "upstream_times_s", key))
+            key = label["upstream_response_lengths"]
+            lengths = tuple(as_int(v, key) for v in _companion(found, "upstream_response_lengths", key))
         return _entry(
-            as_time(*first(obj, "time")),
+            as_time(found.get("time"), label["time"]),
             client_ip,
             method,
-            host_only(text("host")),
+            host_only(text["host"]),
             path,
             query,
             protocol,
             status,
-            as_int(*first(obj, "bytes_sent")),
-            as_int(*first(obj, "request_length")),
-            as_float(*first(obj, "request_time_s")),
-            text("remote_user"),
-            text("referer"),
-            text("user_agent"),
-            text("forwarded_for"),
-            text("upstream_name"),
-            text("alternative_upstream_name"),
+            as_int(found.get("bytes_sent"), label["bytes_sent"]),
+            as_int(found.get("request_length"), label["request_length"]),
+            as_float(found.get("request_time_s"), label["request_time_s"]),
+            text["remote_user"],
+            text["referer"],
+            text["user_agent"],
+            text["forwarded_for"],
+            text["upstream_name"],
+            text["alternative_upstream_name"],
             addrs,
-            tuple(as_status(v, k["upstream_statuses"][0]) for v in statuses),
-            tuple(as_float(v, k["upstream_times_s"][0]) for v in times),
-            tuple(as_int(v, k["upstream_response_lengths"][0]) for v in lengths),
-            text("request_id"),
-            text("namespace"),
-            text("ingress_name"),
-            text("service_name"),
-            text("service_port"),
+            statuses,
+            times,
+            lengths,
+            text["request_id"],
+            text["namespace"],
+            text["ingress_name"],
+            text["service_name"],
+            text["service_port"],
             "nginx-ingress-json",
         )
 
     return parse
+
+
+def _companion(found: Mapping[str, Any], field: str, key: str) -> tuple[str, ...]:
+    value = found.get(field)
+    if value is None:
+        return ()
+    return as_list(value, key) or ("-",)

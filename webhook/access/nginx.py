@@ -21,18 +21,34 @@ from webhook.access.fields import (
     upstreams,
 )
 
-__all__ = ["parse_combined", "parse_nginx_ingress"]
+__all__ = ["combined_fast", "ingress_fast", "parse_combined", "parse_nginx_ingress"]
 
 _QUOTED = r'"([^"]*)"'
 _ESCAPED = r'"((?:[^"\\]++|\\.)*+)"'  # a quoted field that may hold \"
+_INT = r"([0-9]{1,19})"
+_SECONDS = r"([0-9]{1,15}(?:\.[0-9]{1,9})?)"
+_STATUS = r"([1-9][0-9][0-9])"
+_TIME = r"([0-9]{2}/[A-Z][a-z]{2}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4})"
 
 
-def _head(q: str) -> str:
-    """``$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "ref" "ua"``."""
+def _head(q: str, *, strict: bool = False) -> str:
+    """``$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "ref" "ua"``.
+
+    Strict: values that need no further check, and a user without spaces (no backtracking).
+    """
+    if strict:
+        return rf"([^ ]+) - ([^ ]*) \[{_TIME}\] {q} {_STATUS} {_INT} {q} {q}"
     return rf"([^ ]+) - (.*?) \[([^\]]*)\] {q} ([^ ]+) ([^ ]+) {q} {q}"
 
 
 # ... $request_length $request_time [$proxy_upstream_name] [$proxy_alternative_upstream_name] <tail>
+# Two passes: a strict pattern whose groups need no checks (nearly every line), then loose ones
+# that find the fields of an odd line so that each value is checked and the reason is precise.
+_INGRESS_STRICT = re.compile(
+    rf"{_head(_QUOTED, strict=True)} {_INT} {_SECONDS} \[([^\]]*)\] \[([^\]]*)\] "
+    rf"([^ ,]+) {_INT} {_SECONDS} {_STATUS} ([^ ]+)",  # one upstream: no retries, no "-"
+    re.DOTALL,
+)
 _INGRESS = [
     re.compile(rf"{_head(q)} ([^ ]+) ([^ ]+) \[([^\]]*)\] \[([^\]]*)\] (.*)", re.DOTALL)
     for q in (_QUOTED, _ESCAPED)
@@ -41,6 +57,7 @@ _INGRESS = [
 # the first four lists of ", " (retries) and " : " (internal redirects) separated items
 _LIST = r"([^ ,]+(?:(?:, | : )[^ ,]+)*)"
 _TAIL = re.compile(rf"{_LIST} {_LIST} {_LIST} {_LIST} ([^ ]+)", re.DOTALL)
+_COMBINED_STRICT = re.compile(rf"{_head(_QUOTED, strict=True)}(?: {_QUOTED})?", re.DOTALL)
 _COMBINED = [re.compile(rf"{_head(q)}(?: {q})?", re.DOTALL) for q in (_QUOTED, _ESCAPED)]
 
 _ingress_entry = entry_builder(
@@ -97,7 +114,71 @@ def _match(patterns: list[re.Pattern[str]], line: str, name: str) -> tuple[str, 
     raise AccessParseError("bad-format", f"line does not match the {name} format")
 
 
+def _text(value: str) -> str | None:
+    """A quoted field: ``-`` and empty are None, nginx's ``\\xHH`` escapes are undone."""
+    if value == "-" or not value:
+        return None
+    return unescape(value) if "\\" in value else value
+
+
 def parse_nginx_ingress(line: str) -> AccessEntry:
+    entry = ingress_fast(line)
+    return entry if entry is not None else _ingress_checked(line)
+
+
+def ingress_fast(line: str) -> AccessEntry | None:
+    """The common line (one upstream, well-formed values) or None; no value needs checking."""
+    m = _INGRESS_STRICT.fullmatch(line)
+    if m is None or '\\"' in line:  # \" is not nginx's escaping: let the checked pass split fields
+        return None
+    (
+        addr,
+        user,
+        when,
+        request,
+        status,
+        size,
+        referer,
+        agent,
+        length,
+        seconds,
+        name,
+        alt,
+        up_addr,
+        up_length,
+        up_time,
+        up_status,
+        req_id,
+    ) = m.groups()
+    method, path, query, protocol = split_request(unescape(request) if "\\" in request else request)
+    return _ingress_entry(
+        parse_local_time(when),
+        addr,
+        method,
+        None,
+        path,
+        query,
+        protocol,
+        int(status),
+        int(size),
+        int(length),
+        float(seconds),
+        None if user == "-" else _text(user),
+        _text(referer),
+        _text(agent),
+        name or None,
+        alt or None,
+        (up_addr,),
+        (int(up_length),),
+        (float(up_time),),
+        (int(up_status),),
+        None if req_id == "-" else req_id,
+        "nginx-ingress",
+    )
+
+
+def _ingress_checked(line: str) -> AccessEntry:
+    """Escapes, retries, ``-`` values, and the lines that are wrong: every value checked."""
     (
         addr,
         user,
@@ -113,13 +194,10 @@ def parse_nginx_ingress(line: str) -> AccessEntry:
         alternative,
         tail,
     ) = _match(_INGRESS, line, "ingress-nginx upstreaminfo")
-    parts = tail.split(" ")
-    if len(parts) != 5:  # retries or redirects: lists with spaces
-        m = _TAIL.fullmatch(tail)
-        if m is None:
-            raise AccessParseError("bad-format", "upstream fields after the upstream names do not match")
-        parts = list(m.groups())
-    up_addr, up_length, up_time, up_status, req_id = parts
+    t = _TAIL.fullmatch(tail)
+    if t is None:
+        raise AccessParseError("bad-format", "upstream fields after the upstream names do not match")
+    up_addr, up_length, up_time, up_status, req_id = t.groups()
     method, path, query, protocol = split_request(unescape(request) if "\\" in request else request)
     return _ingress_entry(
         parse_local_time(time_local),
@@ -146,6 +224,35 @@ def parse_nginx_ingress(line: str) -> AccessEntry:
 
 def parse_combined(line: str) -> AccessEntry:
     """``combined``, optionally followed by ``"$http_x_forwarded_for"`` (the nginx image's ``main``)."""
+    entry = combined_fast(line)
+    return entry if entry is not None else _combined_checked(line)
+
+
+def combined_fast(line: str) -> AccessEntry | None:
+    m = _COMBINED_STRICT.fullmatch(line)
+    if m is None or '\\"' in line:
+        return None
+    addr, user, when, request, status, size, referer, agent, forwarded = m.groups()
+    method, path, query, protocol = split_request(unescape(request) if "\\" in request else request)
+    return _combined_entry(
+        parse_local_time(when),
+        addr,
+        method,
+        None,
+        path,
+        query,
+        protocol,
+        int(status),
+        int(size),
+        _text(user),
+        _text(referer),
+        _text(agent),
+        None if forwarded is None else _text(forwarded),
+        "combined",
+    )
+
+
+def _combined_checked(line: str) -> AccessEntry:
     addr, user, time_local, request, status, body_bytes, referer, agent, forwarded = _match(
         _COMBINED, line, "nginx combined"
     )

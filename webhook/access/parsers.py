@@ -14,7 +14,7 @@ from typing import Any
 from webhook.access.entry import AccessEntry, AccessParseError
 from webhook.access.jsonfmt import compile_nginx_json
 from webhook.access.jsonvalues import load_object
-from webhook.access.nginx import parse_combined, parse_nginx_ingress
+from webhook.access.nginx import combined_fast, ingress_fast, parse_combined, parse_nginx_ingress
 from webhook.access.traefik import TRAEFIK_KEYS, parse_traefik
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "FORMATS", "REASONS", "AccessParser", "Line", "build_parser"]
@@ -52,7 +52,7 @@ def build_parser(
         text = parse_nginx_ingress if format == "nginx-ingress" else parse_combined
 
         def parse_text(line: Line) -> AccessEntry:
-            if isinstance(line, Mapping):
+            if not isinstance(line, bytes | str):  # a decoded JSON object
                 raise AccessParseError("bad-format", f"format {format} expects text lines, not JSON objects")
             return text(_decode(line, max_line_bytes))
 
@@ -64,15 +64,22 @@ def build_parser(
         return nginx_json(obj)
 
     def parse_json(line: Line) -> AccessEntry:
-        if isinstance(line, Mapping):
+        if not isinstance(line, bytes | str):
             return json_object(line)
         if len(line) > max_line_bytes:
             raise AccessParseError("too-long", f"line is longer than {max_line_bytes} bytes")
-        if format == "auto" and line.lstrip()[:1] not in (b"{", "{"):
+        if format == "auto" and not _is_json_object(line):
             return _text_auto(_decode(line, max_line_bytes))
         return json_object(load_object(line))
 
     return parse_json
+
+
+def _is_json_object(line: bytes | str) -> bool:
+    first = line[:1]
+    if first in (b"{", "{"):
+        return True
+    return first in (b" ", b"\t", " ", "\t") and line.lstrip()[:1] in (b"{", "{")
 
 
 def _decode(line: bytes | str, max_line_bytes: int) -> str:
@@ -87,12 +94,15 @@ def _decode(line: bytes | str, max_line_bytes: int) -> str:
         text = line
     if text.endswith("\n"):
         text = text.rstrip("\r\n")
-    if not text or text.isspace():
+    if not text or (text[0].isspace() and text.isspace()):
         raise AccessParseError("empty", "line is empty")
     return text
 
 
 def _text_auto(line: str) -> AccessEntry:
+    entry = ingress_fast(line) or combined_fast(line)
+    if entry is not None:
+        return entry
     try:
         return parse_nginx_ingress(line)
     except AccessParseError as exc:

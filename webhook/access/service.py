@@ -133,7 +133,7 @@ class AccessService:
         ``rejected``: dead letters for items the input could not even split (counted here)."""
         batch = self._process(lines, input=input, where=where)
         for letter in rejected:
-            self.count_unparsed(input, letter.reason)
+            self.count_unparsed(input, letter.reason.removeprefix("access-"))
         records = self._unseen([*batch.records, *batch.summaries])
         async with self._write_lock:
             await self.ingestor.write_records(records, [*batch.dead_letters, *rejected])
@@ -183,13 +183,12 @@ class AccessService:
         if bad:
             metrics.access_lines.labels(input=input, result="unparsed").inc(bad)
             for letter in batch.dead_letters:
-                metrics.access_unparsed.labels(input=input, reason=letter.reason).inc()
+                reason = letter.reason.removeprefix("access-")
+                metrics.access_unparsed.labels(input=input, reason=reason).inc()
             if batch.suppressed:
                 metrics.access_unparsed.labels(input=input, reason="suppressed").inc(batch.suppressed)
-        requests = self.pipeline.requests
-        for (ingress, status_class), n in requests.items():
+        for (ingress, status_class), n in self.pipeline.take_request_counts().items():
             metrics.access_requests.labels(ingress=ingress, status_class=status_class).inc(n)
-        requests.clear()
         if batch.summaries:
             metrics.access_windows.inc(len({s.window_start for s in batch.summaries}))
 
@@ -223,13 +222,20 @@ class AccessService:
     async def _write_loop(self) -> None:
         while True:
             await asyncio.sleep(WRITE_EVERY_S)
-            await self._write_pending()
+            try:
+                await self._write_pending()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive one bad write
+                log.error("access.write_failed", error=type(exc).__name__)
 
     async def _flush_loop(self) -> None:
         interval = min(5.0, max(0.05, self.config.window_s / 10))
         while True:
             await asyncio.sleep(interval)
-            summaries = self.pipeline.flush(self.now())
+            try:
+                summaries = self.pipeline.flush(self.now())
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive one bad window
+                log.error("access.flush_failed", error=type(exc).__name__)
+                continue
             if summaries:
                 self.metrics.access_windows.inc(len({s.window_start for s in summaries}))
                 self._pending.extend(summaries)

@@ -42,7 +42,7 @@ __all__ = [
     "ReplayInputError",
     "ReplaySummary",
     "existing_record_ids",
-    "open_input",
+    "open_log",
     "read_events",
     "replay",
 ]
@@ -119,7 +119,7 @@ def _decode(line: bytes, where: str) -> Iterator[dict[str, Any] | _Bad]:
             yield _Bad(exc.code, f"{where}: {exc.message}", event_ref(item))
 
 
-def open_input(path: Path) -> tuple[BinaryIO, BinaryIO]:
+def open_log(path: Path) -> tuple[BinaryIO, BinaryIO]:
     """(the raw file, the stream of its lines): gzip is recognised by its magic bytes."""
     try:
         raw = path.open("rb")
@@ -134,7 +134,7 @@ def open_input(path: Path) -> tuple[BinaryIO, BinaryIO]:
 
 def read_events(path: Path, raw_position: list[int] | None = None) -> Iterator[dict[str, Any] | _Bad]:
     """Every event of a log-backend file (plain or gzip), or a ``_Bad`` naming file and line."""
-    raw, stream = open_input(path)
+    raw, stream = open_log(path)
     with raw, stream:
         lineno = 0
         try:

@@ -42,7 +42,6 @@ __all__ = [
     "ReplayInputError",
     "ReplaySummary",
     "existing_record_ids",
-    "open_input",
     "open_log",
     "read_events",
     "replay",
@@ -131,9 +130,6 @@ def open_log(path: Path) -> tuple[BinaryIO, BinaryIO]:
         return raw, cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
     raw.seek(0)
     return raw, raw
-
-
-open_input = open_log  # the name the access replay imports
 
 
 def read_events(path: Path, raw_position: list[int] | None = None) -> Iterator[dict[str, Any] | _Bad]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from webhook.access.service import AccessService
-from webhook.replay import ReplayInputError, open_input
+from webhook.replay import ReplayInputError, open_log
 
 __all__ = ["CHUNK_LINES", "AccessReplaySummary", "read_lines", "replay_access"]
 
@@ -40,7 +40,7 @@ class AccessReplaySummary:
 
 def read_lines(path: Path) -> Iterator[tuple[int, list[bytes]]]:
     """(first line number, lines) chunks of a plain or gzip'd file; blank lines skipped."""
-    raw, stream = open_input(path)
+    raw, stream = open_log(path)
     with raw, stream:
         chunk: list[bytes] = []
         first = lineno = 0

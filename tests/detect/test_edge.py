@@ -15,7 +15,7 @@ import pytest
 from webhook.access.hosts import ChangeRef
 from webhook.config import parse_config
 from webhook.detect.alert import Alert
-from webhook.detect.edge import HISTORY, ChangeCorrelation, build_edge_rules
+from webhook.detect.edge import HISTORY, MAX_CHANGES, ChangeCorrelation, build_edge_rules
 from webhook.detect.engine import Detector
 from webhook.detect.settings import DetectionsConfig, Exceptions, default_rules
 from webhook.errors import ConfigError
@@ -448,6 +448,19 @@ def test_excepted_changes_are_not_correlated_and_secret_diffs_carry_no_values() 
     assert alert.change is not None
     assert alert.change["diff"] == [{"op": "replace", "path": "/data/tls.key"}]
     assert alert.change["object"]["resource"] == "secrets"
+
+
+def test_changes_are_kept_only_with_access_logs_and_at_most_max_changes() -> None:
+    d = detector("change-correlation")
+    rule = d.rules[0]
+    assert isinstance(rule, ChangeCorrelation)
+    feed(d, [change_record()])
+    assert len(rule._changes) == 0  # no host index: no access logs to correlate with
+    rule.changes = dict[str, ChangeRef]().get
+    for n in range(MAX_CHANGES + 5):
+        feed(d, [{**change_record(), "id": f"change-{n}"}])
+    assert len(rule._changes) == MAX_CHANGES
+    assert rule._changes.get("change-0") is None  # the oldest went first
 
 
 @pytest.mark.parametrize("verb", ["get", "list"])

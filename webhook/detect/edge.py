@@ -40,6 +40,7 @@ from webhook.filter import Matcher
 __all__ = [
     "EDGE_RULES",
     "HISTORY",
+    "MAX_CHANGES",
     "BruteForceClient",
     "BruteForceHost",
     "ChangeCorrelation",
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 HISTORY: Final = 10  # windows remembered per host: the baseline
+MAX_CHANGES: Final = 1000  # changes change-correlation remembers (fewer if max_keys is lower)
 MAX_DIFF_OPS: Final = 20
 MAX_VALUE_CHARS: Final = 200
 _INGRESS_GROUP: Final = "networking.k8s.io"
@@ -571,7 +573,8 @@ class ChangeCorrelation(EdgeRule):
     """An error-rate or traffic shift on a host within ``window_s`` after a change that touched it.
 
     The audit side: each successful change of an Ingress, a Secret or an IngressClass is kept
-    (at most ``max_keys``, least recently used dropped), with its actor and diff. Which hosts a
+    (at most ``MAX_CHANGES``, least recently used dropped), with its actor and diff, once access
+    logs are wired in (``changes`` set). Which hosts a
     change touched is the host index's answer (``changes``: an Ingress's hosts before and after,
     the hosts whose TLS names a Secret, the hosts of a class's Ingresses). The access side: each
     host window that starts before ``change time + window_s`` and ends after the change is
@@ -586,7 +589,7 @@ class ChangeCorrelation(EdgeRule):
         self.min_requests = settings.min_requests or 20
         self.ratio = settings.ratio if settings.ratio is not None else 0.1
         self.factor = settings.factor or 3.0
-        self._changes: LruMap[_Change] = LruMap(self.max_keys)
+        self._changes: LruMap[_Change] = LruMap(min(self.max_keys, MAX_CHANGES))
         self._hosts: LruMap[_History] = LruMap(self.max_keys)
         self.changes: ChangeSource | None = None  # set by the access service (its host index)
 
@@ -599,6 +602,8 @@ class ChangeCorrelation(EdgeRule):
 
     def match(self, record: Record, now: float) -> list[Hit]:
         if record.get("type") == "audit":
+            if self.changes is None:  # no access logs (yet): nothing to correlate with
+                return []
             change = _change_of(record)
             if change is not None and not self._excepted(record):
                 self._changes.touch(change.record_id, lambda c=change: c)  # type: ignore[misc]

@@ -117,4 +117,10 @@ async def test_a_full_spool_answers_503(aiohttp_client: Any, tmp_path: Path) -> 
     assert statuses[-1] == 503
     assert resp.headers["Retry-After"] == "1"
     assert (await resp.json())["error"] == "spool-full"
-    assert client.app[RUNTIME].access is not None
+    counted = client.app[RUNTIME].access.pipeline.aggregator
+    before = sum(s.requests for w in counted._open.values() for s in w.hosts.values())
+    again = await client.post("/ingest/access", data=body, headers=NDJSON)
+    after = sum(s.requests for w in counted._open.values() for s in w.hosts.values())
+    assert again.status == 503
+    assert (await again.json())["error"] == "spool-full"
+    assert after == before  # refused before counting: the resend will not be counted twice

@@ -23,6 +23,7 @@ __all__ = ["INGRESS_PREFIXES", "ChangeRef", "HostIndex", "Served"]
 INGRESS_PREFIXES: Final = ("networking.k8s.io/ingresses/", "extensions/ingresses/")
 _CHANGING_VERBS: Final = frozenset({"create", "update", "patch", "delete"})
 _MAX_PATHS: Final = 20
+_MAX_CHANGES: Final = 100_000  # hosts remembered after their ingress is gone; the oldest go first
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,7 +176,10 @@ class HostIndex:
             else (),
         )
         for host in hosts:
+            self._changes.pop(host, None)  # re-insert: the dict's order is the age of the change
             self._changes[host] = change
+        while len(self._changes) > _MAX_CHANGES:
+            del self._changes[next(iter(self._changes))]
 
     def _drop(self, namespace: str, name: str) -> None:
         key = (namespace, name)

@@ -20,6 +20,8 @@ from webhook.errors import (
     BodyTooLargeError,
     MethodNotAllowedError,
     OverloadedError,
+    SpoolFullError,
+    StorageError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
     WebhookError,
@@ -96,6 +98,13 @@ async def _receive_access(request: web.Request, runtime: Runtime) -> web.Respons
     access = runtime.access
     if access is None:  # the route exists only with access.enabled
         raise OverloadedError("access logs are not ready")
+    # Refuse before counting: a body counted in the windows and then refused would be counted
+    # again when the shipper resends it.
+    problems = await runtime.ingestor.problems()
+    if problems:
+        detail = "; ".join(f"{k}: {v}" for k, v in problems.items())
+        full = problems.get("spool", "").startswith("full")
+        raise (SpoolFullError if full else StorageError)(f"cannot keep records now: {detail}")
     received_at = utc_now()
     lines = []
     rejected = []

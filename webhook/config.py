@@ -9,14 +9,23 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import ipaddress
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import time
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
 import jsonschema
 import yaml
 
+from webhook.detect.settings import (
+    ChangeWindow,
+    DeploymentIdentities,
+    DetectionsConfig,
+    Exceptions,
+    default_rules,
+)
 from webhook.enrich.catalog import CATALOG
 from webhook.errors import ConfigError
 from webhook.filter import DEFAULT_FILTER, FilterSpec, Matcher, Rule
@@ -30,6 +39,7 @@ __all__ = [
     "Config",
     "DeadLetterConfig",
     "DedupeConfig",
+    "DetectionsConfig",
     "FindingsConfig",
     "LogConfig",
     "RedactionConfig",
@@ -193,6 +203,7 @@ class Config:
     change: ChangeConfig = field(default_factory=ChangeConfig)
     actors: ActorsConfig = field(default_factory=ActorsConfig)
     findings: FindingsConfig = field(default_factory=FindingsConfig)
+    detections: DetectionsConfig = field(default_factory=DetectionsConfig)
 
     def in_data_dir(self, path: Path) -> Path:
         """Relative paths in the config are relative to the data dir."""
@@ -292,6 +303,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         change=_change(raw.get("change")),
         actors=_actors(raw.get("actors")),
         findings=_findings(raw.get("findings")),
+        detections=_detections(raw.get("detections")),
     )
     names = [sink.name for sink in config.sinks]
     if len(set(names)) != len(names):
@@ -344,6 +356,62 @@ def _findings(raw: Mapping[str, Any] | None) -> FindingsConfig:
         severity=severity,
         internal_hosts=tuple(options.get("internal_hosts", FindingsConfig().internal_hosts)),
     )
+
+
+def _exceptions(raw: Mapping[str, Any] | None, path: str, problems: list[str]) -> Exceptions:
+    options = {key: tuple(value) for key, value in (raw or {}).items()}
+    for index, cidr in enumerate(options.get("source_cidrs", ())):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(f"{path}.source_cidrs[{index}]: not an IP network")
+    return Exceptions(**options)
+
+
+def _change_window(raw: Mapping[str, Any], path: str, problems: list[str]) -> ChangeWindow:
+    base = ChangeWindow()
+    window = ChangeWindow(
+        days=tuple(raw.get("days", base.days)),
+        start=time.fromisoformat(raw["start"]) if "start" in raw else base.start,
+        end=time.fromisoformat(raw["end"]) if "end" in raw else base.end,
+        timezone=raw.get("timezone", base.timezone),
+    )
+    if window.timezone.upper() != "UTC":
+        try:
+            zoneinfo.ZoneInfo(window.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            problems.append(f"{path}.timezone: unknown time zone")
+    return window
+
+
+def _detections(raw: Mapping[str, Any] | None) -> DetectionsConfig:
+    options = dict(raw or {})
+    problems: list[str] = []
+    base = DetectionsConfig()
+    rules = default_rules()
+    for rule_id, rule_raw in (options.get("rules") or {}).items():
+        rule = dict(rule_raw)
+        path = f"$.detections.rules['{rule_id}']"  # as jsonschema writes a key with dashes
+        default = rules[rule_id]
+        if "exceptions" in rule:
+            rule["exceptions"] = _exceptions(rule["exceptions"], f"{path}.exceptions", problems)
+        rules[rule_id] = replace(default, **rule)
+    identities = options.get("deployment_identities") or {}
+    config = DetectionsConfig(
+        enabled=options.get("enabled", base.enabled),
+        max_keys=options.get("max_keys", base.max_keys),
+        findings_min_severity=options.get("findings_min_severity", base.findings_min_severity),
+        exceptions=_exceptions(options.get("exceptions"), "$.detections.exceptions", problems),
+        deployment_identities=DeploymentIdentities(**{k: tuple(v) for k, v in identities.items()}),
+        change_windows=tuple(
+            _change_window(w, f"$.detections.change_windows[{i}]", problems)
+            for i, w in enumerate(options.get("change_windows") or ())
+        ),
+        rules=rules,
+    )
+    if problems:
+        raise ConfigError("detections section is not valid", tuple(problems))
+    return config
 
 
 def _section(cls: type[T], raw: Mapping[str, Any] | None) -> T:
@@ -420,6 +488,7 @@ def _sink(raw: Mapping[str, Any]) -> SinkSettings:
         batch=BatchOptions(**batch),
         retry=RetryOptions(**options.pop("retry", {})),
         drop_when_full=options.pop("drop_when_full", False),
+        record_types=frozenset(options.pop("record_types")) if "record_types" in options else None,
         options=sink_type.parse(options),
     )
 

@@ -102,3 +102,23 @@ class Metrics:
         self.dedupe_entries = Gauge(
             "ingress_audit_dedupe_entries", "Keys held by the in-memory dedupe window.", registry=r
         )
+        self.alerts = Counter(
+            "ingress_audit_alerts",
+            "Alert records emitted by the detections, by detection, severity and status.",
+            ["detection", "severity", "status"],
+            registry=r,
+        )
+        self.detection_evictions = Counter(
+            "ingress_audit_detection_keys_evicted",
+            "Keys a detection forgot because it held max_keys (least recently used first).",
+            ["detection"],
+            registry=r,
+        )
+        self.detection_keys = Gauge(
+            "ingress_audit_detection_keys", "Keys a detection holds in memory.", ["detection"], registry=r
+        )
+        self.alerts_dropped = Counter(
+            "ingress_audit_alerts_dropped",
+            "Alert records lost because the spool refused them for too long.",
+            registry=r,
+        )

@@ -160,7 +160,7 @@ def _sink_files(config: Config) -> list[Path]:
 
 
 def existing_record_ids(config: Config) -> set[str]:
-    """The ids of the records in every JSONL sink file, rotated ones included."""
+    """The ids of the records (not the alerts) in every JSONL sink file, rotated ones included."""
     ids: set[str] = set()
     for path in _sink_files(config):
         with path.open("rb") as f:
@@ -169,7 +169,11 @@ def existing_record_ids(config: Config) -> set[str]:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue
-                if isinstance(record, dict) and isinstance(record.get("id"), str):
+                if (
+                    isinstance(record, dict)
+                    and isinstance(record.get("id"), str)
+                    and record.get("type") != "alert"  # alerts are not events: never replayed
+                ):
                     ids.add(record["id"])
     return ids
 
@@ -248,7 +252,7 @@ async def replay(
     # Everything already recorded must stay known for the whole replay: no expiry, no eviction.
     config = replace(config, dedupe=DedupeConfig(max_entries=sys.maxsize, ttl_s=math.inf))
     summary = ReplaySummary(files=len(files))
-    ingestor = Ingestor(config)
+    ingestor = Ingestor(config, event_time=True)  # detection windows on the events' own time
     await ingestor.open()
     try:
         known = await asyncio.to_thread(existing_record_ids, config)

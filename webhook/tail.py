@@ -131,11 +131,15 @@ def compile_filter(spec: TailFilter) -> Callable[[dict[str, Any]], bool]:
             spec.users,
             _get(record, "actor", "user", "username"),
             _get(record, "actor", "impersonated", "username"),
+            _get(record, "actor", "username"),  # an alert's
         ):
             return False
         if spec.verbs and not _any(spec.verbs, record.get("verb")):
             return False
         findings = [f for f in record.get("findings") or () if isinstance(f, dict)]
+        if record.get("type") == "alert":  # its finding (or detection) and its own severity
+            finding = _get(record, "labels", "finding") or record.get("detection")
+            findings = [{"id": finding, "severity": record.get("severity")}]
         if spec.findings and not any(_any(spec.findings, f.get("id")) for f in findings):
             return False
         if floor is not None and not any(
@@ -309,10 +313,26 @@ def _code_style(code: Any) -> str:
     return "green" if code < 400 else "yellow" if code < 500 else "red"
 
 
-def render(record: dict[str, Any]) -> Text:
-    """One line: time, actor, verb, object, outcome, findings."""
+def _render_alert(record: dict[str, Any]) -> Text:
+    """An alert record (docs/detections.md): time, ALERT or resolved, severity, detection, summary."""
     from rich.text import Text
 
+    line = Text()
+    line.append(f"{str(record.get('time') or '-')[:19]}Z  ", style="dim")
+    firing = record.get("status") == "firing"
+    line.append("ALERT   " if firing else "resolved", style="bold red" if firing else "green")
+    severity = str(record.get("severity", "info"))
+    line.append(f"  [{severity}] {record.get('detection', '?')}", style=_SEVERITY_STYLES.get(severity, ""))
+    line.append(f"  {record.get('summary', '')}")
+    return line
+
+
+def render(record: dict[str, Any]) -> Text:
+    """One line: time, actor, verb, object, outcome, findings (for an alert: its summary)."""
+    from rich.text import Text
+
+    if record.get("type") == "alert":
+        return _render_alert(record)
     line = Text()
     when = record.get("time") or record.get("received_at") or "-"
     line.append(f"{str(when)[:19]}Z  ", style="dim")

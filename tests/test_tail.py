@@ -152,6 +152,34 @@ def test_render_names_actor_object_and_outcome(records: list[dict[str, Any]]) ->
     assert "(unauthenticated)" in render(unauthenticated).plain
 
 
+def test_render_access_records_and_windows() -> None:
+    """An access record shows client, request and status; a window its counts by class."""
+    ingress = {"namespace": "shop", "name": "web", "ingress_class": None, "tls": True, "tls_secret": None}
+    request = {"method": "POST", "host": "shop.example.com", "path": "/login", "status": 401}
+    access = {
+        "type": "access",
+        "time": "2026-11-25T21:00:01Z",
+        "client": {"ip": "203.0.113.7", "trust": "untrusted"},
+        "request": request,
+        "ingress": ingress,
+    }
+    window = {
+        "type": "access_summary",
+        "time": "2026-11-25T21:01:00.000Z",
+        "scope": "host",
+        "host": "shop.example.com",
+        "requests": 12,
+        "statuses": {"2xx": 9, "4xx": 3},
+        "auth_failures": 3,
+        "ingress": ingress,
+    }
+
+    assert render(access).plain == (
+        "2026-11-25T21:00:01Z  203.0.113.7             POST     shop.example.com/login  401  (shop/web)"
+    )
+    assert "12 requests 2xx:9 4xx:3  401/403:3  (shop/web)" in render(window).plain
+
+
 def test_closed_pipe_ends_tail_quietly(records_file: Path) -> None:
     """``tail | head -n 2`` prints two lines, and tail itself exits 0 without a traceback."""
     script = f'"{SCRIPT}" tail "{records_file}" 2>tail.err | head -n 2; echo "tail=${{PIPESTATUS[0]}}"'

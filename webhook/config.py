@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, TypeVar
 import jsonschema
 import yaml
 
+from webhook.access.config import AccessConfig, parse_access
 from webhook.detect.settings import (
     ChangeWindow,
     DeploymentIdentities,
@@ -33,6 +34,7 @@ from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
 
 __all__ = [
+    "AccessConfig",
     "ActorsConfig",
     "AuthConfig",
     "ChangeConfig",
@@ -203,6 +205,7 @@ class Config:
     change: ChangeConfig = field(default_factory=ChangeConfig)
     actors: ActorsConfig = field(default_factory=ActorsConfig)
     findings: FindingsConfig = field(default_factory=FindingsConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
     detections: DetectionsConfig = field(default_factory=DetectionsConfig)
 
     def in_data_dir(self, path: Path) -> Path:
@@ -303,6 +306,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         change=_change(raw.get("change")),
         actors=_actors(raw.get("actors")),
         findings=_findings(raw.get("findings")),
+        access=parse_access(raw.get("access")),
         detections=_detections(raw.get("detections")),
     )
     names = [sink.name for sink in config.sinks]
@@ -452,13 +456,18 @@ def _server(raw: Mapping[str, Any]) -> ServerConfig:
 
 
 def check_listen(config: Config) -> None:
-    """Plain HTTP only on loopback, unless the config says ``insecure_http: true``."""
+    """Plain HTTP only on loopback, unless the config says ``insecure_http: true``; syslog
+    (no authentication at all) only on loopback unless ``access.syslog.allow_remote``."""
     server = config.server
     if server.tls is None and not server.insecure_http and not is_loopback(server.host):
         raise ConfigError(
             f"refusing to serve plain HTTP on {server.host}: configure server.tls, "
             "or set server.insecure_http: true"
         )
+    if config.access.enabled:
+        from webhook.access.config import check_syslog_listen
+
+        check_syslog_listen(config.access)
 
 
 def is_loopback(host: str) -> bool:
@@ -565,4 +574,5 @@ def describe(config: Config) -> dict[str, Any]:
         "include_rules": len(config.filter.include),
         "exclude_rules": len(config.filter.exclude),
         "state": config.state.type,
+        "access": config.access.enabled,
     }

@@ -12,7 +12,7 @@ to the sinks runs behind, one loop per sink (webhook/delivery.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -56,6 +56,8 @@ class Ingestor:
             on_drop=lambda sink, records: self.metrics.spool_dropped.labels(sink=sink).inc(records),
         )
         self.workers: list[SinkWorker] = []
+        # Called with each batch's records once they are durable (the access host index).
+        self.record_observers: list[Callable[[Sequence[Any]], None]] = []
         self.alerts = AlertFeed.from_config(config, self.spool, self.metrics, event_time=event_time)
         self._refused_at: int | None = None  # spool size when a batch last did not fit
         self.state: StateStore = open_store(
@@ -161,8 +163,29 @@ class Ingestor:
             log.warning("state.write_failed", store=self.state.name, code=exc.code)
             self.metrics.state_errors.labels(operation="write").inc()
         self._count(result)
+        for observe in self.record_observers:
+            observe(result.records)
         await self.alerts.records(result.records)  # durable now: count them, spool their alerts
         return result
+
+    async def write_records(self, records: Sequence[Any], dead_letters: Sequence[DeadLetter] = ()) -> None:
+        """Append records of other types (access, summaries) and dead letters, durably.
+
+        Raises ``StorageError`` (``SpoolFullError``) like ``ingest`` when they cannot be kept.
+        """
+        writes = []
+        if records:
+            writes.append(self.spool.append([to_json(record) for record in records]))
+        if dead_letters:
+            writes.append(self.dead_letters.append(dead_letter_json(dead_letters)))
+        for outcome in await asyncio.gather(*writes, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, SpoolFullError):
+                    self._refused_at = self.spool.size
+                raise outcome
+        self.metrics.spool_bytes.set(self.spool.size)
+        for letter in dead_letters:
+            self.metrics.dead_letters.labels(reason=letter.reason).inc()
 
     async def _write(self, result: BatchResult) -> None:
         writes = []

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -76,6 +76,10 @@ class Alert:
     received_at: str
     records: tuple[str, ...]
     records_total: int
+    # change-correlation (and edge-5xx-spike's effect): the audit change and what it did to the
+    # traffic; null for the other detections (docs/record.md)
+    change: Mapping[str, Any] | None = None
+    effect: Mapping[str, Any] | None = None
 
 
 def fingerprint(cluster: str, detection: str, labels: Mapping[str, str]) -> str:

@@ -46,7 +46,7 @@ class _Firing:
     )
 
     def __init__(self, *, fp: str, hit: Hit, severity: Severity, window: Window, now: float) -> None:
-        ids = window.record_ids()
+        ids = list(dict.fromkeys([*hit.records, *window.record_ids()]))
         self.fingerprint = fp
         self.labels = dict(hit.labels)
         self.hit = hit
@@ -256,4 +256,6 @@ class Detector:
             received_at=rfc3339(self._wall()),
             records=tuple(firing.records),
             records_total=firing.records_total,
+            change=hit.change,
+            effect=hit.effect,
         )

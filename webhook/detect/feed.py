@@ -21,6 +21,7 @@ import structlog
 from webhook.config import Config
 from webhook.detect.alert import Alert, alert_json
 from webhook.detect.audit import build_rules
+from webhook.detect.edge import ChangeCorrelation, ChangeSource, build_edge_rules
 from webhook.detect.engine import Detector
 from webhook.errors import StorageError
 from webhook.metrics import Metrics
@@ -66,10 +67,19 @@ class AlertFeed:
         self._pending: list[Alert] = []
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._writes: set[asyncio.Task[None]] = set()  # alerts of listen(), being written
 
     @classmethod
     def from_config(cls, config: Config, spool: Spool, metrics: Metrics, *, event_time: bool) -> AlertFeed:
         rules = build_rules(config.detections, trusted_cidrs=config.actors.trusted_cidrs)
+        access = config.access
+        rules += build_edge_rules(
+            config.detections,
+            keep_statuses=access.keep.statuses,
+            keep_all=access.keep_all,
+            sensitive=bool(access.keep.sensitive_hosts or access.keep.sensitive_paths),
+            trusted=bool(access.trusted_cidrs or config.actors.trusted_cidrs),
+        )
         detector = Detector(rules, cluster=config.cluster, metrics=metrics) if rules else None
         return cls(detector, spool, metrics, event_time=event_time)
 
@@ -79,10 +89,33 @@ class AlertFeed:
 
     async def records(self, records: Sequence[Any]) -> None:
         """Count durable records; spool the alerts they raise. Never raises StorageError."""
+        await self._write(self._observe(records))
+
+    def listen(self, records: Sequence[Any]) -> None:
+        """``AccessService.listeners``: count durable access records and window summaries now;
+        their alerts are written by a task (``drain`` waits for it)."""
+        alerts = self._observe(records)
+        if alerts:
+            task = asyncio.get_running_loop().create_task(self._write(alerts))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    def follow_hosts(self, changes: ChangeSource) -> None:
+        """Where change-correlation learns which hosts a change touched (the access host index)."""
+        for rule in self.detector.rules if self.detector is not None else ():
+            if isinstance(rule, ChangeCorrelation):
+                rule.changes = changes
+
+    async def drain(self) -> None:
+        """Wait until the alerts of ``listen`` calls so far are written (or pending)."""
+        while self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    def _observe(self, records: Sequence[Any]) -> list[Alert]:
         detector = self.detector
-        if detector is None or not records:
-            return
         alerts: list[Alert] = []
+        if detector is None or not records:
+            return alerts
         try:
             for record in records:
                 if self.event_time:
@@ -93,7 +126,7 @@ class AlertFeed:
                 alerts += detector.observe(record, now)
         except Exception:  # the records are written: a detection bug must not fail their batch
             log.exception("detections.failed", records=len(records))
-        await self._write(alerts)
+        return alerts
 
     async def tick(self) -> None:
         if self.detector is not None:
@@ -105,6 +138,7 @@ class AlertFeed:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        await self.drain()
         if self.detector is not None and self.event_time:
             await self._write(self.detector.flush())
         elif self._pending:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from webhook.detect.alert import AlertActor, AlertObject
 from webhook.detect.fields import Record, as_mapping, identity, in_networks, networks, source_ips
@@ -34,6 +34,9 @@ class Hit:
     object: AlertObject | None = None
     severity: Severity | None = None  # instead of the rule's (findings keep their own)
     note: str = ""  # what this record says, for the description; never a secret value
+    records: tuple[str, ...] = ()  # other records behind the alert, listed before this one's
+    change: Mapping[str, Any] | None = None  # see Alert.change
+    effect: Mapping[str, Any] | None = None  # see Alert.effect
 
     def with_token(self, token: str) -> Hit:
         return replace(self, token=token)

@@ -22,6 +22,7 @@ __all__ = [
     "Exceptions",
     "RuleSettings",
     "default_rules",
+    "edge_rules",
 ]
 
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -48,6 +49,12 @@ class RuleSettings:
     exceptions: Exceptions = field(default_factory=Exceptions)
     max_keys: int | None = None  # None: detections.max_keys
     namespace_threshold: int | None = None  # secret-enumeration only
+    # edge-5xx-spike and change-correlation (docs/detections.md): a window counts when it has
+    # at least min_requests requests, a 5xx ratio of at least ratio, and factor times the
+    # baseline's (change-correlation: also request rates factor times above or below it)
+    min_requests: int | None = None
+    ratio: float | None = None
+    factor: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +102,23 @@ def default_rules() -> dict[str, RuleSettings]:
         "drift-change-window": RuleSettings(threshold=1, window_s=300.0, severity="medium"),
         "ingress-change-burst": RuleSettings(threshold=30, window_s=60.0, severity="medium"),
         "high-severity-finding": RuleSettings(threshold=1, window_s=300.0, severity="high"),
+        **edge_rules(),
+    }
+
+
+def edge_rules() -> dict[str, RuleSettings]:
+    """The detections over access logs (#12): thresholds per window of the access records."""
+    return {
+        "edge-brute-force-client": RuleSettings(threshold=20, window_s=60.0, severity="high"),
+        "edge-brute-force-host": RuleSettings(threshold=100, window_s=60.0, severity="medium"),
+        "edge-request-rate": RuleSettings(threshold=3000, window_s=300.0, severity="medium"),
+        "edge-5xx-spike": RuleSettings(
+            threshold=1, window_s=300.0, severity="high", min_requests=20, ratio=0.1, factor=3.0
+        ),
+        "edge-sensitive-access": RuleSettings(threshold=1, window_s=300.0, severity="high"),
+        "change-correlation": RuleSettings(
+            threshold=1, window_s=900.0, severity="high", min_requests=20, ratio=0.1, factor=3.0
+        ),
     }
 
 

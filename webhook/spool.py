@@ -293,9 +293,19 @@ class Spool:
 
     async def commit_async(self, name: str, position: Position) -> None:
         """``commit``, with the cursor file's write + fsync + rename in a worker thread: the
-        event loop (and every request in flight) does not wait for the disk."""
-        self._cursors[name].position = position
-        await asyncio.to_thread(self._write_cursor, name, position)
+        event loop (and every request in flight) does not wait for the disk.
+
+        The cursor moves in memory only once its file is written (or the write failed, as
+        ``commit`` does): another sink's commit meanwhile must not delete segments that this
+        sink's file still points into, or a crash right then would lose them for this sink."""
+        cursor = self._cursors[name]
+        try:
+            await asyncio.to_thread(self._write_cursor, name, position)
+        finally:
+            if cursor.position < position:
+                cursor.position = position
+        if position < cursor.position:  # moved further meanwhile (a dropped backlog): keep that
+            self._write_cursor(name, cursor.position)
         self._collect()
 
     def _write_cursor(self, name: str, position: Position) -> None:

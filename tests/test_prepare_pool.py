@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -156,3 +159,50 @@ async def test_the_server_answers_a_large_batch_once_its_records_are_durable(tmp
     finally:
         await client.close()
     assert answer["records"] == len(records) > 10
+
+
+_HOLDER = """
+import asyncio, sys
+from pathlib import Path
+from webhook.config import Config, ServerConfig
+from webhook.prepare_pool import PreparePool
+
+async def main() -> None:
+    pool = PreparePool(Config(server=ServerConfig(workers=2)), b"k" * 32)
+    await pool.start()
+    print(" ".join(map(str, pool.pids())), flush=True)
+    await asyncio.sleep(60)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signal: Linux")
+def test_the_workers_die_with_the_serve_process(tmp_path: Path) -> None:
+    """A serve process killed with -9 (or by the OOM killer) leaves no worker behind."""
+    script = tmp_path / "holder.py"
+    script.write_text(_HOLDER)
+    holder = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert holder.stdout is not None
+        pids = [int(pid) for pid in holder.stdout.readline().split()]
+        assert len(pids) == 2
+        assert all(_alive(pid) for pid in pids)
+    finally:
+        holder.kill()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)

@@ -18,9 +18,12 @@ held: they are answered 503 (the apiserver resends them) and the pool is started
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -42,6 +45,7 @@ log = structlog.get_logger(__name__)
 # Below this a body is prepared in the event loop: ~60 Metadata-level events, ~0.4 ms of work,
 # about what the round trip to a worker costs the event loop.
 MIN_BODY_BYTES: Final = 64 * 1024
+_PR_SET_PDEATHSIG: Final = 1
 
 _pipeline: Pipeline | None = None  # the worker process's own, built by _start_worker
 
@@ -57,9 +61,20 @@ def prepare_body(pipeline: Pipeline, body: bytes, *, received_at: str, max_event
     return pipeline.prepare(items, received_at=received_at)
 
 
-def _start_worker(config: Config, key: bytes) -> None:
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this worker when the serve process dies (kill -9, OOM): the pool's
+    queues hold both ends of their pipes, so a worker would otherwise wait for work forever."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+def _start_worker(config: Config, key: bytes, parent: int) -> None:
     from webhook.log import configure_logging
 
+    _die_with(parent)
     global _pipeline  # one pipeline per worker process, built once
     configure_logging(config.log.level, config.log.format)
     redaction = config.redaction
@@ -124,7 +139,7 @@ class PreparePool:
                 # Not fork: the event loop's process has threads (executor, spool, state store).
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(self._config, self._key),
+                initargs=(self._config, self._key, os.getpid()),
             )
         return self._executor
 

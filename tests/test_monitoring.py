@@ -135,6 +135,14 @@ def test_sync_script_writes_stale_copies(tmp_path: Path, monkeypatch: pytest.Mon
     assert yaml.safe_load((tmp_path / "prometheusrule.yaml").read_text())["spec"]["groups"] == rules()
 
 
+def test_every_metric_is_documented() -> None:
+    """docs/operations.md names every metric a registry exports, as Prometheus sees it."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    suffix = {"counter": "_total", "gauge": "", "histogram": ""}
+    for family in Metrics().registry.collect():
+        assert f"`{family.name}{suffix[family.type]}`" in text, family.name
+
+
 def test_rules_name_only_exported_metrics(exported: set[str]) -> None:
     """Every metric a rule selects is ours, or made by Prometheus or kube-state-metrics."""
     for alert, expr in rule_exprs().items():

@@ -16,7 +16,13 @@ from typing import Any, Final
 import orjson
 from aiohttp.test_utils import TestClient
 from redis_server import redis_url  # noqa: F401 - fixture
-from servers import nats_server, postgres_server, rsyslog_server, server_certs  # noqa: F401 - fixtures
+from servers import (  # noqa: F401 - fixtures
+    alertmanager_server,
+    nats_server,
+    postgres_server,
+    rsyslog_server,
+    server_certs,
+)
 
 from webhook.config import Config, ServerConfig
 from webhook.server import RUNTIME

@@ -1,5 +1,5 @@
-"""Real servers for the sink tests: PostgreSQL, rsyslog and NATS JetStream on loopback; and a
-real Prometheus that scrapes ingress-audit and evaluates the shipped rules.
+"""Real servers for the sink tests: PostgreSQL, rsyslog, NATS JetStream and Alertmanager on loopback;
+and a real Prometheus that scrapes ingress-audit and evaluates the shipped rules.
 
 Each server runs from its own temporary directory on a free port, is waited for with a
 deadline, and is stopped by the fixture that started it. A missing binary skips the tests on
@@ -19,10 +19,13 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +39,14 @@ import trustme
 from webhook.spool import SpooledRecord
 
 __all__ = [
+    "Alertmanager",
     "Certs",
     "NatsServer",
     "Postgres",
     "Prometheus",
     "Rsyslog",
     "Serve",
+    "alertmanager_server",
     "free_port",
     "make_certs",
     "make_record",
@@ -50,6 +55,7 @@ __all__ = [
     "postgres_server",
     "require_binary",
     "rsyslog_server",
+    "running_alertmanager",
     "running_nats",
     "running_postgres",
     "running_prometheus",
@@ -403,6 +409,129 @@ def rsyslog_server(tmp_path_factory: pytest.TempPathFactory, server_certs: Certs
     server.start()
     yield server
     server.stop()
+
+
+# -- Alertmanager ----------------------------------------------------------------------------
+
+_ALERTMANAGER_CONF = """
+global:
+  resolve_timeout: 5m
+route:
+  receiver: {receiver}
+  group_by: [alertname, cluster]
+  group_wait: 100ms
+  group_interval: 500ms
+  repeat_interval: 1h
+receivers:
+  - name: none
+  - name: hook
+    webhook_configs:
+      - url: "{webhook_url}"
+        send_resolved: true
+"""
+
+
+class Alertmanager:
+    """prometheus-alertmanager alone (no gossip), alerts kept in memory, data in ``root``.
+
+    With ``webhook_url`` every notification (grouped by alertname and cluster, sent 100 ms
+    after the first alert and every 500 ms after a change, resolved ones too) is POSTed there.
+    With ``certs`` it serves HTTPS only and requires a client certificate from the test CA.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        webhook_url: str | None = None,
+        port: int | None = None,
+        certs: Certs | None = None,
+    ) -> None:
+        self.binary = need_binary(["prometheus-alertmanager", "alertmanager"], "prometheus-alertmanager")
+        self.root = root
+        self.port = port or free_port()
+        self.certs = certs
+        self.web_conf = root / "web.yml"
+        if certs is not None:
+            self.web_conf.write_text(
+                "tls_server_config:\n"
+                f"  cert_file: {certs.server_cert}\n"
+                f"  key_file: {certs.server_key}\n"
+                "  client_auth_type: RequireAndVerifyClientCert\n"
+                f"  client_ca_file: {certs.ca_file}\n"
+            )
+        self.conf = root / "alertmanager.yml"
+        self.conf.write_text(
+            _ALERTMANAGER_CONF.format(
+                receiver="hook" if webhook_url else "none",
+                webhook_url=webhook_url or "http://127.0.0.1:9/unused",
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.certs else 'http'}://127.0.0.1:{self.port}"
+
+    def _context(self) -> ssl.SSLContext | None:
+        if self.certs is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.certs.ca_file))
+        context.load_cert_chain(self.certs.client_cert, self.certs.client_key)
+        return context
+
+    def _ready(self) -> bool:
+        url = f"{self.url}/-/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=self._context()) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def start(self) -> None:
+        argv = [
+            self.binary,
+            f"--config.file={self.conf}",
+            f"--storage.path={self.root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ]
+        if self.certs is not None:
+            argv.append(f"--web.config.file={self.web_conf}")
+        self.proc = spawn(argv, self.root)
+        wait_until(self._ready, START_TIMEOUT_S, "alertmanager ready", self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def alerts(self, **matchers: str) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts`` (active, unresolved) with a ``label="value"`` filter per matcher."""
+        query = urllib.parse.urlencode([("filter", f'{k}="{v}"') for k, v in matchers.items()])
+        url = f"{self.url}/api/v2/alerts?{query}"
+        with urllib.request.urlopen(url, timeout=5, context=self._context()) as resp:  # noqa: S310
+            alerts: list[dict[str, Any]] = orjson.loads(resp.read())
+        return alerts
+
+
+@contextlib.contextmanager
+def running_alertmanager(
+    root: Path, *, webhook_url: str | None = None, port: int | None = None, certs: Certs | None = None
+) -> Iterator[Alertmanager]:
+    server = Alertmanager(root, webhook_url=webhook_url, port=port, certs=certs)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def alertmanager_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
+    """No receiver: the tests read its API; each test uses its own ``cluster`` label."""
+    with running_alertmanager(tmp_path_factory.mktemp("alertmanager")) as server:
+        yield server
 
 
 # -- NATS ------------------------------------------------------------------------------------

@@ -20,7 +20,18 @@ if TYPE_CHECKING:
 
 __all__ = ["SinkType", "sink_types"]
 
-_MODULES = ("jsonl", "stdout", "syslog", "postgres", "nats", "http", "loki", "elasticsearch", "splunk_hec")
+_MODULES = (
+    "jsonl",
+    "stdout",
+    "syslog",
+    "postgres",
+    "nats",
+    "http",
+    "loki",
+    "elasticsearch",
+    "splunk_hec",
+    "alertmanager",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,4 +1,5 @@
-"""The ``ingress-audit`` command: ``serve``, ``check-config``, ``render``, ``schema``, ``tail``, ``replay``.
+"""The ``ingress-audit`` command: ``serve``, ``check-config``, ``render``, ``schema``, ``tail``, ``replay``,
+``report``.
 
 Heavy modules are imported inside the subcommands so that ``--help`` answers at once.
 Exit codes: 0 success, 1 a ``WebhookError`` (printed as ``ingress-audit: <code>: <message>``),
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_tail(commands)
     _add_replay(commands)
+    _add_report(commands)
 
     leaks = commands.add_parser(
         "scan-leaks", help="search files for known secret values (plain, base64, hex, ...); exit 1 if found"
@@ -174,6 +176,31 @@ def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     replay.set_defaults(func=_replay)
 
 
+def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = commands.add_parser(
+        "report", help="the weekly review: changes, findings, auth failures, expiring certificates, alerts"
+    )
+    report.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="records files, rotated backups included (default: the config's JSONL sink and dead letters)",
+    )
+    report.add_argument("--config", type=Path, default=_env("CONFIG"), help="[INGRESS_AUDIT_CONFIG]")
+    report.add_argument("--data-dir", type=Path, default=_env("DATA_DIR"), help="[INGRESS_AUDIT_DATA_DIR]")
+    report.add_argument("--since", type=_since, help="a duration (24h, 7d) or an RFC 3339 time (default: 7d)")
+    report.add_argument("--until", type=_since, help="end of the period, exclusive (default: now)")
+    report.add_argument("--format", choices=["table", "markdown", "html", "json"], default="table")
+    report.add_argument("--output", type=Path, metavar="FILE", help="write to FILE (mode 0600), not stdout")
+    report.add_argument("--cluster", action="append", default=[], help="only these clusters; repeatable")
+    report.add_argument(
+        "--expiring-within", type=_duration, default="30d", metavar="DURATION", help="default: 30d"
+    )
+    report.add_argument("--top", type=int, default=10, metavar="N", help="rows per ranking (default: 10)")
+    report.set_defaults(func=_report)
+
+
 def _count(text: str) -> int | None:
     if text == "all":
         return None
@@ -189,6 +216,18 @@ def _since(text: str) -> object:
         return parse_since(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> object:
+    import re
+    from datetime import UTC, datetime
+
+    from webhook.tail import parse_since
+
+    if not re.fullmatch(r"\d+[smhdw]", text.strip()):
+        raise argparse.ArgumentTypeError("expected a duration such as 30d, 12h or 2w")
+    now = datetime.now(UTC)
+    return now - parse_since(text, now)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -250,17 +289,23 @@ async def _serve_until_signalled(config: Config) -> int:
     return 0
 
 
-def _tail(args: argparse.Namespace) -> int:
+def _jsonl_path(args: argparse.Namespace) -> tuple[Path, Config]:
+    """The configured JSONL sink's file (``tail`` and ``report`` read it when given no path)."""
     from webhook.config import load_config, with_overrides
+
+    config = with_overrides(load_config(args.config), data_dir=args.data_dir)
+    jsonl = next((s for s in config.sinks if s.type == "jsonl"), None)
+    if jsonl is None:
+        raise ConfigError("no jsonl sink in the config: pass the path of a JSONL file")
+    return config.in_data_dir(jsonl.options.path), config
+
+
+def _tail(args: argparse.Namespace) -> int:
     from webhook.tail import TailFilter, compile_filter, run
 
     path: Path | None = args.path
     if path is None:
-        config = with_overrides(load_config(args.config), data_dir=args.data_dir)
-        jsonl = next((s for s in config.sinks if s.type == "jsonl"), None)
-        if jsonl is None:
-            raise ConfigError("no jsonl sink in the config: pass the path of a JSONL file")
-        path = config.in_data_dir(jsonl.options.path)
+        path, _ = _jsonl_path(args)
     keep = compile_filter(
         TailFilter(
             namespaces=tuple(args.namespace),
@@ -273,6 +318,25 @@ def _tail(args: argparse.Namespace) -> int:
         )
     )
     return run(path, count=args.lines, keep=keep, raw=args.json, follow_file=not args.no_follow)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from webhook.report import run
+
+    paths: list[Path] = args.paths
+    if not paths:
+        records, config = _jsonl_path(args)
+        paths = [records, config.in_data_dir(config.dead_letter.path)]
+    return run(
+        paths,
+        since=args.since,
+        until=args.until,
+        fmt=args.format,
+        output=args.output,
+        clusters=args.cluster,
+        expiring_within=args.expiring_within,
+        top=args.top,
+    )
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -36,7 +36,14 @@ from webhook.pipeline import DeadLetter, dead_letter_json
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-__all__ = ["ReplayInputError", "ReplaySummary", "existing_record_ids", "read_events", "replay"]
+__all__ = [
+    "ReplayInputError",
+    "ReplaySummary",
+    "existing_record_ids",
+    "open_log",
+    "read_events",
+    "replay",
+]
 
 CHUNK: Final = 400
 _GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -108,7 +115,7 @@ def _decode(line: bytes, where: str) -> Iterator[dict[str, Any] | _Bad]:
             yield _Bad(exc.code, f"{where}: {exc.message}", event_ref(item))
 
 
-def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
+def open_log(path: Path) -> tuple[BinaryIO, BinaryIO]:
     """(the raw file, the stream of its lines): gzip is recognised by its magic bytes."""
     try:
         raw = path.open("rb")
@@ -123,7 +130,7 @@ def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
 
 def read_events(path: Path, raw_position: list[int] | None = None) -> Iterator[dict[str, Any] | _Bad]:
     """Every event of a log-backend file (plain or gzip), or a ``_Bad`` naming file and line."""
-    raw, stream = _open(path)
+    raw, stream = open_log(path)
     with raw, stream:
         lineno = 0
         try:

@@ -38,6 +38,7 @@ __all__ = [
     "history",
     "parse_since",
     "render",
+    "rotated",
     "run",
 ]
 
@@ -158,14 +159,19 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _backups(path: Path) -> list[Path]:
-    """records.jsonl.1, .2, … that exist, newest first."""
+def rotated(path: Path) -> list[Path]:
+    """records.jsonl.1, .2, … that exist (and .N.gz, compressed by logrotate), newest first."""
     found = []
     for candidate in path.parent.glob(f"{glob.escape(path.name)}.*"):
-        suffix = candidate.name[len(path.name) + 1 :]
+        suffix = candidate.name[len(path.name) + 1 :].removesuffix(".gz")
         if suffix.isdigit():
-            found.append((int(suffix), candidate))
-    return [p for _, p in sorted(found)]
+            found.append((int(suffix), candidate.name.endswith(".gz"), candidate))
+    return [p for _, _, p in sorted(found)]
+
+
+def _backups(path: Path) -> list[Path]:
+    """The uncompressed backups, which tail can read backwards, newest first."""
+    return [p for p in rotated(path) if not p.name.endswith(".gz")]
 
 
 def _complete_end(f: IO[bytes], size: int) -> int:

@@ -8,10 +8,12 @@ retried across backends lists one address, status and time per attempt, in order
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
+from typing import Any
 
-__all__ = ["AccessEntry", "AccessParseError"]
+__all__ = ["AccessEntry", "AccessParseError", "entry_builder"]
 
 
 class AccessParseError(ValueError):
@@ -41,6 +43,7 @@ class AccessEntry:
     user_agent: str | None = None
     forwarded_for: str | None = None  # raw X-Forwarded-For, when logged
     upstream_name: str | None = None  # ingress-nginx ``$proxy_upstream_name``: ns-service-port
+    alternative_upstream_name: str | None = None  # ``$proxy_alternative_upstream_name`` (canary)
     upstream_addrs: tuple[str, ...] = ()
     upstream_statuses: tuple[int | None, ...] = ()
     upstream_times_s: tuple[float | None, ...] = ()
@@ -49,5 +52,36 @@ class AccessEntry:
     namespace: str | None = None  # when the format logs ``$namespace`` / ``$ingress_name``
     ingress_name: str | None = None
     service_name: str | None = None
+    service_port: str | None = None  # a number or a port name, as the format logs it
     router: str | None = None  # Traefik ``RouterName``
     format: str = ""  # which parser produced it: nginx-ingress, nginx-ingress-json, traefik-json, combined
+
+
+def entry_builder(names: Sequence[str]) -> Callable[..., AccessEntry]:
+    """A positional constructor for the parsers' hot loop: ``entry_builder(["time", ...])(t, ...)``.
+
+    The frozen ``__init__`` pays a global lookup and ``object.__setattr__`` per field; this one
+    calls each slot's setter directly, unrolled, and fills the fields not named with their
+    defaults: 2-3x faster, a fifth of a parser's time (the budget is 100k lines/s with
+    aggregation). Leaving out a field without a default is an error here, at start-up.
+    """
+    slots: dict[str, Any] = {f.name: f for f in fields(AccessEntry)}
+    unknown = [n for n in names if n not in slots]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"unknown or repeated AccessEntry fields: {unknown}")
+    missing = [n for n, f in slots.items() if n not in names and f.default is MISSING]
+    if missing:
+        raise ValueError(f"AccessEntry fields without a default must be given: {missing}")
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": AccessEntry}
+    body = ["    entry = _new(_cls)"]
+    for name in slots:  # identifiers: dataclass field names, checked by the dataclass itself
+        scope[f"_set_{name}"] = getattr(AccessEntry, name).__set__
+        if name in names:
+            body.append(f"    _set_{name}(entry, {name})")
+        else:
+            scope[f"_default_{name}"] = slots[name].default
+            body.append(f"    _set_{name}(entry, _default_{name})")
+    source = "\n".join([f"def build({', '.join(names)}):", *body, "    return entry", ""])
+    exec(source, scope)  # noqa: S102 - generated from field names, as dataclasses builds __init__
+    build: Callable[..., AccessEntry] = scope["build"]
+    return build

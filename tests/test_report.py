@@ -1,0 +1,521 @@
+"""``ingress-audit report``: the weekly review of scenario A's records, its window, every format,
+alerts and dead letters, secret safety, and the console script end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import captured_bodies, make_config, post_capture, records_in, scenario_secrets, settle
+
+from webhook.report import ReportOptions, build_report, read_lines, report_files
+from webhook.report_render import FORMATS, Report, render, to_dict
+from webhook.server import create_app
+
+SCRIPT = Path(sys.executable).parent / "ingress-audit"
+DAY = timedelta(days=1)
+SCENARIO_START = datetime(2026, 11, 24, tzinfo=UTC)
+SCENARIO_END = SCENARIO_START + DAY
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+
+
+async def _write_scenario(data: Path) -> None:
+    config = make_config(data)
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    try:
+        for body in captured_bodies():
+            status, _ = await post_capture(client, body)
+            assert status == 200
+        await settle(client)
+    finally:
+        await client.close()
+    assert records_in(config), "the scenario produced records"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Scenario A posted in order to the real app: its data dir (records, dead letters)."""
+    root = tmp_path_factory.mktemp("report")
+    asyncio.run(_write_scenario(root))
+    return root / "data"
+
+
+def options(**overrides: Any) -> ReportOptions:
+    base: dict[str, Any] = {"since": SCENARIO_START, "until": SCENARIO_END, "now": NOW}
+    return ReportOptions(**(base | overrides))
+
+
+def scenario_report(data_dir: Path, **overrides: Any) -> Report:
+    files = report_files([data_dir / "records.jsonl", data_dir / "dead-letter.jsonl"])
+    return build_report(read_lines(files), options(**overrides), sources=files)
+
+
+def rows(report: Report, key: str) -> list[dict[str, Any]]:
+    (section,) = [s for s in to_dict(report)["sections"] if s["key"] == key]  # type: ignore[attr-defined]
+    found: list[dict[str, Any]] = section["rows"]
+    return found
+
+
+def facts(report: Report) -> dict[str, Any]:
+    return dict(report.facts)
+
+
+def rendered(report: Report, fmt: str) -> str:
+    out = io.StringIO()
+    render(report, fmt, out)
+    return out.getvalue()
+
+
+def audit(when: str, **fields: Any) -> dict[str, Any]:
+    """A hand-made audit record with the fields the report reads."""
+    doc: dict[str, Any] = {
+        "type": "audit",
+        "cluster": "prod",
+        "time": when,
+        "received_at": when,
+        "verb": "get",
+        "outcome": {"code": 200},
+        "object": {
+            "api_group": "networking.k8s.io",
+            "resource": "ingresses",
+            "namespace": "shop",
+            "name": "web",
+        },
+        "actor": {
+            "user": {"username": "alice", "kind": "user"},
+            "impersonated": None,
+            "source_ips": ["10.0.0.1"],
+        },
+        "findings": [],
+        "change": None,
+    }
+    return doc | fields
+
+
+def lines(*docs: dict[str, Any] | None) -> list[dict[str, Any] | None]:
+    return list(docs)
+
+
+def test_scenario_changes_name_who_did_what(data_dir: Path) -> None:
+    """Every write to an Ingress, IngressClass, TLS secret, CoreDNS and Gateway API object, by admin."""
+    report = scenario_report(data_dir)
+    changes = rows(report, "changes")
+    seen = {(c["category"], c["verb"], c["object"]) for c in changes}
+
+    assert {
+        ("tls-secret", "create", "secrets shop/shop-tls"),
+        ("ingress-class", "create", "ingressclasses nginx-test"),
+        ("ingress", "create", "ingresses shop/shop-web"),
+        ("ingress", "patch", "ingresses shop/shop-web"),
+        ("ingress", "update", "ingresses shop/shop-web"),
+        ("ingress", "delete", "ingresses shop/shop-web"),
+        ("dns", "update", "configmaps kube-system/coredns"),
+        ("gateway", "create", "gateways shop/shop-gw"),
+        ("gateway", "patch", "httproutes shop/shop-route"),
+    } <= seen
+    assert ("tls-secret", "create", "secrets shop/db-creds") not in seen  # Opaque, not TLS
+    assert {c["actor"] for c in changes} == {"admin"}
+    assert {c["kind"] for c in changes} == {"user"}
+    (removal,) = [c for c in changes if "tls-removed" in c["findings"]]
+    assert removal["object"] == "ingresses shop/shop-web"
+    assert removal["change"] == "1 op: -/spec/tls"
+    assert removal["time"] == "2026-11-24T14:21:09Z"
+    dns = next(c for c in changes if c["verb"] == "update" and c["category"] == "dns")
+    assert "+forward . 203.0.113.53" in dns["change"]
+    (by_actor,) = rows(report, "changers")
+    assert by_actor["actor"] == "admin"
+    assert by_actor["total"] == len(changes)
+    assert facts(report)["changes reviewed"] == len(changes)
+    assert facts(report)["audit records"] == len(records_in_dir(data_dir))
+
+
+def records_in_dir(data_dir: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in (data_dir / "records.jsonl").read_bytes().splitlines()]
+
+
+def test_scenario_findings_by_severity(data_dir: Path) -> None:
+    """Findings count records once each, high first, with examples naming actor and object."""
+    found = {f["finding"]: f for f in rows(scenario_report(data_dir), "findings")}
+
+    assert found["tls-removed"]["severity"] == "high"
+    assert found["tls-removed"]["records"] == 1
+    assert "admin patch ingresses shop/shop-web" in found["tls-removed"]["examples"]
+    assert found["certificate-self-signed"]["records"] == 2  # raised twice in one record: counted once
+    assert {"nginx-snippet-annotation", "dns-forwarder-changed", "ingress-without-tls"} <= found.keys()
+    severities = [f["severity"] for f in rows(scenario_report(data_dir), "findings")]
+    ranks = ["critical", "high", "medium", "low", "info"]
+    assert severities == sorted(severities, key=ranks.index)
+
+
+def test_scenario_auth_failures(data_dir: Path) -> None:
+    """The 401 by its source IP; the 403s by user, impersonation shown as ``admin as alice``."""
+    report = scenario_report(data_dir)
+    unauthenticated = rows(report, "unauthenticated")
+    forbidden = {r["user"]: r for r in rows(report, "forbidden")}
+
+    assert [(r["source ip"], r["requests"]) for r in unauthenticated] == [("127.0.0.1", 1)]
+    assert unauthenticated[0]["example"] == "list ingresses shop"
+    assert {u: r["requests"] for u, r in forbidden.items()} == {
+        "alice": 2,
+        "mallory": 1,
+        "admin as alice": 1,
+        "system:serviceaccount:shop:builder": 1,
+    }
+    assert forbidden["mallory"]["example"] == "list ingresses"
+    assert next(r["user"] for r in rows(report, "forbidden")) == "alice"  # most first
+
+
+def test_scenario_certificates_expiring(data_dir: Path) -> None:
+    """shop-tls (not after 2027-11-24) is listed once within the horizon, with its SANs."""
+    assert rows(scenario_report(data_dir), "certificates") == []  # a year left: not within 30 days
+    soon = datetime(2027, 11, 4, 14, 20, 27, tzinfo=UTC)
+
+    (cert,) = rows(scenario_report(data_dir, now=soon), "certificates")
+
+    assert cert["secret"] == "shop/shop-tls"
+    assert cert["days left"] == 20
+    assert cert["hosts (SANs)"] == "shop.example.test, www.shop.example.test"
+    assert cert["not after"] == "2027-11-24T14:20:27Z"
+    # A window after the secret was written still lists it: its state outlives the window.
+    later = scenario_report(data_dir, since=SCENARIO_END, until=SCENARIO_END + DAY, now=soon)
+    assert [c["secret"] for c in rows(later, "certificates")] == ["shop/shop-tls"]
+    assert facts(later)["audit records"] == 0
+
+
+def test_window_edges_with_injected_now() -> None:
+    """``[since, until)`` by the record's own time; ``received_at`` when ``time`` is missing."""
+    since = datetime(2026, 11, 17, 12, tzinfo=UTC)
+    until = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    docs = lines(
+        audit("2026-11-17T11:59:59.999999Z"),
+        audit("2026-11-17T12:00:00Z"),
+        audit("2026-11-24T11:59:59.999999Z"),
+        audit("2026-11-24T12:00:00Z"),
+        audit("2026-11-20T10:00:00+02:00"),
+        audit("garbage", received_at="2026-11-20T00:00:00Z"),
+        audit("2026-12-01T00:00:00Z", time=None),  # received_at decides: outside
+        {"type": "audit", "verb": "get"},  # no time at all
+    )
+
+    report = build_report(docs, ReportOptions(since=since, until=until, now=until))
+
+    assert facts(report)["audit records"] == 4
+    assert facts(report)["first / last record"] == "2026-11-17T12:00:00Z / 2026-11-24T11:59:59Z"
+    assert {"what": "audit records without a time", "count": 1} in rows(report, "quality")
+
+
+def test_alerts_dead_letters_and_unknown_types() -> None:
+    """Alerts by latest status per fingerprint; dead letters by reason; other types ignored, counted."""
+    t = "2026-11-20T10:00:00Z"
+
+    def alert(fp: str, status: str, when: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "type": "alert",
+            "id": f"{fp}-{status}",
+            "fingerprint": fp,
+            "status": status,
+            "detection": "tls-removed-burst",
+            "severity": "high",
+            "summary": f"TLS removed from {fp}",
+            "labels": {"cluster": "prod"},
+            "count": extra.pop("count", 1),
+            "starts_at": t,
+            "ends_at": None,
+            "time": when,
+            **extra,
+        }
+
+    docs = lines(
+        alert("a", "firing", "2026-11-20T10:00:00Z", count=3),
+        alert("a", "resolved", "2026-11-20T11:00:00Z", count=3),
+        alert("b", "firing", "2026-11-21T10:00:00Z", count=7),
+        alert("c", "firing", "2026-11-21T10:00:00Z", detection="auth-failures", severity="medium"),
+        {"type": "dead_letter", "reason": "malformed-event", "received_at": t},
+        {"type": "dead_letter", "reason": "malformed-event", "received_at": t},
+        {"type": "dead_letter", "reason": "not-json", "received_at": t},
+        {"type": "access", "time": t, "status": 200},
+        {"type": "access_summary", "time": t},
+        audit(t, change={"baseline": "unavailable", "operations": []}),
+        None,  # a line that was not JSON
+    )
+    report = build_report(docs, ReportOptions(since=datetime(2026, 11, 18, tzinfo=UTC), until=NOW, now=NOW))
+
+    assert rows(report, "alerts_by_detection") == [
+        {"detection": "tls-removed-burst", "severity": "high", "firing": 1, "resolved": 1, "alerts": 2},
+        {"detection": "auth-failures", "severity": "medium", "firing": 1, "resolved": 0, "alerts": 1},
+    ]
+    top = rows(report, "alerts")
+    assert [(a["summary"], a["status"], a["count"]) for a in top] == [
+        ("TLS removed from b", "firing", 7),
+        ("TLS removed from c", "firing", 1),
+        ("TLS removed from a", "resolved", 3),
+    ]
+    assert facts(report)["alerts"] == "firing 3, resolved 1"
+    assert facts(report)["dead letters"] == 3
+    assert {r["what"]: r["count"] for r in rows(report, "quality")} == {
+        "dead letters: malformed-event": 2,
+        "dead letters: not-json": 1,
+        "baseline unavailable": 1,
+        "unreadable lines": 1,
+        "ignored records of type access": 1,
+        "ignored records of type access_summary": 1,
+    }
+    assert facts(report)["audit records"] == 1
+
+
+def test_cluster_filter() -> None:
+    """``--cluster`` keeps that cluster's records and alerts (by ``labels.cluster``)."""
+    t = "2026-11-20T10:00:00Z"
+    docs = lines(
+        audit(t, cluster="prod", outcome={"code": 403}),
+        audit(t, cluster="staging", outcome={"code": 403}, actor={"user": {"username": "eve"}}),
+        {
+            "type": "alert",
+            "fingerprint": "x",
+            "status": "firing",
+            "labels": {"cluster": "staging"},
+            "time": t,
+        },
+    )
+    report = build_report(
+        docs, options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW, clusters=("prod",))
+    )
+
+    assert facts(report)["clusters"] == "prod (1)"
+    assert [r["user"] for r in rows(report, "forbidden")] == ["alice"]
+    assert rows(report, "alerts") == []
+
+
+def test_certificates_follow_the_latest_record_and_deletes() -> None:
+    """A renewed certificate replaces the old one; a deleted secret drops out; failures change nothing."""
+
+    def secret(when: str, name: str, not_after: str, **extra: Any) -> dict[str, Any]:
+        cert = {"position": 0, "subject": f"CN={name}", "sans": [f"{name}.example"], "not_after": not_after}
+        fields: dict[str, Any] = {
+            "verb": "update",
+            "object": {"api_group": "", "resource": "secrets", "namespace": "shop", "name": name},
+            "secret": {"type": "kubernetes.io/tls", "certificates": [cert]},
+        }
+        return audit(when, **(fields | extra))
+
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    docs = lines(
+        secret("2026-11-01T00:00:00Z", "renewed", "2026-12-01T00:00:00Z"),
+        secret("2026-11-10T00:00:00Z", "renewed", "2027-12-01T00:00:00Z"),
+        secret("2026-11-01T00:00:00Z", "gone", "2026-12-01T00:00:00Z"),
+        secret("2026-11-12T00:00:00Z", "gone", "x", verb="delete", secret=None),
+        secret("2026-11-01T00:00:00Z", "expired", "2026-11-20T00:00:00Z"),
+        secret("2026-11-13T00:00:00Z", "expired", "2027-12-01T00:00:00Z", outcome={"code": 422}),
+        secret("2026-11-14T00:00:00Z", "expired", "2027-12-01T00:00:00Z", dry_run=True),
+    )
+
+    report = build_report(docs, ReportOptions(since=now - 7 * DAY, until=now, now=now))
+
+    assert [(c["secret"], c["days left"]) for c in rows(report, "certificates")] == [("shop/expired", -5)]
+
+
+def test_bounded_tables_say_they_are_approximate() -> None:
+    """Thousands of distinct 401 sources: the heavy hitter stays on top, the table says approximate."""
+    t = "2026-11-20T10:00:00Z"
+    noisy = (
+        audit(t, outcome={"code": 401}, actor={"source_ips": [f"192.0.2.{i % 250}:{i}"]}) for i in range(5000)
+    )
+    heavy = (audit(t, outcome={"code": 401}, actor={"source_ips": ["198.51.100.7"]}) for _ in range(50))
+
+    report = build_report(
+        [*noisy, *heavy], options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW, top=3)
+    )
+
+    top = rows(report, "unauthenticated")
+    assert len(top) == 3
+    assert (top[0]["source ip"], top[0]["requests"]) == ("198.51.100.7", 50)
+    (section,) = [s for s in report.sections if s.key == "unauthenticated"]
+    assert section.note.startswith("approximate")
+
+
+def test_reads_rotated_and_gzipped_backups(tmp_path: Path) -> None:
+    """records.jsonl.2.gz, then .1, then the current file: every record once."""
+    path = tmp_path / "records.jsonl"
+    encoded = [
+        orjson.dumps(audit(f"2026-11-2{i}T00:00:00Z", id=f"r{i}", outcome={"code": 403})) + b"\n"
+        for i in range(3)
+    ]
+    with gzip.open(tmp_path / "records.jsonl.2.gz", "wb") as f:
+        f.write(encoded[0])
+    (tmp_path / "records.jsonl.1").write_bytes(encoded[1])
+    path.write_bytes(encoded[2] + b"not json\n" + encoded[2])  # redelivered: counted once
+
+    files = report_files([path])
+    report = build_report(read_lines(files), options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW))
+
+    assert [p.name for p in files] == ["records.jsonl.2.gz", "records.jsonl.1", "records.jsonl"]
+    assert facts(report)["audit records"] == 3
+    assert rows(report, "forbidden")[0]["requests"] == 3
+    assert {r["what"]: r["count"] for r in rows(report, "quality")} == {
+        "duplicate records (counted once)": 1,
+        "unreadable lines": 1,
+    }
+
+
+HOSTILE = '<script>alert("x")</script>|*a*'
+
+
+def hostile_report() -> Report:
+    t = "2026-11-20T10:00:00Z"
+    docs = lines(
+        audit(
+            t,
+            verb="patch",
+            actor={"user": {"username": HOSTILE, "kind": "user"}, "source_ips": ["10.0.0.1"]},
+            object={
+                "api_group": "networking.k8s.io",
+                "resource": "ingresses",
+                "namespace": "ns",
+                "name": HOSTILE,
+            },
+            findings=[{"id": "tls-removed", "severity": "high", "message": HOSTILE}],
+            change={
+                "baseline": "state",
+                "operations": [{"op": "add", "path": f"/metadata/labels/{HOSTILE}"}],
+            },
+        ),
+        audit(t, outcome={"code": 403}, actor={"user": {"username": HOSTILE}}),
+    )
+    return build_report(docs, options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW))
+
+
+def test_html_escapes_every_value() -> None:
+    """A user and an object named ``<script>…`` come out as text, never as markup."""
+    page = rendered(hostile_report(), "html")
+
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.rstrip().endswith("</html>")
+    assert "<link" not in page  # self-contained
+    assert "src=" not in page
+
+
+def test_markdown_escapes_pipes_and_markup() -> None:
+    """A ``|`` in a name does not split the table's cells; ``<``, ``*`` are escaped."""
+    text = rendered(hostile_report(), "markdown")
+    section = text.split("## Authorization failures (403) by user")[1].splitlines()
+    header = next(line for line in section if line.startswith("| user |"))
+    row = next(line for line in section if line.startswith("| &lt;script"))
+
+    assert "<script" not in text
+    assert r"\|\*a\*" in text
+    assert row.replace("\\|", "").count("|") == header.count("|")
+
+
+def test_plain_table_has_no_control_codes_and_json_parses() -> None:
+    """``table`` off a terminal is plain ASCII-boxed text; ``json`` is the same data."""
+    report = hostile_report()
+    table = rendered(report, "table")
+
+    assert "\x1b" not in table
+    assert "Authorization failures (403) by user" in table
+    assert HOSTILE[:20] in table
+    doc = orjson.loads(rendered(report, "json"))
+    assert doc["facts"]["audit records"] == 2
+    assert {s["key"] for s in doc["sections"]} >= {
+        "changes",
+        "findings",
+        "forbidden",
+        "certificates",
+        "quality",
+    }
+
+
+def test_no_secret_value_in_any_format(data_dir: Path) -> None:
+    """Scenario A's report, in every format, holds no line of secrets.txt."""
+    secrets = scenario_secrets()
+    soon = datetime(2027, 11, 4, tzinfo=UTC)
+    report = scenario_report(data_dir, now=soon)
+    for fmt in FORMATS:
+        text = rendered(report, fmt)
+        leaked = [s for s in secrets if s in text]
+        assert leaked == [], f"{fmt} holds {len(leaked)} secret values"
+        assert "shop-tls" in text
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), "report", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        check=False,
+    )
+
+
+def test_console_script_end_to_end(data_dir: Path, tmp_path: Path) -> None:
+    """With ``--config``, the JSONL sink and the dead letters are read; each format prints."""
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"data_dir: {data_dir}\n")
+    window = ("--since", "2026-11-24T00:00:00Z", "--until", "2026-11-25T00:00:00Z")
+
+    table = run_cli("--config", str(conf), *window)
+    assert table.returncode == 0, table.stderr
+    assert "\x1b" not in table.stdout
+    for name in (
+        "mallory",
+        "admin as alice",
+        "shop/shop-web",
+        "tls-removed",
+        "127.0.0.1",
+        "dead-letter.jsonl",
+    ):
+        assert name in table.stdout
+
+    out = tmp_path / "review.html"
+    html = run_cli(
+        "--config", str(conf), *window, "--format", "html", "--output", str(out), "--expiring-within", "400d"
+    )
+    assert html.returncode == 0, html.stderr
+    assert html.stdout == ""
+    assert "CN=shop.example.test" in out.read_text()
+    assert out.stat().st_mode & 0o777 == 0o600
+
+    md = run_cli(str(data_dir / "records.jsonl"), *window, "--format", "markdown", "--top", "1")
+    assert md.returncode == 0, md.stderr
+    assert md.stdout.startswith("# ingress-audit review")
+    forbidden = md.stdout.split("## Authorization failures (403) by user")[1].split("##")[0]
+    assert "| alice | 2 |" in forbidden
+    assert "mallory" not in forbidden
+
+    js = run_cli(str(data_dir / "records.jsonl"), "--since", "30m", "--format", "json")
+    assert js.returncode == 0, js.stderr
+    assert orjson.loads(js.stdout)["facts"]["audit records"] == 0  # the scenario is older than that
+
+
+def test_console_script_errors(tmp_path: Path) -> None:
+    """A missing file exits 1 with a clear message; a bad ``--since`` or duration exits 2."""
+    missing = run_cli(str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 1
+    assert "ingress-audit: not-found:" in missing.stderr
+    for args in (["--since", "last week"], ["--expiring-within", "2026-11-24T00:00:00Z"]):
+        bad = run_cli(str(tmp_path / "nope.jsonl"), *args)
+        assert bad.returncode == 2
+        assert "expected a duration" in bad.stderr
+
+
+def test_terminal_table_is_styled() -> None:
+    """On a terminal the same table is drawn with styles (the plain one above has none)."""
+    out = io.StringIO()
+    render(hostile_report(), "table", out, terminal=True, width=120)
+
+    assert "\x1b[1m" in out.getvalue()
+    assert "Authorization failures (403) by user" in out.getvalue()

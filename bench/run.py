@@ -82,7 +82,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sample", type=float, help=f"soak: seconds between RSS samples ({default.sample_s})"
     )
-    parser.add_argument("--mode", choices=["both", "batch", "blocking"], default="both")
+    parser.add_argument(
+        "--mode",
+        choices=["both", "batch", "blocking", "access"],
+        default="both",
+        help="access: access-log lines parsed and aggregated per core, in-process (issue 12)",
+    )
+    parser.add_argument(
+        "--access-lines", type=int, default=2_000_000, help="access mode: lines (smoke: 20,000)"
+    )
+    parser.add_argument(
+        "--access-clients",
+        type=int,
+        default=1_000_000,
+        help="access mode: distinct client addresses (smoke: 10,000)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument(
         "--config", type=Path, help="serve with this config (keep the jsonl sink at records.jsonl)"
@@ -214,8 +228,37 @@ def _soak_report(soak: ModeResult) -> list[str]:
     return lines
 
 
+def _access_mode(args: argparse.Namespace) -> int:
+    from bench.access import ACCESS_TARGET, report, run_access
+
+    lines, clients = (20_000, 10_000) if args.smoke else (args.access_lines, args.access_clients)
+    info = machine()
+    _out(f"ingress-audit bench --mode access, {info['date']}, commit {info['commit']}")
+    _out(f"machine: nproc {info['nproc']}, {info['cpu']}, load average {info['load_average_1m']} at start")
+    result = run_access(lines=lines, clients=clients, seed=args.seed)
+    for line in report(result):
+        _out(line)
+    if args.json:
+        figures = {
+            "machine": info,
+            "access": {
+                "lines": result.lines,
+                "clients": result.clients,
+                "lines_per_s": result.lines_per_s,
+                "target_lines_per_s": ACCESS_TARGET,
+                "records": result.records,
+                "summaries": result.summaries,
+                "rss_mb": result.rss_mb,
+            },
+        }
+        args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    return 0 if result.lines == lines else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.mode == "access":
+        return _access_mode(args)
     settings = _settings(args)
     if settings.soak_min and not 0 < settings.soak_min <= MAX_SOAK_MIN:
         _parser().error(f"--soak takes 0 < MINUTES ≤ {MAX_SOAK_MIN}")

@@ -26,6 +26,7 @@ __all__ = ["ServeProcess", "cpu_seconds", "memory"]
 
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG: Final = 1
+_ALERT_LINE: Final = b'{"schema_version":1,"type":"alert"'  # alert records are not events
 
 
 def cpu_seconds(pid: int) -> float:
@@ -158,15 +159,15 @@ class ServeProcess:
         return self.data_dir / "records.jsonl"
 
     def records_written(self) -> tuple[int, bool]:
-        """Lines in the JSONL sink's file and its backups; False if rotation may have dropped some."""
+        """Audit records in the JSONL sink's file and its backups (not the detections' alert
+        records); False if rotation may have dropped some."""
         path = self.records_file()
         total = 0
         files = [path, *sorted(path.parent.glob(path.name + ".*"))]
         for file in files:
             if file.suffix.lstrip(".").isdigit() or file == path:
                 with file.open("rb") as handle:
-                    while chunk := handle.read(1 << 20):
-                        total += chunk.count(b"\n")
+                    total += sum(1 for line in handle if not line.startswith(_ALERT_LINE))
         complete = not path.with_name(path.name + ".5").exists()  # the default keeps 5 backups
         return total, complete
 

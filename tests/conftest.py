@@ -32,6 +32,7 @@ __all__ = [
     "FIXTURES",
     "SCENARIO",
     "Client",
+    "alerts_in",
     "capture_bytes",
     "capture_events",
     "capture_headers",
@@ -196,7 +197,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def records_in(config: Config) -> list[dict[str, Any]]:
-    return read_jsonl(config.data_dir / "records.jsonl")
+    """The records in the JSONL sink but the alerts (``alerts_in``): audit, access, summaries."""
+    return [r for r in read_jsonl(config.data_dir / "records.jsonl") if r.get("type") != "alert"]
+
+
+def alerts_in(config: Config) -> list[dict[str, Any]]:
+    """The alert records in the JSONL sink (docs/detections.md)."""
+    return [r for r in read_jsonl(config.data_dir / "records.jsonl") if r.get("type") == "alert"]
 
 
 async def settle(client: Client, timeout_s: float = 10.0) -> None:
@@ -205,7 +212,7 @@ async def settle(client: Client, timeout_s: float = 10.0) -> None:
 
 
 async def delivered(client: Client, config: Config) -> list[dict[str, Any]]:
-    """The records in the JSONL sink once delivery has caught up."""
+    """The records but the alerts in the JSONL sink once delivery has caught up."""
     await settle(client)
     return records_in(config)
 

@@ -173,3 +173,23 @@ def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> 
         assert result["latency_ms"]["p99"] >= result["latency_ms"]["p50"] > 0, mode
         assert result["rss_peak_mb"] > 0, mode
         assert result["errors"] == {}, mode
+
+
+def test_access_mode_smoke_counts_every_line(tmp_path: Path) -> None:
+    """``python -m bench --mode access --smoke``: every line parsed and aggregated, RSS sampled."""
+    figures_file = tmp_path / "access.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--mode", "access", "--smoke", "--json", str(figures_file)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    figures = orjson.loads(figures_file.read_bytes())["access"]
+    assert figures["lines"] == 20_000
+    assert figures["lines_per_s"] > 0
+    assert figures["summaries"] > 0
+    assert len(figures["rss_mb"]) == 10
+    assert b"lines/s" in run.stdout

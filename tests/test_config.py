@@ -236,3 +236,67 @@ def test_describe_is_log_safe() -> None:
     assert summary["port"] == 9440
     assert summary["sinks"] == ["jsonl:jsonl"]
     assert summary["include_rules"] == len(DEFAULT_FILTER.include)
+
+
+def test_detections_merge_onto_each_rules_defaults() -> None:
+    """A rule's options replace its defaults one by one; the other rules keep theirs."""
+    config = parse_config(
+        {
+            "detections": {
+                "max_keys": 500,
+                "deployment_identities": {"service_accounts": ["argocd/argocd-*"]},
+                "change_windows": [
+                    {"days": ["mon"], "start": "22:00", "end": "02:00", "timezone": "Europe/Berlin"}
+                ],
+                "rules": {
+                    "brute-force-user": {"threshold": 3, "exceptions": {"source_cidrs": ["10.0.0.0/8"]}}
+                },
+            }
+        }
+    )
+
+    rules = config.detections.rules
+    assert (rules["brute-force-user"].threshold, rules["brute-force-user"].window_s) == (3, 60.0)
+    assert rules["brute-force-user"].exceptions.source_cidrs == ("10.0.0.0/8",)
+    assert rules["brute-force-source-ip"] == Config().detections.rules["brute-force-source-ip"]
+    assert config.detections.max_keys == 500
+    assert config.detections.deployment_identities.service_accounts == ("argocd/argocd-*",)
+    (window,) = config.detections.change_windows
+    assert (window.start.hour, window.end.hour, window.timezone) == (22, 2, "Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    ("detections", "path"),
+    [
+        ({"rules": {"brute-force": {"threshold": 3}}}, "$.detections.rules"),
+        (
+            {"rules": {"brute-force-user": {"namespace_threshold": 3}}},
+            "$.detections.rules['brute-force-user']",
+        ),
+        (
+            {"rules": {"brute-force-user": {"threshold": 0}}},
+            "$.detections.rules['brute-force-user'].threshold",
+        ),
+        ({"change_windows": [{"days": ["monday"]}]}, "$.detections.change_windows[0].days[0]"),
+        ({"change_windows": [{"start": "25:00"}]}, "$.detections.change_windows[0].start"),
+        ({"change_windows": [{"timezone": "Mars/Olympus"}]}, "$.detections.change_windows[0].timezone"),
+        ({"exceptions": {"source_cidrs": ["10.0.0.0/33"]}}, "$.detections.exceptions.source_cidrs[0]"),
+        ({"deployment_identities": {"service_accounts": ["argocd"]}}, "$.detections.deployment_identities"),
+        ({"findings_min_severity": "urgent"}, "$.detections.findings_min_severity"),
+    ],
+)
+def test_bad_detections_name_the_path(detections: dict[str, Any], path: str) -> None:
+    """Each mistake in the detections section is an error naming where it is."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"detections": detections})
+
+    assert any(line.startswith(path) for line in info.value.errors), info.value.errors
+
+
+def test_record_types_select_what_a_sink_gets() -> None:
+    """record_types is a set of type names; absent, a sink takes every type."""
+    config = parse_config({"sinks": [{"type": "jsonl"}, {"type": "stdout", "record_types": ["alert"]}]})
+
+    assert [s.record_types for s in config.sinks] == [None, frozenset({"alert"})]
+    with pytest.raises(ConfigError):
+        parse_config({"sinks": [{"type": "stdout", "record_types": []}]})

@@ -202,3 +202,40 @@ async def test_a_cursor_that_cannot_be_written_does_not_stop_delivery(
     await worker.stop()
     assert not failures
     assert sink.received == ["a", "b"]
+
+
+async def test_record_types_deliver_only_those_and_move_past_the_rest(harness: Harness) -> None:
+    """A sink with record_types gets only records of those types; its cursor passes the others,
+    whether the type is read from the line's prefix or from the parsed record."""
+    lines = [
+        orjson.dumps({"schema_version": 1, "type": "audit", "id": "a1"}),
+        orjson.dumps({"schema_version": 1, "type": "alert", "id": "x1"}),
+        orjson.dumps({"id": "x2", "type": "alert"}),  # another key order: parsed
+        orjson.dumps({"schema_version": 1, "type": "access", "id": "h1"}),
+        orjson.dumps({"schema_version": 1, "type": "audit", "id": "a2"}),
+    ]
+    only_alerts, everything = ScriptedSink(name="alerts"), ScriptedSink(name="all")
+    alerts_settings = SinkSettings(
+        type="test",
+        name="alerts",
+        batch=BatchOptions(timeout_s=0, max_events=2),
+        retry=FAST_RETRY,
+        record_types=frozenset({"alert"}),
+    )
+    workers = [
+        SinkWorker(
+            only_alerts, alerts_settings, harness.spool, metrics=harness.metrics, dead_letters=harness.dead
+        ),
+        _worker(harness, everything),
+    ]
+    await harness.spool.append(lines)
+    for worker in workers:
+        worker.start()
+
+    for worker in workers:
+        assert await worker.drain(5)
+        await worker.stop()
+    assert only_alerts.received == ["x1", "x2"]
+    assert only_alerts.attempts == 2  # the batch of audit + access only was never sent
+    assert everything.received == ["a1", "x1", "x2", "h1", "a2"]
+    assert harness.spool.lag("alerts") == (0, 0)

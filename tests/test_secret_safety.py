@@ -122,7 +122,9 @@ async def test_the_captured_scenario_leaks_nothing(tmp_path: Path) -> None:
     assert _leaks(said, config.data_dir, secrets) == []
     assert dead_letters_in(config) == []
     records = [orjson.loads(x) for x in (config.data_dir / "records.jsonl").read_bytes().splitlines()]
-    fingerprinted = [r for r in records if r["secret"] and r["secret"]["fingerprints"]]
+    fingerprinted = [
+        r for r in records if r["type"] == "audit" and r["secret"] and r["secret"]["fingerprints"]
+    ]
     assert fingerprinted, "the secret events were recorded with fingerprints"
 
 
@@ -183,3 +185,51 @@ async def test_a_secrets_stored_state_and_its_diffs_hold_no_value(tmp_path: Path
     assert removed["/data"]["password"].startswith("hmac-sha256:")
     assert (config.data_dir / "state.sqlite3").exists()
     assert _leaks([], config.data_dir, list(values)) == []
+
+
+async def test_alerts_leak_nothing(tmp_path: Path) -> None:
+    """Scenario A with every detection at its most eager: many alerts, no secret value in any."""
+    from dataclasses import replace
+
+    from webhook.config import parse_config
+
+    raw = {
+        "actors": {"trusted_cidrs": ["10.0.0.0/8"]},  # 127.0.0.1 is untrusted
+        "detections": {
+            "findings_min_severity": "info",
+            "deployment_identities": {"users": ["gitops"]},
+            "change_windows": [{"days": ["sun"], "start": "00:00", "end": "00:01"}],
+            "rules": {
+                "brute-force-source-ip": {"threshold": 1},
+                "brute-force-user": {"threshold": 1},
+                "secret-enumeration": {"threshold": 1, "namespace_threshold": 1},
+                "ingress-change-burst": {"threshold": 1},
+            },
+        },
+    }
+    parsed = parse_config(raw)
+    config = replace(make_config(tmp_path), actors=parsed.actors, detections=parsed.detections)
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    try:
+        with capture_logs() as logs:
+            for body in sorted(CAPTURES.glob("[0-9][0-9][0-9][0-9].json")):
+                resp = await client.post("/audit?timeout=30s", data=body.read_bytes(), headers=JSON)
+                assert resp.status == 200
+            await settle(client)
+    finally:
+        await client.close()
+
+    lines = (config.data_dir / "records.jsonl").read_bytes().splitlines()
+    alerts = [r for r in map(orjson.loads, lines) if r["type"] == "alert"]
+    assert {a["detection"] for a in alerts} == {
+        "brute-force-source-ip",
+        "brute-force-user",
+        "secret-enumeration",
+        "untrusted-source-change",
+        "drift-identity",
+        "drift-change-window",
+        "ingress-change-burst",
+        "high-severity-finding",
+    }
+    assert _leaks([orjson.dumps(logs, default=str)], config.data_dir, list(scenario_secrets())) == []

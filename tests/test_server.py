@@ -27,6 +27,7 @@ from conftest import (
     CAPTURES,
     SCENARIO,
     Client,
+    alerts_in,
     capture_events,
     capture_headers,
     captured_bodies,
@@ -721,7 +722,8 @@ async def test_metrics_count_the_replay(replay: Replay) -> None:
     assert float(values["ingress_audit_batches_received_total"]) == len(captured_bodies())
     assert float(values["ingress_audit_events_received_total"]) == scenario_index()["summary"]["events"]
     assert float(values["ingress_audit_records_written_total"]) == len(replay.records)
-    assert float(values['ingress_audit_sink_delivered_records_total{sink="jsonl"}']) == len(replay.records)
+    delivered = len(replay.records) + len(alerts_in(replay.config))  # the detections' alerts too
+    assert float(values['ingress_audit_sink_delivered_records_total{sink="jsonl"}']) == delivered
     assert float(values['ingress_audit_sink_lag_records{sink="jsonl"}']) == 0
     assert float(values['ingress_audit_request_duration_seconds_count{code="200"}']) == len(captured_bodies())
 

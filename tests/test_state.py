@@ -71,6 +71,22 @@ async def test_dedupe_keys_are_claimed_committed_and_released(store: StateStore)
     assert await store.problem() is None
 
 
+async def test_scan_lists_the_states_under_a_prefix(store: StateStore) -> None:
+    """Only keys under the prefix, at most ``limit`` of them, with their stored states."""
+    keys = [object_key("networking.k8s.io", "ingresses", "shop", f"web-{n}") for n in range(5)]
+    other = object_key("", "secrets", "shop", "tls")
+    await store.put_many({**{key: state("7") for key in keys}, other: state("8")})
+
+    everything = await store.scan("networking.k8s.io/ingresses/", limit=100)
+    some = await store.scan("networking.k8s.io/ingresses/", limit=2)
+
+    assert sorted(everything) == sorted(keys)
+    assert everything[keys[0]].resource_version == "7"
+    assert len(some) == 2
+    assert set(some) <= set(keys)
+    assert await store.scan("networking.k8s.io/ingresses/nope/", limit=10) == {}
+
+
 async def test_sqlite_survives_a_restart_and_is_private(tmp_path: Path) -> None:
     """The default store keeps objects and keys across a reopen; the file is 0600, in WAL mode."""
     path = tmp_path / "state.sqlite3"

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from conftest import make_config, read_jsonl
 
 from webhook.appendlog import AppendLog
 from webhook.cli import main
+from webhook.config import DetectionsConfig
 from webhook.replay import replay
 from webhook.tail import TailFilter, compile_filter, history, parse_since, render
 
@@ -39,8 +41,8 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = DEADLINE_S) 
 
 @pytest.fixture(scope="module")
 def records_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The records of examples/audit.log, written by the real ingest path."""
-    config = make_config(tmp_path_factory.mktemp("tail"))
+    """The records of examples/audit.log, written by the real ingest path (audit records only)."""
+    config = replace(make_config(tmp_path_factory.mktemp("tail")), detections=DetectionsConfig(enabled=False))
     asyncio.run(replay(config, [ROOT / "examples" / "audit.log"]))
     return config.data_dir / "records.jsonl"
 
@@ -148,6 +150,34 @@ def test_render_names_actor_object_and_outcome(records: list[dict[str, Any]]) ->
     assert "ingresses shop/shop-web" in line
     assert "403 forbid" in line
     assert "(unauthenticated)" in render(unauthenticated).plain
+
+
+def test_render_access_records_and_windows() -> None:
+    """An access record shows client, request and status; a window its counts by class."""
+    ingress = {"namespace": "shop", "name": "web", "ingress_class": None, "tls": True, "tls_secret": None}
+    request = {"method": "POST", "host": "shop.example.com", "path": "/login", "status": 401}
+    access = {
+        "type": "access",
+        "time": "2026-11-25T21:00:01Z",
+        "client": {"ip": "203.0.113.7", "trust": "untrusted"},
+        "request": request,
+        "ingress": ingress,
+    }
+    window = {
+        "type": "access_summary",
+        "time": "2026-11-25T21:01:00.000Z",
+        "scope": "host",
+        "host": "shop.example.com",
+        "requests": 12,
+        "statuses": {"2xx": 9, "4xx": 3},
+        "auth_failures": 3,
+        "ingress": ingress,
+    }
+
+    assert render(access).plain == (
+        "2026-11-25T21:00:01Z  203.0.113.7             POST     shop.example.com/login  401  (shop/web)"
+    )
+    assert "12 requests 2xx:9 4xx:3  401/403:3  (shop/web)" in render(window).plain
 
 
 def test_closed_pipe_ends_tail_quietly(records_file: Path) -> None:
@@ -411,3 +441,20 @@ def test_bad_since_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
             main(["tail", "--no-follow", *args])
         assert info.value.code == 2
     assert "expected a duration" in capsys.readouterr().err
+
+
+def test_alert_records_read_as_alerts(tmp_path: Path) -> None:
+    """An alert line shows its status, severity, detection and summary; the filters see its actor
+    and severity."""
+    config = make_config(tmp_path)
+    asyncio.run(replay(config, [ROOT / "examples" / "audit.log"]))
+    alerts = [r for r in read_jsonl(config.data_dir / "records.jsonl") if r["type"] == "alert"]
+    firing = next(a for a in alerts if a["status"] == "firing")
+
+    text = render(firing).plain
+
+    assert text.startswith(firing["time"][:19])
+    assert f"ALERT     [{firing['severity']}] {firing['detection']}  {firing['summary']}" in text
+    assert "resolved" in render(next(a for a in alerts if a["status"] == "resolved")).plain
+    keep = compile_filter(TailFilter(severity="high"))
+    assert keep(firing) is (firing["severity"] in ("high", "critical"))

@@ -148,9 +148,19 @@ def _add_tail(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     replay = commands.add_parser(
-        "replay", help="feed kube-apiserver audit log files (log backend, .gz too) into the sinks"
+        "replay",
+        help="feed kube-apiserver audit log files (log backend, .gz too), then access logs, into the sinks",
     )
-    replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    replay.add_argument("files", nargs="*", type=Path, metavar="FILE", help="audit log files")
+    replay.add_argument(
+        "--access",
+        nargs="+",
+        action="extend",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="ingress controller access log files (access.format; .gz too), after the audit files",
+    )
     replay.add_argument("--config", type=Path, default=_env("CONFIG"), help="[INGRESS_AUDIT_CONFIG]")
     replay.add_argument("--data-dir", type=Path, default=_env("DATA_DIR"), help="[INGRESS_AUDIT_DATA_DIR]")
     replay.add_argument(
@@ -348,6 +358,15 @@ def _replay(args: argparse.Namespace) -> int:
     config = with_overrides(load_config(args.config), data_dir=args.data_dir)
     configure_logging(args.log_level, args.log_format or config.log.format)
     progress = sys.stderr.isatty()
+    if not args.files and not args.access:
+        print("ingress-audit replay: error: give audit log files, --access files, or both", file=sys.stderr)
+        return 2
+    if args.server and args.access:
+        print(
+            "ingress-audit replay: error: --access writes the data dir; it has no --server mode",
+            file=sys.stderr,
+        )
+        return 2
     if args.server:
         summary = asyncio.run(
             replay_to_server(
@@ -359,7 +378,7 @@ def _replay(args: argparse.Namespace) -> int:
             )
         )
     else:
-        summary = asyncio.run(replay(config, args.files, show_progress=progress))
+        summary = asyncio.run(replay(config, args.files, show_progress=progress, access_files=args.access))
     print(summary.line())
     return 0
 

@@ -9,14 +9,24 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import ipaddress
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import time
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
 import jsonschema
 import yaml
 
+from webhook.access.config import AccessConfig, parse_access
+from webhook.detect.settings import (
+    ChangeWindow,
+    DeploymentIdentities,
+    DetectionsConfig,
+    Exceptions,
+    default_rules,
+)
 from webhook.enrich.catalog import CATALOG
 from webhook.errors import ConfigError
 from webhook.filter import DEFAULT_FILTER, FilterSpec, Matcher, Rule
@@ -24,12 +34,14 @@ from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
 
 __all__ = [
+    "AccessConfig",
     "ActorsConfig",
     "AuthConfig",
     "ChangeConfig",
     "Config",
     "DeadLetterConfig",
     "DedupeConfig",
+    "DetectionsConfig",
     "FindingsConfig",
     "LogConfig",
     "RedactionConfig",
@@ -193,6 +205,8 @@ class Config:
     change: ChangeConfig = field(default_factory=ChangeConfig)
     actors: ActorsConfig = field(default_factory=ActorsConfig)
     findings: FindingsConfig = field(default_factory=FindingsConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    detections: DetectionsConfig = field(default_factory=DetectionsConfig)
 
     def in_data_dir(self, path: Path) -> Path:
         """Relative paths in the config are relative to the data dir."""
@@ -292,6 +306,8 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         change=_change(raw.get("change")),
         actors=_actors(raw.get("actors")),
         findings=_findings(raw.get("findings")),
+        access=parse_access(raw.get("access")),
+        detections=_detections(raw.get("detections")),
     )
     names = [sink.name for sink in config.sinks]
     if len(set(names)) != len(names):
@@ -346,6 +362,62 @@ def _findings(raw: Mapping[str, Any] | None) -> FindingsConfig:
     )
 
 
+def _exceptions(raw: Mapping[str, Any] | None, path: str, problems: list[str]) -> Exceptions:
+    options = {key: tuple(value) for key, value in (raw or {}).items()}
+    for index, cidr in enumerate(options.get("source_cidrs", ())):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(f"{path}.source_cidrs[{index}]: not an IP network")
+    return Exceptions(**options)
+
+
+def _change_window(raw: Mapping[str, Any], path: str, problems: list[str]) -> ChangeWindow:
+    base = ChangeWindow()
+    window = ChangeWindow(
+        days=tuple(raw.get("days", base.days)),
+        start=time.fromisoformat(raw["start"]) if "start" in raw else base.start,
+        end=time.fromisoformat(raw["end"]) if "end" in raw else base.end,
+        timezone=raw.get("timezone", base.timezone),
+    )
+    if window.timezone.upper() != "UTC":
+        try:
+            zoneinfo.ZoneInfo(window.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            problems.append(f"{path}.timezone: unknown time zone")
+    return window
+
+
+def _detections(raw: Mapping[str, Any] | None) -> DetectionsConfig:
+    options = dict(raw or {})
+    problems: list[str] = []
+    base = DetectionsConfig()
+    rules = default_rules()
+    for rule_id, rule_raw in (options.get("rules") or {}).items():
+        rule = dict(rule_raw)
+        path = f"$.detections.rules['{rule_id}']"  # as jsonschema writes a key with dashes
+        default = rules[rule_id]
+        if "exceptions" in rule:
+            rule["exceptions"] = _exceptions(rule["exceptions"], f"{path}.exceptions", problems)
+        rules[rule_id] = replace(default, **rule)
+    identities = options.get("deployment_identities") or {}
+    config = DetectionsConfig(
+        enabled=options.get("enabled", base.enabled),
+        max_keys=options.get("max_keys", base.max_keys),
+        findings_min_severity=options.get("findings_min_severity", base.findings_min_severity),
+        exceptions=_exceptions(options.get("exceptions"), "$.detections.exceptions", problems),
+        deployment_identities=DeploymentIdentities(**{k: tuple(v) for k, v in identities.items()}),
+        change_windows=tuple(
+            _change_window(w, f"$.detections.change_windows[{i}]", problems)
+            for i, w in enumerate(options.get("change_windows") or ())
+        ),
+        rules=rules,
+    )
+    if problems:
+        raise ConfigError("detections section is not valid", tuple(problems))
+    return config
+
+
 def _section(cls: type[T], raw: Mapping[str, Any] | None) -> T:
     return cls(**(raw or {}))
 
@@ -384,13 +456,18 @@ def _server(raw: Mapping[str, Any]) -> ServerConfig:
 
 
 def check_listen(config: Config) -> None:
-    """Plain HTTP only on loopback, unless the config says ``insecure_http: true``."""
+    """Plain HTTP only on loopback, unless the config says ``insecure_http: true``; syslog
+    (no authentication at all) only on loopback unless ``access.syslog.allow_remote``."""
     server = config.server
     if server.tls is None and not server.insecure_http and not is_loopback(server.host):
         raise ConfigError(
             f"refusing to serve plain HTTP on {server.host}: configure server.tls, "
             "or set server.insecure_http: true"
         )
+    if config.access.enabled:
+        from webhook.access.config import check_syslog_listen
+
+        check_syslog_listen(config.access)
 
 
 def is_loopback(host: str) -> bool:
@@ -420,6 +497,7 @@ def _sink(raw: Mapping[str, Any]) -> SinkSettings:
         batch=BatchOptions(**batch),
         retry=RetryOptions(**options.pop("retry", {})),
         drop_when_full=options.pop("drop_when_full", False),
+        record_types=frozenset(options.pop("record_types")) if "record_types" in options else None,
         options=sink_type.parse(options),
     )
 
@@ -496,4 +574,5 @@ def describe(config: Config) -> dict[str, Any]:
         "include_rules": len(config.filter.include),
         "exclude_rules": len(config.filter.exclude),
         "state": config.state.type,
+        "access": config.access.enabled,
     }

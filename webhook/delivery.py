@@ -4,7 +4,8 @@ The cursor moves only after the sink accepted the batch, so a crash or restart r
 most the batch in flight (at-least-once; records carry a stable id for idempotent sinks).
 Failures are retried with exponential backoff and full jitter, forever for retryable ones:
 the spool's cap, not this loop, decides when to push back on the apiserver. Records a sink
-refuses for good are dead-lettered (they are already redacted) and skipped.
+refuses for good are dead-lettered (they are already redacted) and skipped. A sink with
+``record_types`` is handed only records of those types; its cursor passes over the others.
 """
 
 from __future__ import annotations
@@ -120,7 +121,11 @@ class SinkWorker:
                         self.name, max_events=batch_options.max_events, max_bytes=batch_options.max_bytes
                     )
             self._update_lag(batch.records[0])
-            await self._deliver(batch.records)
+            records = batch.records
+            if self.settings.record_types is not None:  # the others are skipped: the cursor passes them
+                records = [record for record in records if self.settings.wants(record)]
+            if records:
+                await self._deliver(records)
             try:
                 self.spool.commit(self.name, batch.end)
             except OSError as exc:

@@ -12,7 +12,7 @@ to the sinks runs behind, one loop per sink (webhook/delivery.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -21,6 +21,7 @@ from webhook.appendlog import AppendLog, ensure_private_dir
 from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.delivery import SinkWorker
+from webhook.detect.feed import AlertFeed
 from webhook.errors import SpoolFullError, StorageError, WebhookError
 from webhook.metrics import Metrics
 from webhook.pipeline import BatchResult, DeadLetter, Pipeline, dead_letter_json
@@ -37,7 +38,8 @@ log = structlog.get_logger(__name__)
 
 
 class Ingestor:
-    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: Config, metrics: Metrics | None = None, *, event_time: bool = False) -> None:
+        """``event_time``: detection windows run on the records' own time (replays), not the clock."""
         self.config = config
         self.metrics = metrics or Metrics()
         self._record_metrics = RecordMetrics(
@@ -58,6 +60,9 @@ class Ingestor:
             on_drop=lambda sink, records: self.metrics.spool_dropped.labels(sink=sink).inc(records),
         )
         self.workers: list[SinkWorker] = []
+        # Called with each batch's records once they are durable (the access host index).
+        self.record_observers: list[Callable[[Sequence[Any]], None]] = []
+        self.alerts = AlertFeed.from_config(config, self.spool, self.metrics, event_time=event_time)
         self._refused_at: int | None = None  # spool size when a batch last did not fit
         self.state: StateStore = open_store(
             config.state, data_dir=config.data_dir, cluster=config.cluster, dedupe_ttl_s=config.dedupe.ttl_s
@@ -90,9 +95,11 @@ class Ingestor:
             )
             self.workers.append(worker)
             worker.start()
+        self.alerts.start()
 
     async def aclose(self, *, drain_timeout_s: float = 0.0) -> None:
         """Let the sinks catch up for at most ``drain_timeout_s``, then stop and close."""
+        await self.alerts.aclose()
         if drain_timeout_s > 0:
             drained = await asyncio.gather(*(w.drain(drain_timeout_s) for w in self.workers))
             behind = [w.name for w, ok in zip(self.workers, drained, strict=True) if not ok]
@@ -160,7 +167,29 @@ class Ingestor:
             log.warning("state.write_failed", store=self.state.name, code=exc.code)
             self.metrics.state_errors.labels(operation="write").inc()
         self._count(result)
+        for observe in self.record_observers:
+            observe(result.records)
+        await self.alerts.records(result.records)  # durable now: count them, spool their alerts
         return result
+
+    async def write_records(self, records: Sequence[Any], dead_letters: Sequence[DeadLetter] = ()) -> None:
+        """Append records of other types (access, summaries) and dead letters, durably.
+
+        Raises ``StorageError`` (``SpoolFullError``) like ``ingest`` when they cannot be kept.
+        """
+        writes = []
+        if records:
+            writes.append(self.spool.append([to_json(record) for record in records]))
+        if dead_letters:
+            writes.append(self.dead_letters.append(dead_letter_json(dead_letters)))
+        for outcome in await asyncio.gather(*writes, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, SpoolFullError):
+                    self._refused_at = self.spool.size
+                raise outcome
+        self.metrics.spool_bytes.set(self.spool.size)
+        for letter in dead_letters:
+            self.metrics.dead_letters.labels(reason=letter.reason).inc()
 
     async def _write(self, result: BatchResult) -> None:
         writes = []

@@ -136,10 +136,61 @@ class Metrics:
         )
         self.certificates = CertificateExpiry()
         r.register(self.certificates)
-        # Raised by the detection engine; declared here so dashboards and rules can rely on it.
+        # Access logs (#12): labels are inputs, reasons, status classes and at most
+        # access.max_metric_ingresses ingress names (then "other"), never clients or hosts.
+        self.access_lines = Counter(
+            "ingress_audit_access_lines",
+            "Access log lines received, by input and result (parsed, unparsed).",
+            ["input", "result"],
+            registry=r,
+        )
+        self.access_unparsed = Counter(
+            "ingress_audit_access_unparsed_lines",
+            "Access log lines that did not parse, by input and reason.",
+            ["input", "reason"],
+            registry=r,
+        )
+        self.access_requests = Counter(
+            "ingress_audit_access_requests",
+            "Requests in the access logs, by ingress (namespace/name, 'none', 'other') and status class.",
+            ["ingress", "status_class"],
+            registry=r,
+        )
+        self.access_records = Counter(
+            "ingress_audit_access_records_written",
+            "Access records written to the spool, by type (access, access_summary).",
+            ["type"],
+            registry=r,
+        )
+        self.access_dropped = Counter(
+            "ingress_audit_access_records_dropped",
+            "Access records of the syslog inputs that could not be written, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.access_windows = Counter(
+            "ingress_audit_access_windows_flushed", "Aggregation windows summarized.", registry=r
+        )
+        self.access_syslog_connections = Gauge(
+            "ingress_audit_access_syslog_connections", "Open syslog TCP connections.", registry=r
+        )
         self.alerts = Counter(
             "ingress_audit_alerts",
-            "Alerts raised by the detections, by detection, severity and status.",
+            "Alert records emitted by the detections, by detection, severity and status.",
             ["detection", "severity", "status"],
+            registry=r,
+        )
+        self.detection_evictions = Counter(
+            "ingress_audit_detection_keys_evicted",
+            "Keys a detection forgot because it held max_keys (least recently used first).",
+            ["detection"],
+            registry=r,
+        )
+        self.detection_keys = Gauge(
+            "ingress_audit_detection_keys", "Keys a detection holds in memory.", ["detection"], registry=r
+        )
+        self.alerts_dropped = Counter(
+            "ingress_audit_alerts_dropped",
+            "Alert records lost because the spool refused them for too long.",
             registry=r,
         )

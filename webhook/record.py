@@ -207,8 +207,8 @@ def _outcome(event: dict[str, Any], object_ref: ObjectRef | None) -> Outcome:
     )
 
 
-def to_json(record: Record) -> bytes:
-    """One record as compact JSON, without a trailing newline."""
+def to_json(record: object) -> bytes:
+    """One record (of any type: audit, access, ...) as compact JSON, without a trailing newline."""
     return orjson.dumps(record)
 
 

@@ -36,6 +36,8 @@ from webhook.pipeline import DeadLetter, dead_letter_json
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
+    from webhook.access.replay import AccessReplaySummary
+
 __all__ = [
     "ReplayInputError",
     "ReplaySummary",
@@ -66,6 +68,7 @@ class ReplaySummary:
     dead_letters: int = 0
     already_recorded: int = 0
     sent_to: str | None = None  # replay --server: the events went to this server's /audit
+    access: AccessReplaySummary | None = None  # replay --access
 
     def line(self) -> str:
         where = (
@@ -73,11 +76,12 @@ class ReplaySummary:
             if self.sent_to
             else f"{self.already_recorded} records were already in the sinks"
         )
-        return (
+        text = (
             f"{self.events} events read, {self.matched} matched, {self.records} records written, "
             f"{self.duplicates} duplicates, {self.dead_letters} dead letters "
             f"({self.files} file{'' if self.files == 1 else 's'}; {where})"
         )
+        return text if self.access is None else f"{text}\n{self.access.line()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +164,7 @@ def _sink_files(config: Config) -> list[Path]:
 
 
 def existing_record_ids(config: Config) -> set[str]:
-    """The ids of the records in every JSONL sink file, rotated ones included."""
+    """The ids of the records (not the alerts) in every JSONL sink file, rotated ones included."""
     ids: set[str] = set()
     for path in _sink_files(config):
         with path.open("rb") as f:
@@ -169,7 +173,11 @@ def existing_record_ids(config: Config) -> set[str]:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue
-                if isinstance(record, dict) and isinstance(record.get("id"), str):
+                if (
+                    isinstance(record, dict)
+                    and isinstance(record.get("id"), str)
+                    and record.get("type") != "alert"  # alerts are not events: never replayed
+                ):
                     ids.add(record["id"])
     return ids
 
@@ -236,11 +244,17 @@ def _progress() -> Progress:
 
 
 async def replay(
-    config: Config, files: Sequence[Path], *, show_progress: bool = False, chunk_size: int = CHUNK
+    config: Config,
+    files: Sequence[Path],
+    *,
+    show_progress: bool = False,
+    chunk_size: int = CHUNK,
+    access_files: Sequence[Path] = (),
 ) -> ReplaySummary:
-    """Feed ``files`` in order through the Ingestor into the configured sinks."""
+    """Feed ``files`` in order through the Ingestor into the configured sinks, then the
+    ``access_files`` through the access pipeline (which learns the ingresses from the first)."""
     sizes = []
-    for path in files:
+    for path in [*files, *access_files]:
         try:
             sizes.append(path.stat().st_size)
         except OSError as exc:
@@ -248,24 +262,34 @@ async def replay(
     # Everything already recorded must stay known for the whole replay: no expiry, no eviction.
     config = replace(config, dedupe=DedupeConfig(max_entries=sys.maxsize, ttl_s=math.inf))
     summary = ReplaySummary(files=len(files))
-    ingestor = Ingestor(config)
+    ingestor = Ingestor(config, event_time=True)  # detection windows on the events' own time
     await ingestor.open()
     try:
         known = await asyncio.to_thread(existing_record_ids, config)
         summary.already_recorded = len(known)
         ingestor.deduper.remember(known)
         del known
+        access = None
+        if access_files:
+            from webhook.access.service import AccessService
+
+            access = AccessService(ingestor, clock=None, dedupe=ingestor.deduper)
+            await access.open()
         bar = _progress() if show_progress else None
         if bar is not None:
             bar.start()
         try:
-            for path, size in zip(files, sizes, strict=True):
+            for path, size in zip(files, sizes[: len(files)], strict=True):
                 task = bar.add_task(path.name, total=size) if bar is not None else None
                 tracker = (bar, task) if bar is not None and task is not None else None
                 await _replay_file(ingestor, path, summary, tracker, chunk_size)
         finally:
             if bar is not None:
                 bar.stop()
+        if access is not None:
+            from webhook.access.replay import replay_access
+
+            summary.access = await replay_access(access, access_files)
     finally:
         # What is not delivered by then stays in the spool and goes out with the next run.
         await ingestor.aclose(drain_timeout_s=DRAIN_TIMEOUT_S)

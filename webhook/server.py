@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 import structlog
@@ -38,6 +38,10 @@ from webhook.metrics import Metrics
 from webhook.pipeline import utc_now
 from webhook.tls import TlsFiles, TlsReloader
 
+if TYPE_CHECKING:
+    from webhook.access.listen import SyslogListeners
+    from webhook.access.service import AccessService
+
 __all__ = ["CONFIG", "RUNTIME", "RunningServer", "Runtime", "create_app", "start_server"]
 
 log = structlog.get_logger(__name__)
@@ -56,6 +60,8 @@ class Runtime:
     authenticator: Authenticator
     in_flight: int = 0
     stopping: bool = False
+    access: AccessService | None = None  # access.enabled: the access-log pipeline (#12)
+    syslog: SyslogListeners | None = None
 
     @property
     def metrics(self) -> Metrics:
@@ -77,6 +83,10 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_runtime)
     app.on_shutdown.append(_mark_stopping)
     app.router.add_route("*", "/audit", receive_batch)
+    if config.access.enabled and config.access.http:
+        from webhook.access.http import receive_access
+
+        app.router.add_route("*", "/ingest/access", receive_access)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -94,14 +104,41 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     )
     ingestor = Ingestor(config, app[METRICS])
     await ingestor.open()
-    app[RUNTIME] = Runtime(ingestor=ingestor, authenticator=authenticator)
+    app[RUNTIME] = runtime = Runtime(ingestor=ingestor, authenticator=authenticator)
+    if config.access.enabled:
+        await _start_access(runtime, ingestor)
     poll = asyncio.create_task(_poll(authenticator, config))
     try:
         yield
     finally:
         poll.cancel()
+        await _stop_access(runtime)
         # Local sinks catch up in moments; remote ones resume from their cursors on restart.
         await ingestor.aclose(drain_timeout_s=min(5.0, config.server.shutdown_timeout_s / 2))
+
+
+async def _start_access(runtime: Runtime, ingestor: Ingestor) -> None:
+    from webhook.access.listen import start_syslog
+    from webhook.access.service import AccessService
+
+    runtime.access = AccessService(ingestor)
+    await runtime.access.open()
+    syslog = ingestor.config.access.syslog
+    if syslog.udp is not None or syslog.tcp is not None:
+        try:
+            runtime.syslog = await start_syslog(runtime.access, ingestor.config.access)
+        except BaseException:
+            await runtime.access.aclose()
+            await ingestor.aclose()
+            raise
+
+
+async def _stop_access(runtime: Runtime) -> None:
+    """Stop listening, then summarize the open window and write what is pending."""
+    if runtime.syslog is not None:
+        await runtime.syslog.aclose()
+    if runtime.access is not None:
+        await runtime.access.aclose()
 
 
 async def _poll(authenticator: Authenticator, config: Config) -> None:

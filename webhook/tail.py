@@ -131,11 +131,15 @@ def compile_filter(spec: TailFilter) -> Callable[[dict[str, Any]], bool]:
             spec.users,
             _get(record, "actor", "user", "username"),
             _get(record, "actor", "impersonated", "username"),
+            _get(record, "actor", "username"),  # an alert's
         ):
             return False
         if spec.verbs and not _any(spec.verbs, record.get("verb")):
             return False
         findings = [f for f in record.get("findings") or () if isinstance(f, dict)]
+        if record.get("type") == "alert":  # its finding (or detection) and its own severity
+            finding = _get(record, "labels", "finding") or record.get("detection")
+            findings = [{"id": finding, "severity": record.get("severity")}]
         if spec.findings and not any(_any(spec.findings, f.get("id")) for f in findings):
             return False
         if floor is not None and not any(
@@ -309,13 +313,32 @@ def _code_style(code: Any) -> str:
     return "green" if code < 400 else "yellow" if code < 500 else "red"
 
 
-def render(record: dict[str, Any]) -> Text:
-    """One line: time, actor, verb, object, outcome, findings."""
+def _render_alert(record: dict[str, Any]) -> Text:
+    """An alert record (docs/detections.md): time, ALERT or resolved, severity, detection, summary."""
     from rich.text import Text
 
     line = Text()
+    line.append(f"{str(record.get('time') or '-')[:19]}Z  ", style="dim")
+    firing = record.get("status") == "firing"
+    line.append("ALERT   " if firing else "resolved", style="bold red" if firing else "green")
+    severity = str(record.get("severity", "info"))
+    line.append(f"  [{severity}] {record.get('detection', '?')}", style=_SEVERITY_STYLES.get(severity, ""))
+    line.append(f"  {record.get('summary', '')}")
+    return line
+
+
+def render(record: dict[str, Any]) -> Text:
+    """One line: time, actor, verb, object, outcome, findings (for an alert: its summary)."""
+    from rich.text import Text
+
+    if record.get("type") == "alert":
+        return _render_alert(record)
+    line = Text()
     when = record.get("time") or record.get("received_at") or "-"
     line.append(f"{str(when)[:19]}Z  ", style="dim")
+    if record.get("type") in ("access", "access_summary"):
+        _render_access(line, record)
+        return line
     user = _get(record, "actor", "user", "username") or "(unauthenticated)"
     actor = Text(str(user), style="bold")
     if (impersonated := _get(record, "actor", "impersonated", "username")) is not None:
@@ -341,6 +364,37 @@ def render(record: dict[str, Any]) -> Text:
             severity = str(finding.get("severity", "info"))
             line.append(f"  [{severity}] {finding.get('id', '?')}", style=_SEVERITY_STYLES.get(severity, ""))
     return line
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _render_access(line: Text, record: dict[str, Any]) -> None:
+    """An access request (client, request, status) or a window (requests by status class)."""
+    ingress = _dict(record.get("ingress"))
+    where = "/".join(str(p) for p in (ingress.get("namespace"), ingress.get("name")) if p)
+    if record.get("type") == "access":
+        client = _get(record, "client", "ip") or "-"
+        trust = _get(record, "client", "trust") or ""
+        line.append(f"{client!s:<22}", style="bold red" if trust == "untrusted" else "bold")
+        request = _dict(record.get("request"))
+        line.append(f"  {request.get('method') or '-'!s:<7}", style="cyan")
+        line.append(f"  {request.get('host') or '-'}{request.get('path') or ''}")
+        code = request.get("status")
+        line.append(f"  {code if code is not None else '-'}", style=_code_style(code))
+    else:
+        scope = record.get("scope")
+        line.append(f"{'window':<22}", style="bold")
+        line.append(f"  {scope!s:<7}", style="cyan")
+        line.append(f"  {record.get('host') or record.get('upstream') or ''}".rstrip())
+        statuses = _dict(record.get("statuses"))
+        counts = " ".join(f"{k}:{v}" for k, v in sorted(statuses.items()))
+        line.append(f"  {record.get('requests', 0)} requests {counts}".rstrip())
+        if record.get("auth_failures"):
+            line.append(f"  401/403:{record['auth_failures']}", style="bold red")
+    if where:
+        line.append(f"  ({where})", style="dim")
 
 
 def run(

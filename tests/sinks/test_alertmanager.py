@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from conftest import Client, dead_letters_in, event_list, records_in, settle
+from conftest import Client, alerts_in, dead_letters_in, event_list, records_in, settle
 from fake_servers import app_config, base_url, events
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from servers import Alertmanager, Certs, make_record, running_alertmanager, spooled
@@ -173,6 +173,66 @@ def test_annotations_and_link() -> None:
     assert alert["startsAt"] == "2026-11-24T14:20:40.463000Z"
 
 
+CHANGE = {
+    "record_id": "c-1",
+    "time": "2026-11-24T14:21:09.395862Z",
+    "verb": "patch",
+    "actor": "admin",
+    "object": {"api_group": "networking.k8s.io", "resource": "ingresses", "namespace": "shop", "name": "web"},
+    "diff": [{"op": "remove", "path": f"/spec/tls/{i}"} for i in range(12)],
+    "diff_total": 14,
+    "finding_ids": ["tls-removed"],
+}
+EFFECT = {
+    "kind": "error-rate",
+    "host": "www.shop.example.test",
+    "ingress": "shop/web",
+    "upstream": None,
+    "window_start": "2026-11-24T14:21:00.000Z",
+    "window_end": "2026-11-24T14:22:00.000Z",
+    "summary_id": "s-1",
+    "requests": 30,
+    "errors_5xx": 20,
+    "error_ratio": 0.6667,
+    "requests_per_s": 0.5,
+    "baseline": {
+        "windows": 3,
+        "requests": 300,
+        "errors_5xx": 3,
+        "error_ratio": 0.01,
+        "requests_per_s": 1.6667,
+    },
+}
+
+
+def correlated(cluster: str) -> dict[str, Any]:
+    return alert_record(
+        cluster,
+        detection="change-correlation",
+        labels={"host": "www.shop.example.test", "ingress": "shop/web", "change": "c-1"},
+        change=CHANGE,
+        effect=EFFECT,
+    )
+
+
+def test_change_and_effect_annotations() -> None:
+    """change-correlation names the change (who, what, the diff's paths) and the effect."""
+    notes = to_alert(correlated("c1"), AlertShape())["annotations"]
+    paths = ", ".join(f"/spec/tls/{i}" for i in range(10))
+    assert notes["change"] == (
+        "patch ingresses.networking.k8s.io shop/web by admin at 2026-11-24T14:21:09.395862Z "
+        f"(record c-1); changed {paths} (+4 more)"
+    )
+    assert notes["effect"] == (
+        "error-rate on www.shop.example.test (ingress shop/web), window 2026-11-24T14:21:00.000Z to "
+        "2026-11-24T14:22:00.000Z: 30 requests, 66.7 % 5xx; before: 300 requests in 3 window(s), 1.0 % 5xx"
+    )
+    # other detections: no such annotations; a mistyped field is left out, not an error
+    plain = to_alert(alert_record("c1", change=None, effect="x"), AlertShape())["annotations"]
+    assert "change" not in plain
+    assert "effect" not in plain
+
+
 def test_a_firing_record_without_ends_at_has_no_end() -> None:
     """Alertmanager then applies its own ``resolve_timeout``; an end before the start is clamped."""
     assert "endsAt" not in to_alert(alert_record("c1", ends_at=None), AlertShape())
@@ -224,6 +284,20 @@ async def test_a_firing_alert_is_received(alertmanager_server: Alertmanager) -> 
     assert alert["annotations"]["records"] == "r-1, r-2 (+10 more)"
     assert alert["status"]["state"] == "active"
     assert datetime.fromisoformat(alert["endsAt"]) == datetime.fromisoformat(record["ends_at"])
+
+
+async def test_a_correlated_alert_carries_change_and_effect(alertmanager_server: Alertmanager) -> None:
+    cluster = _cluster()
+    record = correlated(cluster)
+    sink = await _sink(alertmanager_server.url)
+    await sink.send(spooled(record))
+    await sink.aclose()
+
+    (alert,) = alertmanager_server.alerts(cluster=cluster)
+    assert alert["labels"]["alertname"] == "ChangeCorrelation"
+    assert alert["labels"]["change"] == "c-1"
+    assert alert["annotations"]["change"].startswith("patch ingresses.networking.k8s.io shop/web by admin")
+    assert alert["annotations"]["effect"].startswith("error-rate on www.shop.example.test")
 
 
 async def test_the_same_alert_twice_is_one_alert(alertmanager_server: Alertmanager) -> None:
@@ -466,7 +540,7 @@ async def test_end_to_end_from_the_spool(
     assert alert["labels"]["env"] == "test"
     assert alert["annotations"]["alert_id"] == record["id"]
     assert dead_letters_in(config) == []
-    assert len(records_in(config)) == 4  # the JSONL sink keeps every type
+    assert (len(records_in(config)), len(alerts_in(config))) == (3, 1)  # the JSONL sink keeps every type
 
 
 # -- configuration ---------------------------------------------------------------------------

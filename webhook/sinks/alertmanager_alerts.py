@@ -38,6 +38,7 @@ PLACEHOLDERS: Final = (
     "ends_at_ms",
 )
 MAX_RECORD_IDS: Final = 20  # in the ``records`` annotation; ``records_total`` has the count
+MAX_DIFF_PATHS: Final = 10  # in the ``change`` annotation
 _LABEL_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NOT_IN_NAME: Final = re.compile(r"[^A-Za-z0-9_]")
 _DETECTION: Final = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -185,6 +186,57 @@ def _object(obj: Any) -> str:
     return " ".join(p for p in (kind, where) if p)
 
 
+def _change(change: Any) -> str:
+    """change-correlation's audit change: verb, object, actor, time, record id, changed paths."""
+    if not isinstance(change, dict):
+        return ""
+    obj = _object(change.get("object"))
+    text = f"{change.get('verb') or 'change'} {obj or 'an object'} by {change.get('actor') or 'unknown user'}"
+    if isinstance(change.get("time"), str):
+        text += f" at {change['time']}"
+    if isinstance(change.get("record_id"), str):
+        text += f" (record {change['record_id']})"
+    diff = change.get("diff")
+    paths = [str(op.get("path")) for op in diff if isinstance(op, dict)] if isinstance(diff, list) else []
+    if paths:
+        total = change.get("diff_total")
+        more = total - len(paths[:MAX_DIFF_PATHS]) if isinstance(total, int) else len(paths) - MAX_DIFF_PATHS
+        text += "; changed " + ", ".join(paths[:MAX_DIFF_PATHS]) + (f" (+{more} more)" if more > 0 else "")
+    return text
+
+
+def _share(part: Any, whole: Any) -> str:
+    return (
+        f"{part / whole * 100:.1f} %" if isinstance(part, int) and isinstance(whole, int) and whole else "?"
+    )
+
+
+def _effect(effect: Any) -> str:
+    """The access window that shifted, against the host's windows before."""
+    if not isinstance(effect, dict):
+        return ""
+    where = " ".join(
+        p
+        for p in (
+            effect.get("host") or (f"upstream {effect['upstream']}" if effect.get("upstream") else None),
+            f"(ingress {effect['ingress']})" if effect.get("ingress") else None,
+        )
+        if isinstance(p, str)
+    )
+    requests, errors = effect.get("requests"), effect.get("errors_5xx")
+    text = (
+        f"{effect.get('kind') or 'shift'} on {where or 'a host'}, window {effect.get('window_start')} to "
+        f"{effect.get('window_end')}: {requests} requests, {_share(errors, requests)} 5xx"
+    )
+    base = effect.get("baseline")
+    if isinstance(base, dict):
+        text += (
+            f"; before: {base.get('requests')} requests in {base.get('windows')} window(s), "
+            f"{_share(base.get('errors_5xx'), base.get('requests'))} 5xx"
+        )
+    return text
+
+
 def _records(record: Mapping[str, Any]) -> tuple[list[str], str, str]:
     """The record ids, the ``records`` annotation (at most MAX_RECORD_IDS, then "+N more"), the total."""
     ids = [i for i in record.get("records") or () if isinstance(i, str)]
@@ -229,6 +281,8 @@ def to_alert(record: Mapping[str, Any], shape: AlertShape) -> dict[str, Any]:
         "object": _object(record.get("object")),
         "records": record_ids,
         "records_total": total,
+        "change": _change(record.get("change")),
+        "effect": _effect(record.get("effect")),
         "count": _number(record, "count"),
         "threshold": _number(record, "threshold"),
         "window_s": _number(record, "window_s"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from webhook.errors import SinkError
 from webhook.spool import SpooledRecord
@@ -27,6 +27,9 @@ __all__ = [
     "SpooledRecord",
     "record_time",
 ]
+
+# every record and alert line starts so (their dataclasses' first two fields)
+_TYPE_PREFIX: Final = b'{"schema_version":1,"type":"'
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,7 +58,21 @@ class SinkSettings:
     batch: BatchOptions = field(default_factory=BatchOptions)
     retry: RetryOptions = field(default_factory=RetryOptions)
     drop_when_full: bool = False
+    record_types: frozenset[str] | None = None  # None: every type (audit, alert, ...)
     options: Any = None
+
+    def wants(self, record: SpooledRecord) -> bool:
+        """Whether this sink takes the record, by its ``type``; cheap for the common line shape."""
+        types = self.record_types
+        if types is None:
+            return True
+        line = record.line
+        if line.startswith(_TYPE_PREFIX):
+            end = line.find(b'"', len(_TYPE_PREFIX))
+            if end > 0:
+                return line[len(_TYPE_PREFIX) : end].decode("utf-8", "replace") in types
+        kind = record.record.get("type")
+        return isinstance(kind, str) and kind in types
 
 
 class PartialDeliveryError(SinkError):

@@ -7,6 +7,7 @@ by item: throttled or failed items are resent, items refused for good are dead-l
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,8 @@ log = structlog.get_logger(__name__)
 
 _TOKENS: Final = {"bearer_token_file": "Bearer", "api_key_file": "ApiKey"}
 # Lower case only, as index names must be; date fields limited to numeric strftime codes.
-_INDEX_PATTERN: Final = r"^(?![-_+.])(?:[a-z0-9._+-]|%[YmdHjGVuy])+$"
+_INDEX_PATTERN: Final = r"^(?![-_+.])(?:[a-z0-9._+-]|%[YmdHjGVuy]|\{type\})+$"
+_NOT_INDEX_SAFE: Final = re.compile(r"[^a-z0-9_-]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,7 +47,11 @@ class ElasticsearchOptions:
 
 
 def index_name(pattern: str, record: Mapping[str, Any]) -> str:
-    """The index for one record: ``pattern`` with the record's time (UTC) filled in."""
+    """The index for one record: ``pattern`` with the record's time (UTC) and ``{type}`` filled in."""
+    if "{type}" in pattern:
+        kind = record.get("type")
+        safe = _NOT_INDEX_SAFE.sub("_", kind.lower()) if isinstance(kind, str) else "_"
+        pattern = pattern.replace("{type}", safe)
     return record_time(record).strftime(pattern) if "%" in pattern else pattern
 
 
@@ -146,7 +152,8 @@ SINK_TYPE = SinkType(
             "type": "string",
             "pattern": _INDEX_PATTERN,
             "maxLength": 200,
-            "description": "Index name; %Y %m %d %H %j %G %V %u %y take the record's time (UTC).",
+            "description": "Index name; %Y %m %d %H %j %G %V %u %y take the record's time (UTC), "
+            "{type} the record's type (audit, alert).",
         },
         "op_type": {"enum": ["index", "create"], "description": "create for data streams"},
         **client_properties(tokens=_TOKENS),

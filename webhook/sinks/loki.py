@@ -28,7 +28,18 @@ from webhook.sinks.http import (
 
 __all__ = ["LABELS", "LokiOptions", "LokiSink", "labels_of", "timestamp_ns"]
 
-LABELS: Final = ("cluster", "type", "resource", "verb", "namespace", "outcome")
+# detection, severity and status are set on alert records only (a handful of values each)
+LABELS: Final = (
+    "cluster",
+    "type",
+    "resource",
+    "verb",
+    "namespace",
+    "outcome",
+    "detection",
+    "severity",
+    "status",
+)
 _DEFAULT_LABELS: Final = ("cluster", "resource", "verb")
 _FALLBACK: Final = {"job": "ingress-audit"}  # Loki refuses a stream without labels
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -48,6 +59,8 @@ def _label(record: Mapping[str, Any], name: str) -> str | None:
     obj = record.get("object") or {}
     if name in ("resource", "namespace"):
         value = obj.get(name) if isinstance(obj, dict) else None
+        if name == "namespace" and value is None:
+            value = record.get("namespace")  # an alert's namespace
     elif name == "outcome":
         code = (record.get("outcome") or {}).get("code")
         value = f"{code // 100}xx" if isinstance(code, int) and not isinstance(code, bool) else None

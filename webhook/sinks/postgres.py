@@ -66,25 +66,38 @@ MIGRATIONS: Final = (
     CREATE INDEX {name}_findings_idx ON {table} USING gin (findings);
     CREATE INDEX {name}_code_idx ON {table} (code, time);
     """,
+    # alert records (docs/record.md) share the table: their own columns, null for audit records
+    """
+    ALTER TABLE {table}
+        ADD COLUMN type text NOT NULL DEFAULT 'audit',
+        ADD COLUMN detection text,
+        ADD COLUMN severity text,
+        ADD COLUMN status text;
+    CREATE INDEX {name}_alert_idx ON {table} (detection, time) WHERE type = 'alert';
+    """,
 )
 
 _INSERT: Final = """
 INSERT INTO {table} (id, time, received_at, cluster, username, verb, resource, namespace, name,
-                     findings, code, record)
+                     findings, code, record, type, detection, severity, status)
 SELECT (r->>'id')::uuid,
        coalesce((r->>'time')::timestamptz, (r->>'received_at')::timestamptz),
        (r->>'received_at')::timestamptz,
        r->>'cluster',
-       r#>>'{{actor,user,username}}',
+       coalesce(r#>>'{{actor,user,username}}', r#>>'{{actor,username}}'),
        r->>'verb',
        r#>>'{{object,resource}}',
-       r#>>'{{object,namespace}}',
+       coalesce(r#>>'{{object,namespace}}', r->>'namespace'),
        r#>>'{{object,name}}',
        ARRAY(SELECT coalesce(f->>'id', f#>>'{{}}')
              FROM jsonb_array_elements(CASE jsonb_typeof(r->'findings')
                                        WHEN 'array' THEN r->'findings' ELSE '[]' END) AS f),
        (r#>>'{{outcome,code}}')::integer,
-       r
+       r,
+       coalesce(r->>'type', 'audit'),
+       r->>'detection',
+       r->>'severity',
+       r->>'status'
 FROM unnest($1::jsonb[]) AS u(r)
 ON CONFLICT (id) DO NOTHING
 """
@@ -233,10 +246,8 @@ class PostgresSink:
             async with pool.acquire(timeout=self.options.connect_timeout_s) as conn:
                 try:
                     await conn.execute(self._insert, lines)
-                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-                    if len(lines) == 1:
-                        raise classify(exc) from None
-                    await self._one_by_one(conn, lines)
+                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+                    await self._one_by_one(conn, lines)  # alone or not: the same refusal detail
         except asyncpg.UndefinedTableError as exc:
             await self._remigrate()
             raise classify(exc) from None

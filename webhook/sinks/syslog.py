@@ -34,6 +34,8 @@ FACILITIES: Final = {
     "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "audit": 13, "alert": 14,
     "clock": 15, **{f"local{n}": 16 + n for n in range(8)},
 }  # fmt: skip
+CRITICAL: Final = 2
+ERROR: Final = 3
 WARNING: Final = 4
 NOTICE: Final = 5
 INFO: Final = 6
@@ -65,8 +67,24 @@ class SyslogOptions:
 # -- the message -------------------------------------------------------------------------------
 
 
+_ALERT_SEVERITIES: Final = {
+    "critical": CRITICAL,
+    "high": ERROR,
+    "medium": WARNING,
+    "low": NOTICE,
+    "info": INFO,
+}
+
+
 def severity_of(record: Mapping[str, Any]) -> int:
-    """warning for a high or critical finding; notice for a 401/403 or a medium finding; else info."""
+    """warning for a high or critical finding; notice for a 401/403 or a medium finding; else info.
+
+    A firing alert maps its own severity (critical 2, high 3, medium 4, low 5, info 6); a
+    resolved one is info."""
+    if record.get("type") == "alert":
+        if record.get("status") != "firing":
+            return INFO
+        return _ALERT_SEVERITIES.get(str(record.get("severity")), WARNING)
     findings = [f for f in record.get("findings") or () if isinstance(f, Mapping)]
     severities = {str(f.get("severity", "")).lower() for f in findings}
     if severities & {"high", "critical"}:
@@ -97,15 +115,19 @@ def _structured_data(record: Mapping[str, Any], sd_id: str) -> str:
         "verb": record.get("verb"),
         "resource": _get(record, "object", "resource"),
         "subresource": _get(record, "object", "subresource"),
-        "namespace": _get(record, "object", "namespace"),
+        "namespace": _get(record, "object", "namespace") or record.get("namespace"),
         "name": _get(record, "object", "name"),
-        "user": _get(record, "actor", "user", "username"),
+        "user": _get(record, "actor", "user", "username") or _get(record, "actor", "username"),
         "impersonated": _get(record, "actor", "impersonated", "username"),
         "code": _get(record, "outcome", "code"),
         "decision": _get(record, "outcome", "decision"),
         "findings": ",".join(str(f) for f in findings if f) or None,
         "cluster": record.get("cluster"),
         "id": record.get("id"),
+        "detection": record.get("detection"),  # alert records only, as the next three
+        "severity": record.get("severity"),
+        "status": record.get("status"),
+        "fingerprint": record.get("fingerprint"),
     }
     pairs = "".join(f' {key}="{_param_value(value)}"' for key, value in params.items() if value is not None)
     return f"[{sd_id}{pairs}]"

@@ -98,6 +98,9 @@ class StateStore(Protocol):
     async def put_many(self, items: Mapping[str, StoredObject]) -> None:
         """Store each item unless the store already holds a newer one (``is_newer``)."""
 
+    async def scan(self, prefix: str, *, limit: int) -> dict[str, StoredObject]:
+        """Up to ``limit`` stored states whose key starts with ``prefix`` (start-up loads only)."""
+
     async def claim(self, keys: Sequence[str]) -> set[str]:
         """Which of the dedupe keys are already recorded (or being recorded by another replica).
 

@@ -37,6 +37,15 @@ class MemoryStore:
         while len(self._objects) > self._max_objects:
             self._objects.popitem(last=False)
 
+    async def scan(self, prefix: str, *, limit: int) -> dict[str, StoredObject]:
+        found: dict[str, StoredObject] = {}
+        for key, item in self._objects.items():
+            if len(found) >= limit:
+                break
+            if key.startswith(prefix):
+                found[key] = item
+        return found
+
     async def claim(self, keys: Sequence[str]) -> set[str]:
         now = self._clock()
         return {key for key in keys if self._keys.get(key, 0.0) > now}

@@ -147,6 +147,19 @@ class RedisStore:
         except RedisError as exc:
             raise self._fail(exc) from None
 
+    async def scan(self, prefix: str, *, limit: int) -> dict[str, StoredObject]:
+        head = self._prefix + "obj:"
+        pattern = _glob_escape(head + prefix) + "*"
+        keys: list[str] = []
+        try:
+            async for raw in self._redis().scan_iter(match=pattern, count=500):
+                keys.append(raw.decode()[len(head) :])
+                if len(keys) >= limit:
+                    break
+        except RedisError as exc:
+            raise self._fail(exc) from None
+        return await self.get_many(keys)
+
     async def claim(self, keys: Sequence[str]) -> set[str]:
         if not keys:
             return set()
@@ -191,3 +204,8 @@ class RedisStore:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+def _glob_escape(text: str) -> str:
+    """Redis MATCH patterns treat ``*?[]\\`` specially; keys may contain them (names cannot)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -121,6 +121,10 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
 
+    async def scan(self, prefix: str, *, limit: int) -> dict[str, StoredObject]:
+        result: dict[str, StoredObject] = await asyncio.to_thread(self._run, _scan, prefix, limit)
+        return result
+
     async def claim(self, keys: Sequence[str]) -> set[str]:
         if not keys:
             return set()
@@ -167,6 +171,15 @@ def _get_many(db: sqlite3.Connection, keys: list[str]) -> dict[str, StoredObject
                 certificate_sans=tuple(orjson.loads(sans)) if sans else None,
             )
     return found
+
+
+def _scan(db: sqlite3.Connection, prefix: str, limit: int) -> dict[str, StoredObject]:
+    # Keys sort byte-wise: every key with the prefix lies in [prefix, prefix + U+10FFFF).
+    rows = db.execute(
+        "SELECT key FROM objects WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+        (prefix, prefix + "\U0010ffff", limit),
+    )
+    return _get_many(db, [row[0] for row in rows])
 
 
 def _present(db: sqlite3.Connection, keys: list[str], now: float) -> set[str]:

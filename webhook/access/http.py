@@ -1,0 +1,144 @@
+"""``POST /ingest/access``: access lines from Fluent Bit's and Vector's http outputs.
+
+The same authentication, limits and answers as ``/audit`` (webhook/server.py): 200 once the
+kept records, the closed windows' summaries and the dead letters are durable, else 503 with
+Retry-After so the shipper resends; records have stable ids, so a resent body adds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+import orjson
+import structlog
+from aiohttp import web
+
+from webhook.access.ingest_body import IngestError, decode_body
+from webhook.errors import (
+    BodyTimeoutError,
+    BodyTooLargeError,
+    MethodNotAllowedError,
+    OverloadedError,
+    SpoolFullError,
+    StorageError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+    WebhookError,
+)
+from webhook.pipeline import DeadLetter, utc_now
+from webhook.server import CONFIG, RETRY_AFTER_S, RUNTIME, Runtime, _error_response
+
+__all__ = ["receive_access"]
+
+log = structlog.get_logger(__name__)
+
+_ACCESS_TYPES: Final = frozenset(
+    {
+        "application/json",
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonlines",
+        "application/json-lines",
+        "application/x-json-stream",
+        "text/plain",
+    }
+)
+
+
+async def receive_access(request: web.Request) -> web.Response:
+    """``POST /ingest/access``: Fluent Bit / Vector bodies of access lines, with /audit's rules.
+
+    200 once the kept records, the closed windows' summaries and the dead letters are durable;
+    503 + Retry-After when they cannot be kept, so the shipper sends the body again (the
+    records' ids are stable, so a resent body adds no duplicates downstream)."""
+    runtime = request.app[RUNTIME]
+    metrics = runtime.metrics
+    runtime.in_flight += 1
+    try:
+        response = await _receive_access(request, runtime)
+    except WebhookError as exc:
+        metrics.rejects.labels(reason=exc.code).inc()
+        log.warning("access.rejected", reason=exc.code, status=exc.http_status)
+        extra = {"Retry-After": RETRY_AFTER_S} if exc.http_status == 503 else {}
+        if isinstance(exc, MethodNotAllowedError):
+            extra["Allow"] = "POST"
+        elif isinstance(exc, UnauthorizedError):
+            extra["WWW-Authenticate"] = 'Bearer realm="ingress-audit"'
+        response = _error_response(exc, **extra)
+    finally:
+        runtime.in_flight -= 1
+    return response
+
+
+async def _receive_access(request: web.Request, runtime: Runtime) -> web.Response:
+    server = request.app[CONFIG].server
+    runtime.authenticator.authenticate(
+        authorization=request.headers.get("Authorization"),
+        peercert=request.transport.get_extra_info("peercert") if request.transport else None,
+    )
+    if request.method != "POST":
+        raise MethodNotAllowedError(f"method {request.method} is not allowed; use POST")
+    if request.content_type not in _ACCESS_TYPES:
+        raise UnsupportedMediaTypeError(
+            "Content-Type must be application/json, application/x-ndjson or text/plain"
+        )
+    if runtime.in_flight > server.max_concurrent_requests:
+        raise OverloadedError(f"more than {server.max_concurrent_requests} requests in flight")
+    limit = server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(server.body_timeout_s):
+            body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes") from None
+    except TimeoutError:
+        raise BodyTimeoutError(f"body not received within {server.body_timeout_s} s") from None
+    access = runtime.access
+    if access is None:  # the route exists only with access.enabled
+        raise OverloadedError("access logs are not ready")
+    # Refuse before counting: a body counted in the windows and then refused would be counted
+    # again when the shipper resends it.
+    problems = await runtime.ingestor.problems()
+    if problems:
+        detail = "; ".join(f"{k}: {v}" for k, v in problems.items())
+        full = problems.get("spool", "").startswith("full")
+        raise (SpoolFullError if full else StorageError)(f"cannot keep records now: {detail}")
+    received_at = utc_now()
+    lines = []
+    rejected = []
+    for item in decode_body(body):
+        if isinstance(item, IngestError):
+            rejected.append(
+                DeadLetter(
+                    reason=f"access-{item.reason}",
+                    detail=f"http: {item.message}",
+                    received_at=received_at,
+                    index=item.index,
+                    event={"input": "http"},
+                )
+            )
+        else:
+            lines.append(item.value)
+    if len(lines) > server.max_events_per_request:
+        raise BodyTooLargeError(
+            f"{len(lines)} lines is more than the limit of {server.max_events_per_request}"
+        )
+    del body
+    batch = await access.ingest(lines, input="http", rejected=rejected)
+    log.info(
+        "access.accepted",
+        lines=batch.lines,
+        records=len(batch.records),
+        summaries=len(batch.summaries),
+        dead_lettered=len(batch.dead_letters) + len(rejected),
+    )
+    return web.json_response(
+        {
+            "accepted": batch.lines,
+            "records": len(batch.records),
+            "dead_lettered": len(batch.dead_letters) + len(rejected) + batch.suppressed,
+        },
+        dumps=lambda obj: orjson.dumps(obj).decode(),
+    )

@@ -117,7 +117,9 @@ async def expected_ids(aiohttp_client: Any, tmp_path: Path, bodies: list[bytes])
         resp = await client.post("/audit", data=body, headers=JSON)
         assert resp.status == 200
     await settle(client)
-    return {r["id"] for r in read_jsonl(tmp_path / "reference" / "records.jsonl")}
+    # Alerts are derived from in-memory windows that a kill -9 forgets: not part of the promise.
+    records = read_jsonl(tmp_path / "reference" / "records.jsonl")
+    return {r["id"] for r in records if r["type"] != "alert"}
 
 
 async def test_kill_9_twenty_times_loses_no_acknowledged_record(

@@ -21,7 +21,7 @@ from typing import Any, Final
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
-from prometheus_client import generate_latest
+from monitoring import exported_names
 
 from webhook.config import Config, check_listen, load_config
 from webhook.metrics import Metrics
@@ -97,10 +97,16 @@ def container(spec: Obj) -> Obj:
     return result
 
 
+def config_map(objects: tuple[Obj, ...]) -> Obj:
+    """The ConfigMap holding the config (the monitoring component adds the dashboard's)."""
+    (found,) = [o for o in objects if o["kind"] == "ConfigMap" and "config.yaml" in o.get("data", {})]
+    return found
+
+
 def config_of(objects: tuple[Obj, ...], tmp_path: Path) -> Config:
     """The config the Deployment mounts, loaded the way ``serve --config`` loads it."""
     path = tmp_path / "config.yaml"
-    path.write_text(one(objects, "ConfigMap")["data"]["config.yaml"])
+    path.write_text(config_map(objects)["data"]["config.yaml"])
     return load_config(path)
 
 
@@ -181,8 +187,7 @@ def test_deployment_runs_the_mounted_config(kustomization: str, tmp_path: Path) 
 
     assert box["args"] == ["serve", "--config", "/etc/ingress-audit/config.yaml"]
     assert (
-        volumes[mounts["/etc/ingress-audit"]]["configMap"]["name"]
-        == one(objects, "ConfigMap")["metadata"]["name"]
+        volumes[mounts["/etc/ingress-audit"]]["configMap"]["name"] == config_map(objects)["metadata"]["name"]
     )
     assert "emptyDir" in volumes[mounts[TMP]]
     assert str(config.data_dir) in mounts
@@ -296,13 +301,7 @@ def test_certificate_names_the_service_address(kustomization: str) -> None:
 
 def exported_metric_names() -> set[str]:
     """Every sample name ingress-audit exports, labelled series included."""
-    metrics = Metrics()
-    for collector in vars(metrics).values():
-        label_names = getattr(collector, "_labelnames", ())
-        if label_names:  # a labelled metric exports no sample until a child exists
-            collector.labels(*["x"] * len(label_names))
-    text = generate_latest(metrics.registry).decode()
-    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
+    return exported_names(Metrics().registry)
 
 
 @pytest.fixture(scope="module")
@@ -349,6 +348,23 @@ def test_monitoring_uses_only_metrics_that_exist(single_with_monitoring: tuple[O
         assert f"ingress_audit_{signal}" in used
     plain = one(single_with_monitoring, "ServiceMonitor")["spec"]["endpoints"][0]
     assert plain["scheme"] == "http"
+
+
+def test_monitoring_ships_the_dashboard_for_the_grafana_sidecar(
+    single_with_monitoring: tuple[Obj, ...],
+) -> None:
+    """A ConfigMap labelled for the Grafana sidecar holds config/grafana-dashboard.json unchanged."""
+    found = [o for o in single_with_monitoring if o["kind"] == "ConfigMap" and "config.yaml" not in o["data"]]
+    (dashboard,) = found
+
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["name"] == "ingress-audit-grafana-dashboard"  # no hash: a stable name
+    (text,) = dashboard["data"].values()
+    assert json.loads(text) == json.loads((ROOT / "config" / "grafana-dashboard.json").read_text())
+    assert (
+        one(single_with_monitoring, "PrometheusRule")["spec"]["groups"]
+        == yaml.safe_load((ROOT / "config" / "prometheus-rules.yaml").read_text())["groups"]
+    )
 
 
 def test_every_config_in_manifests_passes_check_config() -> None:

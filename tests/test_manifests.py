@@ -557,6 +557,8 @@ def test_access_logs_component_listens_on_the_ports_it_opens(overlay: str, tmp_p
     assert config.access.format == "nginx-ingress"
     assert (syslog.udp, syslog.tcp, syslog.allow_remote) == ("0.0.0.0:5514", "0.0.0.0:5514", True)
     assert replace(config, access=AccessConfig()) == config_of(render(overlay), tmp_path / "plain")
+    assert syslog.udp is not None
+    assert syslog.tcp is not None
     udp, tcp = split_address(syslog.udp)[1], split_address(syslog.tcp)[1]
     box = container(pod_spec(objects))
     assert sorted((p["name"], p["containerPort"], p["protocol"]) for p in box["ports"]) == [

@@ -1,4 +1,5 @@
-"""Real servers for the sink tests: PostgreSQL, rsyslog, NATS JetStream and Alertmanager on loopback.
+"""Real servers for the sink tests: PostgreSQL, rsyslog, NATS JetStream and Alertmanager on loopback;
+and a real Prometheus that scrapes ingress-audit and evaluates the shipped rules.
 
 Each server runs from its own temporary directory on a free port, is waited for with a
 deadline, and is stopped by the fixture that started it. A missing binary skips the tests on
@@ -42,6 +43,7 @@ __all__ = [
     "Certs",
     "NatsServer",
     "Postgres",
+    "Prometheus",
     "Rsyslog",
     "Serve",
     "alertmanager_server",
@@ -51,10 +53,12 @@ __all__ = [
     "nats_server",
     "need_binary",
     "postgres_server",
+    "require_binary",
     "rsyslog_server",
     "running_alertmanager",
     "running_nats",
     "running_postgres",
+    "running_prometheus",
     "server_certs",
     "spawn",
     "spooled",
@@ -82,6 +86,13 @@ def need_binary(candidates: list[str], package: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_binary(path: str, package: str) -> str:
+    """A tool a test cannot do without: its absence fails the test, here as under CI."""
+    if not os.path.isfile(path):
+        pytest.fail(f"{path} not found: apt-get install {package} (scripts/test.sh does)")
+    return path
 
 
 def wait_until(check: Any, timeout_s: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -707,3 +718,78 @@ def _get_status(port: int, path: str) -> int | None:
         return None
     finally:
         connection.close()
+
+
+# -- Prometheus ------------------------------------------------------------------------------
+
+
+class Prometheus:
+    """Prometheus scraping ``targets`` as job ``ingress-audit`` every second and evaluating
+    ``rule_files`` every second, with its TSDB in ``root``."""
+
+    def __init__(self, root: Path, targets: list[str], rule_files: list[Path]) -> None:
+        self.binary = require_binary("/usr/bin/prometheus", "prometheus")
+        self.root = root
+        self.port = free_port()
+        self.conf = root / "prometheus.yml"
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(path) for path in rule_files],
+            "scrape_configs": [{"job_name": "ingress-audit", "static_configs": [{"targets": targets}]}],
+        }
+        self.conf.write_bytes(orjson.dumps(config))  # JSON is YAML
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = spawn(
+            [
+                self.binary,
+                f"--config.file={self.conf}",
+                f"--storage.tsdb.path={self.root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            self.root,
+        )
+        wait_until(
+            lambda: _get_status(self.port, "/-/ready") == 200, START_TIMEOUT_S, "prometheus ready", self.proc
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    async def api(self, session: aiohttp.ClientSession, path: str, **params: str) -> Any:
+        """The ``data`` of a successful API answer; anything else fails with Prometheus' error."""
+        async with session.get(self.url + "/api/v1/" + path, params=params) as resp:
+            body: dict[str, Any] = await resp.json()
+        assert body.get("status") == "success", (path, params, body)
+        return body["data"]
+
+    async def query(self, session: aiohttp.ClientSession, expr: str) -> list[dict[str, Any]]:
+        data = await self.api(session, "query", query=expr)
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    async def firing(self, session: aiohttp.ClientSession) -> dict[str, dict[str, Any]]:
+        """Alerts firing now, by name."""
+        alerts = (await self.api(session, "alerts"))["alerts"]
+        return {a["labels"]["alertname"]: a for a in alerts if a["state"] == "firing"}
+
+
+@contextlib.contextmanager
+def running_prometheus(targets: list[str], rule_files: list[Path]) -> Iterator[Prometheus]:
+    root = Path(tempfile.mkdtemp(prefix="ingress-audit-prom-"))
+    try:
+        server = Prometheus(root, targets, rule_files)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

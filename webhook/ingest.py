@@ -27,6 +27,7 @@ from webhook.metrics import Metrics
 from webhook.pipeline import BatchResult, DeadLetter, Pipeline, dead_letter_json
 from webhook.prepare_pool import PreparePool, prepare_body
 from webhook.record import to_json
+from webhook.record_metrics import RecordMetrics
 from webhook.redact import Redactor, load_or_create_key
 from webhook.sinks import sink_types
 from webhook.spool import Spool
@@ -42,6 +43,9 @@ class Ingestor:
         """``event_time``: detection windows run on the records' own time (replays), not the clock."""
         self.config = config
         self.metrics = metrics or Metrics()
+        self._record_metrics = RecordMetrics(
+            self.metrics, disabled=config.findings.disabled, severity=config.findings.severity
+        )
         self.deduper = Deduper(max_entries=config.dedupe.max_entries, ttl_s=config.dedupe.ttl_s)
         self._pipeline: Pipeline | None = None
         self._prepare_pool: PreparePool | None = None
@@ -244,6 +248,7 @@ class Ingestor:
         metrics.spool_bytes.set(self.spool.size)
         for letter in result.dead_letters:
             metrics.dead_letters.labels(reason=letter.reason).inc()
+        self._record_metrics.count(result.records)
 
     async def reject(self, exc: WebhookError, *, received_at: str) -> None:
         """A rejected batch leaves a trace too: the apiserver drops it after its retries."""

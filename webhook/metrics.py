@@ -1,8 +1,14 @@
-"""Prometheus metrics, one registry per app (no module-level state, so tests can run many apps)."""
+"""Prometheus metrics, one registry per app (no module-level state, so tests can run many apps).
+
+Every label takes its values from a fixed set (docs/operations.md lists them): never a user,
+an address, a namespace or an object name. webhook/record_metrics.py counts what the records say.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from webhook.cert_expiry import CertificateExpiry
 
 __all__ = ["Metrics"]
 
@@ -102,6 +108,34 @@ class Metrics:
         self.dedupe_entries = Gauge(
             "ingress_audit_dedupe_entries", "Keys held by the in-memory dedupe window.", registry=r
         )
+        # What the records say (webhook/record_metrics.py): the security signals to alert on.
+        self.findings = Counter(
+            "ingress_audit_findings",
+            "Findings raised, by finding id (unknown ids: other) and severity.",
+            ["finding", "severity"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "ingress_audit_auth_failures",
+            "Audited requests the apiserver refused: 401 (unauthenticated) or 403 (forbidden), "
+            "by the kind of caller.",
+            ["reason", "actor_kind"],
+            registry=r,
+        )
+        self.changes = Counter(
+            "ingress_audit_changes",
+            "Successful, non-dry-run writes recorded, by resource, verb and the caller's kind.",
+            ["resource", "verb", "actor_kind"],
+            registry=r,
+        )
+        self.untrusted_changes = Counter(
+            "ingress_audit_untrusted_changes",
+            "Successful writes from a source IP outside actors.trusted_cidrs, by resource.",
+            ["resource"],
+            registry=r,
+        )
+        self.certificates = CertificateExpiry()
+        r.register(self.certificates)
         # Access logs (#12): labels are inputs, reasons, status classes and at most
         # access.max_metric_ingresses ingress names (then "other"), never clients or hosts.
         self.access_lines = Counter(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,6 +17,7 @@ from monitoring import (
     PROMETHEUS_NAMES,
     ROOT,
     RULES,
+    access_lines,
     dashboard,
     dashboard_exprs,
     exported_names,
@@ -45,6 +45,9 @@ SECURITY_ALERTS: Final = frozenset(
         "IngressAuditCertificateExpired",
     }
 )
+# Access lines for the live-app check: every status class the edge panels split, 401 and
+# 403, and request times in several buckets.
+EVERY_CLASS: Final = ((200, 0.004), (301, 0.02), (401, 0.001), (403, 0.001), (404, 0.3), (503, 2.0))
 # What a security engineer and an operator look for, as words of the panel titles.
 PANELS: Final = (
     "changes by resource",
@@ -65,19 +68,6 @@ PANELS: Final = (
     "dropped syslog records",
     "edge detection alerts",
 )
-
-
-def access_lines() -> bytes:
-    """ingress-nginx lines (default format) for the live-app check: every status class the edge
-    panels split, 401 and 403, request times in several buckets, and a line that does not parse."""
-    now = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
-    cases = [(200, 0.004), (301, 0.02), (401, 0.001), (403, 0.001), (404, 0.3), (503, 2.0)]
-    lines = [
-        f'203.0.113.{i} - - [{now}] "GET /shop?page={i} HTTP/1.1" {status} 612 "-" "curl/8.5.0" 523 '
-        f"{took:.3f} [shop-web-80] [] 10.244.1.7:8080 612 {took:.3f} {status} {i:032x}"
-        for i, (status, took) in enumerate(cases)
-    ]
-    return "\n".join([*lines, "not an access log line"]).encode()
 
 
 def promtool() -> str:
@@ -269,7 +259,9 @@ async def test_a_running_app_exports_what_the_checks_assume(
         await post_capture(client, body)
     await settle(client)
     await client.post("/audit", data=b"{", headers={"Content-Type": "application/json"})  # a reject
-    access = await client.post("/ingest/access", data=access_lines(), headers={"Content-Type": "text/plain"})
+    access = await client.post(
+        "/ingest/access", data=access_lines(EVERY_CLASS, bad=1), headers={"Content-Type": "text/plain"}
+    )
     assert access.status == 200
     assert (await access.json())["dead_lettered"] == 1
     await (await client.get("/metrics")).read()

@@ -22,6 +22,7 @@ import structlog
 from webhook.access.config import AccessConfig
 from webhook.access.hosts import INGRESS_PREFIXES, HostIndex
 from webhook.access.pipeline import AccessBatch, AccessPipeline, Line, Parser
+from webhook.access.records import replica_name
 from webhook.dedupe import Deduper
 from webhook.errors import ConfigError, StorageError
 from webhook.ingest import Ingestor
@@ -70,6 +71,7 @@ class AccessService:
             parser=build_access_parser(config.access),
             index=self.index,
             trusted_cidrs=config.actors.trusted_cidrs,
+            replica=replica_name(),
         )
         self.listeners: list[Listener] = []
         # Detections (webhook/detect/edge.py): access records and summaries count like audit

@@ -12,8 +12,13 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
@@ -21,8 +26,11 @@ from typing import Any, Final
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
+from conftest import read_jsonl
 from monitoring import exported_names
+from servers import Serve, free_port, wait_until
 
+from webhook.access.config import AccessConfig, check_syslog_listen, split_address
 from webhook.config import Config, check_listen, load_config
 from webhook.metrics import Metrics
 from webhook.render import WebhookClient, audit_policy, webhook_kubeconfig
@@ -31,6 +39,12 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 MANIFESTS: Final = ROOT / "manifests"
 KUSTOMIZATIONS: Final = ("base", "overlays/single", "overlays/cert-manager", "overlays/ha", "example")
 STATIC_POD: Final = MANIFESTS / "static-pod" / "ingress-audit.yaml"
+ACCESS_LOGS: Final = MANIFESTS / "components" / "access-logs"
+# The overlays components/access-logs is combined with, and the config each one mounts.
+OVERLAY_CONFIGS: Final = {
+    "overlays/single": MANIFESTS / "base" / "config.yaml",
+    "overlays/ha": MANIFESTS / "overlays" / "ha" / "config.yaml",
+}
 CHECKOV: Final = ROOT / ".venv-tools" / "bin" / "checkov"
 # The oldest apiserver we have captures of, and the newest schemas kubernetes-validate ships.
 K8S_VERSIONS: Final = ("1.26.0", kubernetes_validate.latest_version())
@@ -53,16 +67,37 @@ def tool(name: str) -> str:
     return found
 
 
-@cache
-def render(kustomization: str) -> tuple[Obj, ...]:
+def kustomize(directory: Path) -> tuple[Obj, ...]:
     out = subprocess.run(
-        [tool("kubectl"), "kustomize", str(MANIFESTS / kustomization)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+        [tool("kubectl"), "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+
+
+@cache
+def render(kustomization: str) -> tuple[Obj, ...]:
+    return kustomize(MANIFESTS / kustomization)
+
+
+@cache
+def render_with_access_logs(overlay: str) -> tuple[Obj, ...]:
+    """``overlay`` plus components/access-logs as docs/deploy.md combines them: the user's overlay
+    mounts the overlay's config with the component's access.yaml appended."""
+    with tempfile.TemporaryDirectory() as directory:
+        work = Path(directory)
+        up = os.path.relpath(MANIFESTS, work)  # kustomize takes relative paths to other roots only
+        config = OVERLAY_CONFIGS[overlay].read_text() + (ACCESS_LOGS / "access.yaml").read_text()
+        (work / "config.yaml").write_text(config)
+        (work / "kustomization.yaml").write_text(
+            "namespace: ingress-audit\n"
+            f"resources: [{up}/{overlay}]\n"
+            f"components: [{up}/components/access-logs]\n"
+            "configMapGenerator:\n"
+            "  - name: ingress-audit-config\n"
+            "    behavior: replace\n"
+            "    files: [config.yaml]\n"
+        )
+        return kustomize(work)
 
 
 def static_pod() -> tuple[Obj, ...]:
@@ -312,10 +347,7 @@ def single_with_monitoring(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ob
     (work / "kustomization.yaml").write_text(
         f"resources: [{up}/overlays/single]\ncomponents: [{up}/components/monitoring]\n"
     )
-    out = subprocess.run(
-        [tool("kubectl"), "kustomize", str(work)], capture_output=True, text=True, timeout=60, check=True
-    ).stdout
-    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+    return kustomize(work)
 
 
 def test_monitoring_uses_only_metrics_that_exist(single_with_monitoring: tuple[Obj, ...]) -> None:
@@ -428,6 +460,9 @@ def test_checkov(tmp_path: Path) -> None:
     for name in KUSTOMIZATIONS:
         objects = render(name)
         (tmp_path / f"{name.replace('/', '-')}.yaml").write_text(yaml.safe_dump_all(objects))
+    for name in OVERLAY_CONFIGS:
+        objects = render_with_access_logs(name)
+        (tmp_path / f"{name.replace('/', '-')}-access-logs.yaml").write_text(yaml.safe_dump_all(objects))
     shutil.copy(STATIC_POD, tmp_path / "static-pod.yaml")
     # No network: checkov's optional downloads would go to a closed loopback port.
     env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
@@ -491,3 +526,116 @@ def test_documented_apiserver_files_render_from_the_manifests_configs(tmp_path: 
     static = load_config(MANIFESTS / "static-pod" / "config.yaml")
     local = yaml.safe_load(webhook_kubeconfig(static, WebhookClient()))
     assert local["clusters"][0]["cluster"]["server"] == "http://127.0.0.1:9440/audit"
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_CONFIGS)
+def test_access_logs_component_renders_and_validates(overlay: str) -> None:
+    """components/access-logs on single and ha: valid objects, in our namespace, with our labels."""
+    objects = render_with_access_logs(overlay)
+
+    assert {o["kind"] for o in objects} == {o["kind"] for o in render(overlay)}
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == "ingress-audit", obj["kind"]
+        assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "ingress-audit", obj["kind"]
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_CONFIGS)
+def test_access_logs_component_listens_on_the_ports_it_opens(overlay: str, tmp_path: Path) -> None:
+    """The mounted config passes check-config with syslog on every interface (allowed remote),
+    the rest of it is the overlay's; the container and the Service expose those ports."""
+    objects = render_with_access_logs(overlay)
+    config = config_of(objects, tmp_path)
+    check_listen(config)
+    check_syslog_listen(config.access)
+    syslog = config.access.syslog
+    (tmp_path / "plain").mkdir()
+
+    assert config.access.enabled
+    assert config.access.format == "nginx-ingress"
+    assert (syslog.udp, syslog.tcp, syslog.allow_remote) == ("0.0.0.0:5514", "0.0.0.0:5514", True)
+    assert replace(config, access=AccessConfig()) == config_of(render(overlay), tmp_path / "plain")
+    assert syslog.udp is not None
+    assert syslog.tcp is not None
+    udp, tcp = split_address(syslog.udp)[1], split_address(syslog.tcp)[1]
+    box = container(pod_spec(objects))
+    assert sorted((p["name"], p["containerPort"], p["protocol"]) for p in box["ports"]) == [
+        ("syslog-tcp", tcp, "TCP"),
+        ("syslog-udp", udp, "UDP"),
+        ("webhook", config.server.port, "TCP"),
+    ]
+    service = one(objects, "Service", "ingress-audit")["spec"]
+    assert sorted((p["name"], p["port"], p["targetPort"], p["protocol"]) for p in service["ports"]) == [
+        ("syslog-tcp", tcp, "syslog-tcp", "TCP"),
+        ("syslog-udp", udp, "syslog-udp", "UDP"),
+        ("webhook", config.server.port, "webhook", "TCP"),
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_CONFIGS)
+def test_access_logs_policy_admits_only_the_ingress_controller_on_syslog(overlay: str) -> None:
+    """A policy of its own admits ingress-nginx's pods (namespace and labels, both) on 5514 only;
+    the webhook port's policy is the overlay's, not widened."""
+    objects = render_with_access_logs(overlay)
+    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+    spec = pod_spec(objects)
+    named = {p["name"]: p for p in container(spec)["ports"]}
+    pod_labels = workload(objects)["spec"]["template"]["metadata"]["labels"]
+
+    assert set(policies) == {"ingress-audit", "ingress-audit-syslog"}
+    assert policies["ingress-audit"] == one(render(overlay), "NetworkPolicy")["spec"]
+    syslog = policies["ingress-audit-syslog"]
+    assert syslog["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert syslog["policyTypes"] == ["Ingress"]
+    (rule,) = syslog["ingress"]
+    assert rule["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+        }
+    ]
+    admitted = set()
+    for port in rule["ports"]:
+        target = named[port["port"]]
+        assert target["protocol"] == port["protocol"]
+        admitted.add((target["containerPort"], port["protocol"]))
+    assert admitted == {(5514, "UDP"), (5514, "TCP")}
+
+
+def _access_records(path: Path) -> list[dict[str, Any]]:
+    return [r for r in read_jsonl(path) if r["type"] == "access"]
+
+
+def test_access_logs_component_config_receives_syslog(tmp_path: Path) -> None:
+    """The rendered config, served for real with loopback ports and a temp data dir: one
+    ingress-nginx line over UDP syslog becomes an access record."""
+    objects = render_with_access_logs("overlays/single")
+    raw = yaml.safe_load(config_map(objects)["data"]["config.yaml"])
+    port, udp, tcp = free_port(), free_port(socket.SOCK_DGRAM), free_port()
+    raw["data_dir"] = str(tmp_path / "data")
+    raw["server"] |= {"host": "127.0.0.1", "port": port}
+    raw["access"]["syslog"] |= {"udp": f"127.0.0.1:{udp}", "tcp": f"127.0.0.1:{tcp}"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    when = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    line = (
+        f'203.0.113.7 - - [{when}] "POST /login HTTP/1.1" 401 0 "-" "curl/8.5.0" 310 0.002 '
+        f"[shop-web-80] [] 10.244.1.7:8080 0 0.002 401 {'ab' * 16}"
+    )
+    records = tmp_path / "data" / "records.jsonl"
+    serve = Serve(path, port)
+    serve.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            # As ingress-nginx sends it: nginx's RFC 3164 header, tag nginx.
+            stamp = time.strftime("%b %d %H:%M:%S", time.gmtime())
+            sock.sendto(f"<190>{stamp} ingress-nginx-controller nginx: {line}".encode(), ("127.0.0.1", udp))
+        wait_until(lambda: _access_records(records), 10, "the access record", serve.proc)
+    finally:
+        serve.stop()
+
+    (record,) = _access_records(records)
+    assert record["input"] == "syslog-udp"
+    assert record["request"]["status"] == 401

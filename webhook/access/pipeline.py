@@ -86,9 +86,11 @@ class AccessPipeline:
         parser: Parser,
         index: HostIndex,
         trusted_cidrs: Sequence[str] = (),
+        replica: str | None = None,
     ) -> None:
         self.config = config
         self.cluster = cluster
+        self.replica = replica
         self.parse = parser
         self.index = index
         self.classifier = ClientClassifier(config.trusted_cidrs or trusted_cidrs, config.trusted_proxies)
@@ -324,8 +326,9 @@ class AccessPipeline:
             c = stats.classes
             summaries.append(
                 AccessSummary(
-                    id=summary_id(self.cluster, start, "host", id_key),
+                    id=summary_id(self.cluster, start, "host", id_key, self.replica),
                     cluster=self.cluster,
+                    replica=self.replica,
                     time=end,
                     received_at=made,
                     window_start=start,
@@ -365,8 +368,9 @@ class AccessPipeline:
             for ip in ips
         )
         return AccessSummary(
-            id=summary_id(self.cluster, start, "clients", ""),
+            id=summary_id(self.cluster, start, "clients", "", self.replica),
             cluster=self.cluster,
+            replica=self.replica,
             time=end,
             received_at=made,
             window_start=start,

@@ -22,6 +22,7 @@ import structlog
 from webhook.access.config import AccessConfig
 from webhook.access.hosts import INGRESS_PREFIXES, HostIndex
 from webhook.access.pipeline import AccessBatch, AccessPipeline, Line, Parser
+from webhook.access.records import replica_name
 from webhook.access.request_metrics import observe
 from webhook.dedupe import Deduper
 from webhook.errors import ConfigError, StorageError
@@ -72,6 +73,7 @@ class AccessService:
             parser=build_access_parser(config.access),
             index=self.index,
             trusted_cidrs=config.actors.trusted_cidrs,
+            replica=replica_name(),
         )
         # At 0 from the start, so that an alert's increase() sees the first drop.
         for reason in DROP_REASONS:

@@ -20,8 +20,9 @@ COMPONENT = ROOT / "manifests" / "components" / "monitoring"
 _RULE_HEADER = """\
 # GENERATED from config/prometheus-rules.yaml by scripts/sync-monitoring.py: edit that file
 # and run the script. Alerts on what the audited cluster's records say (brute force, TLS
-# removal, untrusted changes, certificate expiry) and on ingress-audit's own health, from the
-# metrics it exports (docs/operations.md) plus `up` and kube-state-metrics' pod readiness.
+# removal, untrusted changes, certificate expiry), on the ingress controllers' access logs
+# (5xx ratio, 401/403 bursts, unparseable or dropped lines) and on ingress-audit's own health,
+# from the metrics it exports (docs/operations.md) plus `up` and kube-state-metrics' pod readiness.
 apiVersion: monitoring.coreos.com/v1
 kind: PrometheusRule
 metadata:

@@ -4,6 +4,8 @@ metric names a PromQL expression selects."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -15,6 +17,7 @@ __all__ = [
     "DASHBOARD",
     "PROMETHEUS_NAMES",
     "RULES",
+    "access_lines",
     "dashboard",
     "dashboard_exprs",
     "exported_names",
@@ -44,6 +47,18 @@ _IDENT: Final = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(\s*\()?")
 _KEYWORDS: Final = frozenset(
     {"and", "or", "unless", "bool", "offset", "by", "without", "group_left", "group_right", "inf", "nan"}
 )
+
+
+def access_lines(requests: Sequence[tuple[int, float]], *, bad: int = 0, first: int = 0) -> bytes:
+    """ingress-nginx lines (its default format), one per (status, request time), stamped now,
+    each with its own request id from ``first`` on; then ``bad`` lines that do not parse."""
+    now = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    lines = [
+        f'203.0.113.{n % 250} - - [{now}] "GET /shop?page={n} HTTP/1.1" {status} 612 "-" "curl/8.5.0" '
+        f"523 {took:.3f} [shop-web-80] [] 10.244.1.7:8080 612 {took:.3f} {status} {n:032x}"
+        for n, (status, took) in enumerate(requests, start=first)
+    ]
+    return "\n".join([*lines, *["not an access log line"] * bad]).encode()
 
 
 def exported_names(registry: CollectorRegistry) -> set[str]:

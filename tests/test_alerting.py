@@ -1,11 +1,13 @@
 """End to end: a real Prometheus scrapes a running ``ingress-audit serve``, evaluates the shipped
-rules, and fires the brute-force and TLS-removal alerts seconds after the events arrive."""
+rules, and fires the brute-force and TLS-removal alerts seconds after the events arrive, and the
+edge 401/403 alert seconds after access lines are posted."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -13,20 +15,22 @@ import aiohttp
 import pytest
 import yaml
 from conftest import capture_bytes, capture_events, capture_headers, capture_path, captured_bodies, event_list
-from monitoring import RULES, dashboard_exprs
+from monitoring import RULES, access_lines, dashboard_exprs
 from servers import Prometheus, Serve, free_port, running_prometheus
 
 ALERT_TIMEOUT_S: Final = 30.0
 JSON: Final = {"Content-Type": "application/json"}
 
 
-def write_config(directory: Path, port: int) -> Path:
-    raw = {
+def write_config(directory: Path, port: int, *, access: bool = False) -> Path:
+    raw: dict[str, Any] = {
         "cluster": "alerting",
         "data_dir": str(directory / "data"),
         "server": {"host": "127.0.0.1", "port": port, "shutdown_timeout_s": 5},
         "log": {"level": "warning"},
     }
+    if access:  # POST /ingest/access only: the syslog listeners would need ports of their own
+        raw["access"] = {"enabled": True, "syslog": {"udp": None, "tcp": None}}
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -48,13 +52,22 @@ async def wait_for(prometheus: Prometheus, session: aiohttp.ClientSession, check
         await asyncio.sleep(0.25)
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Any:
+def serving(directory: Path, *, access: bool) -> Iterator[Serve]:
     port = free_port()
-    server = Serve(write_config(tmp_path, port), port)
+    server = Serve(write_config(directory, port, access=access), port)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    yield from serving(tmp_path, access=False)
+
+
+@pytest.fixture
+def serve_access(tmp_path: Path) -> Iterator[Serve]:
+    yield from serving(tmp_path, access=True)
 
 
 async def test_brute_force_and_tls_removal_fire_within_seconds(serve: Serve) -> None:
@@ -108,3 +121,46 @@ async def test_brute_force_and_tls_removal_fire_within_seconds(serve: Serve) -> 
                 "IngressAuditBruteForce",
                 "IngressAuditTlsRemoved",
             }
+
+
+async def test_edge_auth_failures_fire_after_access_lines(serve_access: Serve) -> None:
+    """401s and 403s posted to /ingest/access: IngressAuditEdgeAuthFailures fires for their
+    ingress, and the edge row's 401/403 and status-class panels show them."""
+    text = {"Content-Type": "text/plain"}
+    with running_prometheus([f"127.0.0.1:{serve_access.port}"], [RULES]) as prometheus:
+        async with aiohttp.ClientSession() as session:
+            # A first 401 makes the series; the burst is then an increase Prometheus can see.
+            async with session.post(
+                serve_access.url + "/ingest/access", data=access_lines([(401, 0.001)]), headers=text
+            ) as resp:
+                assert resp.status == 200
+
+            async def series_scraped() -> bool:
+                result = await prometheus.query(session, "ingress_audit_access_auth_failures_total")
+                return bool(result)
+
+            await wait_for(prometheus, session, series_scraped, "the first 401 scraped")
+            assert "IngressAuditEdgeAuthFailures" not in await prometheus.firing(session)
+
+            started = time.monotonic()
+            burst = [(401, 0.001)] * 250 + [(403, 0.002)] * 70 + [(200, 0.01)] * 30
+            async with session.post(
+                serve_access.url + "/ingest/access", data=access_lines(burst, first=1), headers=text
+            ) as resp:
+                assert resp.status == 200
+
+            async def edge_firing() -> dict[str, Any]:
+                firing = await prometheus.firing(session)
+                return firing if "IngressAuditEdgeAuthFailures" in firing else {}
+
+            firing = await wait_for(prometheus, session, edge_firing, "the edge 401/403 alert")
+            assert time.monotonic() - started < 15
+            alert = firing["IngressAuditEdgeAuthFailures"]
+            assert alert["labels"]["ingress"] == "none"  # no Ingress known to this server
+            assert alert["labels"]["severity"] == "warning"
+            assert float(alert["value"]) >= 320
+            panels = dashboard_exprs()
+            for title in ("Edge 401 and 403 by ingress / A", "Edge requests by ingress and status class / A"):
+                result = await prometheus.query(session, panels[title])
+                assert result, title
+                assert max(float(r["value"][1]) for r in result) > 0, title

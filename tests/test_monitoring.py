@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,6 +17,7 @@ from monitoring import (
     PROMETHEUS_NAMES,
     ROOT,
     RULES,
+    access_lines,
     dashboard,
     dashboard_exprs,
     exported_names,
@@ -27,6 +29,7 @@ from monitoring import (
 from pytest_aiohttp import AiohttpClient
 from servers import require_binary
 
+from webhook.access.config import AccessConfig, AccessSyslogConfig
 from webhook.metrics import Metrics
 from webhook.server import METRICS, create_app
 
@@ -42,6 +45,9 @@ SECURITY_ALERTS: Final = frozenset(
         "IngressAuditCertificateExpired",
     }
 )
+# Access lines for the live-app check: every status class the edge panels split, 401 and
+# 403, and request times in several buckets.
+EVERY_CLASS: Final = ((200, 0.004), (301, 0.02), (401, 0.001), (403, 0.001), (404, 0.3), (503, 2.0))
 # What a security engineer and an operator look for, as words of the panel titles.
 PANELS: Final = (
     "changes by resource",
@@ -54,6 +60,13 @@ PANELS: Final = (
     "spool usage",
     "request latency",
     "dead letters",
+    "edge requests by ingress and status class",
+    "edge 4xx and 5xx ratio",
+    "edge 401 and 403",
+    "edge latency",
+    "unparseable access lines",
+    "dropped syslog records",
+    "edge detection alerts",
 )
 
 
@@ -236,14 +249,21 @@ def test_grafana_variables_are_replaced() -> None:
 async def test_a_running_app_exports_what_the_checks_assume(
     aiohttp_client: AiohttpClient, tmp_path: Path, exported: set[str]
 ) -> None:
-    """After scenario A, every sample the app exports is in the set the checks above use, and the
-    metrics the security panels and alerts watch have samples."""
-    app = create_app(make_config(tmp_path))
+    """After scenario A and a body of access lines, every sample the app exports is in the set
+    the checks above use, and the metrics the panels and alerts watch have samples."""
+    syslog_off = AccessSyslogConfig(udp=None, tcp=None)
+    config = replace(make_config(tmp_path), access=AccessConfig(enabled=True, syslog=syslog_off))
+    app = create_app(config)
     client = await aiohttp_client(app)
     for body in captured_bodies():
         await post_capture(client, body)
     await settle(client)
     await client.post("/audit", data=b"{", headers={"Content-Type": "application/json"})  # a reject
+    access = await client.post(
+        "/ingest/access", data=access_lines(EVERY_CLASS, bad=1), headers={"Content-Type": "text/plain"}
+    )
+    assert access.status == 200
+    assert (await access.json())["dead_lettered"] == 1
     await (await client.get("/metrics")).read()
     registry = app[METRICS].registry
     samples = {s.name for family in registry.collect() for s in family.samples}

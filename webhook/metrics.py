@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from webhook.access.request_metrics import AccessLatency
 from webhook.cert_expiry import CertificateExpiry
 
 __all__ = ["Metrics"]
@@ -156,6 +157,14 @@ class Metrics:
             ["ingress", "status_class"],
             registry=r,
         )
+        self.access_auth_failures = Counter(
+            "ingress_audit_access_auth_failures",
+            "Requests in the access logs answered 401 or 403, by ingress and status.",
+            ["ingress", "status"],
+            registry=r,
+        )
+        self.access_latency = AccessLatency()
+        r.register(self.access_latency)
         self.access_records = Counter(
             "ingress_audit_access_records_written",
             "Access records written to the spool, by type (access, access_summary).",

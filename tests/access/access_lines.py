@@ -75,7 +75,9 @@ def shop_index() -> HostIndex:
     return index
 
 
-def pipeline(config: AccessConfig | None = None, index: HostIndex | None = None) -> AccessPipeline:
+def pipeline(
+    config: AccessConfig | None = None, index: HostIndex | None = None, replica: str | None = None
+) -> AccessPipeline:
     config = config or AccessConfig(enabled=True)
     return AccessPipeline(
         config,
@@ -83,4 +85,5 @@ def pipeline(config: AccessConfig | None = None, index: HostIndex | None = None)
         parser=build_parser(config.format, config.field_map),
         index=index or shop_index(),
         trusted_cidrs=("10.0.0.0/8",),
+        replica=replica,
     )

@@ -83,6 +83,22 @@ def test_ids_are_stable_per_line() -> None:
     assert first.records[0].id == again.records[0].id != other.records[0].id
 
 
+def test_summary_ids_are_stable_per_replica_and_distinct_across_replicas() -> None:
+    """Each replica summarizes its own share: ids never collide in sinks that keep one per id."""
+
+    def summary_ids(replica: str) -> list[str]:
+        p = pipeline(replica=replica)
+        p.process([nginx_line(status=502)], input="syslog-udp", received_at="a", now=T0)
+        summaries = p.flush(T0 + 90)
+        assert {s.replica for s in summaries} == {replica}
+        return [s.id for s in summaries]
+
+    first, again, other = summary_ids("pod-0"), summary_ids("pod-0"), summary_ids("pod-1")
+
+    assert first == again
+    assert not set(first) & set(other)
+
+
 def test_untrusted_clients_to_sensitive_paths_are_kept() -> None:
     """An untrusted client on /admin is kept; a trusted one, or another path, is not."""
     config = AccessConfig(enabled=True, keep=AccessKeepConfig(statuses=(), sensitive_paths=("/admin*",)))

@@ -36,6 +36,13 @@ from webhook.access.records import (
     access_record_id,
     summary_id,
 )
+from webhook.access.request_metrics import (
+    FORBIDDEN,
+    LATENCY_SUM,
+    SLOTS,
+    UNAUTHORIZED,
+    latency_slot,
+)
 from webhook.pipeline import DeadLetter, utc_now
 
 __all__ = ["MAX_DEAD_LETTERS_PER_WINDOW", "AccessBatch", "AccessPipeline", "Line", "iso"]
@@ -45,7 +52,6 @@ Parser = Callable[[Line], AccessEntry]
 
 MAX_DEAD_LETTERS_PER_WINDOW: Final = 100
 _NO_HOST: Final = "-"
-_CLASS_NAMES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 _UNKNOWN_UPSTREAM: Final = "upstream-default-backend"
 
 
@@ -80,9 +86,11 @@ class AccessPipeline:
         parser: Parser,
         index: HostIndex,
         trusted_cidrs: Sequence[str] = (),
+        replica: str | None = None,
     ) -> None:
         self.config = config
         self.cluster = cluster
+        self.replica = replica
         self.parse = parser
         self.index = index
         self.classifier = ClientClassifier(config.trusted_cidrs or trusted_cidrs, config.trusted_proxies)
@@ -94,8 +102,9 @@ class AccessPipeline:
         self._sensitive_host = _globs(keep.sensitive_hosts)
         self._sensitive_path = _globs(keep.sensitive_paths)
         self._dead_letters_left = MAX_DEAD_LETTERS_PER_WINDOW
-        # Requests per ingress rule by status class, for the metrics (take_request_counts).
-        self._counts: dict[Served | None, list[int]] = {}
+        # Requests per ingress rule by status class, 401/403 and latency, for the metrics
+        # (take_request_counts; the slots are webhook/access/request_metrics.py's).
+        self._counts: dict[Served | None, list[float]] = {}
         self._labels: dict[Served, str] = {}  # -> "namespace/name" or "other"
         self._named = 0
         self.latest = 0.0  # the newest request time seen (replay's clock)
@@ -157,9 +166,17 @@ class AccessPipeline:
             )
             by_class = counts.get(served)
             if by_class is None:
-                by_class = counts[served] = [0] * 6
+                by_class = counts[served] = [0.0] * SLOTS
             code = status // 100 - 1
             by_class[code if 0 <= code < 5 else 5] += 1
+            if status == 401:
+                by_class[UNAUTHORIZED] += 1
+            elif status == 403:
+                by_class[FORBIDDEN] += 1
+            seconds = entry.request_time_s
+            if seconds is not None:
+                by_class[latency_slot(seconds)] += 1
+                by_class[LATENCY_SUM] += seconds
             if keep_all:
                 records.append(self._record(entry, ("all",), served, line, input, received_at))
             elif status in statuses or sensitive:
@@ -172,15 +189,18 @@ class AccessPipeline:
         batch.parsed = batch.lines - len(batch.dead_letters) - batch.suppressed
         return batch
 
-    def take_request_counts(self) -> dict[tuple[str, str], int]:
-        """Requests by (ingress label, status class) since the last call, for the metrics."""
+    def take_request_counts(self) -> dict[str, list[float]]:
+        """The slots of each ingress label since the last call, for the metrics."""
         counts, self._counts = self._counts, {}
-        taken: dict[tuple[str, str], int] = {}
-        for served, by_class in counts.items():
+        taken: dict[str, list[float]] = {}
+        for served, slots in counts.items():
             label = self._label(served)
-            for name, n in zip(_CLASS_NAMES, by_class, strict=True):
-                if n:
-                    taken[(label, name)] = taken.get((label, name), 0) + n
+            merged = taken.get(label)
+            if merged is None:
+                taken[label] = slots
+            else:
+                for index, n in enumerate(slots):
+                    merged[index] += n
         return taken
 
     def _sensitive(self, entry: AccessEntry) -> bool:
@@ -306,8 +326,9 @@ class AccessPipeline:
             c = stats.classes
             summaries.append(
                 AccessSummary(
-                    id=summary_id(self.cluster, start, "host", id_key),
+                    id=summary_id(self.cluster, start, "host", id_key, self.replica),
                     cluster=self.cluster,
+                    replica=self.replica,
                     time=end,
                     received_at=made,
                     window_start=start,
@@ -347,8 +368,9 @@ class AccessPipeline:
             for ip in ips
         )
         return AccessSummary(
-            id=summary_id(self.cluster, start, "clients", ""),
+            id=summary_id(self.cluster, start, "clients", "", self.replica),
             cluster=self.cluster,
+            replica=self.replica,
             time=end,
             received_at=made,
             window_start=start,

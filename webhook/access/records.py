@@ -9,6 +9,8 @@ Records never carry the query string: it can hold tokens.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import uuid
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -25,6 +27,7 @@ __all__ = [
     "ClientCount",
     "Latency",
     "access_record_id",
+    "replica_name",
     "summary_id",
 ]
 
@@ -39,8 +42,15 @@ def access_record_id(source: str, line: bytes) -> str:
     return str(uuid.UUID(bytes=digest.digest()[:16], version=5))  # uuid5 over bytes
 
 
-def summary_id(cluster: str, window_start: str, scope: str, key: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"summary/{cluster}/{window_start}/{scope}/{key}"))
+def summary_id(cluster: str, window_start: str, scope: str, key: str, replica: str | None = None) -> str:
+    """Stable per window and key; with ``replica``, distinct per replica (each counts its share)."""
+    name = f"summary/{cluster}/{window_start}/{scope}/{key}"
+    return str(uuid.uuid5(_NAMESPACE, name if replica is None else f"{name}/{replica}"))
+
+
+def replica_name() -> str:
+    """This process's replica: ``INGRESS_AUDIT_REPLICA``, else the host name (the pod's name)."""
+    return os.environ.get("INGRESS_AUDIT_REPLICA") or socket.gethostname()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +136,7 @@ class AccessSummary:
     type: Literal["access_summary"] = "access_summary"
     id: str
     cluster: str
+    replica: str | None = None  # who counted: replicas each summarize the lines they received
     time: str  # the window's end: when its counts were complete
     received_at: str  # when the summary was made
     window_start: str

@@ -22,19 +22,22 @@ import structlog
 from webhook.access.config import AccessConfig
 from webhook.access.hosts import INGRESS_PREFIXES, HostIndex
 from webhook.access.pipeline import AccessBatch, AccessPipeline, Line, Parser
+from webhook.access.records import replica_name
+from webhook.access.request_metrics import observe
 from webhook.dedupe import Deduper
 from webhook.errors import ConfigError, StorageError
 from webhook.ingest import Ingestor
 from webhook.pipeline import DeadLetter, utc_now
 from webhook.state import StateError
 
-__all__ = ["MAX_PENDING_RECORDS", "WRITE_EVERY_S", "AccessService", "build_access_parser"]
+__all__ = ["DROP_REASONS", "MAX_PENDING_RECORDS", "WRITE_EVERY_S", "AccessService", "build_access_parser"]
 
 log = structlog.get_logger(__name__)
 
 WRITE_EVERY_S: Final = 0.2
 MAX_PENDING_RECORDS: Final = 50_000  # syslog records waiting for the writer; beyond: dropped
 _LOAD_LIMIT: Final = 100_000
+DROP_REASONS: Final = ("spool-full", "storage", "backlog", "too-many-connections")
 
 Listener = Callable[[Sequence[Any]], None]
 
@@ -70,7 +73,11 @@ class AccessService:
             parser=build_access_parser(config.access),
             index=self.index,
             trusted_cidrs=config.actors.trusted_cidrs,
+            replica=replica_name(),
         )
+        # At 0 from the start, so that an alert's increase() sees the first drop.
+        for reason in DROP_REASONS:
+            self.metrics.access_dropped.labels(reason=reason)
         self.listeners: list[Listener] = []
         # Detections (webhook/detect/edge.py): access records and summaries count like audit
         # records, and change correlation asks the host index which hosts a change touched.
@@ -187,8 +194,8 @@ class AccessService:
                 metrics.access_unparsed.labels(input=input, reason=reason).inc()
             if batch.suppressed:
                 metrics.access_unparsed.labels(input=input, reason="suppressed").inc(batch.suppressed)
-        for (ingress, status_class), n in self.pipeline.take_request_counts().items():
-            metrics.access_requests.labels(ingress=ingress, status_class=status_class).inc(n)
+        for ingress, slots in self.pipeline.take_request_counts().items():
+            observe(metrics, ingress, slots)
         if batch.summaries:
             metrics.access_windows.inc(len({s.window_start for s in batch.summaries}))
 

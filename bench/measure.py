@@ -153,6 +153,7 @@ def _profile(server: ServeProcess, out: Path, duration_s: float) -> subprocess.P
         return None
     fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(out.suffix, "raw")
     command = [py_spy, "record", "--pid", str(server.pid), "--duration", str(max(int(duration_s), 1))]
+    command += ["--subprocesses"]  # the worker processes of server.workers
     command += ["--rate", "250", "--nonblocking", "--format", fmt, "--output", str(out)]
     return subprocess.Popen(  # noqa: S603 - py-spy with fixed arguments
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -1,6 +1,7 @@
 """Summarize a py-spy profile (collapsed stacks, from ``python -m bench --py-spy prof.txt``).
 
-``python -m bench.profile prof-batch.txt`` prints, per thread and per function (file, no line),
+``python -m bench.profile prof-batch.txt`` prints, per process and thread (the serve process, the
+worker processes of ``server.workers``) and per function (file, no line),
 the share of samples spent in the function itself and in it plus what it called, and the
 samples grouped into the server's stages (``BUCKETS``: the innermost frame that names one wins).
 """
@@ -42,6 +43,10 @@ BUCKETS: Final = (
     ("webhook/sinks/", "delivery loop: read spool, send"),
     ("webhook/spool.py", "spool: append, group commit"),
     ("webhook/appendlog.py", "spool: append, group commit"),
+    ("webhook/prepare_pool.py", "worker processes: rest, incl. freeing the batch"),
+    ("importlib", "worker processes: start-up imports"),
+    ("multiprocessing/", "worker processes: pickling, pipes (both ends)"),
+    ("concurrent/futures/process.py", "worker processes: pickling, pipes (both ends)"),
     ("concurrent/futures", "thread pool hand-off"),
     ("webhook/ingest.py", "ingest (rest)"),
     ("webhook/server.py", "handler (rest, incl. freeing the batch)"),
@@ -67,8 +72,18 @@ class Profile:
 
     def add(self, frames: Sequence[str], count: int) -> None:
         self.samples += count
+        # py-spy --subprocesses starts each stack with the process (and its parent), as
+        # 'process PID:"command line"'; a command line with a ';' spans two frames.
+        lead = 0
+        while lead < len(frames) and (
+            frames[lead].startswith("process ") or frames[lead].endswith('--multiprocessing-fork"')
+        ):
+            lead += 1
+        process = "worker processes: " if any("spawn_main" in f for f in frames[:lead]) else ""
+        frames = frames[lead:] or ["(idle)"]
         names = [_function(f) for f in frames]
-        self.threads["worker threads" if frames[0].startswith("Thread._bootstrap") else "main"] += count
+        thread = "worker threads" if frames[0].startswith("Thread._bootstrap") else "main"
+        self.threads[process + thread] += count
         self.own[names[-1]] += count
         for name in set(names):
             self.total[name] += count

@@ -183,7 +183,10 @@ def _mode_rows(modes: Sequence[ModeResult], floor: Floor) -> list[list[str]]:
         ),
         row("server CPU (cores)", lambda m: _fmt(m.median("server_cores"), ".2f")),
         row("server CPU per event (µs)", lambda m: _fmt(m.cpu_us_per_event, ".1f")),
-        row("server RSS at start / peak (MB)", lambda m: f"{m.rss_start / 1e6:.0f} / {m.rss_peak / 1e6:.0f}"),
+        row(
+            "server RSS at start / peak (MB), incl. workers",
+            lambda m: f"{m.rss_start / 1e6:.0f} / {m.rss_peak / 1e6:.0f}",
+        ),
         row("client CPU (cores)", lambda m: _fmt(m.client_cores, ".2f")),
         row("matched sent / records written", lambda m: f"{m.matched:,} / {m.summary()['records']:,.0f}"),
         row("errors", lambda m: ", ".join(f"{k}: {v}" for k, v in m.errors.items()) or "none"),

@@ -22,27 +22,59 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["ServeProcess", "cpu_seconds", "memory"]
+__all__ = ["ServeProcess", "cpu_seconds", "memory", "processes"]
 
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG: Final = 1
 _ALERT_LINE: Final = b'{"schema_version":1,"type":"alert"'  # alert records are not events
 
 
+def processes(pid: int) -> list[int]:
+    """``pid`` and its descendants (the serve process's worker processes), from /proc."""
+    found = [pid]
+    for parent in found:  # grows while it is walked: breadth first
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                found.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` (all its threads), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    """User + system CPU time of ``pid`` and its worker processes (all threads), from /proc/<pid>/stat."""
+    total = 0
+    for each in processes(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a worker that just exited
+        total += int(fields[11]) + int(fields[12])
+    return total / _CLOCK_TICKS
 
 
 def memory(pid: int) -> tuple[int, int]:
-    """(current RSS, peak RSS) of ``pid`` in bytes, from /proc/<pid>/status."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) * 1024
-    return values["VmRSS"], values["VmHWM"]
+    """(current RSS, peak RSS) in bytes of ``pid`` plus its worker processes, from /proc/<pid>/status.
+
+    The peak is the sum of each process's own peak (``VmHWM``): an upper bound of the total's."""
+    rss = peak = 0
+    for each in processes(pid):
+        values = {}
+        try:
+            text = Path(f"/proc/{each}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+        rss += values.get("VmRSS", 0)
+        peak += values.get("VmHWM", 0)
+    return rss, peak
 
 
 def _free_port() -> int:

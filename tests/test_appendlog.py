@@ -281,3 +281,22 @@ async def test_a_failed_write_does_not_rotate_away_data(
 
     assert log.path.with_name("records.jsonl.1").read_bytes() == line(0) + line(2)
     assert log.path.read_bytes() == line(3)
+
+
+async def test_a_partial_last_line_left_by_a_crash_is_cut_at_open(tmp_path: Path) -> None:
+    """kill -9 can stop a write between pages: the fragment (never acknowledged) goes, so the
+    next record does not get glued to it."""
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(line(1) + line(2) + line(3)[:17])
+    log = AppendLog(path, max_bytes=1 << 20, backups=1)
+    log.open()
+    await log.append(line(4))
+    await log.aclose()
+    assert path.read_bytes() == line(1) + line(2) + line(4)
+
+    path.write_bytes(b"no newline at all")
+    log = AppendLog(path, max_bytes=1 << 20, backups=1)
+    log.open()
+    await log.append(line(5))
+    await log.aclose()
+    assert path.read_bytes() == line(5)

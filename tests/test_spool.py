@@ -249,3 +249,43 @@ async def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch: pyte
     assert 1 <= calls < 50
     assert sorted(_ids(spool, "a"), key=lambda i: int(i[1:])) == [f"r{n}" for n in range(500)]
     await spool.aclose()
+
+
+async def test_a_cursor_written_off_the_loop_keeps_its_segments_until_it_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one sink's cursor file is being written, another sink's commit must not delete
+    the segments that file still points into: a crash then would lose them for that sink."""
+    import threading
+
+    spool = _spool(tmp_path)
+    spool.register("a")
+    spool.register("b")
+    for start in range(0, 100, 10):
+        await spool.append(_lines(start, 10, pad=100))
+    segments = len(list(tmp_path.glob("*.seg")))
+    assert segments > 2
+    end = spool.read("b", max_events=100, max_bytes=1 << 30).end
+    release = threading.Event()
+    write = spool._write_cursor
+
+    def slow_write(name: str, position: Any) -> None:
+        if name == "a":
+            assert release.wait(10)
+        write(name, position)
+
+    monkeypatch.setattr(spool, "_write_cursor", slow_write)
+    a_end = spool.read("a", max_events=100, max_bytes=1 << 30).end
+    committing = asyncio.create_task(spool.commit_async("a", a_end))
+    await asyncio.sleep(0.05)  # a's write is in its thread now
+    spool.commit("b", end)  # b is done with everything
+    assert len(list(tmp_path.glob("*.seg"))) == segments  # a's file still says the start
+    release.set()
+    await committing
+    assert len(list(tmp_path.glob("*.seg"))) == 1  # both on disk: only the live segment is left
+    await spool.aclose()
+
+    reopened = _spool(tmp_path)
+    reopened.register("a")
+    assert _ids(reopened, "a") == []
+    await reopened.aclose()

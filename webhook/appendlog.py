@@ -56,6 +56,14 @@ class AppendLog:
         os.fchmod(fd, _FILE_MODE)
         self._fd = fd
         self._size = os.fstat(fd).st_size
+        whole = _whole_lines(self.path, self._size)
+        if whole < self._size:
+            # A write cut short by a crash (kill -9 can stop a write between pages): it was never
+            # acknowledged, and whatever follows must not be glued to its fragment.
+            os.ftruncate(fd, whole)
+            os.fsync(fd)
+            log.warning("appendlog.partial_line_cut", file=self.path.name, bytes=self._size - whole)
+            self._size = whole
 
     @property
     def last_error(self) -> str | None:
@@ -110,6 +118,21 @@ class AppendLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _whole_lines(path: Path, size: int, chunk: int = 64 * 1024) -> int:
+    """Length of ``path``'s first ``size`` bytes up to and including its last newline."""
+    end = size
+    with path.open("rb") as handle:
+        while end > 0:
+            start = max(0, end - chunk)
+            handle.seek(start)
+            data = handle.read(end - start)
+            newline = data.rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            end = start
+    return 0
 
 
 def fsync_dir(path: Path) -> None:

@@ -90,6 +90,7 @@ class ServerConfig:
     max_events_per_request: int = 10_000
     max_event_bytes: int = 16 * MiB
     max_concurrent_requests: int = 64
+    workers: int = 2
     body_timeout_s: float = 30.0
     keepalive_timeout_s: float = 75.0
     shutdown_timeout_s: float = 20.0

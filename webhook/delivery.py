@@ -127,7 +127,7 @@ class SinkWorker:
             if records:
                 await self._deliver(records)
             try:
-                self.spool.commit(self.name, batch.end)
+                await self.spool.commit_async(self.name, batch.end)
             except OSError as exc:
                 # Delivered, and the cursor moved in memory; only its file lags (a full disk).
                 # A restart before the next commit redelivers the batch: at-least-once holds.

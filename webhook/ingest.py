@@ -25,6 +25,7 @@ from webhook.detect.feed import AlertFeed
 from webhook.errors import SpoolFullError, StorageError, WebhookError
 from webhook.metrics import Metrics
 from webhook.pipeline import BatchResult, DeadLetter, Pipeline, dead_letter_json
+from webhook.prepare_pool import PreparePool, prepare_body
 from webhook.record import to_json
 from webhook.record_metrics import RecordMetrics
 from webhook.redact import Redactor, load_or_create_key
@@ -47,6 +48,7 @@ class Ingestor:
         )
         self.deduper = Deduper(max_entries=config.dedupe.max_entries, ttl_s=config.dedupe.ttl_s)
         self._pipeline: Pipeline | None = None
+        self._prepare_pool: PreparePool | None = None
         self.dead_letters = AppendLog(
             config.in_data_dir(config.dead_letter.path),
             max_bytes=config.dead_letter.max_bytes,
@@ -83,6 +85,7 @@ class Ingestor:
         )
         redactor = Redactor(key, expiry_warning_days=redaction.certificate_expiry_warning_days)
         self._pipeline = Pipeline(self.config, self.deduper, redactor)
+        self._prepare_pool = PreparePool(self.config, key)
         await self.state.open()
         await asyncio.to_thread(self.dead_letters.open)
         await asyncio.to_thread(self.spool.open)
@@ -107,6 +110,8 @@ class Ingestor:
                 log.warning("sinks.not_drained", sinks=behind)
         for worker in self.workers:
             await worker.stop()
+        if self._prepare_pool is not None:
+            await self._prepare_pool.aclose()
         await self.spool.aclose()
         await self.dead_letters.aclose()
         await self.state.aclose()
@@ -126,8 +131,10 @@ class Ingestor:
             return []
         claimed = [p.key for p in result.pending]
         try:
-            duplicates = await self.state.claim(claimed)
-            states = await self.state.get_many(pipeline.lookups(result))
+            # Both at once: one wait for the event loop instead of two thread round trips.
+            duplicates, states = await asyncio.gather(
+                self.state.claim(claimed), self.state.get_many(pipeline.lookups(result))
+            )
         except StateError as exc:
             log.warning("state.unavailable", store=self.state.name, code=exc.code)
             self.metrics.state_errors.labels(operation="read").inc()
@@ -143,8 +150,36 @@ class Ingestor:
             log.warning("state.release_failed", store=self.state.name, code=exc.code)
             self.metrics.state_errors.labels(operation="release").inc()
 
+    @property
+    def prepare_pool(self) -> PreparePool:
+        if self._prepare_pool is None:
+            raise RuntimeError("Ingestor.open() has not run")
+        return self._prepare_pool
+
+    async def ingest_body(self, body: bytes, *, received_at: str, max_events: int) -> BatchResult:
+        """``ingest`` for an EventList body: large ones are decoded, filtered and redacted by
+        the worker processes (``server.workers``), small ones here.
+
+        Raises the ``BadRequestError`` of a body that is not an EventList and
+        ``BodyTooLargeError`` for more than ``max_events`` events."""
+        pool = self.prepare_pool
+        if not pool.wants(body):
+            result = prepare_body(self.pipeline, body, received_at=received_at, max_events=max_events)
+            return await self._ingest(result)
+        result = await pool.prepare(body, received_at=received_at, max_events=max_events)
+        pending = []
+        for prepared in result.pending:  # the dedupe window is this process's
+            if self.deduper.seen(prepared.key):
+                result.duplicates += 1
+            else:
+                pending.append(prepared)
+        result.pending = pending
+        return await self._ingest(result)
+
     async def ingest(self, items: Sequence[Any], *, received_at: str) -> BatchResult:
-        result = self.pipeline.prepare(items, received_at=received_at)
+        return await self._ingest(self.pipeline.prepare(items, received_at=received_at))
+
+    async def _ingest(self, result: BatchResult) -> BatchResult:
         claimed = await self._with_state(result)
         try:
             await self._write(result)
@@ -160,8 +195,10 @@ class Ingestor:
         self._refused_at = None
         self.deduper.remember(result.keys)
         try:
-            await self.state.commit(result.keys)
-            await self.state.put_many(result.state_updates)
+            if result.keys:  # nothing kept, nothing to store (and no tasks to create)
+                await asyncio.gather(
+                    self.state.commit(result.keys), self.state.put_many(result.state_updates)
+                )
         except StateError as exc:
             # The records are durable: answer 200. Only later diffs (and shared dedupe) suffer.
             log.warning("state.write_failed", store=self.state.name, code=exc.code)

@@ -239,14 +239,19 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
         raise BodyTimeoutError(f"body not received within {server.body_timeout_s} s") from None
     received_at = utc_now()
     ingestor = runtime.ingestor
-    items = decode_event_list(body)
-    if len(items) > server.max_events_per_request:
-        raise BodyTooLargeError(
-            f"{len(items)} events is more than the limit of {server.max_events_per_request}"
+    if ingestor.prepare_pool.wants(body):
+        # A large batch is decoded, filtered and redacted by a worker process (server.workers).
+        result = await ingestor.ingest_body(
+            body, received_at=received_at, max_events=server.max_events_per_request
         )
-    del body  # the decoded items are all we keep; let a large body go before processing
-
-    result = await ingestor.ingest(items, received_at=received_at)
+    else:
+        items = decode_event_list(body)
+        if len(items) > server.max_events_per_request:
+            raise BodyTooLargeError(
+                f"{len(items)} events is more than the limit of {server.max_events_per_request}"
+            )
+        del body  # the decoded items are all we keep; let a large body go before processing
+        result = await ingestor.ingest(items, received_at=received_at)
     runtime.metrics.batches.inc()
     log.info(
         "batch.accepted",

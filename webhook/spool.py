@@ -287,8 +287,28 @@ class Spool:
 
     def commit(self, name: str, position: Position) -> None:
         """Persist that the sink has everything before ``position``; free unneeded segments."""
+        self._cursors[name].position = position
+        self._write_cursor(name, position)
+        self._collect()
+
+    async def commit_async(self, name: str, position: Position) -> None:
+        """``commit``, with the cursor file's write + fsync + rename in a worker thread: the
+        event loop (and every request in flight) does not wait for the disk.
+
+        The cursor moves in memory only once its file is written (or the write failed, as
+        ``commit`` does): another sink's commit meanwhile must not delete segments that this
+        sink's file still points into, or a crash right then would lose them for this sink."""
         cursor = self._cursors[name]
-        cursor.position = position
+        try:
+            await asyncio.to_thread(self._write_cursor, name, position)
+        finally:
+            if cursor.position < position:
+                cursor.position = position
+        if position < cursor.position:  # moved further meanwhile (a dropped backlog): keep that
+            self._write_cursor(name, cursor.position)
+        self._collect()
+
+    def _write_cursor(self, name: str, position: Position) -> None:
         path = self.directory / "cursors" / f"{name}.json"
         tmp = path.with_suffix(".tmp")
         data = orjson.dumps({"segment": position.segment, "offset": position.offset})
@@ -299,7 +319,6 @@ class Spool:
         finally:
             os.close(fd)
         tmp.replace(path)
-        self._collect()
 
     def _collect(self) -> None:
         """Delete segments that every cursor has passed (never the one being written)."""

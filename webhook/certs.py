@@ -6,13 +6,17 @@ Only public facts leave this module (names, dates, key types); a private key is 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -22,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from webhook.findings import Finding, Severity
 
 __all__ = [
+    "CACHE",
+    "CertificateCache",
     "CertificateError",
     "CertificateInfo",
     "CertificateReport",
@@ -40,6 +46,7 @@ _CERT_KEYS: Final = frozenset({"tls.crt", "ca.crt"})
 _MIN_KEY_SIZE: Final = {"RSA": 2048, "DSA": 2048, "EC": 256}
 _WEAK_HASHES: Final = {"sha1": "certificate-sha1-signature", "md5": "certificate-md5-signature"}
 _WEAK_HASH_NAME: Final = re.compile(r"(?<![a-z0-9])(sha1|md5)(?![0-9])")  # sha1WithRSA, ecdsa-with-SHA1
+CACHE_SIZE: Final = 4096
 
 
 class CertificateError(ValueError):
@@ -76,14 +83,141 @@ class CertificateReport:
 
 def parse_pem_chain(data: bytes, *, key: str, now: datetime) -> tuple[CertificateInfo, ...]:
     """Details of every certificate in a PEM bundle (or one DER certificate), leaf first."""
+    parsed = _parse_chain(data)
+    if parsed is None:
+        raise CertificateError(f"{key} is not a readable certificate chain")
+    return _infos(parsed, key, now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """The time-independent, public facts of one certificate: what the cache keeps."""
+
+    subject: str
+    issuer: str
+    serial: str
+    sans: tuple[str, ...]
+    not_before: str
+    not_after: str
+    expires: datetime
+    key_type: str
+    key_size: int | None
+    signature_algorithm: str | None
+    self_signed: bool
+    is_ca: bool
+
+
+_V = TypeVar("_V")
+
+
+class _Lru(Generic[_V]):
+    """A bounded map from digests to values, least recently used evicted first; thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[bytes, _V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: bytes, make: Callable[[], _V]) -> _V:
+        with self._lock:
+            try:
+                self._items.move_to_end(digest)
+                return self._items[digest]
+            except KeyError:
+                pass
+        value = make()  # outside the lock: two threads may parse the same bytes once each
+        with self._lock:
+            self._items[digest] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def items(self) -> list[tuple[bytes, _V]]:
+        with self._lock:
+            return list(self._items.items())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class CertificateCache:
+    """Per-process memory of certificate parses and key checks, so that a Secret seen again costs
+    a digest instead of an X.509 parse.
+
+    Keys are keyed BLAKE2b digests of the exact bytes (the key is random per process, so a digest
+    says nothing outside it); values are the public details that records carry anyway, and
+    whether a private key matches its certificate. No certificate or key bytes are kept, and
+    nothing derived from the clock: days to expiry and the expiry findings are worked out at each
+    use from the cached ``not_after``.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        if size < 1:
+            raise ValueError("the certificate cache holds at least one entry")
+        self._salt = os.urandom(32)
+        self.chains: _Lru[tuple[_Parsed, ...] | None] = _Lru(size)
+        self.key_matches: _Lru[bool | None] = _Lru(size)
+
+    def chain(self, data: bytes) -> tuple[_Parsed, ...] | None:
+        """The parsed chain in ``data``; None when it is not a readable certificate chain."""
+        return self.chains.get(self._digest(data), lambda: _parse_chain(data))
+
+    def key_match(self, cert_pem: bytes, key_pem: bytes) -> bool | None:
+        """``private_key_matches`` for the pair, remembered by the digest of both."""
+        digest = self._digest(len(cert_pem).to_bytes(8, "big"), cert_pem, key_pem)
+        return self.key_matches.get(digest, lambda: private_key_matches(cert_pem, key_pem))
+
+    def clear(self) -> None:
+        self.chains.clear()
+        self.key_matches.clear()
+
+    def _digest(self, *parts: bytes) -> bytes:
+        digest = hashlib.blake2b(key=self._salt, digest_size=32)
+        for part in parts:
+            digest.update(part)
+        return digest.digest()
+
+
+CACHE: Final = CertificateCache()
+"""The process's cache; each worker process of the prepare pool has its own."""
+
+
+def _parse_chain(data: bytes) -> tuple[_Parsed, ...] | None:
     try:
         if _PEM_CERT in data:
             certs = x509.load_pem_x509_certificates(data)
         else:
             certs = [x509.load_der_x509_certificate(data)]
-        return tuple(_info(c, key, i, len(certs), now) for i, c in enumerate(certs))
+        return tuple(_parse(c) for c in certs)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise CertificateError(f"{key} is not a readable certificate chain") from None
+        return None
+
+
+def _infos(parsed: Sequence[_Parsed], key: str, now: datetime) -> tuple[CertificateInfo, ...]:
+    return tuple(
+        CertificateInfo(
+            key=key,
+            position=position,
+            subject=p.subject,
+            issuer=p.issuer,
+            serial=p.serial,
+            sans=p.sans,
+            not_before=p.not_before,
+            not_after=p.not_after,
+            days_to_expiry=math.floor((p.expires - now).total_seconds() / 86400),
+            key_type=p.key_type,
+            key_size=p.key_size,
+            signature_algorithm=p.signature_algorithm,
+            self_signed=p.self_signed,
+            is_ca=p.is_ca,
+            chain_length=len(parsed),
+        )
+        for position, p in enumerate(parsed)
+    )
 
 
 def private_key_matches(cert_pem: bytes, key_pem: bytes) -> bool | None:
@@ -178,17 +312,27 @@ def certificate_findings(
 
 
 def inspect_certificates(
-    values: Mapping[str, bytes], *, now: datetime, expiry_warning_days: int, path: str
+    values: Mapping[str, bytes],
+    *,
+    now: datetime,
+    expiry_warning_days: int,
+    path: str,
+    cache: CertificateCache | None = CACHE,
 ) -> CertificateReport:
-    """Read every certificate among a Secret's decoded values (``tls.crt``, ``ca.crt``, PEM)."""
+    """Read every certificate among a Secret's decoded values (``tls.crt``, ``ca.crt``, PEM).
+
+    Parses and key checks come from ``cache`` when the same bytes were seen before (None: always
+    parse); everything that depends on ``now`` is computed afresh.
+    """
     infos: list[CertificateInfo] = []
     findings: list[Finding] = []
     for name, value in values.items():
         if not value or (name not in _CERT_KEYS and _PEM_CERT not in value):
             continue
-        try:
-            infos.extend(parse_pem_chain(value, key=name, now=now))
-        except CertificateError:
+        parsed = _parse_chain(value) if cache is None else cache.chain(value)
+        if parsed is not None:
+            infos.extend(_infos(parsed, name, now))
+        else:
             findings.append(
                 Finding(
                     id="certificate-unparseable",
@@ -200,7 +344,7 @@ def inspect_certificates(
     key_matches: bool | None = None
     crt, key = values.get("tls.crt"), values.get("tls.key")
     if crt and key and any(info.key == "tls.crt" for info in infos):
-        key_matches = private_key_matches(crt, key)
+        key_matches = private_key_matches(crt, key) if cache is None else cache.key_match(crt, key)
     findings[:0] = certificate_findings(
         infos, expiry_warning_days=expiry_warning_days, key_matches=key_matches, path=path
     )
@@ -244,25 +388,22 @@ def _weak_hash(signature_algorithm: str | None) -> str | None:
     return found.group(1) if found else None
 
 
-def _info(cert: x509.Certificate, key: str, position: int, length: int, now: datetime) -> CertificateInfo:
+def _parse(cert: x509.Certificate) -> _Parsed:
     not_after = cert.not_valid_after_utc
     key_type, key_size = _key(cert.public_key())
-    return CertificateInfo(
-        key=key,
-        position=position,
+    return _Parsed(
         subject=cert.subject.rfc4514_string(),
         issuer=cert.issuer.rfc4514_string(),
         serial=format(cert.serial_number, "x"),
         sans=_sans(cert),
         not_before=_rfc3339(cert.not_valid_before_utc),
         not_after=_rfc3339(not_after),
-        days_to_expiry=math.floor((not_after - now).total_seconds() / 86400),
+        expires=not_after,
         key_type=key_type,
         key_size=key_size,
         signature_algorithm=_signature_algorithm(cert),
         self_signed=_self_signed(cert),
         is_ca=_is_ca(cert),
-        chain_length=length,
     )
 
 

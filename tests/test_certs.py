@@ -355,6 +355,20 @@ def test_the_cache_is_bounded_least_recently_used_first() -> None:
         CertificateCache(size=0)
 
 
+def test_a_key_check_is_remembered_from_the_second_sight() -> None:
+    """The first sight of a certificate costs a digest only; its key check is kept once it recurs."""
+    cache = CertificateCache()
+    values = {"tls.crt": FIXTURE_CRT, "tls.key": FIXTURE_KEY}
+
+    counts = []
+    for _ in range(3):
+        report = inspect_certificates(values, now=NOW, expiry_warning_days=30, path="p", cache=cache)
+        assert report.key_matches_certificate is True
+        counts.append((len(cache.chains), len(cache.key_matches)))
+
+    assert counts == [(1, 0), (1, 1), (1, 1)]
+
+
 def test_the_process_cache_has_a_bound() -> None:
     """The cache the redaction stage uses by default holds 4,096 chains and 4,096 key checks."""
     assert CACHE.chains.size == CACHE.key_matches.size == 4096
@@ -399,7 +413,9 @@ def test_the_cache_holds_no_secret_value() -> None:
     """Keys are keyed digests, values public details: no certificate or key bytes in any form."""
     cache = CertificateCache()
     values = {"tls.crt": FIXTURE_CRT, "tls.key": FIXTURE_KEY, "ca.crt": b"not-a-cert-QZXWVUTS"}
-    inspect_certificates(values, now=NOW, expiry_warning_days=30, path="p", cache=cache)
+    for _ in range(2):  # the second sight remembers the key check too
+        inspect_certificates(values, now=NOW, expiry_warning_days=30, path="p", cache=cache)
+    assert (len(cache.chains), len(cache.key_matches)) == (2, 1)
 
     held = [*cache.chains.items(), *cache.key_matches.items()]
     assert all(len(digest) == 32 for digest, _ in held)

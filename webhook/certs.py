@@ -11,9 +11,8 @@ import ipaddress
 import math
 import os
 import re
-import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Generic, TypeVar
@@ -111,74 +110,101 @@ _V = TypeVar("_V")
 
 
 class _Lru(Generic[_V]):
-    """A bounded map from digests to values, least recently used evicted first; thread-safe."""
+    """A bounded map from digests to values, least recently used evicted first.
+
+    Each step is one operation of the C ``OrderedDict``, atomic under the GIL; a race between
+    threads can at worst skip a move or an eviction, never corrupt the map, so no lock is taken.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._items: OrderedDict[bytes, _V] = OrderedDict()
-        self._lock = threading.Lock()
 
-    def get(self, digest: bytes, make: Callable[[], _V]) -> _V:
-        with self._lock:
+    def get(self, digest: bytes) -> tuple[bool, _V | None]:
+        """(True, value) if ``digest`` is held (now the most recently used), else (False, None)."""
+        value = self._items.get(digest, _MISSING)
+        if value is _MISSING:
+            return False, None
+        try:
+            self._items.move_to_end(digest)
+        except KeyError:  # evicted by another thread meanwhile: parse again
+            return False, None
+        return True, value  # type: ignore[return-value]
+
+    def put(self, digest: bytes, value: _V) -> None:
+        self._items[digest] = value
+        while len(self._items) > self.size:
             try:
-                self._items.move_to_end(digest)
-                return self._items[digest]
-            except KeyError:
-                pass
-        value = make()  # outside the lock: two threads may parse the same bytes once each
-        with self._lock:
-            self._items[digest] = value
-            while len(self._items) > self.size:
                 self._items.popitem(last=False)
-        return value
+            except KeyError:  # emptied by another thread meanwhile
+                break
 
     def items(self) -> list[tuple[bytes, _V]]:
-        with self._lock:
-            return list(self._items.items())
+        return list(self._items.items())
 
     def __len__(self) -> int:
         return len(self._items)
 
     def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+        self._items.clear()
+
+
+_MISSING: Final = object()
 
 
 class CertificateCache:
     """Per-process memory of certificate parses and key checks, so that a Secret seen again costs
     a digest instead of an X.509 parse.
 
-    Keys are keyed BLAKE2b digests of the exact bytes (the key is random per process, so a digest
-    says nothing outside it); values are the public details that records carry anyway, and
+    Keys are SHA-256 digests of a random per-process salt and the exact bytes (so a digest says
+    nothing outside the process); values are the public details that records carry anyway, and
     whether a private key matches its certificate. No certificate or key bytes are kept, and
     nothing derived from the clock: days to expiry and the expiry findings are worked out at each
     use from the cached ``not_after``.
+
+    A key check is remembered only for a certificate seen before: the first sight of a Secret
+    costs one digest of its certificate and nothing more, so a cluster whose Secrets are all
+    distinct pays little for the cache.
     """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         if size < 1:
             raise ValueError("the certificate cache holds at least one entry")
-        self._salt = os.urandom(32)
+        self._salted = hashlib.sha256(os.urandom(32))
         self.chains: _Lru[tuple[_Parsed, ...] | None] = _Lru(size)
         self.key_matches: _Lru[bool | None] = _Lru(size)
 
     def chain(self, data: bytes) -> tuple[_Parsed, ...] | None:
         """The parsed chain in ``data``; None when it is not a readable certificate chain."""
-        return self.chains.get(self._digest(data), lambda: _parse_chain(data))
+        return self.lookup(data)[1]
 
-    def key_match(self, cert_pem: bytes, key_pem: bytes) -> bool | None:
-        """``private_key_matches`` for the pair, remembered by the digest of both."""
-        digest = self._digest(len(cert_pem).to_bytes(8, "big"), cert_pem, key_pem)
-        return self.key_matches.get(digest, lambda: private_key_matches(cert_pem, key_pem))
+    def lookup(self, data: bytes) -> tuple[bytes, tuple[_Parsed, ...] | None, bool]:
+        """``data``'s digest, its parsed chain (None: unreadable) and whether it was held already."""
+        digest = self._digest(data)
+        held, parsed = self.chains.get(digest)
+        if not held:
+            parsed = _parse_chain(data)
+            self.chains.put(digest, parsed)
+        return digest, parsed, held
+
+    def key_match(self, cert_digest: bytes, cert_pem: bytes, key_pem: bytes) -> bool | None:
+        """``private_key_matches`` for the pair, remembered by the certificate's digest and the key."""
+        digest = self._digest(cert_digest, key_pem)
+        held, matches = self.key_matches.get(digest)
+        if not held:
+            matches = private_key_matches(cert_pem, key_pem)
+            self.key_matches.put(digest, matches)
+        return matches
 
     def clear(self) -> None:
         self.chains.clear()
         self.key_matches.clear()
 
-    def _digest(self, *parts: bytes) -> bytes:
-        digest = hashlib.blake2b(key=self._salt, digest_size=32)
-        for part in parts:
-            digest.update(part)
+    def _digest(self, data: bytes, more: bytes = b"") -> bytes:
+        digest = self._salted.copy()
+        digest.update(data)
+        if more:
+            digest.update(more)
         return digest.digest()
 
 
@@ -326,10 +352,16 @@ def inspect_certificates(
     """
     infos: list[CertificateInfo] = []
     findings: list[Finding] = []
+    crt_digest: bytes | None = None  # tls.crt's, once it has been seen before
     for name, value in values.items():
         if not value or (name not in _CERT_KEYS and _PEM_CERT not in value):
             continue
-        parsed = _parse_chain(value) if cache is None else cache.chain(value)
+        if cache is None:
+            parsed = _parse_chain(value)
+        else:
+            digest, parsed, held = cache.lookup(value)
+            if name == "tls.crt" and held:
+                crt_digest = digest
         if parsed is not None:
             infos.extend(_infos(parsed, name, now))
         else:
@@ -344,7 +376,10 @@ def inspect_certificates(
     key_matches: bool | None = None
     crt, key = values.get("tls.crt"), values.get("tls.key")
     if crt and key and any(info.key == "tls.crt" for info in infos):
-        key_matches = private_key_matches(crt, key) if cache is None else cache.key_match(crt, key)
+        if cache is not None and crt_digest is not None:
+            key_matches = cache.key_match(crt_digest, crt, key)
+        else:  # no cache, or a certificate not seen before: not worth remembering yet
+            key_matches = private_key_matches(crt, key)
     findings[:0] = certificate_findings(
         infos, expiry_warning_days=expiry_warning_days, key_matches=key_matches, path=path
     )

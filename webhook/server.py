@@ -202,12 +202,7 @@ async def receive_batch(request: web.Request) -> web.Response:
         if isinstance(exc, _LOST_BATCH):
             # The apiserver retries these, then drops the batch: leave a trace of the gap.
             await runtime.ingestor.reject(exc, received_at=utc_now())
-        extra = {"Retry-After": RETRY_AFTER_S} if exc.http_status == 503 else {}
-        if isinstance(exc, MethodNotAllowedError):
-            extra["Allow"] = "POST"
-        elif isinstance(exc, UnauthorizedError):
-            extra["WWW-Authenticate"] = 'Bearer realm="ingress-audit"'
-        response = _error_response(exc, **extra)
+        response = rejection_response(exc)
     finally:
         metrics.in_flight.dec()
         runtime.in_flight -= 1
@@ -215,7 +210,22 @@ async def receive_batch(request: web.Request) -> web.Response:
     return response
 
 
-async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response:
+def rejection_response(exc: WebhookError) -> web.Response:
+    """A refused request's answer: its status, the JSON reason, and the headers the status needs."""
+    extra = {"Retry-After": RETRY_AFTER_S} if exc.http_status == 503 else {}
+    if isinstance(exc, MethodNotAllowedError):
+        extra["Allow"] = "POST"
+    elif isinstance(exc, UnauthorizedError):
+        extra["WWW-Authenticate"] = 'Bearer realm="ingress-audit"'
+    return _error_response(exc, **extra)
+
+
+async def read_admitted_body(
+    request: web.Request, runtime: Runtime, *, content_types: frozenset[str], type_error: str
+) -> bytes:
+    """Authenticate, check method, Content-Type, concurrency and size, then read the body in time.
+
+    What every ingest endpoint (``/audit``, ``/ingest/access``) does before its own work."""
     server = request.app[CONFIG].server
     runtime.authenticator.authenticate(
         authorization=request.headers.get("Authorization"),
@@ -223,8 +233,8 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
     )
     if request.method != "POST":
         raise MethodNotAllowedError(f"method {request.method} is not allowed; use POST")
-    if request.content_type not in _JSON_TYPES:
-        raise UnsupportedMediaTypeError("Content-Type must be application/json")
+    if request.content_type not in content_types:
+        raise UnsupportedMediaTypeError(type_error)
     if runtime.in_flight > server.max_concurrent_requests:
         raise OverloadedError(f"more than {server.max_concurrent_requests} requests in flight")
     limit = server.max_body_bytes
@@ -232,11 +242,18 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
         raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes")
     try:
         async with asyncio.timeout(server.body_timeout_s):
-            body = await request.read()
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes") from None
     except TimeoutError:
         raise BodyTimeoutError(f"body not received within {server.body_timeout_s} s") from None
+
+
+async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response:
+    server = request.app[CONFIG].server
+    body = await read_admitted_body(
+        request, runtime, content_types=_JSON_TYPES, type_error="Content-Type must be application/json"
+    )
     received_at = utc_now()
     ingestor = runtime.ingestor
     if ingestor.prepare_pool.wants(body):

@@ -44,6 +44,22 @@ def test_an_alert_resolves_once_a_window_passes_without_activity() -> None:
     assert d.tick(T0 + 1000) == []
 
 
+def test_an_alerts_namespace_stays_that_of_the_hit_that_fired_it() -> None:
+    """Alertmanager matches alerts by labels (namespace included): later hits elsewhere don't move it."""
+    d = detector(BRUTE)
+    first = audit(code=401, verb="list", user=None, ips=("10.0.0.7",), namespace="shop", name=None)
+    d.observe(first, T0)
+    (firing,) = d.observe(
+        audit(code=401, verb="list", user=None, ips=("10.0.0.7",), namespace="blog", name=None), T0 + 1
+    )
+    d.observe(audit(code=401, verb="list", user=None, ips=("10.0.0.7",), namespace="ops", name=None), T0 + 2)
+
+    later = d.tick(T0 + 61.5) + d.tick(T0 + 200)
+
+    assert [a.status for a in later][-1] == "resolved"
+    assert {a.namespace for a in [firing, *later]} == {"blog"}
+
+
 def test_activity_keeps_an_alert_firing_and_moves_its_end() -> None:
     """Each new event for the key pushes the resolution back by window_s."""
     d = detector(BRUTE)

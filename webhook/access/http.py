@@ -7,7 +7,6 @@ Retry-After so the shipper resends; records have stable ids, so a resent body ad
 
 from __future__ import annotations
 
-import asyncio
 from typing import Final
 
 import orjson
@@ -16,18 +15,14 @@ from aiohttp import web
 
 from webhook.access.ingest_body import IngestError, decode_body
 from webhook.errors import (
-    BodyTimeoutError,
     BodyTooLargeError,
-    MethodNotAllowedError,
     OverloadedError,
     SpoolFullError,
     StorageError,
-    UnauthorizedError,
-    UnsupportedMediaTypeError,
     WebhookError,
 )
 from webhook.pipeline import DeadLetter, utc_now
-from webhook.server import CONFIG, RETRY_AFTER_S, RUNTIME, Runtime, _error_response
+from webhook.server import CONFIG, RUNTIME, Runtime, read_admitted_body, rejection_response
 
 __all__ = ["receive_access"]
 
@@ -60,12 +55,7 @@ async def receive_access(request: web.Request) -> web.Response:
     except WebhookError as exc:
         metrics.rejects.labels(reason=exc.code).inc()
         log.warning("access.rejected", reason=exc.code, status=exc.http_status)
-        extra = {"Retry-After": RETRY_AFTER_S} if exc.http_status == 503 else {}
-        if isinstance(exc, MethodNotAllowedError):
-            extra["Allow"] = "POST"
-        elif isinstance(exc, UnauthorizedError):
-            extra["WWW-Authenticate"] = 'Bearer realm="ingress-audit"'
-        response = _error_response(exc, **extra)
+        response = rejection_response(exc)
     finally:
         runtime.in_flight -= 1
     return response
@@ -73,28 +63,12 @@ async def receive_access(request: web.Request) -> web.Response:
 
 async def _receive_access(request: web.Request, runtime: Runtime) -> web.Response:
     server = request.app[CONFIG].server
-    runtime.authenticator.authenticate(
-        authorization=request.headers.get("Authorization"),
-        peercert=request.transport.get_extra_info("peercert") if request.transport else None,
+    body = await read_admitted_body(
+        request,
+        runtime,
+        content_types=_ACCESS_TYPES,
+        type_error="Content-Type must be application/json, application/x-ndjson or text/plain",
     )
-    if request.method != "POST":
-        raise MethodNotAllowedError(f"method {request.method} is not allowed; use POST")
-    if request.content_type not in _ACCESS_TYPES:
-        raise UnsupportedMediaTypeError(
-            "Content-Type must be application/json, application/x-ndjson or text/plain"
-        )
-    if runtime.in_flight > server.max_concurrent_requests:
-        raise OverloadedError(f"more than {server.max_concurrent_requests} requests in flight")
-    limit = server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes")
-    try:
-        async with asyncio.timeout(server.body_timeout_s):
-            body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes") from None
-    except TimeoutError:
-        raise BodyTimeoutError(f"body not received within {server.body_timeout_s} s") from None
     access = runtime.access
     if access is None:  # the route exists only with access.enabled
         raise OverloadedError("access logs are not ready")

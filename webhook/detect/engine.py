@@ -38,6 +38,7 @@ class _Firing:
         "labels",
         "last_activity",
         "last_record",
+        "namespace",
         "records",
         "records_total",
         "severity",
@@ -50,6 +51,10 @@ class _Firing:
         self.fingerprint = fp
         self.labels = dict(hit.labels)
         self.hit = hit
+        # Fixed for the instance: Alertmanager identifies an alert by its labels, namespace included,
+        # so a later hit in another namespace must not turn the re-emitted or resolved record into
+        # a different alert.
+        self.namespace = hit.namespace
         self.severity = severity
         self.anchor = ids[0]
         self.records = ids[:MAX_RECORDS]
@@ -244,7 +249,7 @@ class Detector:
             summary=summary,
             description=description,
             labels=dict(firing.labels),
-            namespace=hit.namespace,
+            namespace=firing.namespace,
             actor=actor,
             object=hit.object,
             count=firing.count,

@@ -17,6 +17,8 @@ import pytest
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.certs import main as certs_bench  # noqa: E402
+from bench.certs import tls_secrets  # noqa: E402
 from bench.generate import STAMP, build_pool, load_captures  # noqa: E402
 from bench.profile import read_profile  # noqa: E402
 from bench.report import percentile, slope  # noqa: E402
@@ -125,6 +127,26 @@ def test_spool_choice_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "segment files, 5 records/batch" in out
     assert "SQLite WAL, synchronous=FULL, 5 records/batch" in out
+
+
+def test_certs_bench_runs_every_mix(capsys: pytest.CaptureFixture[str]) -> None:
+    """The certificate-cache micro-benchmark prints the repeated, shared-CA and worst-case rows."""
+    assert certs_bench(["--secrets", "6", "--repeated", "2", "--cache-size", "3", "--passes", "1"]) == 0
+
+    out = capsys.readouterr().out
+    for mix in ("2 certificates repeated", "distinct leaves, one CA", "all distinct, no CA (worst case)"):
+        assert mix in out
+
+
+def test_certs_bench_secrets_share_only_what_they_say() -> None:
+    """Repeated mixes cycle through their leaves; the worst case shares no certificate bytes."""
+    repeated = tls_secrets(6, distinct=2)
+    distinct = tls_secrets(4, distinct=4, with_ca=False)
+
+    assert len({s["tls.crt"] for s in repeated}) == 2
+    assert len({s["ca.crt"] for s in repeated}) == 1
+    assert len({s["tls.crt"] for s in distinct}) == 4
+    assert all(set(s) == {"tls.crt", "tls.key"} for s in distinct)
 
 
 async def test_stage_costs_cover_unmatched_and_matched_events() -> None:

@@ -13,6 +13,8 @@ from cryptography.x509.oid import NameOID
 from secret_shapes import SCENARIO
 
 from webhook.certs import (
+    CACHE,
+    CertificateCache,
     CertificateError,
     CertificateInfo,
     certificate_findings,
@@ -21,6 +23,7 @@ from webhook.certs import (
     parse_pem_chain,
     private_key_matches,
 )
+from webhook.leaks import encodings
 
 NOW: Final = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FIXTURE_CRT: Final = (SCENARIO / "manifests" / "tls.crt").read_bytes()
@@ -303,3 +306,128 @@ def test_no_secret_material_in_findings() -> None:
 def test_host_covered(host: str, sans: list[str], covered: bool) -> None:
     """RFC 6125: exact names, one-label wildcards, IPs compared as addresses."""
     assert host_covered(host, sans) is covered
+
+
+def _tls_secret(cert: x509.Certificate, key: PrivateKey = _RSA_2048) -> dict[str, bytes]:
+    return {"tls.crt": pem(cert), "tls.key": key_pem(key)}
+
+
+def test_cached_and_uncached_reports_are_the_same() -> None:
+    """Every kind of value gives the same report from a cold cache, a warm one, and none."""
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    sha1 = make_cert().public_bytes(serialization.Encoding.DER).replace(SHA256_RSA, SHA1_RSA)
+    secrets: list[dict[str, bytes]] = [
+        {"tls.crt": FIXTURE_CRT, "tls.key": FIXTURE_KEY},
+        {"tls.crt": FIXTURE_CRT, "tls.key": key_pem(_RSA_2048)},  # mismatch
+        {"tls.crt": pem(make_cert(ec_key, not_after=NOW + timedelta(days=3))), "tls.key": b"junk"},
+        {"tls.crt": pem(make_cert(issuer_key=ec_key)) + pem(make_cert(ec_key)), "ca.crt": b"nonsense"},
+        {"ca.crt": sha1, "bundle.pem": pem(make_cert(not_after=NOW - timedelta(days=1)))},
+    ]
+    cache = CertificateCache()
+
+    for values in secrets:
+        plain = inspect_certificates(values, now=NOW, expiry_warning_days=30, path="p", cache=None)
+        cold = inspect_certificates(values, now=NOW, expiry_warning_days=30, path="p", cache=cache)
+        warm = inspect_certificates(values, now=NOW, expiry_warning_days=30, path="p", cache=cache)
+
+        assert cold == plain
+        assert warm == plain
+    assert len(cache.chains) == 6  # the fixture's certificate once; unreadable bytes count too
+    assert len(cache.key_matches) == 3
+
+
+def test_the_cache_is_bounded_least_recently_used_first() -> None:
+    """A full cache drops the entry used longest ago, never grows past its size."""
+    cache = CertificateCache(size=3)
+    certs = [pem(make_cert(sans=(f"host-{n}.example.test",))) for n in range(5)]
+
+    for n, data in enumerate(certs[:3]):
+        assert cache.chain(data) is not None
+        assert len(cache.chains) == n + 1
+    cache.chain(certs[0])  # used again: now the most recent
+    for data in certs[3:]:
+        cache.chain(data)
+        assert len(cache.chains) == 3
+
+    kept = {parsed[0].sans for _, parsed in cache.chains.items() if parsed}
+    assert kept == {("host-0.example.test",), ("host-3.example.test",), ("host-4.example.test",)}
+    with pytest.raises(ValueError, match="at least one"):
+        CertificateCache(size=0)
+
+
+def test_a_key_check_is_remembered_from_the_second_sight() -> None:
+    """The first sight of a certificate costs a digest only; its key check is kept once it recurs."""
+    cache = CertificateCache()
+    values = {"tls.crt": FIXTURE_CRT, "tls.key": FIXTURE_KEY}
+
+    counts = []
+    for _ in range(3):
+        report = inspect_certificates(values, now=NOW, expiry_warning_days=30, path="p", cache=cache)
+        assert report.key_matches_certificate is True
+        counts.append((len(cache.chains), len(cache.key_matches)))
+
+    assert counts == [(1, 0), (1, 1), (1, 1)]
+
+
+def test_the_process_cache_has_a_bound() -> None:
+    """The cache the redaction stage uses by default holds 4,096 chains and 4,096 key checks."""
+    assert CACHE.chains.size == CACHE.key_matches.size == 4096
+
+
+def test_expiry_is_worked_out_against_now_for_a_cached_certificate() -> None:
+    """The same cached certificate is valid, then expiring, then expired as the clock moves."""
+    cache = CertificateCache()
+    values = _tls_secret(make_cert(not_after=NOW + timedelta(days=100)))
+
+    def report_at(moment: datetime) -> tuple[int, list[str]]:
+        report = inspect_certificates(values, now=moment, expiry_warning_days=30, path="p", cache=cache)
+        ids = [f.id for f in report.findings if f.id.startswith("certificate-exp")]
+        return report.certificates[0].days_to_expiry, ids
+
+    assert report_at(NOW) == (100, [])
+    assert report_at(NOW + timedelta(days=80)) == (20, ["certificate-expiring"])
+    assert report_at(NOW + timedelta(days=101)) == (-1, ["certificate-expired"])
+    assert len(cache.chains) == 1  # parsed once, read three times
+
+
+def test_a_changed_certificate_under_the_same_name_gets_new_details() -> None:
+    """A Secret whose tls.crt (or tls.key) is replaced is read afresh, not from the old entry."""
+    cache = CertificateCache()
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    old = _tls_secret(make_cert(sans=("old.example.test",)))
+    new = _tls_secret(make_cert(ec_key, sans=("new.example.test",)), ec_key)
+    new_key_only = {"tls.crt": old["tls.crt"], "tls.key": key_pem(ec_key)}
+
+    def inspect(values: dict[str, bytes]) -> tuple[tuple[str, ...], str, bool | None]:
+        report = inspect_certificates(values, now=NOW, expiry_warning_days=30, path="p", cache=cache)
+        leaf = report.certificates[0]
+        return leaf.sans, leaf.key_type, report.key_matches_certificate
+
+    assert inspect(old) == (("old.example.test",), "RSA", True)
+    assert inspect(new) == (("new.example.test",), "EC", True)
+    assert inspect(new_key_only) == (("old.example.test",), "RSA", False)
+    assert inspect(old) == (("old.example.test",), "RSA", True)
+
+
+def test_the_cache_holds_no_secret_value() -> None:
+    """Keys are keyed digests, values public details: no certificate or key bytes in any form."""
+    cache = CertificateCache()
+    values = {"tls.crt": FIXTURE_CRT, "tls.key": FIXTURE_KEY, "ca.crt": b"not-a-cert-QZXWVUTS"}
+    for _ in range(2):  # the second sight remembers the key check too
+        inspect_certificates(values, now=NOW, expiry_warning_days=30, path="p", cache=cache)
+    assert (len(cache.chains), len(cache.key_matches)) == (2, 1)
+
+    held = [*cache.chains.items(), *cache.key_matches.items()]
+    assert all(len(digest) == 32 for digest, _ in held)
+    dump = b"\n".join(digest + repr(value).encode() for digest, value in held)
+    needles = {form for value in values.values() for form in encodings(value)}
+    pem_lines = [
+        line for value in (FIXTURE_CRT, FIXTURE_KEY) for line in value.splitlines() if b"-----" not in line
+    ]
+    needles |= {form for line in pem_lines if len(line) >= 16 for form in encodings(line)}
+    assert needles
+    assert not [needle for needle in needles if needle in dump]
+    assert b"PRIVATE" not in dump
+    other = CertificateCache()
+    other.chain(FIXTURE_CRT)
+    assert other.chains.items()[0][0] != cache.chains.items()[0][0]  # digests differ per process

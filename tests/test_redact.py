@@ -6,12 +6,13 @@ import json
 import os
 import re
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 import pytest
+import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from secret_shapes import (
@@ -312,6 +313,27 @@ def test_service_account_token_ca() -> None:
 
     (cert,) = details.certificates
     assert (cert.key, cert.is_ca, details.key_matches_certificate) == ("ca.crt", True, None)
+
+
+def test_cached_certificates_follow_the_secret_and_the_clock() -> None:
+    """The redaction stage's certificate cache: a Secret updated with another certificate under
+    the same name gets the new one's details, and a certificate seen again is dated against the
+    clock of each event, not of its first sight."""
+    first, second = trustme.CA().cert_pem.bytes(), trustme.CA().cert_pem.bytes()
+
+    def details(ca: bytes, now: datetime) -> tuple[str, int]:
+        spec = SecretSpec(name="t", namespace="shop", data={"token": "QZXW-tok", "ca.crt": ca})
+        obj = secret_object(spec, type_="kubernetes.io/service-account-token")
+        (found,) = (
+            Redactor(KEY, now=lambda: now).redact(audit_event("secrets", "update", request=obj)).secrets
+        )
+        (cert,) = found.certificates
+        return cert.serial, cert.days_to_expiry
+
+    serial, days = details(first, CAPTURE_DAY)
+    assert details(second, CAPTURE_DAY)[0] != serial
+    assert details(first, CAPTURE_DAY) == (serial, days)
+    assert details(first, CAPTURE_DAY + timedelta(days=10)) == (serial, days - 10)
 
 
 def test_garbage_certificate_is_a_finding() -> None:

@@ -6,13 +6,16 @@ Only public facts leave this module (names, dates, key types); a private key is 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
+import os
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -22,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from webhook.findings import Finding, Severity
 
 __all__ = [
+    "CACHE",
+    "CertificateCache",
     "CertificateError",
     "CertificateInfo",
     "CertificateReport",
@@ -40,6 +45,7 @@ _CERT_KEYS: Final = frozenset({"tls.crt", "ca.crt"})
 _MIN_KEY_SIZE: Final = {"RSA": 2048, "DSA": 2048, "EC": 256}
 _WEAK_HASHES: Final = {"sha1": "certificate-sha1-signature", "md5": "certificate-md5-signature"}
 _WEAK_HASH_NAME: Final = re.compile(r"(?<![a-z0-9])(sha1|md5)(?![0-9])")  # sha1WithRSA, ecdsa-with-SHA1
+CACHE_SIZE: Final = 4096
 
 
 class CertificateError(ValueError):
@@ -76,14 +82,168 @@ class CertificateReport:
 
 def parse_pem_chain(data: bytes, *, key: str, now: datetime) -> tuple[CertificateInfo, ...]:
     """Details of every certificate in a PEM bundle (or one DER certificate), leaf first."""
+    parsed = _parse_chain(data)
+    if parsed is None:
+        raise CertificateError(f"{key} is not a readable certificate chain")
+    return _infos(parsed, key, now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """The time-independent, public facts of one certificate: what the cache keeps."""
+
+    subject: str
+    issuer: str
+    serial: str
+    sans: tuple[str, ...]
+    not_before: str
+    not_after: str
+    expires: datetime
+    key_type: str
+    key_size: int | None
+    signature_algorithm: str | None
+    self_signed: bool
+    is_ca: bool
+
+
+_V = TypeVar("_V")
+
+
+class _Lru(Generic[_V]):
+    """A bounded map from digests to values, least recently used evicted first.
+
+    Each step is one operation of the C ``OrderedDict``, atomic under the GIL; a race between
+    threads can at worst skip a move or an eviction, never corrupt the map, so no lock is taken.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[bytes, _V] = OrderedDict()
+
+    def get(self, digest: bytes) -> tuple[bool, _V | None]:
+        """(True, value) if ``digest`` is held (now the most recently used), else (False, None)."""
+        value = self._items.get(digest, _MISSING)
+        if value is _MISSING:
+            return False, None
+        try:
+            self._items.move_to_end(digest)
+        except KeyError:  # evicted by another thread meanwhile: parse again
+            return False, None
+        return True, value  # type: ignore[return-value]
+
+    def put(self, digest: bytes, value: _V) -> None:
+        self._items[digest] = value
+        while len(self._items) > self.size:
+            try:
+                self._items.popitem(last=False)
+            except KeyError:  # emptied by another thread meanwhile
+                break
+
+    def items(self) -> list[tuple[bytes, _V]]:
+        return list(self._items.items())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+_MISSING: Final = object()
+
+
+class CertificateCache:
+    """Per-process memory of certificate parses and key checks, so that a Secret seen again costs
+    a digest instead of an X.509 parse.
+
+    Keys are SHA-256 digests of a random per-process salt and the exact bytes (so a digest says
+    nothing outside the process); values are the public details that records carry anyway, and
+    whether a private key matches its certificate. No certificate or key bytes are kept, and
+    nothing derived from the clock: days to expiry and the expiry findings are worked out at each
+    use from the cached ``not_after``.
+
+    A key check is remembered only for a certificate seen before: the first sight of a Secret
+    costs one digest of its certificate and nothing more, so a cluster whose Secrets are all
+    distinct pays little for the cache.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        if size < 1:
+            raise ValueError("the certificate cache holds at least one entry")
+        self._salted = hashlib.sha256(os.urandom(32))
+        self.chains: _Lru[tuple[_Parsed, ...] | None] = _Lru(size)
+        self.key_matches: _Lru[bool | None] = _Lru(size)
+
+    def chain(self, data: bytes) -> tuple[_Parsed, ...] | None:
+        """The parsed chain in ``data``; None when it is not a readable certificate chain."""
+        return self.lookup(data)[1]
+
+    def lookup(self, data: bytes) -> tuple[bytes, tuple[_Parsed, ...] | None, bool]:
+        """``data``'s digest, its parsed chain (None: unreadable) and whether it was held already."""
+        digest = self._digest(data)
+        held, parsed = self.chains.get(digest)
+        if not held:
+            parsed = _parse_chain(data)
+            self.chains.put(digest, parsed)
+        return digest, parsed, held
+
+    def key_match(self, cert_digest: bytes, cert_pem: bytes, key_pem: bytes) -> bool | None:
+        """``private_key_matches`` for the pair, remembered by the certificate's digest and the key."""
+        digest = self._digest(cert_digest, key_pem)
+        held, matches = self.key_matches.get(digest)
+        if not held:
+            matches = private_key_matches(cert_pem, key_pem)
+            self.key_matches.put(digest, matches)
+        return matches
+
+    def clear(self) -> None:
+        self.chains.clear()
+        self.key_matches.clear()
+
+    def _digest(self, data: bytes, more: bytes = b"") -> bytes:
+        digest = self._salted.copy()
+        digest.update(data)
+        if more:
+            digest.update(more)
+        return digest.digest()
+
+
+CACHE: Final = CertificateCache()
+"""The process's cache; each worker process of the prepare pool has its own."""
+
+
+def _parse_chain(data: bytes) -> tuple[_Parsed, ...] | None:
     try:
         if _PEM_CERT in data:
             certs = x509.load_pem_x509_certificates(data)
         else:
             certs = [x509.load_der_x509_certificate(data)]
-        return tuple(_info(c, key, i, len(certs), now) for i, c in enumerate(certs))
+        return tuple(_parse(c) for c in certs)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise CertificateError(f"{key} is not a readable certificate chain") from None
+        return None
+
+
+def _infos(parsed: Sequence[_Parsed], key: str, now: datetime) -> tuple[CertificateInfo, ...]:
+    return tuple(
+        CertificateInfo(
+            key=key,
+            position=position,
+            subject=p.subject,
+            issuer=p.issuer,
+            serial=p.serial,
+            sans=p.sans,
+            not_before=p.not_before,
+            not_after=p.not_after,
+            days_to_expiry=math.floor((p.expires - now).total_seconds() / 86400),
+            key_type=p.key_type,
+            key_size=p.key_size,
+            signature_algorithm=p.signature_algorithm,
+            self_signed=p.self_signed,
+            is_ca=p.is_ca,
+            chain_length=len(parsed),
+        )
+        for position, p in enumerate(parsed)
+    )
 
 
 def private_key_matches(cert_pem: bytes, key_pem: bytes) -> bool | None:
@@ -178,17 +338,33 @@ def certificate_findings(
 
 
 def inspect_certificates(
-    values: Mapping[str, bytes], *, now: datetime, expiry_warning_days: int, path: str
+    values: Mapping[str, bytes],
+    *,
+    now: datetime,
+    expiry_warning_days: int,
+    path: str,
+    cache: CertificateCache | None = CACHE,
 ) -> CertificateReport:
-    """Read every certificate among a Secret's decoded values (``tls.crt``, ``ca.crt``, PEM)."""
+    """Read every certificate among a Secret's decoded values (``tls.crt``, ``ca.crt``, PEM).
+
+    Parses and key checks come from ``cache`` when the same bytes were seen before (None: always
+    parse); everything that depends on ``now`` is computed afresh.
+    """
     infos: list[CertificateInfo] = []
     findings: list[Finding] = []
+    crt_digest: bytes | None = None  # tls.crt's, once it has been seen before
     for name, value in values.items():
         if not value or (name not in _CERT_KEYS and _PEM_CERT not in value):
             continue
-        try:
-            infos.extend(parse_pem_chain(value, key=name, now=now))
-        except CertificateError:
+        if cache is None:
+            parsed = _parse_chain(value)
+        else:
+            digest, parsed, held = cache.lookup(value)
+            if name == "tls.crt" and held:
+                crt_digest = digest
+        if parsed is not None:
+            infos.extend(_infos(parsed, name, now))
+        else:
             findings.append(
                 Finding(
                     id="certificate-unparseable",
@@ -200,7 +376,10 @@ def inspect_certificates(
     key_matches: bool | None = None
     crt, key = values.get("tls.crt"), values.get("tls.key")
     if crt and key and any(info.key == "tls.crt" for info in infos):
-        key_matches = private_key_matches(crt, key)
+        if cache is not None and crt_digest is not None:
+            key_matches = cache.key_match(crt_digest, crt, key)
+        else:  # no cache, or a certificate not seen before: not worth remembering yet
+            key_matches = private_key_matches(crt, key)
     findings[:0] = certificate_findings(
         infos, expiry_warning_days=expiry_warning_days, key_matches=key_matches, path=path
     )
@@ -244,25 +423,22 @@ def _weak_hash(signature_algorithm: str | None) -> str | None:
     return found.group(1) if found else None
 
 
-def _info(cert: x509.Certificate, key: str, position: int, length: int, now: datetime) -> CertificateInfo:
+def _parse(cert: x509.Certificate) -> _Parsed:
     not_after = cert.not_valid_after_utc
     key_type, key_size = _key(cert.public_key())
-    return CertificateInfo(
-        key=key,
-        position=position,
+    return _Parsed(
         subject=cert.subject.rfc4514_string(),
         issuer=cert.issuer.rfc4514_string(),
         serial=format(cert.serial_number, "x"),
         sans=_sans(cert),
         not_before=_rfc3339(cert.not_valid_before_utc),
         not_after=_rfc3339(not_after),
-        days_to_expiry=math.floor((not_after - now).total_seconds() / 86400),
+        expires=not_after,
         key_type=key_type,
         key_size=key_size,
         signature_algorithm=_signature_algorithm(cert),
         self_signed=_self_signed(cert),
         is_ca=_is_ca(cert),
-        chain_length=length,
     )
 
 

@@ -46,7 +46,7 @@ _OPTIONAL_OBJECTS: Final = (
 )
 
 
-def decode_event_list(body: bytes) -> list[Any]:
+def decode_event_list(body: bytes | bytearray) -> list[Any]:
     """Return the ``items`` of an ``audit.k8s.io`` EventList, or raise why the body is not one."""
     try:
         doc = orjson.loads(body)

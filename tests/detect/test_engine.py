@@ -7,16 +7,21 @@ from typing import Any
 
 import jsonschema
 import orjson
-from conftest import find_event
+import pytest
+from conftest import capture_events, captured_bodies, find_event
 from detect_records import T0, audit, detector
 from prometheus_client import generate_latest
 
+from webhook.config import Config
+from webhook.dedupe import Deduper
 from webhook.detect.alert import alert_json
-from webhook.detect.engine import Detector
+from webhook.detect.engine import Detector, RecordView
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.metrics import Metrics
-from webhook.record import Record, record_id, record_schema
+from webhook.pipeline import Pipeline
+from webhook.record import Record, record_id, record_schema, to_json
+from webhook.redact import Redactor
 
 BRUTE = {"rules": {"brute-force-source-ip": {"threshold": 2, "window_s": 60}}}
 
@@ -238,6 +243,25 @@ def test_observe_takes_the_record_dataclass_too() -> None:
 
     assert alert.labels == {"source_ip": "127.0.0.1"}
     assert alert.records == (record.id,)
+
+
+def test_a_record_view_reads_exactly_as_the_records_json() -> None:
+    """What the rules see of a Record is its JSONL form, field by field, however it is read."""
+    pipeline = Pipeline(Config(cluster="c"), Deduper(max_entries=10_000, ttl_s=60), Redactor(b"k" * 32))
+    records = [
+        record
+        for body in captured_bodies()
+        for record in pipeline.process(capture_events(body.name), received_at="2026-11-24T14:21:42Z").records
+    ]
+    assert any(r.secret_list for r in records)
+    assert any(r.secret for r in records)
+    for record in records:
+        view = RecordView(record)
+        assert dict(view) == orjson.loads(to_json(record))
+        assert len(view) == len(dict(view))
+        assert view.get("no-such-field") is None
+        with pytest.raises(KeyError):
+            view["no-such-field"]
 
 
 class _SlowPages(Rule):

@@ -10,8 +10,9 @@ caller: wall time when serving, the records' own time in replays.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +24,60 @@ from webhook.detect.windows import LruMap, Window
 from webhook.findings import Severity
 from webhook.metrics import Metrics
 
-__all__ = ["Detector"]
+__all__ = ["Detector", "RecordView"]
+
+
+class RecordView(Mapping[str, Any]):
+    """A record dataclass read as its JSON dict, one top-level field at a time.
+
+    The rules read a few fields of each record (type, verb, outcome, actor…); converting the
+    whole record to a dict first cost more than the rules themselves, and the most for the
+    records nobody reads further (a large SecretList's summary). Each field is converted (through
+    its JSON form, so it reads exactly as in the JSONL) when a rule first asks for it.
+    """
+
+    __slots__ = ("_cache", "_names", "_record")
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+        self._names = _field_names(type(record))
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        if name not in self._names:
+            raise KeyError(name)
+        value = getattr(self._record, name)
+        if not (value is None or isinstance(value, str | int | float | bool)):
+            value = orjson.loads(orjson.dumps(value))
+        self._cache[name] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+def _view(record: Any) -> Mapping[str, Any]:
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        return RecordView(record)
+    doc: Mapping[str, Any] = orjson.loads(orjson.dumps(record))
+    return doc
 
 
 class _Firing:
@@ -132,7 +186,7 @@ class Detector:
 
     def observe(self, record: Mapping[str, Any] | Any, now: float) -> list[Alert]:
         """Count one record (its JSON dict, or a dataclass such as ``Record``) at time ``now``."""
-        doc: Mapping[str, Any] = record if isinstance(record, Mapping) else orjson.loads(orjson.dumps(record))
+        doc: Mapping[str, Any] = record if isinstance(record, Mapping) else _view(record)
         states = self._by_type.get(doc.get("type"), ())  # type: ignore[arg-type]
         out: list[Alert] = []
         if not states:

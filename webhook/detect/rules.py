@@ -51,8 +51,13 @@ class Excepted:
         self.groups = Matcher(tuple(g for s in sets for g in s.groups))
         self.namespaces = Matcher(tuple(n for s in sets for n in s.namespaces))
         self.networks = networks([c for s in sets for c in s.source_cidrs])
+        self._none = not (
+            self.users.patterns or self.groups.patterns or self.namespaces.patterns or self.networks
+        )
 
     def __call__(self, record: Record) -> bool:
+        if self._none:  # most rules have no exceptions: nothing to read
+            return False
         caller = identity(record, effective=False)
         if self.users(caller.get("username")) or self.groups.any_of(caller.get("groups")):
             return True

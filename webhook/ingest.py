@@ -5,8 +5,9 @@ the dead-letter file, both fsync'd; it raises ``StorageError`` (``SpoolFullError
 sink is too far behind) when that cannot be done, and then neither the batch's dedupe keys
 nor its baselines are stored, so the resent batch is recorded (and diffed) in full. The state
 store is read only for events the filter kept; when it cannot be reached, records are
-written without a baseline (``change.baseline: unavailable``) rather than refused. Delivery
-to the sinks runs behind, one loop per sink (webhook/delivery.py).
+written without a baseline (``change.baseline: unavailable``) rather than refused. The new
+states and dedupe keys are stored behind the answer (webhook/state/behind.py). Delivery to the
+sinks runs behind, one loop per sink (webhook/delivery.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from webhook.redact import Redactor, load_or_create_key
 from webhook.sinks import sink_types
 from webhook.spool import Spool
 from webhook.state import StateError, StateStore, open_store
+from webhook.state.behind import WriteBehind
 
 __all__ = ["Ingestor"]
 
@@ -68,6 +70,9 @@ class Ingestor:
         self._refused_at: int | None = None  # spool size when a batch last did not fit
         self.state: StateStore = open_store(
             config.state, data_dir=config.data_dir, cluster=config.cluster, dedupe_ttl_s=config.dedupe.ttl_s
+        )
+        self.state_writes = WriteBehind(
+            self.state, on_error=lambda _: self.metrics.state_errors.labels(operation="write").inc()
         )
 
     @property
@@ -114,6 +119,7 @@ class Ingestor:
             await self._prepare_pool.aclose()
         await self.spool.aclose()
         await self.dead_letters.aclose()
+        await self.state_writes.drain()
         await self.state.aclose()
         log.info("sinks.closed", sinks=len(self.workers))
 
@@ -130,17 +136,17 @@ class Ingestor:
         if not result.pending:
             return []
         claimed = [p.key for p in result.pending]
+        lookups = pipeline.lookups(result)
         try:
-            # Both at once: one wait for the event loop instead of two thread round trips.
-            duplicates, states = await asyncio.gather(
-                self.state.claim(claimed), self.state.get_many(pipeline.lookups(result))
-            )
+            # Both at once: one wait for the event loop instead of two round trips.
+            duplicates, states = await asyncio.gather(self.state.claim(claimed), self.state.get_many(lookups))
         except StateError as exc:
             log.warning("state.unavailable", store=self.state.name, code=exc.code)
             self.metrics.state_errors.labels(operation="read").inc()
             pipeline.finish(result, states={}, available=False)
             return []
-        pipeline.finish(result, states=states, duplicates=duplicates)
+        # States of earlier batches still on their way to the store are newer than the store's.
+        pipeline.finish(result, states=self.state_writes.overlay(lookups, states), duplicates=duplicates)
         return [key for key in claimed if key not in duplicates]
 
     async def _release(self, claimed: list[str]) -> None:
@@ -194,15 +200,8 @@ class Ingestor:
             raise
         self._refused_at = None
         self.deduper.remember(result.keys)
-        try:
-            if result.keys:  # nothing kept, nothing to store (and no tasks to create)
-                await asyncio.gather(
-                    self.state.commit(result.keys), self.state.put_many(result.state_updates)
-                )
-        except StateError as exc:
-            # The records are durable: answer 200. Only later diffs (and shared dedupe) suffer.
-            log.warning("state.write_failed", store=self.state.name, code=exc.code)
-            self.metrics.state_errors.labels(operation="write").inc()
+        # The records are durable: the answer does not wait for the state store (see behind.py).
+        await self.state_writes.submit(result.keys, result.state_updates)
         self._count(result)
         for observe in self.record_observers:
             observe(result.records)

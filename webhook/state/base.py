@@ -85,7 +85,7 @@ def is_newer(new: StoredObject, old: StoredObject | None) -> bool:
 
 
 class StateStore(Protocol):
-    """Async because SQLite runs in a thread and Redis over the network."""
+    """Async because Redis runs over the network (and SQLite writes in a thread)."""
 
     name: str
 

@@ -36,6 +36,7 @@ _INSERT: Final = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _EVICT_EVERY_S: Final = 60.0
+_READ_BUSY_MS: Final = 200  # a reader waits only while a crashed writer's WAL is recovered
 _CHUNK: Final = 500  # under SQLite's limit of bound parameters
 
 
@@ -48,6 +49,9 @@ class SqliteStore:
         self._max_age_s = max_age_s
         self._ttl_s = dedupe_ttl_s
         self._db: sqlite3.Connection | None = None
+        # Reads run in the event loop on their own connection: a WAL reader never waits for the
+        # writer, and a lookup of a few keys costs less than the hand-off to a thread would.
+        self._reader: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._last_evict = 0.0
         self._error: str | None = None
@@ -67,9 +71,13 @@ class SqliteStore:
             columns = {row[1] for row in db.execute("PRAGMA table_info(objects)")}
             if "sans" not in columns:  # a store created before certificate SANs were kept
                 db.execute("ALTER TABLE objects ADD COLUMN sans TEXT")
+            reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            reader.execute(f"PRAGMA busy_timeout={_READ_BUSY_MS}")
+            reader.execute("PRAGMA query_only=1")
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open state store {self.path}: {type(exc).__name__}") from None
         self._db = db
+        self._reader = reader
 
     def _run(self, fn: Any, *args: Any) -> Any:
         if self._db is None:
@@ -83,10 +91,21 @@ class SqliteStore:
             self._error = None
             return result
 
+    def _read(self, fn: Any, *args: Any) -> Any:
+        if self._reader is None:
+            raise StateError("state store is closed")
+        try:
+            result = fn(self._reader, *args)
+        except sqlite3.Error as exc:
+            self._error = type(exc).__name__
+            raise StateError(f"state store {self.path.name} failed: {type(exc).__name__}") from None
+        self._error = None
+        return result
+
     async def get_many(self, keys: Sequence[str]) -> dict[str, StoredObject]:
         if not keys:
             return {}
-        result: dict[str, StoredObject] = await asyncio.to_thread(self._run, _get_many, list(keys))
+        result: dict[str, StoredObject] = self._read(_get_many, list(keys))
         return result
 
     async def put_many(self, items: Mapping[str, StoredObject]) -> None:
@@ -128,7 +147,7 @@ class SqliteStore:
     async def claim(self, keys: Sequence[str]) -> set[str]:
         if not keys:
             return set()
-        found: set[str] = await asyncio.to_thread(self._run, _present, list(keys), time.time())
+        found: set[str] = self._read(_present, list(keys), time.time())
         return found
 
     async def commit(self, keys: Iterable[str]) -> None:
@@ -145,6 +164,9 @@ class SqliteStore:
         return self._error
 
     async def aclose(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         db, self._db = self._db, None
         if db is not None:
             with self._lock:

@@ -14,10 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import time
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
-
-import jsonschema
-import yaml
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from webhook.access.config import AccessConfig, parse_access
 from webhook.detect.settings import (
@@ -32,6 +29,9 @@ from webhook.errors import ConfigError
 from webhook.filter import DEFAULT_FILTER, FilterSpec, Matcher, Rule
 from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = [
     "AccessConfig",
@@ -90,7 +90,7 @@ class ServerConfig:
     max_events_per_request: int = 10_000
     max_event_bytes: int = 16 * MiB
     max_concurrent_requests: int = 64
-    workers: int = 2
+    workers: int = 1
     body_timeout_s: float = 30.0
     keepalive_timeout_s: float = 75.0
     shutdown_timeout_s: float = 20.0
@@ -217,6 +217,8 @@ class Config:
 @functools.cache
 def config_schema() -> dict[str, Any]:
     """The shipped schema, with one ``sinks`` branch per registered sink type."""
+    import yaml  # here, not at the top: the worker processes import Config, never this
+
     text = importlib.resources.files("webhook").joinpath("config.schema.json").read_text("utf-8")
     schema: dict[str, Any] = yaml.safe_load(text)
     common = schema["$defs"]["sink_common"]
@@ -248,6 +250,8 @@ def config_schema() -> dict[str, Any]:
 
 def validate_config(raw: object) -> tuple[str, ...]:
     """Every schema error as ``path: problem``; never echoes the offending value."""
+    import jsonschema  # here, not at the top: the worker processes import Config, never this
+
     validator = jsonschema.Draft202012Validator(config_schema())
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
     return tuple(f"{e.json_path}: fails '{e.validator}' ({_hint(e)})" for e in errors)
@@ -277,6 +281,8 @@ def load_config(path: Path | None) -> Config:
         text = path.read_text("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    import yaml
+
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

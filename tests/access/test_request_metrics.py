@@ -80,6 +80,19 @@ def test_status_classes_auth_failures_and_latency_per_ingress() -> None:
     assert abs((value(metrics, LATENCY + "_sum", ingress="shop/web") or 0) - 45.715) < 1e-9
 
 
+def test_an_ingress_has_every_status_series_from_its_first_line() -> None:
+    """A series born with a burst hides it from ``increase()``: they all start at 0 instead."""
+    metrics = counted(None, None, nginx_line(status=200, took=0.01, req_id="1" * 32))
+    requests = "ingress_audit_access_requests_total"
+    auth = "ingress_audit_access_auth_failures_total"
+
+    assert value(metrics, requests, ingress="shop/web", status_class="2xx") == 1
+    for status_class in ("1xx", "3xx", "4xx", "5xx"):
+        assert value(metrics, requests, ingress="shop/web", status_class=status_class) == 0
+    assert value(metrics, auth, ingress="shop/web", status="401") == 0
+    assert value(metrics, auth, ingress="shop/web", status="403") == 0
+
+
 def test_a_format_without_request_time_has_no_latency_series() -> None:
     """``combined`` logs no request time: requests are counted, no histogram is made up."""
     config = AccessConfig(enabled=True, format="combined")

@@ -87,14 +87,15 @@ class AccessLatency(Collector):
 
 
 def observe(metrics: Metrics, ingress: str, slots: Sequence[float]) -> None:
-    """Add one ingress's slots (see the module doc) to the metrics."""
+    """Add one ingress's slots (see the module doc) to the metrics.
+
+    Every status class and both auth-failure series of an ingress exist from its first line on,
+    at 0 where nothing was counted: ``increase()`` ignores the first sample of a series, so a
+    series born with a burst of 403s (or 5xx) would hide that burst from the alert rules."""
     for name, n in zip(CLASS_NAMES, slots, strict=False):
-        if n:
-            metrics.access_requests.labels(ingress=ingress, status_class=name).inc(n)
-    if slots[UNAUTHORIZED]:
-        metrics.access_auth_failures.labels(ingress=ingress, status="401").inc(slots[UNAUTHORIZED])
-    if slots[FORBIDDEN]:
-        metrics.access_auth_failures.labels(ingress=ingress, status="403").inc(slots[FORBIDDEN])
+        metrics.access_requests.labels(ingress=ingress, status_class=name).inc(n)
+    metrics.access_auth_failures.labels(ingress=ingress, status="401").inc(slots[UNAUTHORIZED])
+    metrics.access_auth_failures.labels(ingress=ingress, status="403").inc(slots[FORBIDDEN])
     buckets = slots[LATENCY:LATENCY_SUM]
     if any(buckets):
         metrics.access_latency.add(ingress, buckets, slots[LATENCY_SUM])

@@ -104,9 +104,10 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DedupeConfig:
-    """The apiserver retries a batch for ~90 s; ten minutes covers that with margin."""
+    """The apiserver retries a batch for ~90 s; ten minutes covers that with margin. The state
+    store keeps the keys for ``ttl_s`` too: the in-memory window only spares a resend the work."""
 
-    max_entries: int = 200_000
+    max_entries: int = 50_000
     ttl_s: float = 600.0
 
 

@@ -261,6 +261,9 @@ def run() -> None:
 def _serve(args: argparse.Namespace) -> int:
     from webhook.config import load_config, with_overrides
     from webhook.log import configure_logging
+    from webhook.memory import return_large_blocks
+
+    return_large_blocks()
 
     config = with_overrides(
         load_config(args.config),

@@ -45,6 +45,7 @@ from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.errors import BodyTooLargeError, OverloadedError
 from webhook.events import decode_event_list, event_ref
+from webhook.memory import return_large_blocks
 from webhook.pipeline import BatchResult, Pipeline, Prepared
 from webhook.redact import RedactionResult, Redactor
 
@@ -164,6 +165,7 @@ def _answer(pipeline: Pipeline, body: bytearray, received_at: str, max_events: i
 def worker_main(fd: int, parent: int) -> None:
     """A worker's life: read its settings, say it is ready, answer batches until EOF."""
     _die_with(parent)
+    return_large_blocks()
     sock = socket.socket(fileno=fd)
     header = _receive(sock, _ANSWER.size)
     if header is None:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from webhook.findings import Finding, Severity
+from webhook.pickling import plain_pickle
 
 __all__ = [
     "CACHE",
@@ -52,6 +53,7 @@ class CertificateError(ValueError):
     """The bytes are not a certificate chain; the message never quotes them."""
 
 
+@plain_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CertificateInfo:
     key: str

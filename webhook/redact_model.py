@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from webhook.certs import CertificateInfo, Finding
+from webhook.pickling import plain_pickle
 
 __all__ = ["KeyFingerprint", "SecretDetails"]
 
 
+@plain_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyFingerprint:
     name: str
@@ -16,6 +18,7 @@ class KeyFingerprint:
     size: int  # of the decoded value, in bytes
 
 
+@plain_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecretDetails:
     """One Secret object found in an event; ``source`` is its dotted path in the event."""

@@ -80,22 +80,21 @@ class SqliteStore:
         self._reader = reader
 
     def _run(self, fn: Any, *args: Any) -> Any:
+        """``fn(db, *args)`` on the writer connection, one thread at a time."""
         if self._db is None:
             raise StateError("state store is closed")
         with self._lock:
-            try:
-                result = fn(self._db, *args)
-            except sqlite3.Error as exc:
-                self._error = type(exc).__name__
-                raise StateError(f"state store {self.path.name} failed: {type(exc).__name__}") from None
-            self._error = None
-            return result
+            return self._call(self._db, fn, *args)
 
     def _read(self, fn: Any, *args: Any) -> Any:
+        """``fn(reader, *args)`` on the read-only connection, in the caller's thread."""
         if self._reader is None:
             raise StateError("state store is closed")
+        return self._call(self._reader, fn, *args)
+
+    def _call(self, db: sqlite3.Connection, fn: Any, *args: Any) -> Any:
         try:
-            result = fn(self._reader, *args)
+            result = fn(db, *args)
         except sqlite3.Error as exc:
             self._error = type(exc).__name__
             raise StateError(f"state store {self.path.name} failed: {type(exc).__name__}") from None

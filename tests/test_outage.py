@@ -18,8 +18,11 @@ import yaml
 from conftest import event_list, make_event, read_jsonl
 from servers import Certs, Postgres, Serve, free_port, running_postgres, wait_drained
 
+from webhook.sinks.base import BatchOptions
+
 JSON = {"Content-Type": "application/json"}
 EVENTS = 100  # per batch
+JSONL_BATCH = BatchOptions().max_events  # the jsonl sink's default batch
 MiB = 1024
 
 
@@ -136,9 +139,13 @@ async def test_a_postgres_outage_under_load(tmp_path: Path, server_certs: Certs)
     assert sorted(in_jsonl) == sorted(load.acked)
     assert ready["status"] == "ready"
     assert spool_bytes <= 1024 * 1024  # drained: only the segment being written remains
-    # The JSONL sink was not held up by the failing one.
+    # The JSONL sink was not held up by the failing one: it wrote on, and its lag stayed within
+    # a few of its own batches (500 records each; the senders post on while one is written),
+    # where a held-up sink would lag as far as PostgreSQL does (tens of thousands).
     assert jsonl_during > backlog // 2
-    assert max(lag for lag, _ in down) <= 4 * EVENTS
-    # Memory: the backlog (about 1 KiB a record) is on disk, not in the process.
+    assert max(lag for lag, _ in down) <= 4 * JSONL_BATCH, (backlog, down)
+    # Memory: the backlog (about 1 KiB a record) is on disk, not in the process, and what the
+    # failed sends leave in reference cycles is collected (without that: 15 to 24 MB more here;
+    # with it, 7 to 9 MB, mostly the dedupe window filling up).
     baseline = max(rss for _, rss in warm)
-    assert max(rss for _, rss in down) - baseline < 24 * MiB, (baseline, down)
+    assert max(rss for _, rss in down) - baseline < 16 * MiB, (baseline, down)

@@ -1,4 +1,5 @@
-"""Keeping the process's memory from creeping up: large buffers go back to the system.
+"""Keeping the process's memory from creeping up: large buffers go back to the system, and
+garbage in reference cycles is collected on a clock.
 
 glibc's malloc serves requests of 128 KiB or more with ``mmap`` and returns them with ``munmap``
 on free, but only until the first such block is freed: it then raises its threshold to that
@@ -8,15 +9,32 @@ exactly such transient megabyte buffers, so the serve process grew by steps of 5
 every few minutes, with the largest lists it had seen (bench/RESULTS.md). Setting the
 threshold explicitly turns that adjustment off; measured over a 4-minute soak the serve process
 then stayed at 82 to 90 MB instead of climbing from 93 to 107+ MB.
+
+The serve process and its workers run the cyclic collector rarely (``tune_collector``): start-up
+objects are frozen and young objects are collected only after 100,000 net allocations, which
+costs 20 % less CPU per event. Almost everything the pipeline allocates is freed by reference
+counting, so that count rarely moves and the older generations were, in practice, never
+collected. But a failing connection leaves cycles behind (an exception whose traceback holds
+the frame that keeps it in a local, as asyncio's ``create_connection`` does), and those frames
+hold the batch being sent: while a sink was down the serve process grew by 3 to 5 MB a second,
+and a full collection freed 32 MB of it. ``CycleCollector`` therefore runs a full collection
+once a second, which scans only what is not frozen (tens of thousands of objects, about a
+millisecond).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import gc
 import sys
+import time
+from collections.abc import Callable
 from typing import Final
 
-__all__ = ["MMAP_THRESHOLD", "return_large_blocks"]
+__all__ = ["COLLECT_EVERY_S", "MMAP_THRESHOLD", "CycleCollector", "return_large_blocks", "tune_collector"]
+
+COLLECT_EVERY_S: Final = 1.0
 
 MMAP_THRESHOLD: Final = 128 * 1024  # glibc's default, but fixed
 _M_MMAP_THRESHOLD: Final = -3  # from <malloc.h>
@@ -33,3 +51,43 @@ def return_large_blocks() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def tune_collector() -> None:
+    """Once start-up is over: freeze what exists, and collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
+class CycleCollector:
+    """A full collection every ``interval_s``: garbage in cycles lives at most that long."""
+
+    def __init__(
+        self, interval_s: float = COLLECT_EVERY_S, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last = clock()
+        self.collections = 0
+        self.collected = 0
+
+    def collect(self) -> int:
+        """Collect now; the number of unreachable objects found."""
+        found = gc.collect()
+        self._last = self._clock()
+        self.collections += 1
+        self.collected += found
+        return found
+
+    def maybe_collect(self) -> int:
+        """Collect if ``interval_s`` has passed since the last collection, else nothing (0)."""
+        if self._clock() - self._last < self.interval_s:
+            return 0
+        return self.collect()
+
+    async def run(self) -> None:
+        """Collect every ``interval_s`` until cancelled (the event loop's process)."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.collect()

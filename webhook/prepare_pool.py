@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import gc
 import os
 import pickle
 import signal
@@ -45,7 +44,7 @@ from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.errors import BodyTooLargeError, OverloadedError
 from webhook.events import decode_event_list, event_ref
-from webhook.memory import return_large_blocks
+from webhook.memory import CycleCollector, return_large_blocks, tune_collector
 from webhook.pipeline import BatchResult, Pipeline, Prepared
 from webhook.redact import RedactionResult, Redactor
 
@@ -183,9 +182,8 @@ def worker_main(fd: int, parent: int) -> None:
     # The dedupe window lives in the event loop's process; here only duplicates within a batch.
     pipeline = Pipeline(config, Deduper(max_entries=1, ttl_s=0.0), redactor)
     del settings, key
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    tune_collector()
+    collector = CycleCollector()
     _send(sock, pickle.dumps(os.getpid()))
     while (header := _receive(sock, _REQUEST.size)) is not None:
         max_events, text_size, body_size = _REQUEST.unpack(header)
@@ -196,6 +194,7 @@ def worker_main(fd: int, parent: int) -> None:
         answer = _answer(pipeline, body, text.decode(), max_events)
         del body
         _send(sock, answer)
+        collector.maybe_collect()
 
 
 # --- the event loop's side ------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import yaml
 from conftest import event_list, make_event, read_jsonl
 from servers import Certs, Postgres, Serve, free_port, running_postgres, wait_drained
@@ -128,6 +129,10 @@ async def test_a_postgres_outage_under_load(tmp_path: Path, server_certs: Certs)
             )
         finally:
             await conn.close()
+
+    # What the libraries logged about the outage (asyncpg's pool) came out as JSON lines too.
+    for line in serve.log.read_bytes().splitlines():
+        orjson.loads(line)
 
     in_postgres = [r["audit_id"] for r in rows]
     in_jsonl = [

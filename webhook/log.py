@@ -1,12 +1,21 @@
 """Structured logging, configured once: JSON lines on stderr by default, or a console renderer.
 
 Log lines carry counts, ids and codes; never an event body, a header or a credential.
+
+The libraries' own loggers (asyncio, aiohttp, asyncpg, redis, ``warnings``) go through the same
+renderer, so every line on stderr is one JSON object: without that, Python printed their
+records as bare text with multi-line tracebacks between the JSON lines. Their records keep to
+the same rule: the first line of the message as written in the library (never the values
+interpolated into it) and, for an exception, its type and where it was raised, never its text
+(which can hold a URL, a row or a part of a request).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from types import TracebackType
 from typing import Any, Literal
 
 import orjson
@@ -46,3 +55,42 @@ def configure_logging(level: str = "info", fmt: Literal["json", "console"] = "js
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _LibraryRecords)]:
+        root.removeHandler(handler)
+    root.addHandler(_LibraryRecords())
+    root.setLevel(_LEVELS[level])
+    logging.captureWarnings(True)
+
+
+class _LibraryRecords(logging.Handler):
+    """A library's ``logging`` record, logged again through structlog with what is safe to show."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info is not None and record.exc_info[1] is not None:
+                fields["error"] = type(record.exc_info[1]).__name__
+                where = _raised_at(record.exc_info[2])
+                if where is not None:
+                    fields["raised_at"] = where
+            structlog.get_logger(record.name).log(record.levelno, _first_line(record.msg), **fields)
+        except Exception:  # noqa: BLE001 - logging must never take the caller down
+            self.handleError(record)
+
+
+def _first_line(message: object) -> str:
+    """The message as the library wrote it, without the arguments it interpolates."""
+    if not isinstance(message, str):
+        return type(message).__name__
+    return message.strip().split("\n", 1)[0][:200]
+
+
+def _raised_at(tb: TracebackType | None) -> str | None:
+    """``file.py:line in function`` of the innermost frame."""
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"

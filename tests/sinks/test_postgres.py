@@ -254,6 +254,38 @@ async def test_a_server_that_is_not_there_is_retryable(table: str) -> None:
     assert not (await sink.health()).ok
 
 
+async def test_a_pool_that_lost_track_of_its_connections_is_replaced(
+    postgres_server: Postgres, table: str, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg's InternalClientError (its pool's state broke): retryable, and the retry runs on
+    a new pool instead of the broken one."""
+    sink = await _opened(postgres_server, table)
+    broken = sink._pool
+    assert broken is not None
+
+    acquire = asyncpg.pool.Pool.acquire
+
+    def broken_acquire(self: asyncpg.Pool, *args: Any, **kwargs: Any) -> Any:
+        if self is broken:
+            raise asyncpg.InternalClientError("PoolConnectionHolder.connect() called while another exists")
+        return acquire(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.pool.Pool, "acquire", broken_acquire)
+    assert not (await sink.health()).ok
+    doc = make_record()
+    with pytest.raises(SinkError) as failure:
+        await sink.send(spooled(doc))
+    assert failure.value.retryable
+    assert failure.value.message == "postgres: InternalClientError"
+    await sink.send(spooled(doc))
+    assert sink._pool is not None
+    assert sink._pool is not broken
+    assert broken.is_closing()
+    assert (await sink.health()).ok
+    await sink.aclose()
+    assert len(await _rows(db, table)) == 1
+
+
 @pytest.mark.parametrize(
     ("exc", "retryable"),
     [

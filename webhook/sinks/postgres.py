@@ -240,6 +240,8 @@ class PostgresSink:
 
         if not batch:
             return
+        if self._pool is None:  # dropped after asyncpg lost track of its connections
+            await self.open()
         pool = self._opened()
         lines = [record.line.decode("utf-8", "replace") for record in batch]
         try:
@@ -252,6 +254,11 @@ class PostgresSink:
             await self._remigrate()
             raise classify(exc) from None
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise classify(exc) from None
+        except asyncpg.InternalClientError as exc:
+            # The pool's own state broke (seen when the server went away under load, as the
+            # pool restored its minimum size): start again from a new pool on the retry.
+            self._drop_pool()
             raise classify(exc) from None
 
     async def _one_by_one(self, conn: PoolConnectionProxy[Record], lines: Sequence[str]) -> None:
@@ -286,9 +293,20 @@ class PostgresSink:
         try:
             async with self._pool.acquire(timeout=self.options.connect_timeout_s) as conn:
                 await conn.execute(self._probe)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+            OSError,
+            TimeoutError,
+        ) as exc:
             return Health(ok=False, detail=classify(exc).message)
         return Health(ok=True)
+
+    def _drop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None

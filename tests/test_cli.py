@@ -3,10 +3,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -140,10 +143,20 @@ async def wait_healthy(
                         return
 
 
-async def test_serve_runs_records_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """The real process: listens on loopback, records a POSTed capture to disk, exits 0 on SIGTERM."""
+@dataclass
+class Serving:
+    base: str
+    proc: asyncio.subprocess.Process
+    out: list[bytes]
+    err: list[bytes]
+    session: aiohttp.ClientSession
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path) -> AsyncIterator[Serving]:
+    """The real ``ingress-audit serve`` on loopback with its defaults, healthy; killed if still
+    running at the end (a test that stops it checks the exit itself)."""
     port = free_port()
-    data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_")}
     proc = await asyncio.create_subprocess_exec(
         str(SCRIPT),
@@ -153,7 +166,7 @@ async def test_serve_runs_records_and_stops_on_sigterm(tmp_path: Path) -> None:
         "--port",
         str(port),
         "--data-dir",
-        str(data_dir),
+        str(tmp_path / "data"),
         cwd=tmp_path,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
@@ -165,25 +178,13 @@ async def test_serve_runs_records_and_stops_on_sigterm(tmp_path: Path) -> None:
     out: list[bytes] = []
     err: list[bytes] = []
     readers = [asyncio.create_task(drain(proc.stdout, out)), asyncio.create_task(drain(proc.stderr, err))]
-    body = CAPTURES / "0009.json"
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE_S)) as session:
             await wait_healthy(session, f"{base}/healthz", proc, err)
-            async with session.post(
-                base + capture_path(body), data=body.read_bytes(), headers=capture_headers(body)
-            ) as resp:
-                status, answer = resp.status, await resp.json()
-            async with session.get(f"{base}/readyz") as ready:
-                assert ready.status == 200
-
-        assert (status, answer["records"]) == (200, 1), (status, answer, b"".join(err))
-        create = find_event("0009.json", stage="ResponseComplete", verb="create")
-        assert [r["audit_id"] for r in read_jsonl(data_dir / "records.jsonl")] == [create["auditID"]]
-
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), DEADLINE_S)
-        await asyncio.wait_for(asyncio.gather(*readers), DEADLINE_S)
+            yield Serving(base, proc, out, err, session)
+        if proc.returncode is not None:
+            await asyncio.wait_for(asyncio.gather(*readers), DEADLINE_S)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -191,12 +192,53 @@ async def test_serve_runs_records_and_stops_on_sigterm(tmp_path: Path) -> None:
         for reader in readers:
             reader.cancel()
 
-    assert code == 0, b"".join(err).decode(errors="replace")
-    events = [orjson.loads(line)["event"] for line in err if line.startswith(b"{")]
+
+async def test_serve_runs_records_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The real process: listens on loopback, records a POSTed capture to disk, exits 0 on SIGTERM."""
+    body = CAPTURES / "0009.json"
+    async with serving(tmp_path) as serve:
+        async with serve.session.post(
+            serve.base + capture_path(body), data=body.read_bytes(), headers=capture_headers(body)
+        ) as resp:
+            status, answer = resp.status, await resp.json()
+        async with serve.session.get(f"{serve.base}/readyz") as ready:
+            assert ready.status == 200
+
+        assert (status, answer["records"]) == (200, 1), (status, answer, b"".join(serve.err))
+        create = find_event("0009.json", stage="ResponseComplete", verb="create")
+        assert [r["audit_id"] for r in read_jsonl(tmp_path / "data" / "records.jsonl")] == [create["auditID"]]
+
+        serve.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(serve.proc.wait(), DEADLINE_S)
+
+    assert code == 0, b"".join(serve.err).decode(errors="replace")
+    events = [orjson.loads(line)["event"] for line in serve.err if line.startswith(b"{")]
     assert events[0] == "server.started"
     assert events.index("server.stopping") < events.index("server.stopped") == len(events) - 1
     assert "batch.accepted" in events
-    assert out == []  # logs go to stderr; stdout stays clean
+    assert serve.out == []  # logs go to stderr; stdout stays clean
+
+
+def _samples(text: str) -> dict[str, float]:
+    return {name: float(value) for name, value in re.findall(r"^(\S+) (\S+)$", text, re.MULTILINE)}
+
+
+async def test_serve_exports_its_process_and_collects_cycles_every_second(tmp_path: Path) -> None:
+    """/metrics carries the serve process's memory as /proc sees it, and full collections (the
+    cycle collector, webhook/memory.py) happen about once a second."""
+    async with serving(tmp_path) as serve:
+        async with serve.session.get(f"{serve.base}/metrics") as resp:
+            first = _samples(await resp.text())
+        await asyncio.sleep(3.0)
+        async with serve.session.get(f"{serve.base}/metrics") as resp:
+            second = _samples(await resp.text())
+        status = Path(f"/proc/{serve.proc.pid}/status").read_text()
+
+    rss_kib = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)[1])  # type: ignore[index]
+    assert abs(second["process_resident_memory_bytes"] / 1024 - rss_kib) < 0.2 * rss_kib
+    assert second["process_open_fds"] > 0
+    full = 'python_gc_collections_total{generation="2"}'
+    assert 2 <= second[full] - first[full] <= 5
 
 
 def test_scan_leaks_finds_values_and_never_prints_them(

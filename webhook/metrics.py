@@ -6,7 +6,15 @@ an address, a namespace or an object name. webhook/record_metrics.py counts what
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
 from webhook.access.request_metrics import AccessLatency
 from webhook.cert_expiry import CertificateExpiry
@@ -35,6 +43,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The serve process's own figures (process_resident_memory_bytes, CPU, open files, the
+        # collector's work, the Python version), as every Prometheus client exports them; read at
+        # scrape time. Its worker processes are not in them.
+        for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+            r.register(collector)
         self.batches = Counter(
             "ingress_audit_batches_received", "EventList requests accepted (200).", registry=r
         )

@@ -11,7 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import orjson
@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.auth import Authenticator
+from webhook.batch_log import BatchLog, BatchSums
 from webhook.config import Config, check_listen, is_loopback
 from webhook.errors import (
     BadRequestError,
@@ -62,6 +63,7 @@ class Runtime:
     stopping: bool = False
     access: AccessService | None = None  # access.enabled: the access-log pipeline (#12)
     syslog: SyslogListeners | None = None
+    batch_log: BatchLog = field(default_factory=BatchLog)
 
     @property
     def metrics(self) -> Metrics:
@@ -112,6 +114,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         poll.cancel()
+        runtime.batch_log.flush()
         await _stop_access(runtime)
         # Local sinks catch up in moments; remote ones resume from their cursors on restart.
         await ingestor.aclose(drain_timeout_s=min(5.0, config.server.shutdown_timeout_s / 2))
@@ -288,13 +291,15 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
         del body  # the decoded items are all we keep; let a large body go before processing
         result = await ingestor.ingest(items, received_at=received_at)
     runtime.metrics.batches.inc()
-    log.info(
-        "batch.accepted",
-        events=result.events,
-        matched=result.matched,
-        records=len(result.records),
-        duplicates=result.duplicates,
-        dead_lettered=len(result.dead_letters),
+    runtime.batch_log.accepted(
+        BatchSums(
+            batches=1,
+            events=result.events,
+            matched=result.matched,
+            records=len(result.records),
+            duplicates=result.duplicates,
+            dead_lettered=len(result.dead_letters),
+        )
     )
     return web.json_response(
         {

@@ -5,9 +5,9 @@ Log lines carry counts, ids and codes; never an event body, a header or a creden
 The libraries' own loggers (asyncio, aiohttp, asyncpg, redis, ``warnings``) go through the same
 renderer, so every line on stderr is one JSON object: without that, Python printed their
 records as bare text with multi-line tracebacks between the JSON lines. Their records keep to
-the same rule: the first line of the message as written in the library (never the values
-interpolated into it) and, for an exception, its type and where it was raised, never its text
-(which can hold a URL, a row or a part of a request).
+the same rule: the first line of the message as written in the library (never the arguments
+logged with it for interpolation) and, for an exception, its type and where it was raised,
+never its text (which can hold a URL, a row or a part of a request).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class _LibraryRecords(logging.Handler):
 
 
 def _first_line(message: object) -> str:
-    """The message as the library wrote it, without the arguments it interpolates."""
+    """The message as the library wrote it, without the arguments logged with it."""
     if not isinstance(message, str):
         return type(message).__name__
     return message.strip().split("\n", 1)[0][:200]

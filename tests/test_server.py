@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import errno
 import logging
+import math
 import os
 import re
 import stat
+import time
 from collections import Counter
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -679,7 +681,7 @@ async def test_logs_are_one_line_per_batch_without_bodies(replay: Replay) -> Non
     """Logging is counts and codes: batch.accepted lines covering every POST (one each, or one
     summing several when they come faster than 10 a second), nothing from the events."""
     with capture_logs() as flushed:
-        replay.client.app[RUNTIME].batch_log.flush()  # what shutdown does with a pending sum
+        replay.client.app[RUNTIME].accepted_log.flush()  # what shutdown does with a pending sum
     accepted = [entry for entry in [*replay.logs, *flushed] if entry["event"] == "batch.accepted"]
     assert sum(entry["batches"] for entry in accepted) == len(captured_bodies())
     assert sum(entry["records"] for entry in accepted) == len(replay.records)
@@ -1095,6 +1097,26 @@ async def test_health_and_readiness(aiohttp_client: AiohttpClient, tmp_path: Pat
         "sinks": {"jsonl": {"ok": True, "detail": "", "lag_records": 0}},
         "state": {"store": "sqlite", "ok": True, "detail": ""},
     }
+
+
+async def test_refusals_are_logged_without_flooding(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    """A sender posting junk as fast as it can: at most 10 batch.rejected lines for the burst
+    plus a summing line per reason, and their counts add up to every refusal."""
+    client = await client_for(aiohttp_client, make_config(tmp_path))
+    started = time.monotonic()
+    with capture_logs() as logs:
+        for _ in range(40):
+            await client.post("/audit", data=b"nope", headers=JSON)
+        for _ in range(5):
+            await client.get("/audit")
+        client.app[RUNTIME].rejected_log.flush()
+    rejected = [entry for entry in logs if entry["event"] == "batch.rejected"]
+    by_reason: dict[str, int] = {}
+    for entry in rejected:
+        by_reason[entry["reason"]] = by_reason.get(entry["reason"], 0) + entry["requests"]
+    assert by_reason == {"not-json": 40, "method-not-allowed": 5}
+    # 10 from the full bucket, then a summing line a second per reason, and 10 more a second.
+    assert len(rejected) <= 12 + 12 * math.ceil(time.monotonic() - started)
 
 
 async def test_metrics_count_rejects_dead_letters_and_dedupe(

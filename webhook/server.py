@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.auth import Authenticator
-from webhook.batch_log import BatchLog, BatchSums
+from webhook.batch_log import BatchSums, FoldingLog, Rejections, write_accepted, write_rejected
 from webhook.config import Config, check_listen, is_loopback
 from webhook.errors import (
     BadRequestError,
@@ -63,7 +63,11 @@ class Runtime:
     stopping: bool = False
     access: AccessService | None = None  # access.enabled: the access-log pipeline (#12)
     syslog: SyslogListeners | None = None
-    batch_log: BatchLog = field(default_factory=BatchLog)
+    # batch.accepted and batch.rejected: a line per request, folded beyond 10 a second
+    accepted_log: FoldingLog[None, BatchSums] = field(default_factory=lambda: FoldingLog(write_accepted))
+    rejected_log: FoldingLog[tuple[str, int], Rejections] = field(
+        default_factory=lambda: FoldingLog(write_rejected)
+    )
 
     @property
     def metrics(self) -> Metrics:
@@ -114,7 +118,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         poll.cancel()
-        runtime.batch_log.flush()
+        runtime.accepted_log.flush()
+        runtime.rejected_log.flush()
         await _stop_access(runtime)
         # Local sinks catch up in moments; remote ones resume from their cursors on restart.
         await ingestor.aclose(drain_timeout_s=min(5.0, config.server.shutdown_timeout_s / 2))
@@ -201,7 +206,7 @@ async def receive_batch(request: web.Request) -> web.Response:
         response = await _receive_batch(request, runtime)
     except WebhookError as exc:
         metrics.rejects.labels(reason=exc.code).inc()
-        log.warning("batch.rejected", reason=exc.code, status=exc.http_status)
+        runtime.rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
         if isinstance(exc, _LOST_BATCH):
             # The apiserver retries these, then drops the batch: leave a trace of the gap.
             await runtime.ingestor.reject(exc, received_at=utc_now())
@@ -291,7 +296,8 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
         del body  # the decoded items are all we keep; let a large body go before processing
         result = await ingestor.ingest(items, received_at=received_at)
     runtime.metrics.batches.inc()
-    runtime.batch_log.accepted(
+    runtime.accepted_log.add(
+        None,
         BatchSums(
             batches=1,
             events=result.events,
@@ -299,7 +305,7 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
             records=len(result.records),
             duplicates=result.duplicates,
             dead_lettered=len(result.dead_letters),
-        )
+        ),
     )
     return web.json_response(
         {

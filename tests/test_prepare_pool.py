@@ -128,6 +128,28 @@ async def test_a_dead_worker_costs_a_503_then_the_pool_starts_again(tmp_path: Pa
     assert again.duplicates == len(first.records)  # the dedupe window is the event loop's
 
 
+async def test_a_worker_seen_failing_by_a_write_leaves_the_pool_at_once(tmp_path: Path) -> None:
+    """A failed write to a dead worker can see its death before the reader does: the pool must
+    drop it right then, or the next batch goes to the dead worker and gets a 503 too (seen on a
+    loaded machine: the test above failed 6 runs of 6 with a busy loop on one core)."""
+    body = _large_body()
+    ingestor = Ingestor(_config(tmp_path, 1))
+    await ingestor.open()
+    pool = ingestor.prepare_pool
+    try:
+        await pool.start()
+        (worker,) = pool._running
+        worker._fail()  # what a failed write does, before the reader sees the EOF
+        assert pool._running == []
+        assert not pool.wants(body)  # prepared here while a new worker starts
+        again = await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
+        await pool.start()
+        assert pool.pids() not in ([], [worker.pid])
+    finally:
+        await ingestor.aclose()
+    assert again.records
+
+
 async def test_large_bodies_are_prepared_here_until_the_workers_have_started(tmp_path: Path) -> None:
     body = _large_body()
     ingestor = Ingestor(_config(tmp_path, 2))

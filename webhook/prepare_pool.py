@@ -212,6 +212,7 @@ class _Worker:
         self._writer = writer
         self._waiting: deque[asyncio.Future[BatchResult]] = deque()
         self._answers: asyncio.Task[None] | None = None
+        self._on_exit: Callable[[_Worker], None] | None = None
         self.alive = True
 
     @property
@@ -223,14 +224,16 @@ class _Worker:
         await self._read_answer()
 
     def listen(self, on_exit: Callable[[_Worker], None]) -> None:
-        self._answers = asyncio.get_running_loop().create_task(self._read_answers(on_exit))
+        """Read answers from now on; ``on_exit`` once the worker fails, however that is seen."""
+        self._on_exit = on_exit
+        self._answers = asyncio.get_running_loop().create_task(self._read_answers())
 
     async def _read_answer(self) -> Any:
         header = await self._reader.readexactly(_ANSWER.size)
         (size,) = _ANSWER.unpack(header)
         return pickle.loads(await self._reader.readexactly(size))  # noqa: S301 - our own worker
 
-    async def _read_answers(self, on_exit: Callable[[_Worker], None]) -> None:
+    async def _read_answers(self) -> None:
         try:
             while True:
                 ok, payload = await self._read_answer()
@@ -245,15 +248,19 @@ class _Worker:
             pass
         finally:
             self._fail()
-            on_exit(self)
 
     def _fail(self) -> None:
+        """The worker is gone: fail what waits for it, and tell the pool at once (a failed write
+        can see it before the reader does; the next batch must not be sent to it again)."""
         self.alive = False
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
                 future.set_exception(OverloadedError("a worker process failed; retry"))
         self._writer.close()
+        on_exit, self._on_exit = self._on_exit, None
+        if on_exit is not None:
+            on_exit(self)
 
     async def prepare(self, body: bytes, *, received_at: str, max_events: int) -> BatchResult:
         if not self.alive:

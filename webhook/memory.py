@@ -70,14 +70,12 @@ class CycleCollector:
         self._clock = clock
         self._last = clock()
         self.collections = 0
-        self.collected = 0
 
     def collect(self) -> int:
         """Collect now; the number of unreachable objects found."""
         found = gc.collect()
         self._last = self._clock()
         self.collections += 1
-        self.collected += found
         return found
 
     def maybe_collect(self) -> int:

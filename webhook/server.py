@@ -82,7 +82,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(config: Config) -> web.Application:
-    # Our own size check answers 413 with a reason; this is the hard stop behind it.
+    # _read_body enforces the limit with a 413 and a reason; client_max_size is aiohttp's own
+    # stop for any handler that calls request.read() or request.post().
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
     app[CONFIG] = config
     app[METRICS] = Metrics()

@@ -93,10 +93,22 @@ async def test_every_sink_takes_alert_records(
     ]
     assert labels == {"job": "ingress-audit", "type": "alert", "detection": "high-severity-finding",
                       "severity": "high", "status": "firing"}  # fmt: skip
-    # elasticsearch: an index of its own by {type}, the id as _id
-    month = alert["time"][:7].replace("-", ".")
-    assert elastic.indices[f"ingress-audit-alert-{month}"][alert["id"]] == alert
-    assert set(elastic.indices[f"ingress-audit-audit-{month}"]) == every_id - alert_ids
+
+    # elasticsearch: an index of its own by {type} and the record's own month, the id as _id.
+    # An alert is dated when it fires, its records when their events happened: never assume
+    # both fall in one month.
+    def index_of(record: dict[str, Any]) -> str:
+        return f"ingress-audit-{record['type']}-{record['time'][:7].replace('-', '.')}"
+
+    assert elastic.indices[index_of(alert)][alert["id"]] == alert
+    audit_ids = {
+        doc_id
+        for name, docs in elastic.indices.items()
+        if name.startswith("ingress-audit-audit-")
+        for doc_id in docs
+    }
+    assert audit_ids == every_id - alert_ids
+    assert all(record["id"] in elastic.indices[index_of(record)] for record in records_in(config))
     # syslog: severity from the alert (high: err), the alert's fields as structured data
     assert severity_of(alert) == ERROR
     (message,) = rsyslog_server.wait_for_ids({alert["id"]})

@@ -32,7 +32,7 @@ Event = dict[str, Any]
 
 # CI clones the repository with ``shared/`` beside it.
 CAPTURES: Final = (
-    Path(__file__).resolve().parents[1].parent / "shared/fixtures/apiserver-v1.26/scenario-a/captures"
+    Path(__file__).resolve().parents[1] / "tests/fixtures/apiserver-v1.26/scenario-a/captures"
 )
 STAMP: Final = b"@STAMP@@"
 _STAMP_TEXT: Final = STAMP.decode()

@@ -29,7 +29,7 @@ from bench.generate import Body
 
 __all__ = ["LoadPlan", "LoadResult", "RunningLoad", "start_load"]
 
-# What kube-apiserver sends (../shared/fixtures/apiserver-v1.26/README.md), minus Host and length.
+# What kube-apiserver sends (tests/fixtures/apiserver-v1.26/README.md), minus Host and length.
 _HEADERS: Final = {
     "User-Agent": "Go-http-client/1.1",
     "Accept": "application/json, */*",

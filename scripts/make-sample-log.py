@@ -50,7 +50,7 @@ def _at_recommended_level(event: dict[str, object]) -> dict[str, object]:
 
 
 def main() -> int:
-    default = Path(__file__).resolve().parents[2] / "shared/fixtures/apiserver-v1.26"
+    default = Path(__file__).resolve().parents[1] / "tests/fixtures/apiserver-v1.26"
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     scenario = root / "scenario-a"
     out = []

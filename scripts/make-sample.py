@@ -23,7 +23,7 @@ STEPS = {
 
 
 def main() -> int:
-    default = Path(__file__).resolve().parents[2] / "shared/fixtures/apiserver-v1.26"
+    default = Path(__file__).resolve().parents[1] / "tests/fixtures/apiserver-v1.26"
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     items = []
     for name in STEPS:

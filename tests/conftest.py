@@ -1,7 +1,7 @@
 """Shared helpers: the real apiserver captures, a test config, and readers for what we wrote.
 
-CI clones the repository with ``shared/`` beside it, so the captures live at
-``<repo>/../shared/fixtures/apiserver-v1.26``.
+The captures are the project's own test data, kept in the repository under
+``tests/fixtures/apiserver-v1.26`` (see its README.md): a plain clone runs the suite.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ __all__ = [
     "settle",
 ]
 
-FIXTURES: Final = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "apiserver-v1.26"
+FIXTURES: Final = Path(__file__).resolve().parent / "fixtures" / "apiserver-v1.26"
 SCENARIO: Final = FIXTURES / "scenario-a"
 CAPTURES: Final = SCENARIO / "captures"
 

@@ -36,7 +36,7 @@ __all__ = [
     "secret_specs",
 ]
 
-SCENARIO: Final = Path(__file__).resolve().parents[2] / "shared/fixtures/apiserver-v1.26/scenario-a"
+SCENARIO: Final = Path(__file__).resolve().parent / "fixtures/apiserver-v1.26/scenario-a"
 CAPTURES: Final = SCENARIO / "captures"
 LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 MARKER: Final = "QZXW"  # upper case: keys, names and namespaces below are lower case

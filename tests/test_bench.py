@@ -30,7 +30,7 @@ from webhook.filter import DEFAULT_FILTER, compile_filter  # noqa: E402
 KEEP = compile_filter(DEFAULT_FILTER)
 CAPTURES = load_captures()
 POOL = build_pool(seed=7, batches=10, batch_size=400, captures=CAPTURES)
-# The order in which kube-apiserver writes an event's keys (../shared/fixtures/.../README.md).
+# The order in which kube-apiserver writes an event's keys (tests/fixtures/apiserver-v1.26/README.md).
 KEY_ORDER: Final = [
     *("level", "auditID", "stage", "requestURI", "verb", "user", "impersonatedUser", "sourceIPs"),
     *("userAgent", "objectRef", "responseStatus", "requestObject", "responseObject"),

@@ -16,7 +16,7 @@ from webhook.config import Config, load_config
 from webhook.render import Profile, audit_policy
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "apiserver-v1.26"
+FIXTURES = ROOT / "tests" / "fixtures" / "apiserver-v1.26"
 
 
 def test_example_config_is_the_embedded_defaults() -> None:

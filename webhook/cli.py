@@ -180,8 +180,21 @@ def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="send the events to a running server's /audit (e.g. http://127.0.0.1:9440/audit) "
         "instead of writing the data dir, which a running server holds",
     )
-    replay.add_argument("--token-file", type=Path, help="with --server: bearer token to send")
-    replay.add_argument("--ca-file", type=Path, help="with --server: CA of the server's certificate")
+    replay.add_argument("--token-file", type=Path, help="with --server: file with the bearer token to send")
+    replay.add_argument("--ca-file", type=Path, help="with --server: CA bundle of the server's certificate")
+    replay.add_argument(
+        "--client-cert",
+        type=Path,
+        help="with --server: client certificate (PEM) to present",
+    )
+    replay.add_argument(
+        "--client-key", type=Path, help="with --server: the client certificate's key, if not in --client-cert"
+    )
+    replay.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="with --server: check the server's certificate for NAME, not the URL's host (port-forwards)",
+    )
     replay.set_defaults(func=_replay)
 
 
@@ -358,7 +371,7 @@ def _replay(args: argparse.Namespace) -> int:
     from webhook.config import load_config, with_overrides
     from webhook.log import configure_logging
     from webhook.replay import replay
-    from webhook.replay_http import replay_to_server
+    from webhook.replay_http import ClientCredentials, replay_to_server
 
     config = with_overrides(load_config(args.config), data_dir=args.data_dir)
     configure_logging(args.log_level, args.log_format or config.log.format)
@@ -372,15 +385,27 @@ def _replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    client_options = [args.token_file, args.ca_file, args.client_cert, args.client_key, args.tls_server_name]
+    if not args.server and any(option is not None for option in client_options):
+        print(
+            "ingress-audit replay: error: --token-file, --ca-file, --client-cert, --client-key and "
+            "--tls-server-name go with --server",
+            file=sys.stderr,
+        )
+        return 2
+    if args.client_key is not None and args.client_cert is None:
+        print("ingress-audit replay: error: --client-key needs --client-cert", file=sys.stderr)
+        return 2
     if args.server:
+        credentials = ClientCredentials(
+            ca_file=args.ca_file,
+            client_cert=args.client_cert,
+            client_key=args.client_key,
+            token_file=args.token_file,
+            server_name=args.tls_server_name,
+        )
         summary = asyncio.run(
-            replay_to_server(
-                args.server,
-                args.files,
-                token_file=args.token_file,
-                ca_file=args.ca_file,
-                show_progress=progress,
-            )
+            replay_to_server(args.server, args.files, credentials=credentials, show_progress=progress)
         )
     else:
         summary = asyncio.run(replay(config, args.files, show_progress=progress, access_files=args.access))

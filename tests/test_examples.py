@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,13 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from conftest import make_config, read_jsonl, settle
+from servers import need_binary
 
 from webhook.config import Config, load_config
 from webhook.render import Profile, audit_policy
+from webhook.replay_http import replay_to_server
+from webhook.server import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "apiserver-v1.26"
@@ -150,3 +155,43 @@ def test_sample_eventlist_is_generated_from_the_captures() -> None:
 def test_shipped_policies_are_rendered_from_the_default_rules(name: str, profile: Profile) -> None:
     """config/audit-policy*.yaml are `render audit-policy` of the defaults: they cannot drift."""
     assert (ROOT / "config" / name).read_text() == audit_policy(Config(), profile)
+
+
+def _readme_jq_commands() -> list[str]:
+    """Every ``jq`` command of the README's shell blocks, its continuation lines joined."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    lines = (line for block in blocks for line in re.split(r"\n(?=\S)", block.replace("\\\n", " ")))
+    return [line.strip() for line in lines if line.startswith("jq ")]
+
+
+async def test_the_readmes_jq_examples_answer_their_questions(aiohttp_client: Any, tmp_path: Path) -> None:
+    """The quick start's data (the example EventList and audit log), then each jq line of the
+    README as written: the TLS removal query finds the one removal, the 401/403 query only
+    refusals, the alert query the alerts."""
+    config = make_config(tmp_path)
+    client = await aiohttp_client(create_app(config))
+    body = (ROOT / "examples" / "eventlist.json").read_bytes()
+    assert (
+        await client.post("/audit", data=body, headers={"Content-Type": "application/json"})
+    ).status == 200
+    await replay_to_server(str(client.make_url("/audit")), [ROOT / "examples" / "audit.log"])
+    await settle(client)
+    commands = _readme_jq_commands()
+    assert len(commands) == 3
+    jq = need_binary(["jq"], "jq")
+
+    def run(command: str) -> list[dict[str, Any]]:
+        command = command.replace("ingress-audit-data/", f"{config.data_dir}/").replace("jq ", f"{jq} ", 1)
+        out = subprocess.run(["bash", "-c", command], capture_output=True, check=True, timeout=30).stdout
+        return [orjson.loads(line) for line in out.splitlines()]
+
+    removed, refused, alerts = (run(command) for command in commands)
+    by_id = {r["id"]: r for r in read_jsonl(config.data_dir / "records.jsonl")}
+    removals = [r for r in by_id.values() if any(f["id"] == "tls-removed" for f in r.get("findings", ()))]
+    assert len(removed) == len(removals) == 1
+    assert removed[0]["verb"] in {"update", "patch"}
+    assert refused
+    assert {r["resource"] for r in refused} >= {"ingresses", "secrets"}
+    assert len(refused) == sum(r.get("outcome", {}).get("code") in (401, 403) for r in by_id.values())
+    assert {a["status"] for a in alerts} <= {"firing", "resolved"}
+    assert alerts

@@ -295,7 +295,24 @@ def test_network_policy_admits_the_control_plane_and_prometheus() -> None:
     for rule in (apiserver, prometheus):
         assert rule["ports"] == [{"port": webhook["name"], "protocol": "TCP"}]
     example = one(render("example"), "NetworkPolicy")["spec"]["ingress"][0]["from"]
-    assert example == [{"ipBlock": {"cidr": "10.0.0.0/28"}}]
+    assert example == [{"ipBlock": {"cidr": "192.0.2.0/24"}}]  # loud until changed, as in base
+
+
+def test_the_example_builds_as_docs_deploy_md_copies_it(tmp_path: Path) -> None:
+    """deploy.md: ``cp -r manifests/example manifests/my-cluster`` in a clone, then build it.
+    Every CHANGE value is still a placeholder that fails loudly when applied."""
+    clone = tmp_path / "clone"
+    shutil.copytree(MANIFESTS, clone / "manifests")
+    shutil.copytree(clone / "manifests" / "example", clone / "manifests" / "my-cluster")
+
+    objects = kustomize(clone / "manifests" / "my-cluster")
+
+    assert objects == render("example")
+    assert one(objects, "Service")["spec"]["clusterIP"] == "192.0.2.10"
+    assert one(objects, "Certificate", "ingress-audit-serving")["spec"]["ipAddresses"] == ["192.0.2.10"]
+    text = (MANIFESTS / "example" / "kustomization.yaml").read_text()
+    assert "cp -r manifests/example manifests/my-cluster" in text
+    assert "cp -r manifests/example manifests/my-cluster" in (ROOT / "docs" / "deploy.md").read_text()
 
 
 def test_cert_manager_objects() -> None:

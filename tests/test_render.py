@@ -11,6 +11,7 @@ import pytest
 import trustme
 import yaml
 
+from webhook.cli import main
 from webhook.config import AuthConfig, Config, ServerConfig, TlsConfig
 from webhook.errors import ConfigError
 from webhook.filter import FilterSpec, Matcher, Rule
@@ -148,3 +149,27 @@ def test_policy_profiles_differ_only_for_secrets() -> None:
     assert _levels(full, "", "secrets") == ["RequestResponse"]
     assert _levels(metadata, "networking.k8s.io", "ingresses") == ["RequestResponse"]
     assert metadata["omitStages"] == ["RequestReceived"]
+
+
+def test_apiserver_flags_stay_within_the_configs_limits(tmp_path: Path) -> None:
+    """With a config whose limits are lower than the apiserver's defaults, the rendered batch
+    and truncation sizes shrink to them: no batch the server would refuse with 413."""
+    server = ServerConfig(
+        max_events_per_request=100, max_body_bytes=4 * 1024 * 1024, max_event_bytes=256 * 1024
+    )
+    flags = apiserver_flags("batch", replace(Config(), server=server)).splitlines()
+
+    assert "--audit-webhook-batch-max-size=100" in flags
+    assert f"--audit-webhook-truncate-max-batch-size={4 * 1024 * 1024}" in flags
+    assert f"--audit-webhook-truncate-max-event-size={256 * 1024}" in flags
+    defaults = apiserver_flags("batch").splitlines()
+    assert "--audit-webhook-batch-max-size=400" in defaults
+    assert "--audit-webhook-truncate-max-batch-size=10485760" in defaults
+
+
+def test_render_apiserver_flags_takes_the_config_as_deploy_md_says(tmp_path: Path, capsys: Any) -> None:
+    """docs/deploy.md renders all three files with ``--config manifests/static-pod/config.yaml``."""
+    config = Path(__file__).resolve().parents[1] / "manifests" / "static-pod" / "config.yaml"
+
+    assert main(["render", "apiserver-flags", "--config", str(config)]) == 0
+    assert "--audit-webhook-mode=batch" in capsys.readouterr().out

@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     kubeconfig.set_defaults(func=_render_kubeconfig)
     flags = targets.add_parser("apiserver-flags", help="kube-apiserver flags and a kubeadm snippet")
     flags.add_argument("--mode", choices=["batch", "blocking"], default="batch")
+    flags.add_argument(
+        "--config",
+        type=Path,
+        default=_env("CONFIG"),
+        help="[INGRESS_AUDIT_CONFIG] keep batch and event sizes within its request limits",
+    )
     flags.set_defaults(func=_render_flags)
 
     _add_tail(commands)
@@ -499,9 +505,10 @@ def _render_kubeconfig(args: argparse.Namespace) -> int:
 
 
 def _render_flags(args: argparse.Namespace) -> int:
+    from webhook.config import load_config
     from webhook.render import apiserver_flags
 
-    sys.stdout.write(apiserver_flags(args.mode))
+    sys.stdout.write(apiserver_flags(args.mode, load_config(args.config)))
     return 0
 
 

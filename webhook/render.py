@@ -202,7 +202,19 @@ def webhook_kubeconfig(config: Config, client: WebhookClient) -> str:
     return header + yaml.safe_dump(kubeconfig, sort_keys=False)
 
 
-def apiserver_flags(mode: Literal["batch", "blocking"] = "batch") -> str:
+_BATCH_EVENTS: Final = 400  # the apiserver's default batch size
+_TRUNCATE_BATCH_BYTES: Final = 10 * 1024 * 1024  # the apiserver's default and ceiling
+_TRUNCATE_EVENT_BYTES: Final = 1024 * 1024
+
+
+def apiserver_flags(mode: Literal["batch", "blocking"] = "batch", config: Config | None = None) -> str:
+    """kube-apiserver's audit flags and a kubeadm snippet. The batch and truncation sizes stay
+    within ``config``'s request limits, so that the apiserver never sends a batch or an event
+    that the server must refuse (a refused batch is retried, then dropped)."""
+    server = (config or Config()).server
+    events = min(_BATCH_EVENTS, server.max_events_per_request)
+    batch_bytes = min(_TRUNCATE_BATCH_BYTES, server.max_body_bytes)
+    event_bytes = min(_TRUNCATE_EVENT_BYTES, server.max_event_bytes, batch_bytes)
     flags = [
         f"--audit-policy-file={HOST_DIR}/audit-policy.yaml",
         f"--audit-webhook-config-file={HOST_DIR}/webhook-kubeconfig.yaml",
@@ -210,15 +222,15 @@ def apiserver_flags(mode: Literal["batch", "blocking"] = "batch") -> str:
     ]
     if mode == "batch":
         flags += [
-            "--audit-webhook-batch-max-size=400",
+            f"--audit-webhook-batch-max-size={events}",
             "--audit-webhook-batch-max-wait=5s",
             "--audit-webhook-batch-throttle-qps=10",
             "--audit-webhook-batch-throttle-burst=15",
         ]
     flags += [
         "--audit-webhook-truncate-enabled=true",
-        "--audit-webhook-truncate-max-batch-size=10485760",
-        "--audit-webhook-truncate-max-event-size=1048576",
+        f"--audit-webhook-truncate-max-batch-size={batch_bytes}",
+        f"--audit-webhook-truncate-max-event-size={event_bytes}",
         "--audit-webhook-initial-backoff=10s",
     ]
     snippet = {

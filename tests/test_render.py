@@ -22,6 +22,7 @@ TOKEN = "render-token-0123456789abcdef"
 def _tls_config(tmp_path: Path, host: str = "ingress-audit.example.internal") -> Config:
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
     return Config(
         server=ServerConfig(
             host=host,

@@ -389,10 +389,12 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from webhook.config import check_listen, load_config
+    from webhook.config import check_listen, listen_warnings, load_config
 
     config = load_config(args.file)
     check_listen(config)
+    for warning in listen_warnings(config):
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok")
     if not args.connect:
         return 0

@@ -1,0 +1,85 @@
+"""What aiohttp answers on its own, before any handler runs, made ours: no versions, no echoes.
+
+aiohttp answers a request its parser refuses (a bad header line, an obs-fold, a NUL, a
+``Content-Encoding`` it cannot decode) with a text page quoting the offending header line,
+which may be an ``Authorization`` token, and naming the library to install; it logs each one
+at error level with a traceback, and sends ``Server: Python/3.11 aiohttp/x.y.z`` on every
+answer. Here every such answer is a fixed JSON body, counted and logged as a folded
+``batch.rejected`` warning like the handlers' own refusals, and ``Server`` names no version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from webhook.batch_log import FoldingLog, Rejections
+
+__all__ = ["BAD_HTTP", "SERVER_HEADER", "quiet_errors", "set_server_header"]
+
+SERVER_HEADER: Final = "ingress-audit"
+BAD_HTTP: Final = "bad-http"  # the metric label and log reason of a request aiohttp refused
+
+
+async def set_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: replace aiohttp's ``Python/3.x aiohttp/x.y.z``."""
+    response.headers["Server"] = SERVER_HEADER
+
+
+def quiet_errors(
+    runner: web.AppRunner, rejected: FoldingLog[tuple[str, int], Rejections], count: Any
+) -> None:
+    """After ``runner.setup()``: answer aiohttp's own errors as described above.
+
+    ``count(reason)`` increments the rejections metric; ``rejected`` is the folding log."""
+    server = runner.server
+    if server is None:
+        raise RuntimeError("quiet_errors() runs after runner.setup()")
+    server.__class__ = _Server
+    assert isinstance(server, _Server)  # noqa: S101 - narrows the type for mypy
+    server.rejected = rejected
+    server.count = count
+
+
+class _Server(web.Server):
+    rejected: FoldingLog[tuple[str, int], Rejections]
+    count: Callable[[str], None]
+
+    def __call__(self) -> RequestHandler:
+        handler = _Handler(self, loop=self._loop, **self._kwargs)
+        handler.owner = self
+        return handler
+
+
+class _Handler(RequestHandler):
+    owner: _Server
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A fixed JSON answer; the message (which quotes the request) is neither sent nor logged."""
+        if request.writer.output_size > 0:  # as aiohttp: an answer is on its way, drop the line
+            raise ConnectionError("an answer was sent already")
+        if 400 <= status < 500:
+            reason, body = BAD_HTTP, {"error": BAD_HTTP, "reason": "malformed HTTP request"}
+            headers = {"Server": SERVER_HEADER}
+        else:  # our middleware answers every handler failure; anything left is still not a 500
+            status, reason = 503, "internal"
+            body = {"error": "internal", "reason": "unexpected failure"}
+            headers = {"Server": SERVER_HEADER, "Retry-After": "1"}
+        self.owner.count(reason)
+        self.owner.rejected.add((reason, status), Rejections(requests=1))
+        response = web.Response(
+            body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+        )
+        response.force_close()
+        return response

@@ -317,9 +317,13 @@ async def test_planted_symlinks_are_refused_on_open(tmp_path: Path, name: str) -
     (directory / name).symlink_to(victim)
 
     spool = Spool(directory, max_bytes=1 << 20, segment_bytes=4096)
-    with pytest.raises(StorageError, match="symbolic link"):
+
+    def open_and_register() -> None:
         spool.open()
         spool.register("a")
+
+    with pytest.raises(StorageError, match="symbolic link"):
+        open_and_register()
     await spool.aclose()
 
     assert _unchanged(victim, name.replace("/", "-"))

@@ -7,8 +7,11 @@ its docstring; raw bytes over real TLS, since aiohttp's client would not send th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import gzip
 import ssl
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -276,3 +279,48 @@ async def test_readyz_shows_no_detail_without_credentials(serve: Serve, server_c
     assert orjson.loads(anonymous)["sinks"] == {"jsonl": {"ok": True, "lag_records": 0}}
     assert "detail" not in orjson.loads(anonymous)["state"]
     assert orjson.loads(trusted)["sinks"]["jsonl"]["detail"] == ""
+
+
+async def test_refused_handshakes_are_counted_and_logged(
+    serve: Serve, server_ca: trustme.CA, client_ca: trustme.CA
+) -> None:
+    """A7/A8 (15e): a client certificate from another CA or an expired one fails the handshake,
+    and now each such connection is counted by reason and logged (folded), not silent."""
+    server = await serve()
+    host, port = server.addresses[0]
+    rogue = _context(server_ca, trustme.CA().issue_cert("kube-apiserver"))
+    expired = _context(
+        server_ca,
+        client_ca.issue_cert(
+            "kube-apiserver",
+            not_before=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+            not_after=dt.datetime(2021, 1, 1, tzinfo=dt.UTC),
+        ),
+    )
+    old = _context(server_ca)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with contextlib.suppress(ssl.SSLError):  # let the client offer what it can
+        old.set_ciphers("ALL:@SECLEVEL=0")
+
+    with capture_logs() as logs:
+        for context in (rogue, expired, old):
+            with contextlib.suppress(OSError, ssl.SSLError):
+                reader, writer = await asyncio.open_connection(host, port, ssl=context)
+                writer.write(_request())  # TLS 1.3: the client learns of the refusal on its first read
+                await writer.drain()
+                await asyncio.wait_for(reader.read(), timeout=5)
+                writer.close()
+        for _ in range(100):
+            if len([e for e in logs if e["event"] == "tls.handshake_failed"]) >= 2:
+                break
+            await asyncio.sleep(0.05)
+
+    failures = server.runner.app[METRICS].tls_failures
+    assert failures.labels(reason="certificate-verify-failed")._value.get() == 2
+    assert failures.labels(reason="protocol-version")._value.get() == 1
+    lines = [e for e in logs if e["event"] == "tls.handshake_failed"]
+    assert {e["log_level"] for e in lines} == {"warning"}
+    assert sum(e["connections"] for e in lines) == 3

@@ -10,19 +10,46 @@ answer. Here every such answer is a fixed JSON body, counted and logged as a fol
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final, cast
 
 import orjson
+import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from webhook.batch_log import FoldingLog, Rejections
 
-__all__ = ["BAD_HTTP", "SERVER_HEADER", "quiet_errors", "set_server_header"]
+__all__ = [
+    "BAD_HTTP",
+    "SERVER_HEADER",
+    "count_tls_failures",
+    "quiet_errors",
+    "set_server_header",
+    "tls_reason",
+    "write_tls_failed",
+]
+
+log = structlog.get_logger(__name__)
 
 SERVER_HEADER: Final = "ingress-audit"
+# OpenSSL's reasons for a refused handshake, as metric labels; any other is "other".
+_TLS_REASONS: Final = {
+    "CERTIFICATE_VERIFY_FAILED": "certificate-verify-failed",  # untrusted CA, expired, not yet valid
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no-client-certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "client-distrusts-server",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "client-distrusts-server",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "client-distrusts-server",
+    "UNSUPPORTED_PROTOCOL": "protocol-version",
+    "WRONG_VERSION_NUMBER": "protocol-version",
+    "NO_PROTOCOLS_AVAILABLE": "protocol-version",
+    "VERSION_TOO_LOW": "protocol-version",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol-version",
+    "NO_SHARED_CIPHER": "no-shared-cipher",
+    "HTTP_REQUEST": "plain-http",
+}
 BAD_HTTP: Final = "bad-http"  # the metric label and log reason of a request aiohttp refused
 
 
@@ -32,7 +59,7 @@ async def set_server_header(request: web.Request, response: web.StreamResponse) 
 
 
 def quiet_errors(
-    runner: web.AppRunner, rejected: FoldingLog[tuple[str, int], Rejections], count: Any
+    runner: web.AppRunner, rejected: FoldingLog[tuple[str, int], Rejections], count: Callable[[str], None]
 ) -> None:
     """After ``runner.setup()``: answer aiohttp's own errors as described above.
 
@@ -40,10 +67,10 @@ def quiet_errors(
     server = runner.server
     if server is None:
         raise RuntimeError("quiet_errors() runs after runner.setup()")
-    server.__class__ = _Server
-    assert isinstance(server, _Server)  # noqa: S101 - narrows the type for mypy
-    server.rejected = rejected
-    server.count = count
+    server.__class__ = _Server  # the same object: aiohttp's Server with our handler class
+    quiet = cast(_Server, server)
+    quiet.rejected = rejected
+    quiet.count = count
 
 
 class _Server(web.Server):
@@ -83,3 +110,33 @@ class _Handler(RequestHandler):
         )
         response.force_close()
         return response
+
+
+def tls_reason(exc: ssl.SSLError) -> str:
+    """A bounded label for a handshake error (OpenSSL has hundreds of reasons)."""
+    return _TLS_REASONS.get(str(exc.reason or ""), "other")
+
+
+def count_tls_failures(context: ssl.SSLContext, failed: Callable[[str], None]) -> None:
+    """Call ``failed(reason)`` for every handshake ``context`` refuses.
+
+    asyncio logs a refused handshake only in debug mode, so an apiserver with an expired
+    certificate would be invisible here. ``sslobject_class`` is the documented hook: every
+    connection's TLS state is an instance of it, and its ``do_handshake`` raises the error."""
+
+    class _Counted(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as exc:
+                failed(tls_reason(exc))
+                raise
+
+    context.sslobject_class = _Counted
+
+
+def write_tls_failed(reason: str, sums: Rejections) -> None:
+    """``tls.handshake_failed``: FoldingLog(write_tls_failed) takes add(reason, Rejections(1))."""
+    log.warning("tls.handshake_failed", reason=reason, connections=sums.requests)

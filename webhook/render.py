@@ -209,7 +209,7 @@ def webhook_kubeconfig(config: Config, client: WebhookClient) -> str:
                 raise ConfigError(f"no token in {token_file}")
             user["token"] = token
         else:
-            # client-go reads it (and re-reads it each minute, so a rotation needs no restart).
+            # client-go reads it (and re-reads it periodically: a rotation needs no restart).
             user["tokenFile"] = str(token_file)
     kubeconfig = {
         "apiVersion": "v1",

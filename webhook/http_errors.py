@@ -21,11 +21,13 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from webhook.batch_log import FoldingLog, Rejections
+from webhook.metrics import Metrics
 
 __all__ = [
     "BAD_HTTP",
     "SERVER_HEADER",
     "count_tls_failures",
+    "harden_edges",
     "quiet_errors",
     "set_server_header",
     "tls_reason",
@@ -56,6 +58,24 @@ BAD_HTTP: Final = "bad-http"  # the metric label and log reason of a request aio
 async def set_server_header(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: replace aiohttp's ``Python/3.x aiohttp/x.y.z``."""
     response.headers["Server"] = SERVER_HEADER
+
+
+def harden_edges(
+    runner: web.AppRunner,
+    rejected: FoldingLog[tuple[str, int], Rejections],
+    metrics: Metrics,
+    tls_context: ssl.SSLContext | None,
+) -> None:
+    """After ``runner.setup()``: aiohttp's own answers made ours, refused handshakes counted."""
+    quiet_errors(runner, rejected, lambda reason: metrics.rejects.labels(reason=reason).inc())
+    if tls_context is not None:
+        tls_log: FoldingLog[str, Rejections] = FoldingLog(write_tls_failed)
+
+        def failed(reason: str) -> None:
+            metrics.tls_failures.labels(reason=reason).inc()
+            tls_log.add(reason, Rejections(requests=1))
+
+        count_tls_failures(tls_context, failed)
 
 
 def quiet_errors(

@@ -36,7 +36,7 @@ from webhook.errors import (
     WebhookError,
 )
 from webhook.events import decode_event_list
-from webhook.http_errors import count_tls_failures, quiet_errors, set_server_header, write_tls_failed
+from webhook.http_errors import harden_edges, set_server_header
 from webhook.ingest import Ingestor
 from webhook.metrics import Metrics
 from webhook.pipeline import utc_now
@@ -441,17 +441,7 @@ async def start_server(config: Config) -> RunningServer:
     )
     await runner.setup()
     app = runner.app
-    quiet_errors(
-        runner, app[RUNTIME].rejected_log, lambda reason: app[METRICS].rejects.labels(reason=reason).inc()
-    )
-    if reloader is not None:
-        tls_log: FoldingLog[str, Rejections] = FoldingLog(write_tls_failed)
-
-        def tls_failed(reason: str) -> None:
-            app[METRICS].tls_failures.labels(reason=reason).inc()
-            tls_log.add(reason, Rejections(requests=1))
-
-        count_tls_failures(reloader.context, tls_failed)
+    harden_edges(runner, app[RUNTIME].rejected_log, app[METRICS], reloader.context if reloader else None)
     site = web.TCPSite(
         runner,
         server.host,

@@ -30,10 +30,8 @@ __all__ = ["CAPTURES", "STAMP", "Body", "Captures", "Pool", "build_pool", "gener
 
 Event = dict[str, Any]
 
-# CI clones the repository with ``shared/`` beside it.
-CAPTURES: Final = (
-    Path(__file__).resolve().parents[1] / "tests/fixtures/apiserver-v1.26/scenario-a/captures"
-)
+# The real captures, kept in the repository (tests/fixtures/apiserver-v1.26/README.md).
+CAPTURES: Final = Path(__file__).resolve().parents[1] / "tests/fixtures/apiserver-v1.26/scenario-a/captures"
 STAMP: Final = b"@STAMP@@"
 _STAMP_TEXT: Final = STAMP.decode()
 _KEEP: Final = compile_filter(DEFAULT_FILTER)

@@ -300,3 +300,29 @@ async def test_a_partial_last_line_left_by_a_crash_is_cut_at_open(tmp_path: Path
     await log.append(line(5))
     await log.aclose()
     assert path.read_bytes() == line(5)
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+async def test_a_planted_symlink_is_not_followed(tmp_path: Path, fsync: bool) -> None:
+    """F2 (13): ``records.jsonl`` as a link to a file elsewhere: refused; the victim is neither
+    appended to nor chmod'ed 0644 -> 0600."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"IMPORTANT\n")
+    victim.chmod(0o644)
+    (tmp_path / "data").mkdir(mode=0o700)
+    (tmp_path / "data" / "records.jsonl").symlink_to(victim)
+
+    with pytest.raises(StorageError, match="symbolic link"):
+        opened(tmp_path, fsync=fsync)
+
+    assert victim.read_bytes() == b"IMPORTANT\n"
+    assert mode(victim) == 0o644
+
+
+async def test_a_fifo_is_not_a_log(tmp_path: Path) -> None:
+    """A FIFO in the log's place is refused without blocking on it."""
+    (tmp_path / "data").mkdir(mode=0o700)
+    os.mkfifo(tmp_path / "data" / "records.jsonl")
+
+    with pytest.raises(StorageError, match="not a regular file"):
+        opened(tmp_path)

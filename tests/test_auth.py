@@ -20,6 +20,7 @@ PEER = {
 def _tokens(tmp_path: Path, *tokens: str) -> Path:
     path = tmp_path / "tokens"
     path.write_text("\n".join(tokens) + "\n")
+    path.chmod(0o600)
     return path
 
 
@@ -109,6 +110,49 @@ def test_token_files_are_checked_at_start(tmp_path: Path) -> None:
         Authenticator(token_files=[_tokens(tmp_path, "")])
     with pytest.raises(ConfigError, match="at least 16"):
         Authenticator(token_files=[_tokens(tmp_path, "short")])
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o620, 0o666])
+def test_token_files_readable_by_others_are_refused(tmp_path: Path, mode: int) -> None:
+    """15(d): a token file others may read, or its group write, is refused like the fingerprint key."""
+    path = _tokens(tmp_path, TOKEN)
+    path.chmod(mode)
+    with pytest.raises(ConfigError, match=f"mode {mode:04o}") as caught:
+        Authenticator(token_files=[path])
+    assert TOKEN not in str(caught.value)
+
+
+def test_token_files_in_a_secret_volume_are_accepted(tmp_path: Path) -> None:
+    """A 0440 file behind a symlink (a Kubernetes Secret volume with fsGroup) is fine."""
+    path = _tokens(tmp_path, TOKEN)
+    path.chmod(0o440)
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    auth = Authenticator(token_files=[link])
+    assert auth.authenticate(authorization=f"Bearer {TOKEN}", peercert=None).method == "token"
+
+
+def test_weak_tokens_are_refused(tmp_path: Path) -> None:
+    """15(d): sixteen times the same character is long enough but no secret."""
+    with pytest.raises(ConfigError, match="different ones") as caught:
+        Authenticator(token_files=[_tokens(tmp_path, "a" * 16)])
+    assert "aaaa" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer \udcff\udcfe-not-utf-8",  # how aiohttp hands over the bytes 0xff 0xfe
+        f"Bearer {TOKEN}\udcff",
+        "Bearer \ud800",  # a lone surrogate no wire byte decodes to
+        "Bearer é-not-ascii",
+    ],
+)
+def test_undecodable_authorization_is_401(tmp_path: Path, header: str) -> None:
+    """A29: a non-UTF-8 or malformed Authorization header is a 401, not an internal error."""
+    auth = Authenticator(token_files=[_tokens(tmp_path, TOKEN)])
+    with pytest.raises(UnauthorizedError):
+        auth.authenticate(authorization=header, peercert=None)
 
 
 def test_a_bad_rotation_keeps_the_current_tokens(tmp_path: Path) -> None:

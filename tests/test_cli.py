@@ -295,3 +295,36 @@ def test_check_config_connect_reaches_the_redis_state_store(
 
     assert main(["check-config", "--connect", str(config)]) == 1
     assert "state redis: FAILED" in capsys.readouterr().out
+
+
+def test_check_config_refuses_https_without_client_auth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """9 (c3): HTTPS with no client CA and no tokens on a non-loopback address needs
+    ``server.auth.allow_unauthenticated``, as plain HTTP needs ``insecure_http``; with it,
+    check-config says what serve warns about."""
+    path = tmp_path / "noauth.yaml"
+    tls = "  tls: {cert_file: /x/tls.crt, key_file: /x/tls.key}\n"
+    path.write_text("server:\n  host: 0.0.0.0\n" + tls)
+
+    assert main(["check-config", str(path)]) == 1
+    assert "allow_unauthenticated" in capsys.readouterr().err
+
+    path.write_text("server:\n  host: 0.0.0.0\n" + tls + "  auth: {allow_unauthenticated: true}\n")
+    assert main(["check-config", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{path}: ok\n"
+    assert "warning: HTTPS without client authentication on 0.0.0.0" in captured.err
+
+    path.write_text("server:\n  host: 127.0.0.1\n" + tls)  # loopback: a sidecar or a test
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_check_config_warns_about_plain_http(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """c2: ``insecure_http: true`` is accepted, and check-config says so as serve does."""
+    path = tmp_path / "http.yaml"
+    path.write_text("server:\n  host: 0.0.0.0\n  insecure_http: true\n")
+
+    assert main(["check-config", str(path)]) == 0
+    assert "warning: plain HTTP on 0.0.0.0" in capsys.readouterr().err

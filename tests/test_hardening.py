@@ -326,3 +326,50 @@ async def test_a_failure_outside_events_is_503_with_a_correlation_id(
     assert line["correlation_id"] == payload["correlation_id"]
     assert "secret-looking detail" not in orjson.dumps(logs).decode()
     assert "secret-looking detail" not in orjson.dumps(payload).decode()
+
+
+@pytest.mark.parametrize("name", ["dead-letter.jsonl", "state.sqlite3", "state.sqlite3-wal", "spool/lock"])
+async def test_planted_symlinks_in_the_data_dir_stop_the_start(tmp_path: Path, name: str) -> None:
+    """F2 (13): a link planted in a fresh data dir is refused at start with a clear error; the
+    file it points to is neither written, truncated nor chmod'ed."""
+    from webhook.errors import WebhookError
+    from webhook.server import start_server
+
+    config = make_config(tmp_path, port=0)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"IMPORTANT\n")
+    victim.chmod(0o644)
+    planted = config.data_dir / name
+    planted.parent.mkdir(parents=True, mode=0o700)
+    planted.symlink_to(victim)
+
+    with pytest.raises(WebhookError, match="symbolic link"):
+        await start_server(config)
+
+    assert victim.read_bytes() == b"IMPORTANT\n"
+    assert victim.stat().st_mode & 0o777 == 0o644
+
+
+async def test_a_planted_records_file_is_never_written(aiohttp_client: Any, tmp_path: Path) -> None:
+    """F2 (13): ``records.jsonl`` as a link: the JSONL sink refuses to open it and says why
+    (records wait in the spool); the victim is neither appended to nor chmod'ed."""
+    config = make_config(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"IMPORTANT\n")
+    victim.chmod(0o644)
+    config.data_dir.mkdir(mode=0o700)
+    (config.data_dir / "records.jsonl").symlink_to(victim)
+    client = await _client(aiohttp_client, config)
+
+    with capture_logs() as logs:
+        status, _ = await _post(client, event_list(_ingress(1)))
+        for _ in range(100):
+            if any(e["event"] == "sink.send_failed" for e in logs):
+                break
+            await asyncio.sleep(0.05)
+
+    assert status == 200
+    (failed,) = [e for e in logs if e["event"] == "sink.send_failed"]
+    assert "symbolic link" in failed["reason"]
+    assert victim.read_bytes() == b"IMPORTANT\n"
+    assert victim.stat().st_mode & 0o777 == 0o644

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import trustme
 import yaml
 from conftest import read_jsonl
 from monitoring import exported_names
@@ -525,7 +526,7 @@ def test_checkov(tmp_path: Path) -> None:
 def test_documented_apiserver_files_render_from_the_manifests_configs(tmp_path: Path) -> None:
     """docs/deploy.md renders the apiserver's kubeconfig from these configs: it must work."""
     ca = tmp_path / "ingress-audit-ca.crt"
-    ca.write_text("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n")
+    trustme.CA().cert_pem.write_to_path(str(ca))
     example = load_config(MANIFESTS / "example" / "config.yaml")
     address = one(render("example"), "Service")["spec"]["clusterIP"]
     client = WebhookClient(

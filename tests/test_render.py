@@ -12,7 +12,7 @@ import trustme
 import yaml
 
 from webhook.cli import main
-from webhook.config import AuthConfig, Config, ServerConfig, TlsConfig
+from webhook.config import AuthConfig, Config, ServerConfig, TlsConfig, load_config
 from webhook.errors import ConfigError
 from webhook.filter import FilterSpec, Matcher, Rule
 from webhook.render import WebhookClient, apiserver_flags, audit_policy, webhook_kubeconfig
@@ -23,6 +23,7 @@ TOKEN = "render-token-0123456789abcdef"
 def _tls_config(tmp_path: Path, host: str = "ingress-audit.example.internal") -> Config:
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
     return Config(
         server=ServerConfig(
             host=host,
@@ -43,7 +44,7 @@ def test_plain_kubeconfig_for_loopback() -> None:
 
 
 def test_tls_kubeconfig_embeds_ca_token_and_client_cert(tmp_path: Path) -> None:
-    """With TLS: https URL, the CA as data, the configured token, and client cert paths."""
+    """With TLS: https URL, the CA as data, the configured token's file, and client cert paths."""
     ca = trustme.CA()
     ca_file = tmp_path / "ca.crt"
     ca.cert_pem.write_to_path(str(ca_file))
@@ -57,8 +58,72 @@ def test_tls_kubeconfig_embeds_ca_token_and_client_cert(tmp_path: Path) -> None:
     assert doc["users"][0]["user"] == {
         "client-certificate": "/etc/k/c.crt",
         "client-key": "/etc/k/c.key",
-        "token": TOKEN,
+        "tokenFile": str(tmp_path / "token"),
     }
+
+
+def test_the_token_is_printed_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A14 (14): by default the kubeconfig names the token file (client-go's ``tokenFile``);
+    the token itself is written only with ``--inline-token``."""
+    ca_file = tmp_path / "ca.crt"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        "server:\n  host: ingress-audit.example.internal\n"
+        f"  tls: {{cert_file: {tmp_path}/tls.crt, key_file: {tmp_path}/tls.key}}\n"
+        f"  auth: {{bearer_token_files: [{tmp_path}/token]}}\n"
+    )
+    _tls_config(tmp_path)  # writes the token file
+    args = ["render", "webhook-kubeconfig", "--config", str(config_file), "--ca-file", str(ca_file)]
+
+    assert main(args) == 0
+    default = capsys.readouterr().out
+    assert TOKEN not in default
+    assert yaml.safe_load(default)["users"][0]["user"] == {"tokenFile": str(tmp_path / "token")}
+
+    assert main([*args, "--inline-token"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["users"][0]["user"] == {"token": TOKEN}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("key", "holds a private key"),
+        ("key+cert", "holds a private key"),
+        ("text", "is not PEM certificates"),
+        ("broken", "is not PEM certificates"),
+    ],
+)
+def test_a_ca_file_that_is_not_certificates_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    """A14 (14): ``--ca-file ca.key`` (a private key by mistake) or anything but PEM certificates
+    is a usage error (exit 2) naming the problem; nothing is printed on stdout, no key bytes anywhere."""
+    ca = trustme.CA()
+    key = ca.private_key_pem.bytes()
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(
+        {
+            "key": key,
+            "key+cert": ca.cert_pem.bytes() + key,
+            "text": b"not a certificate\n",
+            "broken": b"-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n",
+        }[content]
+    )
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        "server:\n  host: ingress-audit.example.internal\n  tls: {cert_file: /x.crt, key_file: /x.key}\n"
+    )
+
+    code = main(["render", "webhook-kubeconfig", "--config", str(config_file), "--ca-file", str(ca_file)])
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert message in captured.err
+    assert key.decode().splitlines()[1] not in captured.err
+    with pytest.raises(ConfigError, match=message):
+        webhook_kubeconfig(load_config(config_file), WebhookClient(ca_file=ca_file))
 
 
 @pytest.mark.parametrize(

@@ -521,3 +521,25 @@ def test_terminal_table_is_styled() -> None:
 
     assert "\x1b[1m" in out.getvalue()
     assert "Authorization failures (403) by user" in out.getvalue()
+
+
+def test_terminal_escapes_in_records_are_shown_not_obeyed() -> None:
+    """A11: a username carrying ESC/CSI sequences (``ESC[1A ESC[2K``, ``ESC]0;…``, C1 CSI)
+    is printed as visible escapes by ``report --format table``, on a terminal or not."""
+    evil = "oidc:eve\x1b[1A\x1b[2K\x1b]0;X\x1b\\\x9b2J\x07"
+    t = "2026-11-20T10:00:00Z"
+    docs = lines(audit(t, outcome={"code": 403}, actor={"user": {"username": evil}}))
+    report = build_report(docs, options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW))
+
+    for terminal in (False, True):
+        out = io.StringIO()
+        render(report, "table", out, terminal=terminal, width=200)
+        text = out.getvalue()
+        assert "oidc:eve\\x1b[1A\\x1b[2K\\x1b]0;X\\x1b\\\\x9b2J\\x07" in text
+        assert "\x9b" not in text
+        assert "\x07" not in text
+        assert "\x1b]" not in text
+        assert "\x1b[1A" not in text
+    markdown = rendered(report, "markdown")
+    assert "x1b" in markdown
+    assert not {"\x1b", "\x9b", "\x07"} & set(markdown)

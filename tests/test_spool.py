@@ -289,3 +289,68 @@ async def test_a_cursor_written_off_the_loop_keeps_its_segments_until_it_is_on_d
     reopened.register("a")
     assert _ids(reopened, "a") == []
     await reopened.aclose()
+
+
+def _victim(tmp_path: Path, name: str) -> Path:
+    """A file outside the data dir that a planted link points to: it must stay as it is."""
+    victim = tmp_path / "victim" / name
+    victim.parent.mkdir(exist_ok=True)
+    victim.write_bytes(b"IMPORTANT " + name.encode() + b"\n")
+    victim.chmod(0o644)
+    return victim
+
+
+def _unchanged(victim: Path, name: str) -> bool:
+    return (
+        victim.read_bytes() == b"IMPORTANT " + name.encode() + b"\n"
+        and victim.stat().st_mode & 0o777 == 0o644
+    )
+
+
+@pytest.mark.parametrize("name", ["lock", f"{1:020d}.seg", f"{2:020d}.seg", "cursors/a.json"])
+async def test_planted_symlinks_are_refused_on_open(tmp_path: Path, name: str) -> None:
+    """F2 (13): a symlink in the spool (lock, a segment, a cursor) is refused, not followed:
+    no victim file is appended to, chmod'ed, truncated or replayed into the sinks."""
+    directory = tmp_path / "spool"
+    (directory / "cursors").mkdir(parents=True)
+    victim = _victim(tmp_path, name.replace("/", "-"))
+    (directory / name).symlink_to(victim)
+
+    spool = Spool(directory, max_bytes=1 << 20, segment_bytes=4096)
+
+    def open_and_register() -> None:
+        spool.open()
+        spool.register("a")
+
+    with pytest.raises(StorageError, match="symbolic link"):
+        open_and_register()
+    await spool.aclose()
+
+    assert _unchanged(victim, name.replace("/", "-"))
+
+
+async def test_a_planted_cursor_tmp_is_not_truncated(tmp_path: Path) -> None:
+    """F2 (13): ``cursors/<sink>.tmp`` as a link: the commit fails, the victim keeps its content."""
+    spool = _spool(tmp_path)
+    spool.register("a")
+    await spool.append(_lines(0, 3))
+    victim = _victim(tmp_path, "cursor")
+    (tmp_path / "cursors" / "a.tmp").symlink_to(victim)
+
+    batch = spool.read("a", max_events=10, max_bytes=1 << 20)
+    with pytest.raises(StorageError, match="symbolic link"):
+        spool.commit("a", batch.end)
+    await spool.aclose()
+
+    assert _unchanged(victim, "cursor")
+
+
+async def test_a_segment_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
+    """A directory (or FIFO) named like a segment is not read as one."""
+    (tmp_path / f"{1:020d}.seg").mkdir()
+    os.mkfifo(tmp_path / f"{2:020d}.seg")
+
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
+    with pytest.raises(StorageError, match="not a regular file"):
+        spool.open()
+    await spool.aclose()

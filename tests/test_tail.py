@@ -458,3 +458,59 @@ def test_alert_records_read_as_alerts(tmp_path: Path) -> None:
     assert "resolved" in render(next(a for a in alerts if a["status"] == "resolved")).plain
     keep = compile_filter(TailFilter(severity="high"))
     assert keep(firing) is (firing["severity"] in ("high", "critical"))
+
+
+def _hostile_records(records_file: Path, path: Path) -> None:
+    """The last real record, then an access line and an audit record carrying terminal escapes."""
+    last = read_jsonl(records_file)[-1]
+    access = {
+        "type": "access",
+        "time": "2026-11-25T21:00:01Z",
+        "client": {"ip": "203.0.113.7", "trust": "untrusted"},
+        "request": {"method": "GET", "host": "-", "path": "/admin\x1b[2J\x1b]0;PWNED\x07", "status": 401},
+    }
+    user = {**last["actor"]["user"], "username": "oidc:eve\x1b[1A\x1b[2K\x1b]0;X\x1b\\\x9b2J"}
+    audit = {**last, "id": str(uuid.uuid4()), "actor": {**last["actor"], "user": user}}
+    path.write_bytes(b"".join(orjson.dumps(doc) + b"\n" for doc in (last, access, audit)))
+
+
+def test_control_characters_are_shown_escaped(records_file: Path, tmp_path: Path) -> None:
+    """A11: ESC, BEL and C1 CSI from a path or a username are printed as ``\\x1b`` etc., never raw."""
+    path = tmp_path / "records.jsonl"
+    _hostile_records(records_file, path)
+
+    done = tail(str(path), "-n", "all", "--no-follow")
+
+    assert done.returncode == 0, done.stderr
+    assert not {"\x1b", "\x07", "\x9b"} & set(done.stdout)
+    assert "/admin\\x1b[2J\\x1b]0;PWNED\\x07  401" in done.stdout
+    assert "oidc:eve\\x1b[1A\\x1b[2K\\x1b]0;X\\x1b\\\\x9b2J" in done.stdout
+
+
+def test_json_escapes_c1_characters_without_changing_the_records(records_file: Path, tmp_path: Path) -> None:
+    """A11: ``--json`` writes C1 characters (raw in JSON) as ``\\u009b``: the same records, no raw CSI."""
+    path = tmp_path / "records.jsonl"
+    _hostile_records(records_file, path)
+
+    done = tail(str(path), "-n", "all", "--no-follow", "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert not {"\x1b", "\x07", "\x9b"} & set(done.stdout)
+    assert [orjson.loads(line) for line in done.stdout.splitlines()] == read_jsonl(path)
+
+
+def test_escapes_cannot_rewrite_the_terminal(
+    tmux: Callable[..., str], records_file: Path, tmp_path: Path
+) -> None:
+    """A11 in a real terminal: ``ESC[1A ESC[2K`` in a username does not erase the line above it."""
+    path = tmp_path / "records.jsonl"
+    _hostile_records(records_file, path)
+    status = tmp_path / "status"
+    tmux("send-keys", f'"{SCRIPT}" tail -n all --no-follow "{path}"; echo $? > "{status}"', "Enter")
+    wait_for(lambda: status.exists() and status.read_text().strip() != "", "tail to exit")
+
+    plain = tmux("capture-pane", "-p")
+    shown = [row for row in plain.splitlines() if row.startswith("2026-")]
+    assert len(shown) == 3
+    assert "/admin\\x1b[2J" in shown[1]
+    assert "oidc:eve\\x1b[1A\\x1b[2K" in shown[2]

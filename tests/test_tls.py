@@ -269,6 +269,7 @@ async def test_bearer_tokens_and_their_rotation(
     files = _write_server_cert(server_ca, tmp_path)
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     server = await serve(
         ServerConfig(
             tls=TlsConfig(cert_file=files.cert_file, key_file=files.key_file),

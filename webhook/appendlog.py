@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 import structlog
@@ -16,7 +17,7 @@ import structlog
 from webhook.errors import StorageError
 from webhook.groupcommit import GroupCommit, write_whole
 
-__all__ = ["AppendLog", "ensure_private_dir", "fsync_dir"]
+__all__ = ["AppendLog", "ensure_private_dir", "fsync_dir", "open_private"]
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +32,26 @@ def ensure_private_dir(path: Path) -> None:
     if info.st_uid == os.geteuid() and info.st_mode & 0o077:
         path.chmod(_DIR_MODE)
         log.warning("data_dir.permissions_tightened", path=str(path))
+
+
+def open_private(path: Path, flags: int, mode: int = _FILE_MODE) -> int:
+    """``os.open`` for a file of the data dir: never through a symlink, only a regular file.
+
+    Whoever can plant a link in the data dir could otherwise have us append records to,
+    chmod, truncate or replay a file elsewhere. Raises StorageError naming the file."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorageError(f"{path} is a symbolic link; refusing to follow it") from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO):  # a directory; a FIFO with no reader
+            raise StorageError(f"{path} is not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StorageError(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
 
 
 class AppendLog:
@@ -51,12 +72,11 @@ class AppendLog:
         self._open_file()
 
     def _open_file(self) -> None:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        fd = os.open(self.path, flags, _FILE_MODE)
+        fd = open_private(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)  # read: _whole_lines
         os.fchmod(fd, _FILE_MODE)
         self._fd = fd
         self._size = os.fstat(fd).st_size
-        whole = _whole_lines(self.path, self._size)
+        whole = _whole_lines(fd, self._size)
         if whole < self._size:
             # A write cut short by a crash (kill -9 can stop a write between pages): it was never
             # acknowledged, and whatever follows must not be glued to its fragment.
@@ -120,18 +140,16 @@ class AppendLog:
             self._fd = None
 
 
-def _whole_lines(path: Path, size: int, chunk: int = 64 * 1024) -> int:
-    """Length of ``path``'s first ``size`` bytes up to and including its last newline."""
+def _whole_lines(fd: int, size: int, chunk: int = 64 * 1024) -> int:
+    """Length of the file's first ``size`` bytes up to and including its last newline."""
     end = size
-    with path.open("rb") as handle:
-        while end > 0:
-            start = max(0, end - chunk)
-            handle.seek(start)
-            data = handle.read(end - start)
-            newline = data.rfind(b"\n")
-            if newline >= 0:
-                return start + newline + 1
-            end = start
+    while end > 0:
+        start = max(0, end - chunk)
+        data = os.pread(fd, end - start, start)
+        newline = data.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
     return 0
 
 

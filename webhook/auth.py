@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ __all__ = ["Authenticator", "Principal", "cert_names"]
 log = structlog.get_logger(__name__)
 
 _MIN_TOKEN_LENGTH = 16
+_MIN_DISTINCT = 8  # "aaaaaaaaaaaaaaaa" is long enough but guessable; random tokens pass at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,7 @@ class Authenticator:
         digest = hashlib.sha256()
         try:
             for path in self._token_files:
-                data = path.read_bytes()
+                data = _read_token_file(path)
                 digest.update(data)
                 tokens.extend(line.strip() for line in data.splitlines() if line.strip())
         except OSError as exc:
@@ -85,15 +88,23 @@ class Authenticator:
                 raise ConfigError(f"cannot read bearer token file: {exc.strerror}") from None
             log.warning("auth.token_reload_failed", error=exc.strerror)
             return False
+        except ConfigError as exc:
+            if strict:
+                raise
+            log.warning("auth.token_reload_failed", error=exc.message)
+            return False
         if not tokens:
             if strict:
                 raise ConfigError("bearer token files hold no token")
             log.warning("auth.token_reload_failed", error="no token")
             return False
-        if any(len(token) < _MIN_TOKEN_LENGTH for token in tokens):
+        if any(len(token) < _MIN_TOKEN_LENGTH or len(set(token)) < _MIN_DISTINCT for token in tokens):
             if strict:
-                raise ConfigError(f"bearer tokens must be at least {_MIN_TOKEN_LENGTH} characters")
-            log.warning("auth.token_reload_failed", error="token too short")
+                raise ConfigError(
+                    f"bearer tokens must be at least {_MIN_TOKEN_LENGTH} characters with at least "
+                    f"{_MIN_DISTINCT} different ones (e.g. head -c 32 /dev/urandom | base64)"
+                )
+            log.warning("auth.token_reload_failed", error="token too weak")
             return False
         fingerprint = digest.hexdigest()
         if fingerprint == self._fingerprint:
@@ -111,7 +122,12 @@ class Authenticator:
         scheme, _, credential = authorization.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
             return False
-        offered = credential.strip().encode()
+        # aiohttp decodes header bytes that are not UTF-8 as surrogate escapes: those bytes are
+        # compared as sent (and never match a token, which is read from a file as bytes).
+        try:
+            offered = credential.strip().encode("utf-8", "surrogateescape")
+        except UnicodeError:  # a lone surrogate no wire byte decodes to: not one of ours either
+            return False
         match = False
         for token in self._tokens:  # no early exit: the time taken does not depend on which
             match |= hmac.compare_digest(offered, token)
@@ -144,6 +160,30 @@ class Authenticator:
         if results.get("client-cert") is False:  # authenticated by the CA, but not allowed
             raise ForbiddenError("client certificate is not allowed to post audit events")
         raise UnauthorizedError("valid client certificate or bearer token required")
+
+
+def _read_token_file(path: Path) -> bytes:
+    """A token file's bytes, if only its owner (and its group, read-only) may read it.
+
+    Symlinks are followed: a Kubernetes Secret volume mounts each key as a link into ..data/.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"bearer token file {path} is not a regular file")
+        # As for the fingerprint key: group read is allowed (a Secret volume's fsGroup), not more.
+        if mode & 0o027:
+            raise ConfigError(
+                f"bearer token file {path} is accessible by others or writable by its group "
+                f"(mode {stat.S_IMODE(mode):04o}); restrict it to 0600 (or 0440 in a Secret volume)"
+            )
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _subject(peercert: Mapping[str, Any] | None) -> str:

@@ -91,7 +91,16 @@ def _parser() -> argparse.ArgumentParser:
     kubeconfig.add_argument("--ca-file", type=Path, help="CA that signed the serving certificate")
     kubeconfig.add_argument("--client-cert", help="client certificate path on the apiserver host")
     kubeconfig.add_argument("--client-key", help="client key path on the apiserver host")
-    kubeconfig.add_argument("--token-file", type=Path, help="bearer token (default: from config)")
+    kubeconfig.add_argument(
+        "--token-file",
+        type=Path,
+        help="bearer token file, written as tokenFile: its path on the apiserver host (default: from config)",
+    )
+    kubeconfig.add_argument(
+        "--inline-token",
+        action="store_true",
+        help="write the token itself instead of tokenFile (the output is then a secret)",
+    )
     kubeconfig.set_defaults(func=_render_kubeconfig)
     flags = targets.add_parser("apiserver-flags", help="kube-apiserver flags and a kubeadm snippet")
     flags.add_argument("--mode", choices=["batch", "blocking"], default="batch")
@@ -420,10 +429,12 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from webhook.config import check_listen, load_config
+    from webhook.config import check_listen, listen_warnings, load_config
 
     config = load_config(args.file)
     check_listen(config)
+    for warning in listen_warnings(config):
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok")
     if not args.connect:
         return 0
@@ -491,14 +502,21 @@ def _render_policy(args: argparse.Namespace) -> int:
 
 def _render_kubeconfig(args: argparse.Namespace) -> int:
     from webhook.config import load_config
-    from webhook.render import WebhookClient, webhook_kubeconfig
+    from webhook.render import WebhookClient, read_ca_file, webhook_kubeconfig
 
+    if args.ca_file is not None:
+        try:
+            read_ca_file(args.ca_file)
+        except ConfigError as exc:  # a wrong argument: a usage error
+            print(f"ingress-audit render: error: {exc.message}", file=sys.stderr)
+            return 2
     client = WebhookClient(
         server=args.server,
         ca_file=args.ca_file,
         client_cert=args.client_cert,
         client_key=args.client_key,
         token_file=args.token_file,
+        inline_token=args.inline_token,
     )
     sys.stdout.write(webhook_kubeconfig(load_config(args.config), client))
     return 0

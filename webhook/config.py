@@ -77,6 +77,9 @@ class AuthConfig:
     bearer_token_files: tuple[Path, ...] = ()
     client_subjects: tuple[str, ...] = ()
     require: Literal["any", "all"] = "any"
+    # HTTPS with neither client_ca_file nor bearer_token_files on a non-loopback address
+    allow_unauthenticated: bool = False
+    protect_metrics: bool = False  # /metrics (and /readyz's detail) need the /audit credentials
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -448,6 +451,8 @@ def _server(raw: Mapping[str, Any]) -> ServerConfig:
             bearer_token_files=tuple(Path(p) for p in auth.get("bearer_token_files", ())),
             client_subjects=tuple(auth.get("client_subjects", ())),
             require=auth.get("require", "any"),
+            allow_unauthenticated=auth.get("allow_unauthenticated", False),
+            protect_metrics=auth.get("protect_metrics", False),
         ),
     )
     problems = []
@@ -472,10 +477,41 @@ def check_listen(config: Config) -> None:
             f"refusing to serve plain HTTP on {server.host}: configure server.tls, "
             "or set server.insecure_http: true"
         )
+    if unauthenticated_tls(config) and not server.auth.allow_unauthenticated:
+        raise ConfigError(
+            f"refusing to serve HTTPS without client authentication on {server.host}: configure "
+            "server.tls.client_ca_file or server.auth.bearer_token_files, "
+            "or set server.auth.allow_unauthenticated: true"
+        )
     if config.access.enabled:
         from webhook.access.config import check_syslog_listen
 
         check_syslog_listen(config.access)
+
+
+def listen_warnings(config: Config) -> list[str]:
+    """What ``serve`` warns about at start (allowed by an opt-in), for ``check-config`` to say too."""
+    server = config.server
+    warnings = []
+    if server.tls is None and not is_loopback(server.host):
+        warnings.append(f"plain HTTP on {server.host} (server.insecure_http): anyone on the network may post")
+    if unauthenticated_tls(config):
+        warnings.append(
+            f"HTTPS without client authentication on {server.host} "
+            "(server.auth.allow_unauthenticated): anyone who reaches it may post"
+        )
+    return warnings
+
+
+def unauthenticated_tls(config: Config) -> bool:
+    """HTTPS on a non-loopback address that anyone may post to (no client CA, no tokens)."""
+    server = config.server
+    return (
+        server.tls is not None
+        and server.tls.client_ca_file is None
+        and not server.auth.bearer_token_files
+        and not is_loopback(server.host)
+    )
 
 
 def is_loopback(host: str) -> bool:

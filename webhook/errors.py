@@ -7,7 +7,8 @@
     ├── BadRequestError               bad-request      400  the batch as a whole is unusable
     │   ├── NotJSONError              not-json
     │   ├── NotEventListError         not-event-list
-    │   └── UnsupportedVersionError   unsupported-api-version
+    │   ├── UnsupportedVersionError   unsupported-api-version
+    │   └── UndecodableBodyError      undecodable-body  the body does not decode as its Content-Encoding says
     ├── UnauthorizedError             unauthenticated  401  no valid client certificate or token
     ├── ForbiddenError                forbidden        403  authenticated, but not allowed
     ├── MethodNotAllowedError         method-not-allowed  405
@@ -15,6 +16,7 @@
     ├── BodyTooLargeError             body-too-large   413  (also: too many events in one request)
     ├── BodyTimeoutError              body-timeout     408  the body did not arrive in time
     ├── OverloadedError               overloaded       503  too many requests in flight
+    ├── ClientGoneError               client-gone      (the client left mid-request: nobody to answer)
     ├── MalformedEventError           malformed-event  (one event: dead-lettered, never an answer)
     │   └── EventTooLargeError        event-too-large
     └── StorageError                  storage          503  we cannot keep the batch durably
@@ -32,6 +34,7 @@ __all__ = [
     "BadRequestError",
     "BodyTimeoutError",
     "BodyTooLargeError",
+    "ClientGoneError",
     "ConfigError",
     "EventTooLargeError",
     "ForbiddenError",
@@ -44,6 +47,7 @@ __all__ = [
     "SpoolFullError",
     "StorageError",
     "UnauthorizedError",
+    "UndecodableBodyError",
     "UnsupportedMediaTypeError",
     "UnsupportedVersionError",
     "WebhookError",
@@ -90,6 +94,12 @@ class UnsupportedVersionError(BadRequestError):
     code = "unsupported-api-version"
 
 
+class UndecodableBodyError(BadRequestError):
+    """The body is not what its ``Content-Encoding`` says (``deflate`` on a gzip stream)."""
+
+    code = "undecodable-body"
+
+
 class UnauthorizedError(WebhookError):
     code = "unauthenticated"
     http_status = 401
@@ -125,6 +135,15 @@ class OverloadedError(WebhookError):
 
     code = "overloaded"
     http_status = 503
+
+
+class ClientGoneError(WebhookError):
+    """The client closed the connection before its request was read: its fault, not ours.
+
+    499 (nginx's "client closed request") is only a log and metric key; nothing is sent."""
+
+    code = "client-gone"
+    http_status = 499
 
 
 class MalformedEventError(WebhookError):

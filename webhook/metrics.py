@@ -62,6 +62,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.tls_failures = Counter(
+            "ingress_audit_tls_handshake_failures",
+            "TLS handshakes refused (untrusted or expired client certificate, old protocol), by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "ingress_audit_dead_letters",
             "Events or batches dead-lettered, by reason.",

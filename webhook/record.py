@@ -27,6 +27,7 @@ from webhook.errors import MalformedEventError
 from webhook.events import opt_object, opt_str
 from webhook.findings import Finding
 from webhook.redact import SecretDetails
+from webhook.request_uri import redact_request_uri
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -136,7 +137,7 @@ class Record:
             received_at=received_at,
             verb=event["verb"],
             dry_run="All" in query.get("dryRun", ()),
-            request_uri=request_uri,
+            request_uri=redact_request_uri(request_uri, object_ref.subresource if object_ref else None),
             field_manager=next(iter(query.get("fieldManager", ())), None),
             outcome=_outcome(event, object_ref),
             object=object_ref,

@@ -145,6 +145,31 @@ class WebhookClient:
     client_cert: str | None = None
     client_key: str | None = None
     token_file: Path | None = None
+    inline_token: bool = False  # the token itself in the output, instead of tokenFile: <path>
+
+
+def read_ca_file(path: Path) -> bytes:
+    """The PEM certificates in ``path``; ConfigError if it holds a key or anything but certificates.
+
+    The file goes into the kubeconfig as ``certificate-authority-data``: a private key passed by
+    mistake would be copied to every apiserver host (and whoever reads the kubeconfig)."""
+    from cryptography import x509
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --ca-file {path}: {exc.strerror}") from None
+    if b"PRIVATE KEY-----" in data:
+        raise ConfigError(
+            f"--ca-file {path} holds a private key; pass the CA's certificate (e.g. ca.crt), never a key"
+        )
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certificates = []
+    if not certificates or data.count(b"-----BEGIN ") != len(certificates):
+        raise ConfigError(f"--ca-file {path} is not PEM certificates (-----BEGIN CERTIFICATE-----)")
+    return data
 
 
 def _server_url(config: Config) -> str:
@@ -167,7 +192,7 @@ def webhook_kubeconfig(config: Config, client: WebhookClient) -> str:
         if ca is None and config.server.tls is not None and not is_loopback(config.server.host):
             raise ConfigError("pass --ca-file: the CA that signed the serving certificate")
         if ca is not None:
-            cluster["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+            cluster["certificate-authority-data"] = base64.b64encode(read_ca_file(ca)).decode()
     user: dict[str, Any] = {}
     if client.client_cert or client.client_key:
         if not (client.client_cert and client.client_key):
@@ -178,10 +203,14 @@ def webhook_kubeconfig(config: Config, client: WebhookClient) -> str:
     if token_file is not None:
         if not tls:
             raise ConfigError("a bearer token is only sent over https")
-        token = next((ln.strip() for ln in token_file.read_text().splitlines() if ln.strip()), "")
-        if not token:
-            raise ConfigError(f"no token in {token_file}")
-        user["token"] = token
+        if client.inline_token:
+            token = next((ln.strip() for ln in token_file.read_text().splitlines() if ln.strip()), "")
+            if not token:
+                raise ConfigError(f"no token in {token_file}")
+            user["token"] = token
+        else:
+            # client-go reads it (and re-reads it periodically: a rotation needs no restart).
+            user["tokenFile"] = str(token_file)
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -199,6 +228,8 @@ def webhook_kubeconfig(config: Config, client: WebhookClient) -> str:
         "# kube-apiserver --audit-webhook-config-file for ingress-audit.\n"
         "# Rendered by `ingress-audit render webhook-kubeconfig`. Keep it readable by root only.\n"
     )
+    if "tokenFile" in user:
+        header += "# tokenFile: put the bearer token there on the apiserver host, readable by root only.\n"
     return header + yaml.safe_dump(kubeconfig, sort_keys=False)
 
 

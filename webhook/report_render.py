@@ -16,6 +16,8 @@ from typing import IO, Final
 
 import orjson
 
+from webhook.visible import visible
+
 __all__ = ["FORMATS", "Report", "Section", "render"]
 
 FORMATS: Final = ("table", "markdown", "html", "json")
@@ -87,30 +89,30 @@ def _table(report: Report, out: IO[str], *, terminal: bool, width: int | None) -
         emoji=False,
     )
     style = box.ROUNDED if terminal else box.ASCII
-    console.print(report.title, style="bold")
+    console.print(visible(report.title), style="bold")
     facts = Table(box=style, show_header=False)
     facts.add_column(style="bold")
     facts.add_column(overflow="fold")
     for label, value in report.facts:
-        facts.add_row(label, str(value))
+        facts.add_row(visible(label), visible(str(value)))
     console.print(facts)
     for section in report.sections:
         console.print()
         heading = section.title + (f" ({section.note})" if section.note else "")
-        console.print(heading, style="bold")
+        console.print(visible(heading), style="bold")
         if not section.rows:
-            console.print(f"  {section.empty}", style="dim")
+            console.print(f"  {visible(section.empty)}", style="dim")
             continue
         table = Table(box=style, header_style="bold")
         for column in section.columns:
-            table.add_column(column, overflow="fold")
+            table.add_column(visible(column), overflow="fold")
         for row in section.rows:
-            table.add_row(*(str(c) for c in row))
+            table.add_row(*(visible(str(c)) for c in row))
         console.print(table)
 
 
 def _md(cell: Cell) -> str:
-    text = " ".join(str(cell).split())
+    text = visible(" ".join(str(cell).split()))
     text = html.escape(text, quote=False)
     return _MD_SPECIAL.sub(r"\\\1", text) or " "
 

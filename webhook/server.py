@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import structlog
@@ -21,19 +21,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.auth import Authenticator
 from webhook.batch_log import BatchSums, FoldingLog, Rejections, write_accepted, write_rejected
-from webhook.config import Config, check_listen, is_loopback
+from webhook.config import Config, check_listen, is_loopback, unauthenticated_tls
 from webhook.errors import (
     BadRequestError,
     BodyTimeoutError,
     BodyTooLargeError,
+    ClientGoneError,
     ConfigError,
     MethodNotAllowedError,
     OverloadedError,
     UnauthorizedError,
+    UndecodableBodyError,
     UnsupportedMediaTypeError,
     WebhookError,
 )
 from webhook.events import decode_event_list
+from webhook.http_errors import harden_edges, set_server_header
 from webhook.ingest import Ingestor
 from webhook.metrics import Metrics
 from webhook.pipeline import utc_now
@@ -88,6 +91,7 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_runtime)
+    app.on_response_prepare.append(set_server_header)
     app.on_shutdown.append(_mark_stopping)
     app.router.add_route("*", "/audit", receive_batch)
     if config.access.enabled and config.access.http:
@@ -178,6 +182,13 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException:
         raise
     except Exception as exc:  # noqa: BLE001 - the outer edge logs and answers 503
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            # Gone before we could answer: the client's doing, counted and folded, not logged.
+            gone = ClientGoneError("the client closed the connection")
+            request.app[METRICS].rejects.labels(reason=gone.code).inc()
+            if RUNTIME in request.app:
+                request.app[RUNTIME].rejected_log.add((gone.code, gone.http_status), Rejections(requests=1))
+            return rejection_response(gone)
         correlation_id = uuid.uuid4().hex
         log.error(
             "request.failed",
@@ -195,6 +206,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             content_type="application/json",
             headers={"Retry-After": RETRY_AFTER_S},
         )
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 async def receive_batch(request: web.Request) -> web.Response:
@@ -236,10 +252,7 @@ async def read_admitted_body(
 
     What every ingest endpoint (``/audit``, ``/ingest/access``) does before its own work."""
     server = request.app[CONFIG].server
-    runtime.authenticator.authenticate(
-        authorization=request.headers.get("Authorization"),
-        peercert=request.transport.get_extra_info("peercert") if request.transport else None,
-    )
+    _authenticate(request, runtime)
     if request.method != "POST":
         raise MethodNotAllowedError(f"method {request.method} is not allowed; use POST")
     if request.content_type not in content_types:
@@ -254,6 +267,10 @@ async def read_admitted_body(
             return await _read_body(request, limit)
     except TimeoutError:
         raise BodyTimeoutError(f"body not received within {server.body_timeout_s} s") from None
+    except web.RequestPayloadError:  # e.g. Content-Encoding: deflate on a gzip stream
+        raise UndecodableBodyError("body does not decode as its Content-Encoding says") from None
+    except ConnectionResetError:  # also aiohttp's ClientConnectionResetError
+        raise ClientGoneError("the client closed the connection before sending the whole body") from None
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -324,26 +341,61 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready or not (what probes read); sink and state detail only for a caller with credentials.
+
+    Sink health details can name a sink's address ("syslog: cannot connect to host:514"), so
+    a caller without the ``/audit`` credentials sees only whether each part is ok (or, with
+    ``server.auth.protect_metrics``, only the status and the problems)."""
     runtime = request.app[RUNTIME]
     problems = await runtime.ingestor.problems()
     if runtime.stopping:
         problems["server"] = "shutting down"
-    sinks = await runtime.ingestor.sink_status()
-    # The state store is reported, not required: without it records are still written, undiffed.
-    state = runtime.ingestor.state
-    detail = await state.problem()
-    body = {"sinks": sinks, "state": {"store": state.name, "ok": detail is None, "detail": detail or ""}}
-    if problems:
-        return web.json_response({"status": "not ready", "problems": problems, **body}, status=503)
-    return web.json_response({"status": "ready", **body})
+    status, code = ("not ready", 503) if problems else ("ready", 200)
+    body: dict[str, object] = {"status": status, **({"problems": problems} if problems else {})}
+    trusted = _authenticated(request, runtime)
+    if trusted or not request.app[CONFIG].server.auth.protect_metrics:
+        sinks = await runtime.ingestor.sink_status()
+        # The state store is reported, not required: without it records are still written, undiffed.
+        state = runtime.ingestor.state
+        detail = await state.problem()
+        state_status: dict[str, Any] = {"store": state.name, "ok": detail is None, "detail": detail or ""}
+        if not trusted:
+            for part in (*sinks.values(), state_status):
+                del part["detail"]
+        body["sinks"] = sinks
+        body["state"] = state_status
+    return web.json_response(body, status=code)
 
 
 async def metrics(request: web.Request) -> web.Response:
+    if request.app[CONFIG].server.auth.protect_metrics:
+        try:
+            _authenticate(request, request.app[RUNTIME])
+        except WebhookError as exc:
+            request.app[METRICS].rejects.labels(reason=exc.code).inc()
+            request.app[RUNTIME].rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
+            return rejection_response(exc)
     body = generate_latest(request.app[METRICS].registry)
     response = web.Response(body=body)
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     response.charset = "utf-8"
     return response
+
+
+def _authenticate(request: web.Request, runtime: Runtime) -> None:
+    """The ``/audit`` check: raises UnauthorizedError (401) or ForbiddenError (403)."""
+    runtime.authenticator.authenticate(
+        authorization=request.headers.get("Authorization"),
+        peercert=request.transport.get_extra_info("peercert") if request.transport else None,
+    )
+
+
+def _authenticated(request: web.Request, runtime: Runtime) -> bool:
+    try:
+        _authenticate(request, runtime)
+    except WebhookError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -378,6 +430,8 @@ async def start_server(config: Config) -> RunningServer:
         )
     elif not is_loopback(server.host):
         log.warning("server.insecure_http", host=server.host)
+    if unauthenticated_tls(config):
+        log.warning("server.unauthenticated", host=server.host)
     runner = web.AppRunner(
         create_app(config),
         access_log=None,
@@ -386,6 +440,8 @@ async def start_server(config: Config) -> RunningServer:
         shutdown_timeout=server.shutdown_timeout_s,
     )
     await runner.setup()
+    app = runner.app
+    harden_edges(runner, app[RUNTIME].rejected_log, app[METRICS], reloader.context if reloader else None)
     site = web.TCPSite(
         runner,
         server.host,

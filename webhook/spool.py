@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import structlog
 
-from webhook.appendlog import ensure_private_dir, fsync_dir
+from webhook.appendlog import ensure_private_dir, fsync_dir, open_private
 from webhook.errors import ConfigError, SpoolFullError, StorageError
 from webhook.groupcommit import GroupCommit, write_whole
 
@@ -114,11 +114,15 @@ class Spool:
         seq = 0  # record numbers count from the oldest segment on disk
         for number in numbers:
             path = self._path(number)
-            data = path.read_bytes()
-            whole = data.rfind(b"\n") + 1
+            fd = open_private(path, os.O_RDWR)
+            try:
+                data = _read_all(fd)
+                whole = data.rfind(b"\n") + 1
+                if whole != len(data):
+                    os.ftruncate(fd, whole)
+            finally:
+                os.close(fd)
             if whole != len(data):
-                with open(path, "r+b") as handle:
-                    handle.truncate(whole)
                 log.warning("spool.partial_line_cut", segment=number, bytes=len(data) - whole)
             self._segments[number] = whole
             self._bases[number] = seq
@@ -131,7 +135,7 @@ class Spool:
 
     def _lock(self) -> None:
         """One process per spool: a second serve or replay on the same data dir would corrupt it."""
-        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+        fd = open_private(self.directory / "lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -143,23 +147,32 @@ class Spool:
         self._lock_fd = fd
 
     def _seq_at(self, segment: int, offset: int) -> int:
-        with open(self._path(segment), "rb") as handle:
-            return self._bases[segment] + handle.read(offset).count(b"\n")
+        return self._bases[segment] + self._pread(segment, offset, 0).count(b"\n")
+
+    def _pread(self, segment: int, size: int, offset: int) -> bytes:
+        fd = open_private(self._path(segment), os.O_RDONLY)
+        try:
+            return _pread_all(fd, size, offset)
+        finally:
+            os.close(fd)
 
     def _path(self, number: int) -> Path:
         return self.directory / f"{number:020d}{_SUFFIX}"
 
     def _open_segment(self, number: int) -> None:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        self._fd = os.open(self._path(number), flags, _FILE_MODE)
+        self._fd = open_private(self._path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
 
     def register(self, name: str, *, drop_when_full: bool = False) -> Position:
         """Attach a sink; it resumes from its persisted cursor, or starts at the oldest record."""
         path = self.directory / "cursors" / f"{name}.json"
         first = min(self._segments)
         start = Position(first, 0, self._bases[first])
-        if path.exists():
-            raw = orjson.loads(path.read_bytes())
+        if path.exists() or path.is_symlink():
+            fd = open_private(path, os.O_RDONLY)
+            try:
+                raw = orjson.loads(_read_all(fd))
+            finally:
+                os.close(fd)
             segment, offset = int(raw["segment"]), int(raw["offset"])
             if segment in self._segments and offset <= self._segments[segment]:
                 start = Position(segment, offset, self._seq_at(segment, offset))
@@ -219,7 +232,7 @@ class Spool:
         number = end.segment + 1
         path = self._path(number)
         # O_TRUNC: a file left by an earlier failed roll never holds acknowledged records.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
         try:
             write_whole(fd, data, 0, fsync=self._fsync)
             fsync_dir(self.directory)
@@ -249,14 +262,10 @@ class Spool:
                 position = Position(position.segment + 1, 0, position.seq)
                 continue
             want = min(limit - position.offset, max(max_bytes - size, 64 * 1024))
-            with open(self._path(position.segment), "rb") as handle:
-                handle.seek(position.offset)
-                chunk = handle.read(want)
+            chunk = self._pread(position.segment, want, position.offset)
             cut = chunk.rfind(b"\n") + 1
             if cut == 0:  # one record larger than what we asked for: read it whole
-                with open(self._path(position.segment), "rb") as handle:
-                    handle.seek(position.offset)
-                    chunk = handle.read(limit - position.offset)
+                chunk = self._pread(position.segment, limit - position.offset, position.offset)
                 cut = chunk.find(b"\n") + 1
             offset = position.offset
             seq = position.seq
@@ -312,7 +321,7 @@ class Spool:
         path = self.directory / "cursors" / f"{name}.json"
         tmp = path.with_suffix(".tmp")
         data = orjson.dumps({"segment": position.segment, "offset": position.offset})
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
+        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
         try:
             os.write(fd, data)
             os.fsync(fd)
@@ -374,3 +383,17 @@ class Spool:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
+
+
+def _read_all(fd: int) -> bytes:
+    return _pread_all(fd, os.fstat(fd).st_size, 0)
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset`` (fewer only at the end of the file)."""
+    chunks = []
+    while size > 0 and (chunk := os.pread(fd, size, offset)):
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import orjson
 
 from webhook.errors import WebhookError
+from webhook.visible import visible_doc, visible_json_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -331,6 +332,7 @@ def render(record: dict[str, Any]) -> Text:
     """One line: time, actor, verb, object, outcome, findings (for an alert: its summary)."""
     from rich.text import Text
 
+    record = visible_doc(record)  # every field printed, whoever sent it, shows its controls escaped
     if record.get("type") == "alert":
         return _render_alert(record)
     line = Text()
@@ -411,7 +413,7 @@ def run(
 
     def emit(lines: Sequence[Line]) -> None:
         if raw:
-            sys.stdout.buffer.write(b"".join(line + b"\n" for line, _ in lines))
+            sys.stdout.buffer.write(b"".join(visible_json_line(line) + b"\n" for line, _ in lines))
             sys.stdout.buffer.flush()
         elif console is not None:
             for _, doc in lines:

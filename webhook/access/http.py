@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from webhook.access.ingest_body import IngestError, decode_body
+from webhook.batch_log import Rejections
 from webhook.errors import (
     BodyTooLargeError,
     OverloadedError,
@@ -54,7 +55,8 @@ async def receive_access(request: web.Request) -> web.Response:
         response = await _receive_access(request, runtime)
     except WebhookError as exc:
         metrics.rejects.labels(reason=exc.code).inc()
-        log.warning("access.rejected", reason=exc.code, status=exc.http_status)
+        # Folded with /audit's refusals: a wrong shipper token or junk cannot flood the log.
+        runtime.rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
         response = rejection_response(exc)
     finally:
         runtime.in_flight -= 1

@@ -37,7 +37,10 @@ class JsonlSink:
         return self._log.path
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._log.open)
+        try:
+            await asyncio.to_thread(self._log.open)
+        except StorageError as exc:  # e.g. a symlink planted in its place: say so, and retry
+            raise SinkError(exc.message, retryable=True) from None
 
     async def send(self, batch: Sequence[SpooledRecord]) -> None:
         try:

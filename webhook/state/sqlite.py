@@ -18,6 +18,8 @@ from typing import Any, Final
 
 import orjson
 
+from webhook.appendlog import open_private
+from webhook.errors import StorageError
 from webhook.state.base import StateError, StoredObject, is_newer
 
 __all__ = ["SqliteStore"]
@@ -61,8 +63,12 @@ class SqliteStore:
 
     def _open(self) -> None:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
+            # Never through a symlink (a planted link would have us write elsewhere); SQLite
+            # opens its -wal and -shm itself, so a link there is refused before it does.
+            os.close(open_private(self.path, os.O_RDWR | os.O_CREAT))
+            for suffix in ("-wal", "-shm"):
+                if Path(f"{self.path}{suffix}").is_symlink():
+                    raise StateError(f"{self.path.name}{suffix} is a symbolic link; refusing to follow it")
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -74,6 +80,8 @@ class SqliteStore:
             reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             reader.execute(f"PRAGMA busy_timeout={_READ_BUSY_MS}")
             reader.execute("PRAGMA query_only=1")
+        except StorageError as exc:
+            raise StateError(f"cannot open state store: {exc.message}") from None
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open state store {self.path}: {type(exc).__name__}") from None
         self._db = db

@@ -207,7 +207,13 @@ async def test_serve_runs_records_and_stops_on_sigterm(tmp_path: Path) -> None:
 
         assert (status, answer["records"]) == (200, 1), (status, answer, b"".join(serve.err))
         create = find_event("0009.json", stage="ResponseComplete", verb="create")
-        assert [r["audit_id"] for r in read_jsonl(tmp_path / "data" / "records.jsonl")] == [create["auditID"]]
+        # A 200 means spooled; the JSONL sink's delivery loop writes the file just after.
+        records = tmp_path / "data" / "records.jsonl"
+        for _ in range(int(DEADLINE_S / 0.05)):
+            if records.exists() and read_jsonl(records):
+                break
+            await asyncio.sleep(0.05)
+        assert [r["audit_id"] for r in read_jsonl(records)] == [create["auditID"]]
 
         serve.proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(serve.proc.wait(), DEADLINE_S)

@@ -14,7 +14,7 @@ import io
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,13 +24,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import (
     CAPTURES,
     Client,
+    capture_events,
+    captured_bodies,
     dead_letters_in,
     delivered,
     make_config,
     make_event,
 )
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from webhook.config import Config
+from webhook.errors import MalformedEventError
+from webhook.events import check_event
+from webhook.filter import DEFAULT_FILTER, compile_filter
 from webhook.prepare_pool import MIN_BODY_BYTES
 from webhook.server import RUNTIME, create_app
 
@@ -45,6 +52,9 @@ FILLER: Final = [
 ]
 # Fields of a record that depend on the run, not on the event: when it was received.
 RUN_FIELDS: Final = ("received_at",)
+# Fields that depend on the state earlier events left (they are its baseline; a kept event
+# earlier in the batch is one): the change, and what is derived from old and new together.
+STATE_FIELDS: Final = ("change", "dns", "findings")
 
 _runs = itertools.count()
 
@@ -227,3 +237,177 @@ async def test_finding_2_failed_gateway_create_costs_only_its_event(
     assert others == expected
     assert _traced(GATEWAY_ID, records, letters)
     assert letters == []
+
+
+# --- any damage to any one event (Z1 of the review, as a property) ----------------------------
+
+KEEP: Final = compile_filter(DEFAULT_FILTER)
+# Small captures keep each example fast; together they hold every kind of kept event.
+SMALL: Final = [p.name for p in captured_bodies() if p.stat().st_size < 40_000]
+REGIONS: Final = (
+    "objectRef",
+    "user",
+    "responseStatus",
+    "requestObject",
+    "responseObject",
+    "annotations",
+    None,
+)
+RAW: Final = {
+    "number": [b"1e999", b"-1e999", b"1.5e400"],
+    "surrogate": [b'"\\ud800"', b'"x\\udfff"', b'"\\udbff\\u0041"'],
+    "utf8": [b'"a\xffb"', b'"\xc3\x28"', b'"\xed\xa0\x80"', b'"\xf8\x88\x80\x80\x80"', b'"\x80"'],
+}
+json_value = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
+    max_leaves=8,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    capture: str
+    items: list[Any]  # POISON marks where ``poison`` goes, if any
+    victim: int
+    poison: bytes | None
+    audit_id: str
+    stage: str
+    root: bool  # the whole event was replaced: nothing left to trace it by
+
+    def body(self, *, workers: int) -> bytes:
+        body = _body(self.items, workers=workers)
+        return body if self.poison is None else _poisoned(body, self.poison)
+
+    def undecodable(self) -> bool:
+        victim = orjson.dumps(self.items[self.victim])
+        try:
+            orjson.loads(victim if self.poison is None else _poisoned(victim, self.poison))
+        except orjson.JSONDecodeError:
+            return True
+        return False
+
+
+def _kept(item: Any) -> bool:
+    try:
+        return KEEP(check_event(item))
+    except MalformedEventError:
+        return False
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value[:4]):
+            found += _paths(child, (*prefix, index))
+    return found
+
+
+@st.composite
+def damages(draw: st.DrawFn) -> Damage:
+    """One event of a captured batch damaged once: raw bytes no decoder takes (nesting, numbers,
+    surrogates, invalid UTF-8, in a value or a key) or a value of another JSON type, anywhere."""
+    capture = draw(st.sampled_from(SMALL))
+    items = capture_events(capture)
+    kept = [i for i, item in enumerate(items) if _kept(item)]
+    among_kept = bool(kept) and draw(st.booleans())
+    victim = draw(st.sampled_from(kept) if among_kept else st.integers(0, len(items) - 1))
+    target = items[victim]
+    audit_id, stage = target["auditID"], target["stage"]
+    region = draw(st.sampled_from(REGIONS))
+    paths = [p for p in _paths(target) if p != ("auditID",)]
+    inside = [p for p in paths if p[0] == region]
+    path: tuple[Any, ...] = draw(st.sampled_from(inside or [(), *paths]))
+    *steps, last = (victim, *path)
+    parent: Any = items
+    for step in steps:
+        parent = parent[step]
+    how = draw(st.sampled_from(["deep", "number", "surrogate", "utf8", "key", "type"]))
+    event(f"damage: {how}, in {path[0] if path else 'the whole event'}")
+    poison: bytes | None = None
+    if how == "type":
+        before = parent[last]
+        parent[last] = draw(json_value.filter(lambda v: v is not None and type(v) is not type(before)))
+    elif how == "key" and isinstance(parent[last], dict):
+        parent[last][POISON] = 1
+        poison = draw(st.sampled_from(RAW["utf8"] + RAW["surrogate"]))
+    else:
+        parent[last] = POISON
+        if how == "deep":
+            depth = draw(st.integers(min_value=200, max_value=1100))
+            poison = b"[" * depth + b"]" * depth
+        else:
+            poison = draw(st.sampled_from(RAW.get(how, RAW["utf8"])))
+    return Damage(capture, items, victim, poison, audit_id, stage, root=not path)
+
+
+_REFERENCE: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+
+
+async def _reference(root: Path, capture: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """The records of the undamaged capture, by (auditID, stage), from a fresh app."""
+    if capture not in _REFERENCE:
+        async with _app(root, workers=0) as (client, config):
+            status, _ = await _post(client, _body(capture_events(capture), workers=0), workers=0)
+            assert status == 200
+            _REFERENCE[capture] = _by_event(await delivered(client, config))
+    return _REFERENCE[capture]
+
+
+async def _check(root: Path, damage: Damage, *, workers: int) -> None:
+    expected = await _reference(root, damage.capture)
+    async with _app(root, workers=workers) as (client, config):
+        status, answer = await _post(client, damage.body(workers=workers), workers=workers)
+        records = await delivered(client, config)
+        letters = dead_letters_in(config)
+
+    assert status == 200, answer
+    victim = (damage.audit_id, damage.stage)
+    order = {(e.get("auditID"), e.get("stage")): i for i, e in enumerate(capture_events(damage.capture))}
+
+    def others(by_event: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """All but the victim's record; after a kept victim, without what it was the baseline of."""
+        later = victim in expected
+        return {
+            key: {
+                k: v
+                for k, v in record.items()
+                if not (later and order[key] > damage.victim and k in STATE_FIELDS)
+            }
+            for key, record in by_event.items()
+            if key != victim
+        }
+
+    assert others(_by_event(records)) == others(expected)
+    if not damage.root and (victim in expected or damage.undecodable()):
+        assert _traced(damage.audit_id, records, letters)
+
+
+ISOLATION = settings(
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@settings(ISOLATION, max_examples=40)
+@given(damage=damages())
+async def test_any_damage_to_one_event_costs_only_that_event(tmp_path: Path, damage: Damage) -> None:
+    """In the event loop: 200, every other record as undamaged, the damaged event traceable."""
+    await _check(tmp_path, damage, workers=0)
+
+
+@settings(ISOLATION, max_examples=12)
+@given(damage=damages())
+async def test_any_damage_to_one_event_costs_only_that_event_in_a_worker(
+    tmp_path: Path, damage: Damage
+) -> None:
+    """The same through a worker process (a body big enough for one)."""
+    await _check(tmp_path, damage, workers=1)

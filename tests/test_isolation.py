@@ -310,42 +310,55 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
-@st.composite
-def damages(draw: st.DrawFn) -> Damage:
-    """One event of a captured batch damaged once: raw bytes no decoder takes (nesting, numbers,
-    surrogates, invalid UTF-8, in a value or a key) or a value of another JSON type, anywhere."""
-    capture = draw(st.sampled_from(SMALL))
-    items = capture_events(capture)
-    kept = [i for i, item in enumerate(items) if _kept(item)]
-    among_kept = bool(kept) and draw(st.booleans())
-    victim = draw(st.sampled_from(kept) if among_kept else st.integers(0, len(items) - 1))
-    target = items[victim]
-    audit_id, stage = target["auditID"], target["stage"]
+def _damage(draw: st.DrawFn, items: list[Any], victim: int, how: str) -> tuple[tuple[Any, ...], bytes | None]:
+    """Damage one place of ``items[victim]``: returns where, and the raw bytes for POISON."""
     region = draw(st.sampled_from(REGIONS))
-    paths = [p for p in _paths(target) if p != ("auditID",)]
+    paths = [p for p in _paths(items[victim]) if p != ("auditID",)]
     inside = [p for p in paths if p[0] == region]
     path: tuple[Any, ...] = draw(st.sampled_from(inside or [(), *paths]))
     *steps, last = (victim, *path)
     parent: Any = items
     for step in steps:
         parent = parent[step]
-    how = draw(st.sampled_from(["deep", "number", "surrogate", "utf8", "key", "type"]))
     event(f"damage: {how}, in {path[0] if path else 'the whole event'}")
-    poison: bytes | None = None
     if how == "type":
         before = parent[last]
         parent[last] = draw(json_value.filter(lambda v: v is not None and type(v) is not type(before)))
-    elif how == "key" and isinstance(parent[last], dict):
+        return path, None
+    if how == "key" and isinstance(parent[last], dict):
         parent[last][POISON] = 1
-        poison = draw(st.sampled_from(RAW["utf8"] + RAW["surrogate"]))
-    else:
-        parent[last] = POISON
-        if how == "deep":
-            depth = draw(st.integers(min_value=200, max_value=1100))
-            poison = b"[" * depth + b"]" * depth
-        else:
-            poison = draw(st.sampled_from(RAW.get(how, RAW["utf8"])))
-    return Damage(capture, items, victim, poison, audit_id, stage, root=not path)
+        return path, draw(st.sampled_from(RAW["utf8"] + RAW["surrogate"]))
+    parent[last] = POISON
+    if how == "deep":
+        depth = draw(st.integers(min_value=200, max_value=1100))
+        return path, b"[" * depth + b"]" * depth
+    return path, draw(st.sampled_from(RAW.get(how, RAW["utf8"])))
+
+
+@st.composite
+def damages(draw: st.DrawFn) -> Damage:
+    """One event of a captured batch damaged in one to three places: values of another JSON
+    type anywhere, then maybe raw bytes no decoder takes (nesting, numbers, surrogates,
+    invalid UTF-8, in a value or a key)."""
+    capture = draw(st.sampled_from(SMALL))
+    items = capture_events(capture)
+    kept = [i for i, item in enumerate(items) if _kept(item)]
+    among_kept = bool(kept) and draw(st.booleans())
+    victim = draw(st.sampled_from(kept) if among_kept else st.integers(0, len(items) - 1))
+    audit_id, stage = items[victim]["auditID"], items[victim]["stage"]
+    places = draw(st.integers(min_value=1, max_value=3))
+    poison: bytes | None = None
+    root = False
+    for place in range(places):
+        last = place == places - 1
+        how = (
+            draw(st.sampled_from(["deep", "number", "surrogate", "utf8", "key", "type"])) if last else "type"
+        )
+        path, poison = _damage(draw, items, victim, how)
+        if not path:  # the whole event is gone: nothing more to damage, nothing to trace it by
+            root = True
+            break
+    return Damage(capture, items, victim, poison, audit_id, stage, root=root)
 
 
 _REFERENCE: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}

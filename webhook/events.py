@@ -156,26 +156,38 @@ def check_event(item: Any) -> Event:
         if value is not None and not isinstance(value, dict):
             raise MalformedEventError(f"{field} is not an object")
     # What the filter reads: of the wrong type, a kept event would be dropped without a trace.
+    # Plain loops, no generators: this runs on every event (~0.2 µs).
     ref = item.get("objectRef")
     if ref:
-        for field in _REF_STRINGS:
-            value = ref.get(field)
-            if value is not None and not isinstance(value, str):
-                raise MalformedEventError(f"objectRef.{field} is not a string")
+        for value in ref.values():
+            if type(value) is not str:  # the apiserver's are all strings; other keys may vary
+                _check_ref(ref)
+                break
     user = item.get("user")
     if user:
         username = user.get("username")
-        if username is not None and not isinstance(username, str):
+        if username is not None and type(username) is not str:
             raise MalformedEventError("user.username is not a string")
         groups = user.get("groups")
-        if groups is not None and not (isinstance(groups, list) and all(isinstance(g, str) for g in groups)):
-            raise MalformedEventError("user.groups is not a list of strings")
+        if groups is not None:
+            if type(groups) is not list:
+                raise MalformedEventError("user.groups is not a list of strings")
+            for group in groups:
+                if type(group) is not str:
+                    raise MalformedEventError("user.groups is not a list of strings")
     status = item.get("responseStatus")
     if status:
         code = status.get("code")
-        if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+        if code is not None and type(code) is not int:
             raise MalformedEventError("responseStatus.code is not an integer")
     return item
+
+
+def _check_ref(ref: dict[str, Any]) -> None:
+    for field in _REF_STRINGS:
+        value = ref.get(field)
+        if value is not None and not isinstance(value, str):
+            raise MalformedEventError(f"objectRef.{field} is not a string")
 
 
 def event_ref(item: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from conftest import CAPTURES, captured_bodies, event_list, make_event
 
 from webhook.errors import (
     BadRequestError,
+    BodyTooLargeError,
     EventNotJSONError,
     EventTooDeepError,
     MalformedEventError,
@@ -254,3 +255,13 @@ def test_fields_the_filter_reads_must_have_their_types(field: str, value: Any, w
 
     with pytest.raises(MalformedEventError, match=words):
         check_event(event)
+
+
+@pytest.mark.parametrize("item", [b"{}", b"1e999"], ids=["decodes", "does-not-decode"])
+def test_too_many_events_are_refused_before_any_is_decoded(item: bytes) -> None:
+    """The tolerant path counts the events' spans first: a flood of bad ones is a 413 at once."""
+    body = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[%b]}' % b",".join([item] * 401)
+
+    with pytest.raises(BodyTooLargeError, match="401 events"):
+        decode_event_list(body, max_events=400)
+    assert len(decode_event_list(body, max_events=401)) == 401

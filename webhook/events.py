@@ -18,6 +18,7 @@ from typing import Any, Final
 import orjson
 
 from webhook.errors import (
+    BodyTooLargeError,
     EventNotJSONError,
     EventTooDeepError,
     MalformedEventError,
@@ -70,17 +71,25 @@ class Undecodable:
     ref: dict[str, Any]
 
 
-def decode_event_list(body: bytes | bytearray) -> list[Any]:
-    """Return the ``items`` of an ``audit.k8s.io`` EventList, or raise why the body is not one.
+def decode_event_list(body: bytes | bytearray, *, max_events: int | None = None) -> list[Any]:
+    """Return the ``items`` of an ``audit.k8s.io`` EventList, or raise why the body is not one
+    (``BodyTooLargeError`` for more than ``max_events`` events).
 
     An item that does not decode on its own is returned as an ``Undecodable``."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return _scan_event_list(body, exc.pos)
+        return _scan_event_list(body, exc.pos, max_events)
     if not isinstance(doc, dict):
         raise NotEventListError("body must be a JSON object")
-    return _items(doc.get("kind"), doc.get("apiVersion"), doc.get("items"))
+    items = _items(doc.get("kind"), doc.get("apiVersion"), doc.get("items"))
+    _count(items, max_events)
+    return items
+
+
+def _count(items: list[Any], max_events: int | None) -> None:
+    if max_events is not None and len(items) > max_events:
+        raise BodyTooLargeError(f"{len(items)} events is more than the limit of {max_events}")
 
 
 def _items(kind: Any, api_version: Any, items: Any) -> list[Any]:
@@ -95,7 +104,7 @@ def _items(kind: Any, api_version: Any, items: Any) -> list[Any]:
     return items
 
 
-def _scan_event_list(body: bytes | bytearray, pos: int) -> list[Any]:
+def _scan_event_list(body: bytes | bytearray, pos: int, max_events: int | None) -> list[Any]:
     """The tolerant path: the envelope must scan, each event is decoded on its own."""
     try:
         envelope = top_members(body)
@@ -118,6 +127,7 @@ def _scan_event_list(body: bytes | bytearray, pos: int) -> list[Any]:
         # Neither orjson's message nor the scanner's quote the input; keep only the position.
         raise NotJSONError(f"body is not valid JSON (at byte {pos})") from None
     _items(fields.get("kind"), fields.get("apiVersion"), fields.get("items"))
+    _count(spans, max_events)  # before decoding any
     return [decode_event(body, start, end) for start, end in spans]
 
 

@@ -9,12 +9,23 @@ from conftest import CAPTURES, captured_bodies, event_list, make_event
 
 from webhook.errors import (
     BadRequestError,
+    BodyTooLargeError,
+    EventNotJSONError,
+    EventTooDeepError,
     MalformedEventError,
     NotEventListError,
     NotJSONError,
     UnsupportedVersionError,
 )
-from webhook.events import check_event, decode_event_list, event_ref, opt_object, opt_str, opt_strings
+from webhook.events import (
+    Undecodable,
+    check_event,
+    decode_event_list,
+    event_ref,
+    opt_object,
+    opt_str,
+    opt_strings,
+)
 
 MARKER = "s3cr3t-marker-value"
 
@@ -171,3 +182,86 @@ def test_typed_getters() -> None:
             getter(obj, "bad", "user.groups")
     with pytest.raises(MalformedEventError, match="list of strings"):
         opt_strings({"l": ["a", 1]}, "l", "user.groups")
+
+
+POISONED = {
+    "nested-1030": (b"[" * 1030 + b"]" * 1030, EventTooDeepError, "1024"),
+    "number-1e999": (b"1e999", EventNotJSONError, "number"),
+    "lone-surrogate": (b'"\\ud800"', EventNotJSONError, "surrogate"),
+    "invalid-utf8": (b'"' + MARKER.encode() + b'\xff"', EventNotJSONError, "UTF-8"),
+}
+
+
+@pytest.mark.parametrize(("poison", "error", "words"), POISONED.values(), ids=POISONED.keys())
+def test_an_event_that_does_not_decode_is_returned_alone(
+    poison: bytes, error: type[MalformedEventError], words: str
+) -> None:
+    """The other events decode as usual; the bad one keeps only its identity and the reason."""
+    good = [make_event(audit_id=f"a{n}") for n in range(2)]
+    body = event_list(good[0], make_event(audit_id="bad", requestObject="@@"), good[1]).replace(
+        b'"@@"', poison
+    )
+
+    first, bad, last = decode_event_list(body)
+
+    assert [first, last] == good
+    assert isinstance(bad, Undecodable)
+    assert event_ref(bad) == {
+        "auditID": "bad",
+        "stage": "ResponseComplete",
+        "verb": "create",
+        "objectRef": {
+            "apiGroup": "networking.k8s.io",
+            "apiVersion": "v1",
+            "resource": "ingresses",
+            "namespace": "shop",
+            "name": "web",
+        },
+    }
+    with pytest.raises(error, match=words) as info:
+        check_event(bad)
+    assert MARKER not in info.value.message
+
+
+def test_an_undecodable_event_gives_what_identity_it_can() -> None:
+    """Fields that do not decode themselves are left out; the body is never read."""
+    body = event_list("@@").replace(
+        b'"@@"',
+        b'{"auditID":"\\ud800","stage":"ResponseComplete","objectRef":{"name":"\xff","resource":"secrets"}}',
+    )
+
+    (bad,) = decode_event_list(body)
+
+    assert event_ref(bad) == {"stage": "ResponseComplete", "objectRef": {"resource": "secrets"}}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("objectRef", {"resource": 5}, "objectRef.resource"),
+        ("objectRef", {"namespace": ["shop"]}, "objectRef.namespace"),
+        ("objectRef", {"name": {"n": 1}}, "objectRef.name"),
+        ("user", {"username": True}, "user.username"),
+        ("user", {"groups": "system:masters"}, "user.groups"),
+        ("user", {"groups": [1]}, "user.groups"),
+        ("responseStatus", {"code": "403"}, "responseStatus.code"),
+        ("responseStatus", {"code": True}, "responseStatus.code"),
+    ],
+)
+def test_fields_the_filter_reads_must_have_their_types(field: str, value: Any, words: str) -> None:
+    """Else a kept event could leave the filter without a trace; now it is dead-lettered."""
+    event = make_event()
+    event[field] = {**event.get(field, {}), **value}
+
+    with pytest.raises(MalformedEventError, match=words):
+        check_event(event)
+
+
+@pytest.mark.parametrize("item", [b"{}", b"1e999"], ids=["decodes", "does-not-decode"])
+def test_too_many_events_are_refused_before_any_is_decoded(item: bytes) -> None:
+    """The tolerant path counts the events' spans first: a flood of bad ones is a 413 at once."""
+    body = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[%b]}' % b",".join([item] * 401)
+
+    with pytest.raises(BodyTooLargeError, match="401 events"):
+        decode_event_list(body, max_events=400)
+    assert len(decode_event_list(body, max_events=401)) == 401

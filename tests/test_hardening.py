@@ -50,16 +50,13 @@ async def _still_serving(client: Client, config: Config) -> None:
     ("body", "reason"),
     [
         (b"[" * 10_000 + b"]" * 10_000, "not-json"),
-        (
-            b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"a":' + b"\xff\xfe" + b"}]}",
-            "not-json",
-        ),
-        (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[NaN]}', "not-json"),
-        (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[Infinity]}', "not-json"),
         (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[', "not-json"),
+        (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[1e999}', "not-json"),
+        (b'{"kind":"EventList\xff","apiVersion":"audit.k8s.io/v1","items":[1e999]}', "not-event-list"),
+        (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":{"a":1e999}}', "not-event-list"),
         (b"", "not-json"),
     ],
-    ids=["nested-10k", "invalid-utf8", "nan", "infinity", "truncated", "empty-body"],
+    ids=["nested-10k", "truncated", "unbalanced", "kind-undecodable", "items-not-a-list", "empty-body"],
 )
 async def test_undecodable_bodies_get_400(
     aiohttp_client: Any, tmp_path: Path, body: bytes, reason: str
@@ -76,16 +73,30 @@ async def test_undecodable_bodies_get_400(
     await _still_serving(client, config)
 
 
-async def test_deeply_nested_event_inside_a_valid_list(aiohttp_client: Any, tmp_path: Path) -> None:
-    """Nesting beyond the decoder's limit rejects the batch as not JSON; it never crashes."""
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        (b'{"x":' * 5000 + b"1" + b"}" * 5000, "event-too-deep"),
+        (b'{"a":' + b"\xff\xfe" + b"}", "event-not-json"),
+        (b"NaN", "event-not-json"),
+        (b"Infinity", "event-not-json"),
+    ],
+    ids=["nested-5k", "invalid-utf8", "nan", "infinity"],
+)
+async def test_undecodable_event_inside_a_valid_list(
+    aiohttp_client: Any, tmp_path: Path, item: bytes, reason: str
+) -> None:
+    """An event that does not decode is dead-lettered alone; the rest of the list is recorded."""
     config = make_config(tmp_path)
     client = await _client(aiohttp_client, config)
-    nested = b'{"x":' * 5000 + b"1" + b"}" * 5000
-    body = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[' + nested + b"]}"
+    first, last = (orjson.dumps(_ingress(n)) for n in (1, 2))
+    body = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[%b,%b,%b]}' % (first, item, last)
 
-    status, _ = await _post(client, body)
+    status, payload = await _post(client, body)
 
-    assert status == 400
+    assert status == 200, payload
+    assert [r["object"]["name"] for r in await delivered(client, config)] == ["web-1", "web-2"]
+    assert [(d["reason"], d["index"]) for d in dead_letters_in(config)] == [(reason, 1)]
     await _still_serving(client, config)
 
 

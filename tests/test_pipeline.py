@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -168,3 +169,31 @@ def test_cluster_name_comes_from_the_config() -> None:
     pipe = Pipeline(Config(cluster="prod-eu"), Deduper(max_entries=10, ttl_s=60), REDACTOR)
     (record,) = pipe.process([make_event()], received_at=RECEIVED).records
     assert record.cluster == "prod-eu"
+
+
+class _Unreadable(dict[str, Any]):
+    """An event no state lookup can read: it stands for any bug a type check did not foresee."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "objectRef":
+            raise TypeError("unreadable")
+        return super().get(key, default)
+
+
+def test_an_event_whose_state_keys_cannot_be_read_is_dead_lettered_alone() -> None:
+    """The state lookups run under the per-event guard too (review finding 2)."""
+    pipe, _ = pipeline()
+    result = pipe.prepare(
+        [make_event(audit_id="a1", name="one"), make_event(audit_id="a2", name="two")], received_at=RECEIVED
+    )
+    first = result.pending[0]
+    first.redacted = replace(first.redacted, event=_Unreadable(first.redacted.event))
+
+    keys = pipe.lookups(result)
+    pipe.finish(result, states={})
+
+    assert keys == ["networking.k8s.io/ingresses/shop/two"]
+    assert [r.audit_id for r in result.records] == ["a2"]
+    (letter,) = result.dead_letters
+    assert (letter.reason, letter.detail, letter.index) == ("internal", "unexpected TypeError", 0)
+    assert letter.event["auditID"] == "a1"

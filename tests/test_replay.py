@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import capture_events, dead_letters_in, make_config, read_jsonl, records_in
+from conftest import capture_events, dead_letters_in, make_config, make_event, read_jsonl, records_in
 
 from webhook.config import Config
 from webhook.ingest import Ingestor
@@ -254,3 +254,31 @@ def test_cli_on_a_terminal_shows_a_progress_bar(tmp_path: Path) -> None:
     assert "━".encode() in drawn
     assert b"audit.log" in drawn
     assert out.decode().startswith(f"{len(SAMPLE.read_bytes().splitlines())} events read, ")
+
+
+async def test_a_line_that_does_not_decode_costs_only_its_events(config: Config, tmp_path: Path) -> None:
+    """A log line or a saved EventList holding bytes orjson refuses (1e999, a lone surrogate)
+    costs only the event that holds them; it is dead-lettered with its identity."""
+    good = [orjson.dumps(make_event(name=f"web-{n}", audit_id=f"a{n}")) for n in range(3)]
+    poisoned = orjson.dumps(make_event(name="bad", audit_id="p1", requestObject="@@"))
+    poisoned_list = orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": ["@@"]})
+    path = tmp_path / "audit.log"
+    path.write_bytes(
+        good[0]
+        + b"\n"
+        + poisoned.replace(b'"@@"', b'{"x":1e999}')
+        + b"\n"
+        + poisoned_list.replace(b'"@@"', good[1] + b"," + poisoned.replace(b'"@@"', b'"\\ud800"'))
+        + b"\n"
+        + good[2]
+        + b"\n"
+    )
+
+    summary = await replay(config, [path])
+
+    letters = dead_letters_in(config)
+    assert (summary.events, summary.records, summary.dead_letters) == (5, 3, 2)
+    assert [(d["reason"], d["event"]["auditID"], d["event"]["objectRef"]["name"]) for d in letters] == [
+        ("event-not-json", "p1", "bad"),
+        ("event-not-json", "p1", "bad"),
+    ]

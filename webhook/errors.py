@@ -18,7 +18,9 @@
     ├── OverloadedError               overloaded       503  too many requests in flight
     ├── ClientGoneError               client-gone      (the client left mid-request: nobody to answer)
     ├── MalformedEventError           malformed-event  (one event: dead-lettered, never an answer)
-    │   └── EventTooLargeError        event-too-large
+    │   ├── EventTooLargeError        event-too-large
+    │   ├── EventNotJSONError         event-not-json   its bytes do not decode (the rest of the body does)
+    │   └── EventTooDeepError         event-too-deep   nested deeper than an event can be handled
     └── StorageError                  storage          503  we cannot keep the batch durably
         ├── SpoolFullError            spool-full       503  the spool is at its cap (a sink is behind)
         └── SinkError                 sink             (a sink could not deliver; never an answer)
@@ -36,6 +38,8 @@ __all__ = [
     "BodyTooLargeError",
     "ClientGoneError",
     "ConfigError",
+    "EventNotJSONError",
+    "EventTooDeepError",
     "EventTooLargeError",
     "ForbiddenError",
     "MalformedEventError",
@@ -157,6 +161,18 @@ class EventTooLargeError(MalformedEventError):
     """One kept event is over ``server.max_event_bytes``; it is dead-lettered, the batch goes on."""
 
     code = "event-too-large"
+
+
+class EventNotJSONError(MalformedEventError):
+    """One event's bytes do not decode (a lone surrogate, invalid UTF-8, a number out of range)."""
+
+    code = "event-not-json"
+
+
+class EventTooDeepError(MalformedEventError):
+    """One event nests deeper than JSON can be decoded or encoded here (orjson's limits)."""
+
+    code = "event-too-deep"
 
 
 class StorageError(WebhookError):

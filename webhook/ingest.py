@@ -135,8 +135,8 @@ class Ingestor:
         pipeline = self.pipeline
         if not result.pending:
             return []
+        lookups = pipeline.lookups(result)  # dead-letters an event whose keys cannot be read
         claimed = [p.key for p in result.pending]
-        lookups = pipeline.lookups(result)
         try:
             # Both at once: one wait for the event loop instead of two round trips.
             duplicates, states = await asyncio.gather(self.state.claim(claimed), self.state.get_many(lookups))
@@ -229,8 +229,8 @@ class Ingestor:
 
     async def _write(self, result: BatchResult) -> None:
         writes = []
-        if result.records:
-            writes.append(self.spool.append([to_json(record) for record in result.records]))
+        if result.lines:
+            writes.append(self.spool.append(result.lines))
         if result.dead_letters:
             writes.append(self.dead_letters.append(dead_letter_json(result.dead_letters)))
         for outcome in await asyncio.gather(*writes, return_exceptions=True):

@@ -214,6 +214,12 @@ class Metrics:
             ["detection"],
             registry=r,
         )
+        self.detection_errors = Counter(
+            "ingress_audit_detection_errors",
+            "Records a detection failed on (the record is kept; only this detection skips it).",
+            ["detection"],
+            registry=r,
+        )
         self.detection_keys = Gauge(
             "ingress_audit_detection_keys", "Keys a detection holds in memory.", ["detection"], registry=r
         )

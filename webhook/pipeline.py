@@ -39,10 +39,10 @@ from webhook.enrich.gateway import (
     reference_grant_summary,
     route_summary,
 )
-from webhook.errors import EventTooLargeError, MalformedEventError
+from webhook.errors import EventTooDeepError, EventTooLargeError, MalformedEventError
 from webhook.events import check_event, event_ref
 from webhook.filter import compile_filter
-from webhook.record import SCHEMA_VERSION, Record, record_id
+from webhook.record import SCHEMA_VERSION, Record, record_id, to_json
 from webhook.redact import RedactionResult, Redactor
 from webhook.state.base import StoredObject, is_newer
 
@@ -83,6 +83,7 @@ class BatchResult:
     matched: int = 0
     duplicates: int = 0
     records: list[Record] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)  # the records' JSON, made under the guard
     dead_letters: list[DeadLetter] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     received_at: str = ""
@@ -139,7 +140,10 @@ class Pipeline:
                 if not keep(event):
                     continue
                 result.matched += 1
-                encoded = orjson.dumps(event)
+                try:
+                    encoded = orjson.dumps(event)
+                except orjson.JSONEncodeError:  # orjson encodes 254 levels; it decodes 1024
+                    raise EventTooDeepError("event nests deeper than 254 levels") from None
                 if len(encoded) > self._max_event_bytes:
                     raise EventTooLargeError(
                         f"event is {len(encoded)} bytes, over the limit of {self._max_event_bytes}"
@@ -166,14 +170,22 @@ class Pipeline:
         return result
 
     def lookups(self, result: BatchResult) -> list[str]:
-        """State keys the kept events need: their objects and the Secrets they reference."""
+        """State keys the kept events need: their objects and the Secrets they reference.
+
+        An event whose keys cannot be read is dead-lettered here, alone."""
         keys: dict[str, None] = {}
+        pending = []
         for prepared in result.pending:
-            event = prepared.redacted.event
-            key = event_key(event)
-            if key is not None:
-                keys[key] = None
-                keys.update(dict.fromkeys(referenced_secret_keys(event)))
+            try:
+                event = prepared.redacted.event
+                key = event_key(event)
+                mine = [key, *referenced_secret_keys(event)] if key is not None else []
+            except Exception as exc:  # noqa: BLE001 - one bad event must not cost the batch
+                self._failed(result, prepared, exc)
+                continue
+            keys.update(dict.fromkeys(mine))
+            pending.append(prepared)
+        result.pending = pending
         return list(keys)
 
     def finish(
@@ -192,25 +204,28 @@ class Pipeline:
                 continue
             try:
                 record, updates = self._build(prepared, current, result.received_at, available)
-            except MalformedEventError as exc:
-                letter = _letter(exc.code, exc.message, prepared.index, prepared.item, result.received_at)
-                result.dead_letters.append(letter)
-                continue
+                line = to_json(record)
+                newer = {k: state for k, state in updates.items() if is_newer(state, current.get(k))}
             except Exception as exc:  # noqa: BLE001 - one bad event must not cost the batch
-                log.error("event.failed", index=prepared.index, error=type(exc).__name__)
-                detail = f"unexpected {type(exc).__name__}"
-                result.dead_letters.append(
-                    _letter(_INTERNAL, detail, prepared.index, prepared.item, result.received_at)
-                )
+                self._failed(result, prepared, exc)
                 continue
-            for key, state in updates.items():
-                if is_newer(state, current.get(key)):
-                    current[key] = state
-                    result.state_updates[key] = state
+            current.update(newer)
+            result.state_updates.update(newer)
             result.keys.append(prepared.key)
             result.records.append(record)
+            result.lines.append(line)
         result.pending = []
         result.dead_letters.sort(key=lambda letter: letter.index if letter.index is not None else -1)
+
+    @staticmethod
+    def _failed(result: BatchResult, prepared: Prepared, exc: Exception) -> None:
+        """Dead-letter one kept event that a stage after ``prepare`` could not handle."""
+        if isinstance(exc, MalformedEventError):
+            reason, detail = exc.code, exc.message
+        else:
+            log.error("event.failed", index=prepared.index, error=type(exc).__name__)
+            reason, detail = _INTERNAL, f"unexpected {type(exc).__name__}"
+        result.dead_letters.append(_letter(reason, detail, prepared.index, prepared.item, result.received_at))
 
     def _build(
         self, prepared: Prepared, current: Mapping[str, StoredObject], received_at: str, available: bool

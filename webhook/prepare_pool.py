@@ -42,7 +42,7 @@ import structlog
 
 from webhook.config import Config
 from webhook.dedupe import Deduper
-from webhook.errors import BodyTooLargeError, OverloadedError
+from webhook.errors import OverloadedError
 from webhook.events import decode_event_list, event_ref
 from webhook.memory import CycleCollector, return_large_blocks, tune_collector
 from webhook.pipeline import BatchResult, Pipeline, Prepared
@@ -73,9 +73,7 @@ def prepare_body(
 
     Raises the ``BadRequestError`` of ``decode_event_list`` or ``BodyTooLargeError`` for more
     than ``max_events`` events, as the server answers them."""
-    items = decode_event_list(body)
-    if len(items) > max_events:
-        raise BodyTooLargeError(f"{len(items)} events is more than the limit of {max_events}")
+    items = decode_event_list(body, max_events=max_events)
     return pipeline.prepare(items, received_at=received_at)
 
 

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 import orjson
 
 from webhook.config import Config, DedupeConfig
-from webhook.errors import MalformedEventError, WebhookError
-from webhook.events import API_VERSIONS, check_event, event_ref
+from webhook.errors import BadRequestError, MalformedEventError, WebhookError
+from webhook.event_scan import ScanError, top_members
+from webhook.events import API_VERSIONS, check_event, decode_event, decode_event_list, event_ref
 from webhook.ingest import Ingestor
 from webhook.pipeline import DeadLetter, dead_letter_json
 
@@ -104,13 +105,31 @@ def _as_webhook_item(event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _tolerant(line: bytes, where: str, pos: int) -> list[Any] | _Bad:
+    """A line that does not decode as a whole: an EventList's events each on its own, or the
+    line as one event (an ``Undecodable`` holding what can be read of its identity)."""
+    text = line.strip()
+    try:
+        return decode_event_list(text)
+    except BadRequestError:
+        pass
+    try:
+        top_members(text)  # an object, only some value in it does not decode
+    except ScanError:
+        # orjson's message can quote the input; keep only the position.
+        return _Bad("not-json", f"{where}: not valid JSON (at byte {pos})", {})
+    return [decode_event(text, 0, len(text))]
+
+
 def _decode(line: bytes, where: str) -> Iterator[dict[str, Any] | _Bad]:
     try:
         doc = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        # orjson's message can quote the input; keep only the position.
-        yield _Bad("not-json", f"{where}: not valid JSON (at byte {exc.pos})", {})
-        return
+        found = _tolerant(line, where, exc.pos)
+        if isinstance(found, _Bad):
+            yield found
+            return
+        doc = {"kind": "EventList", "items": found}
     items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "EventList" else [doc]
     for item in items if isinstance(items, list) else [items]:
         try:

@@ -306,11 +306,7 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
             body, received_at=received_at, max_events=server.max_events_per_request
         )
     else:
-        items = decode_event_list(body)
-        if len(items) > server.max_events_per_request:
-            raise BodyTooLargeError(
-                f"{len(items)} events is more than the limit of {server.max_events_per_request}"
-            )
+        items = decode_event_list(body, max_events=server.max_events_per_request)
         del body  # the decoded items are all we keep; let a large body go before processing
         result = await ingestor.ingest(items, received_at=received_at)
     runtime.metrics.batches.inc()

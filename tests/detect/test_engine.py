@@ -11,6 +11,7 @@ import pytest
 from conftest import capture_events, captured_bodies, find_event
 from detect_records import T0, audit, detector
 from prometheus_client import generate_latest
+from structlog.testing import capture_logs
 
 from webhook.config import Config
 from webhook.dedupe import Deduper
@@ -308,3 +309,37 @@ def test_an_event_after_a_quiet_window_resolves_before_the_tick_does() -> None:
     assert again.status == "firing"
     assert again.id != firing.id
     assert again.count == 2
+
+
+class _Fragile(Rule):
+    """A rule with a bug: it raises on every record without a ``host`` (all audit records)."""
+
+    id = "fragile"
+    consumes = frozenset({"audit"})
+
+    def match(self, record: Mapping[str, Any], now: float) -> list[Hit]:
+        return [Hit(labels={"host": record["host"]})]
+
+    def text(self, labels: Mapping[str, str], count: int, hit: Hit) -> tuple[str, str]:
+        return "fragile", "fragile"
+
+
+def test_a_rule_that_raises_skips_only_that_record_for_that_rule() -> None:
+    """The other rules still see the record; the failure is counted and logged by type only."""
+    metrics = Metrics()
+    fragile = _Fragile(RuleSettings(threshold=1, window_s=10), max_keys=10, exceptions=Exceptions())
+    d = Detector([fragile, *detector(BRUTE).rules], cluster="c", metrics=metrics)
+
+    with capture_logs() as logs:
+        assert d.observe(failure(), T0) == []
+        (alert,) = d.observe(failure(), T0 + 1)
+
+    assert alert.detection == "brute-force-source-ip"
+    assert (
+        logs
+        == [{"event": "detection.failed", "detection": "fragile", "error": "KeyError", "log_level": "error"}]
+        * 2
+    )
+    assert b'ingress_audit_detection_errors_total{detection="fragile"} 2.0' in generate_latest(
+        metrics.registry
+    )

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_event
 
 from webhook.config import DEFAULT_IGNORE_PATHS
-from webhook.enrich.change import ChangeOptions, compute_change, observe
+from webhook.enrich.change import ChangeOptions, compute_change, observe, referenced_secret_keys
 from webhook.enrich.diff import compile_ignore, diff_objects, pointer
 from webhook.enrich.dns import corefile_change
 from webhook.enrich.gateway import (
@@ -234,3 +234,22 @@ def test_ignore_paths_match_prefixes_and_wildcards() -> None:
     assert ignored(("spec", "rules", "3", "host"))
     assert not ignored(("spec", "rules", "3", "http"))
     assert not ignored(("statuses",))
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec"),
+    [
+        ("Gateway", {"listeners": 5}),
+        ("Gateway", {"listeners": True}),
+        ("Gateway", {"listeners": [{"tls": {"certificateRefs": 5}}, 7]}),
+        ("Ingress", {"tls": 5}),
+        ("Ingress", {"tls": True}),
+    ],
+)
+def test_referenced_secrets_of_a_request_with_wrong_types(kind: str, spec: dict[str, Any]) -> None:
+    """A failed create is logged with its request as sent (review finding 2): wrong types refer
+    to no Secret, they do not raise."""
+    request = {"kind": kind, "apiVersion": "v1", "metadata": {"name": "x", "namespace": "shop"}, "spec": spec}
+    event = make_event(code=422, requestObject=request)
+
+    assert referenced_secret_keys(event) == []

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
+import structlog
 
 from webhook.detect.alert import MAX_RECORDS, Alert, Status, alert_id, fingerprint, rfc3339
 from webhook.detect.rules import Hit, Rule
@@ -25,6 +26,8 @@ from webhook.findings import Severity
 from webhook.metrics import Metrics
 
 __all__ = ["Detector", "RecordView"]
+
+log = structlog.get_logger(__name__)
 
 
 class RecordView(Mapping[str, Any]):
@@ -194,7 +197,12 @@ class Detector:
         record_id = str(doc.get("id"))
         self._now = now
         for state in states:
-            for hit in state.rule.hits(doc, now):
+            try:
+                hits = list(state.rule.hits(doc, now))
+            except Exception as exc:  # noqa: BLE001 - one odd record must not stop the others
+                self._failed(state.rule, exc)
+                continue
+            for hit in hits:
                 self._count(state, hit, record_id, now, out)
         if self._spill:
             out[:0], self._spill = self._spill, []
@@ -261,6 +269,12 @@ class Detector:
         entry.firing = firing
         state.firing[key] = entry
         out.append(self._emit(state, firing, "firing", now))
+
+    def _failed(self, rule: Rule, exc: Exception) -> None:
+        """Count a record the rule raised on; log its type only (a message can quote a value)."""
+        log.error("detection.failed", detection=rule.id, error=type(exc).__name__)
+        if self.metrics is not None:
+            self.metrics.detection_errors.labels(detection=rule.id).inc()
 
     @staticmethod
     def _due(rule: Rule, firing: _Firing, now: float) -> bool:

@@ -116,16 +116,19 @@ class AlertFeed:
         alerts: list[Alert] = []
         if detector is None or not records:
             return alerts
-        try:
-            for record in records:
+        for record in records:
+            # The records are written: a detection bug must not fail their batch, nor skip the
+            # records after the one it failed on. Only the type is logged: a message can quote
+            # a value.
+            try:
                 if self.event_time:
                     now = record_seconds(record) or self.clock()
                     alerts += detector.tick(now)
                 else:
                     now = self.clock()
                 alerts += detector.observe(record, now)
-        except Exception:  # the records are written: a detection bug must not fail their batch
-            log.exception("detections.failed", records=len(records))
+            except Exception as exc:  # noqa: BLE001
+                log.error("detections.failed", error=type(exc).__name__)
         return alerts
 
     async def tick(self) -> None:

@@ -78,6 +78,11 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _list(value: object) -> list[Any]:
+    """A list as is, anything else (a failed create may log ``listeners: 5``) as empty."""
+    return value if isinstance(value, list) else []
+
+
 def _succeeded(event: dict[str, Any]) -> bool:
     status = event.get("responseStatus")
     code = status.get("code") if isinstance(status, dict) else None
@@ -247,16 +252,16 @@ def referenced_secret_keys(event: dict[str, Any]) -> list[str]:
     if kind == "Ingress":
         names.extend(
             (namespace, entry["secretName"])
-            for entry in spec.get("tls") or []
+            for entry in _list(spec.get("tls"))
             if isinstance(entry, dict) and isinstance(entry.get("secretName"), str)
         )
     elif kind == "Gateway":
-        for listener in spec.get("listeners") or []:
+        for listener in _list(spec.get("listeners")):
             tls = listener.get("tls") if isinstance(listener, dict) else None
             refs = tls.get("certificateRefs") if isinstance(tls, dict) else None
             names.extend(
                 (_str(ref.get("namespace")) or namespace, ref["name"])
-                for ref in (refs if isinstance(refs, list) else [])
+                for ref in _list(refs)
                 if isinstance(ref, dict)
                 and ref.get("kind", "Secret") == "Secret"
                 and isinstance(ref.get("name"), str)

@@ -4,6 +4,9 @@
 #   docker run --read-only --tmpfs /tmp -v "$PWD/data:/var/lib/ingress-audit" \
 #     -v "$PWD/config.yaml:/etc/ingress-audit/config.yaml:ro" -p 9440:9440 ingress-audit:dev
 #
+# Without Docker: buildah on a Python base made with debootstrap, passed as PYTHON_IMAGE (see
+# docs/deploy.md, "Building the image without Docker"; tests/test_image.py does it).
+#
 # Runs as UID/GID 10001 on a read-only root filesystem: only the data dir (data_dir in the
 # config, /var/lib/ingress-audit in manifests/) and /tmp must be writable volumes. The config
 # is a mounted file; see manifests/base/config.yaml. Probes: GET /healthz (alive) and

@@ -35,6 +35,10 @@ command -v nats-server >/dev/null || missing+=(nats-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+# buildah builds the Dockerfile on a Python base that debootstrap makes from Debian packages,
+# and runs the image (tests/test_image.py): no Docker engine, no image pulled.
+command -v buildah >/dev/null || missing+=(buildah)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,5 +1,5 @@
 """The Dockerfile, checked statically: there is no Docker engine on the development machines
-or in CI, so the image itself is never built by the tests.
+or in CI. tests/test_image.py builds and runs the image with buildah where it can (as root).
 
 What can be checked without building: hadolint finds nothing (at any level), the runtime stage
 runs as a fixed non-root numeric UID that matches the manifests, carries no build tools or pip

@@ -196,14 +196,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in data.splitlines()]
 
 
+def sink_records(config: Config) -> list[dict[str, Any]]:
+    """Every line of every JSONL sink's file (records.jsonl, and access.jsonl with access logs)."""
+    paths = dict.fromkeys(config.in_data_dir(s.options.path) for s in config.sinks if s.type == "jsonl")
+    return [r for path in paths for r in read_jsonl(path)]
+
+
 def records_in(config: Config) -> list[dict[str, Any]]:
-    """The records in the JSONL sink but the alerts (``alerts_in``): audit, access, summaries."""
-    return [r for r in read_jsonl(config.data_dir / "records.jsonl") if r.get("type") != "alert"]
+    """The records in the JSONL sinks but the alerts (``alerts_in``): audit, access, summaries."""
+    return [r for r in sink_records(config) if r.get("type") != "alert"]
 
 
 def alerts_in(config: Config) -> list[dict[str, Any]]:
-    """The alert records in the JSONL sink (docs/detections.md)."""
-    return [r for r in read_jsonl(config.data_dir / "records.jsonl") if r.get("type") == "alert"]
+    """The alert records in the JSONL sinks (docs/detections.md)."""
+    return [r for r in sink_records(config) if r.get("type") == "alert"]
 
 
 async def settle(client: Client, timeout_s: float = 10.0) -> None:

@@ -67,7 +67,8 @@ def test_replay_access_after_the_change(tmp_path: Path) -> None:
     again = run_cli(*args, "--access", str(_access_file(tmp_path)), cwd=tmp_path)
     assert first.returncode == again.returncode == 0, first.stderr
 
-    records = [orjson.loads(line) for line in (data / "records.jsonl").read_bytes().splitlines()]
+    records = [orjson.loads(line) for line in (data / "access.jsonl").read_bytes().splitlines()]
+    assert b'"type":"access' not in (data / "records.jsonl").read_bytes()  # their own file
     hosts = [r for r in records if r["type"] == "access_summary" and r["scope"] == "host"]
     by_window = {(r["window_start"], r["host"] or r["upstream"]): r for r in hosts}
     assert len(hosts) == len(by_window) == 2  # the second replay wrote nothing again

@@ -458,3 +458,25 @@ def test_alert_records_read_as_alerts(tmp_path: Path) -> None:
     assert "resolved" in render(next(a for a in alerts if a["status"] == "resolved")).plain
     keep = compile_filter(TailFilter(severity="high"))
     assert keep(firing) is (firing["severity"] in ("high", "critical"))
+
+
+def test_access_follows_the_access_file(tmp_path: Path) -> None:
+    """With access logs on, ``tail`` reads records.jsonl and ``tail --access`` access.jsonl."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "records.jsonl").write_bytes(
+        orjson.dumps({"schema_version": 1, "type": "audit", "id": "a"}) + b"\n"
+    )
+    access = b"".join(
+        orjson.dumps({"schema_version": 1, "type": "access", "id": f"x{i}"}) + b"\n" for i in range(3)
+    )
+    (data / "access.jsonl").write_bytes(access)
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"data_dir: {data}\naccess: {{enabled: true}}\n")
+
+    audit = tail("--config", str(conf), "-n", "all", "--no-follow", "--json")
+    edge = tail("--config", str(conf), "--access", "-n", "all", "--no-follow", "--json")
+
+    assert audit.returncode == edge.returncode == 0, audit.stderr + edge.stderr
+    assert audit.stdout == (data / "records.jsonl").read_text()
+    assert edge.stdout == access.decode()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from access_lines import nginx_line
 from conftest import CAPTURES, make_config, post_capture, read_jsonl, settle
 from servers import free_port
@@ -57,6 +58,35 @@ async def _until(check: Any, timeout_s: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _received(client: Any) -> float:
+    """Datagrams the UDP listener took in: parsed, unparsed or dropped by the rate limit."""
+    counts = [
+        await _metric(client, "ingress_audit_access_lines_total", input="syslog-udp", result=result)
+        for result in ("parsed", "unparsed")
+    ]
+    limited = await _metric(
+        client, "ingress_audit_access_lines_dropped_total", input="syslog-udp", reason="rate-limited"
+    )
+    return sum(counts) + limited
+
+
+async def _send(client: Any, udp: int, count: int, chunk: int = 20) -> None:
+    """Forged 401 lines from 127.0.0.1, ``chunk`` at a time, each chunk waited for until read
+    or no more arrive (a loaded machine would otherwise lose most in the socket buffer)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for first in range(0, count, chunk):
+            before = await _received(client)
+            for i in range(first, min(first + chunk, count)):
+                sock.sendto(_forged(i), ("127.0.0.1", udp))
+            target, seen, deadline = before + min(chunk, count - first), before, time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+                now = await _received(client)
+                if now >= target or (now == seen and now > before):
+                    break
+                seen = now
+
+
 def _audit_ids(path: Path) -> list[str]:
     return [r["id"] for r in read_jsonl(path) if r["type"] == "audit"]
 
@@ -68,7 +98,7 @@ async def test_a_forged_flood_does_not_rotate_audit_records_away(
     """Y5: a paced flood of forged 401 lines over UDP rotates the access file, never the audit
     records (with one shared file, as before #17, it pushes them out of records.jsonl)."""
     udp = free_port(socket.SOCK_DGRAM)
-    small = {"max_bytes": MiB, "backups": 1}
+    small = {"max_bytes": MiB // 2, "backups": 1}
     sinks = (
         (_sink({"type": "jsonl", **small}),)
         if shared
@@ -83,19 +113,7 @@ async def test_a_forged_flood_does_not_rotate_audit_records_away(
     audit = _audit_ids(records)
     assert audit
 
-    sent = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for _ in range(30):  # 3,000 lines (~2.5 MB of records) in about a second
-            for _ in range(100):
-                sock.sendto(_forged(sent), ("127.0.0.1", udp))
-                sent += 1
-            await asyncio.sleep(0.03)
-
-    async def most_written() -> bool:
-        written = await _metric(client, "ingress_audit_access_records_written_total", type="access")
-        return written >= sent * 0.9
-
-    await _until(most_written)
+    await _send(client, udp, 1500)  # ~1 MB of access records
     await client.app[RUNTIME].access.flush(everything=True)
     await settle(client)
 
@@ -114,16 +132,12 @@ async def test_a_loud_peer_is_limited_and_counted_while_another_gets_through(
     """One source floods far beyond its bucket: the excess is dropped and counted; a second
     source's lines all arrive."""
     udp = free_port(socket.SOCK_DGRAM)
-    limit = AccessRateLimitConfig(lines_per_s=50, burst=100)
+    limit = AccessRateLimitConfig(lines_per_s=1, burst=100)
     config = _config(tmp_path, udp=udp, rate_limit=limit)
     client = await aiohttp_client(create_app(config))
 
     started = time.monotonic()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as loud:
-        for chunk in range(10):  # 1,000 datagrams from 127.0.0.1
-            for i in range(100):
-                loud.sendto(_forged(chunk * 100 + i), ("127.0.0.1", udp))
-            await asyncio.sleep(0.01)
+    await _send(client, udp, 1000)
     elapsed = time.monotonic() - started
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as quiet:
         quiet.bind(("127.0.0.2", 0))
@@ -141,11 +155,12 @@ async def test_a_loud_peer_is_limited_and_counted_while_another_gets_through(
     await client.app[RUNTIME].access.flush(everything=True)
     await settle(client)
     loud_kept = from_ip("198.51.100.9")
-    assert 100 <= loud_kept <= 100 + 50 * (elapsed + 1)
+    assert 100 <= loud_kept <= 100 + (elapsed + 1)
     dropped = await _metric(
         client, "ingress_audit_access_lines_dropped_total", input="syslog-udp", reason="rate-limited"
     )
-    assert dropped >= 1000 - loud_kept - 50  # a few datagrams may be lost by the kernel
+    assert dropped >= 500  # most of the flood (a datagram or two may be lost by the kernel)
+    assert dropped + loud_kept <= 1000
     assert "192.0.2" not in "".join(
         line for line in (await (await client.get("/metrics")).text()).splitlines() if "dropped" in line
     )
@@ -210,3 +225,16 @@ async def test_idle_holders_give_their_place_to_a_relay(aiohttp_client: Any, tmp
     )
     for _, writer in [*holders, (None, relay)]:
         writer.close()
+
+
+async def test_a_configured_shared_file_is_named_at_start(aiohttp_client: Any, tmp_path: Path) -> None:
+    """A sinks list whose JSONL sink takes every type is kept, and the start says so once."""
+    config = replace(_config(tmp_path), sinks=(_sink({"type": "jsonl"}),))
+    with structlog.testing.capture_logs() as logs:
+        await aiohttp_client(create_app(config))
+    warnings = [line for line in logs if line["event"] == "access.records_share_audit_file"]
+
+    assert [line["sinks"] for line in warnings] == [["jsonl"]]
+    with structlog.testing.capture_logs() as logs:
+        await aiohttp_client(create_app(_config(tmp_path / "split")))
+    assert not [line for line in logs if line["event"] == "access.records_share_audit_file"]

@@ -24,7 +24,7 @@ from servers import (  # noqa: F401 - fixtures
     server_certs,
 )
 
-from webhook.config import Config, ServerConfig
+from webhook.config import Config, ServerConfig, jsonl_sink_for
 from webhook.server import RUNTIME
 
 __all__ = [
@@ -197,9 +197,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def sink_records(config: Config) -> list[dict[str, Any]]:
-    """Every line of every JSONL sink's file (records.jsonl, and access.jsonl with access logs)."""
-    paths = dict.fromkeys(config.in_data_dir(s.options.path) for s in config.sinks if s.type == "jsonl")
-    return [r for path in paths for r in read_jsonl(path)]
+    """The lines of the first JSONL file that takes each record type: records.jsonl, and with
+    access logs on, access.jsonl (a second sink taking the same types is not read again)."""
+    found = (jsonl_sink_for(config, kind) for kind in ("audit", "alert", "access", "access_summary"))
+    return [r for path in dict.fromkeys(p for p in found if p is not None) for r in read_jsonl(path)]
 
 
 def records_in(config: Config) -> list[dict[str, Any]]:

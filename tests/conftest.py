@@ -24,7 +24,7 @@ from servers import (  # noqa: F401 - fixtures
     server_certs,
 )
 
-from webhook.config import Config, ServerConfig
+from webhook.config import Config, ServerConfig, jsonl_sink_for
 from webhook.server import RUNTIME
 
 __all__ = [
@@ -196,14 +196,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in data.splitlines()]
 
 
+def sink_records(config: Config) -> list[dict[str, Any]]:
+    """The lines of the first JSONL file that takes each record type: records.jsonl, and with
+    access logs on, access.jsonl (a second sink taking the same types is not read again)."""
+    found = (jsonl_sink_for(config, kind) for kind in ("audit", "alert", "access", "access_summary"))
+    return [r for path in dict.fromkeys(p for p in found if p is not None) for r in read_jsonl(path)]
+
+
 def records_in(config: Config) -> list[dict[str, Any]]:
-    """The records in the JSONL sink but the alerts (``alerts_in``): audit, access, summaries."""
-    return [r for r in read_jsonl(config.data_dir / "records.jsonl") if r.get("type") != "alert"]
+    """The records in the JSONL sinks but the alerts (``alerts_in``): audit, access, summaries."""
+    return [r for r in sink_records(config) if r.get("type") != "alert"]
 
 
 def alerts_in(config: Config) -> list[dict[str, Any]]:
-    """The alert records in the JSONL sink (docs/detections.md)."""
-    return [r for r in read_jsonl(config.data_dir / "records.jsonl") if r.get("type") == "alert"]
+    """The alert records in the JSONL sinks (docs/detections.md)."""
+    return [r for r in sink_records(config) if r.get("type") == "alert"]
 
 
 async def settle(client: Client, timeout_s: float = 10.0) -> None:

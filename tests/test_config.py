@@ -1,17 +1,24 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from conftest import make_event
 
+import webhook
+from webhook.access.config import AccessConfig, AccessRateLimitConfig
 from webhook.config import (
     Config,
+    default_sinks,
     describe,
+    jsonl_sink_for,
     load_config,
     parse_config,
+    shared_audit_files,
     validate_config,
     with_overrides,
 )
@@ -300,3 +307,68 @@ def test_record_types_select_what_a_sink_gets() -> None:
     assert [s.record_types for s in config.sinks] == [None, frozenset({"alert"})]
     with pytest.raises(ConfigError):
         parse_config({"sinks": [{"type": "stdout", "record_types": []}]})
+
+
+def test_access_logs_get_their_own_jsonl_file_by_default() -> None:
+    """No sinks configured: records.jsonl takes every type, or with access logs on, the audit
+    records and alerts, and access.jsonl the access records and summaries, each rotated alone."""
+    plain = parse_config({})
+    access = parse_config({"access": {"enabled": True}})
+
+    assert [(s.name, s.options.path, s.record_types) for s in plain.sinks] == [
+        ("jsonl", Path("records.jsonl"), None)
+    ]
+    assert [(s.name, s.options.path, s.record_types) for s in access.sinks] == [
+        ("jsonl", Path("records.jsonl"), frozenset({"audit", "alert"})),
+        ("access-jsonl", Path("access.jsonl"), frozenset({"access", "access_summary"})),
+    ]
+    assert {s.options.max_bytes for s in access.sinks} == {plain.sinks[0].options.max_bytes}
+    assert shared_audit_files(access) == []
+    # derived again when only the access section changes, as tests and replay do
+    assert replace(plain, access=access.access).sinks == access.sinks
+    assert replace(access, access=plain.access) == plain
+
+
+def test_default_sinks_take_every_record_type() -> None:
+    """Between them the two default files take every type record.schema.json knows."""
+    schema = orjson.loads((Path(webhook.__file__).parent / "record.schema.json").read_bytes())
+    types: set[str] = set()
+    for sink in default_sinks(True):
+        assert sink.record_types is not None
+        assert not types & sink.record_types
+        types |= sink.record_types
+    assert types == set(schema["properties"]["type"]["enum"])
+
+
+def test_configured_sinks_are_kept_as_given() -> None:
+    """A sinks list is never rewritten: one JSONL sink keeps everything, and is named as shared."""
+    config = parse_config({"access": {"enabled": True}, "sinks": [{"type": "jsonl"}, {"type": "stdout"}]})
+
+    assert [(s.type, s.record_types) for s in config.sinks] == [("jsonl", None), ("stdout", None)]
+    assert shared_audit_files(config) == ["jsonl"]
+    assert replace(config, access=AccessConfig()).sinks == config.sinks
+    split = parse_config(
+        {
+            "access": {"enabled": True},
+            "sinks": [
+                {"type": "jsonl", "record_types": ["audit", "alert"]},
+                {"type": "jsonl", "name": "edge", "path": "edge.jsonl", "record_types": ["access"]},
+            ],
+        }
+    )
+    assert shared_audit_files(split) == []
+    assert jsonl_sink_for(split, "access") == split.data_dir / "edge.jsonl"
+    assert jsonl_sink_for(split, "audit") == split.data_dir / "records.jsonl"
+
+
+def test_syslog_rate_limit_options() -> None:
+    """access.syslog.rate_limit: defaults, overrides, and the schema's bounds."""
+    assert parse_config({}).access.syslog.rate_limit == AccessRateLimitConfig()
+    raw = {"access": {"syslog": {"rate_limit": {"lines_per_s": 0, "burst": 5, "max_peers": 2}}}}
+    assert parse_config(raw).access.syslog.rate_limit == AccessRateLimitConfig(
+        lines_per_s=0, burst=5, max_peers=2
+    )
+    with pytest.raises(ConfigError):
+        parse_config({"access": {"syslog": {"rate_limit": {"burst": 0}}}})
+    with pytest.raises(ConfigError):
+        parse_config({"access": {"syslog": {"rate_limit": {"per_peer": 1}}}})

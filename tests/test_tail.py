@@ -514,3 +514,25 @@ def test_escapes_cannot_rewrite_the_terminal(
     assert len(shown) == 3
     assert "/admin\\x1b[2J" in shown[1]
     assert "oidc:eve\\x1b[1A\\x1b[2K" in shown[2]
+
+
+def test_access_follows_the_access_file(tmp_path: Path) -> None:
+    """With access logs on, ``tail`` reads records.jsonl and ``tail --access`` access.jsonl."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "records.jsonl").write_bytes(
+        orjson.dumps({"schema_version": 1, "type": "audit", "id": "a"}) + b"\n"
+    )
+    access = b"".join(
+        orjson.dumps({"schema_version": 1, "type": "access", "id": f"x{i}"}) + b"\n" for i in range(3)
+    )
+    (data / "access.jsonl").write_bytes(access)
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"data_dir: {data}\naccess: {{enabled: true}}\n")
+
+    audit = tail("--config", str(conf), "-n", "all", "--no-follow", "--json")
+    edge = tail("--config", str(conf), "--access", "-n", "all", "--no-follow", "--json")
+
+    assert audit.returncode == edge.returncode == 0, audit.stderr + edge.stderr
+    assert audit.stdout == (data / "records.jsonl").read_text()
+    assert edge.stdout == access.decode()

@@ -143,6 +143,9 @@ def _add_tail(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     tail.add_argument("--no-follow", action="store_true", help="print and exit")
     tail.add_argument("--json", action="store_true", help="the records' JSON lines, unchanged")
+    tail.add_argument(
+        "--access", action="store_true", help="the access records' file (access.jsonl), not the audit one"
+    )
     for flag, what in (
         ("--namespace", "object namespace"),
         ("--resource", "resource, e.g. ingresses or ingresses.networking.k8s.io"),
@@ -222,7 +225,7 @@ def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         nargs="*",
         type=Path,
         metavar="PATH",
-        help="records files, rotated backups included (default: the config's JSONL sink and dead letters)",
+        help="records files, rotated backups included (default: the audit/alert JSONL file, dead letters)",
     )
     report.add_argument("--config", type=Path, default=_env("CONFIG"), help="[INGRESS_AUDIT_CONFIG]")
     report.add_argument("--data-dir", type=Path, default=_env("DATA_DIR"), help="[INGRESS_AUDIT_DATA_DIR]")
@@ -332,15 +335,16 @@ async def _serve_until_signalled(config: Config) -> int:
     return 0
 
 
-def _jsonl_path(args: argparse.Namespace) -> tuple[Path, Config]:
-    """The configured JSONL sink's file (``tail`` and ``report`` read it when given no path)."""
-    from webhook.config import load_config, with_overrides
+def _jsonl_path(args: argparse.Namespace, record_type: str = "audit") -> tuple[Path, Config]:
+    """The file of the JSONL sink that takes ``record_type`` (``tail`` and ``report`` read it
+    when given no path): ``records.jsonl``, or ``access.jsonl`` for access records by default."""
+    from webhook.config import jsonl_sink_for, load_config, with_overrides
 
     config = with_overrides(load_config(args.config), data_dir=args.data_dir)
-    jsonl = next((s for s in config.sinks if s.type == "jsonl"), None)
-    if jsonl is None:
-        raise ConfigError("no jsonl sink in the config: pass the path of a JSONL file")
-    return config.in_data_dir(jsonl.options.path), config
+    path = jsonl_sink_for(config, record_type)
+    if path is None:
+        raise ConfigError(f"no jsonl sink takes {record_type} records: pass the path of a JSONL file")
+    return path, config
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -348,7 +352,7 @@ def _tail(args: argparse.Namespace) -> int:
 
     path: Path | None = args.path
     if path is None:
-        path, _ = _jsonl_path(args)
+        path, _ = _jsonl_path(args, "access" if args.access else "audit")
     keep = compile_filter(
         TailFilter(
             namespaces=tuple(args.namespace),
@@ -368,8 +372,13 @@ def _report(args: argparse.Namespace) -> int:
 
     paths: list[Path] = args.paths
     if not paths:
+        from webhook.config import jsonl_sink_for
+
         records, config = _jsonl_path(args)
-        paths = [records, config.in_data_dir(config.dead_letter.path)]
+        # The files of the audit records and of the alerts (edge alerts included); the report
+        # has no section of access records, so access.jsonl is not read.
+        alerts = jsonl_sink_for(config, "alert") or records
+        paths = list(dict.fromkeys([records, alerts, config.in_data_dir(config.dead_letter.path)]))
     return run(
         paths,
         since=args.since,

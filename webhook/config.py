@@ -51,10 +51,13 @@ __all__ = [
     "TlsConfig",
     "check_listen",
     "config_schema",
+    "default_sinks",
     "describe",
     "is_loopback",
+    "jsonl_sink_for",
     "load_config",
     "parse_config",
+    "shared_audit_files",
     "validate_config",
     "with_overrides",
 ]
@@ -183,8 +186,37 @@ class FindingsConfig:
     internal_hosts: tuple[str, ...] = ("*.svc", "*.svc.cluster.local", "*.cluster.local", "localhost")
 
 
+# With access logs on, the default sinks keep them in their own file (and rotation), so that
+# a flood of access lines cannot rotate the audit history away (#17). Alerts are few and
+# stay with the audit records.
+AUDIT_RECORD_TYPES: Final = ("audit", "alert")
+ACCESS_RECORD_TYPES: Final = ("access", "access_summary")
+
+
+@functools.cache
+def default_sinks(access: bool) -> tuple[SinkSettings, ...]:
+    """The sinks when the config names none: ``records.jsonl`` for every type, or with access
+    logs on, ``records.jsonl`` for audit records and alerts and ``access.jsonl`` for the rest.
+
+    Cached: ``Config`` recognizes these tuples by identity, so that ``replace(config,
+    access=...)`` derives them again; a configured list is never touched."""
+    if not access:
+        return (_sink({"type": "jsonl"}),)
+    return (
+        _sink({"type": "jsonl", "record_types": list(AUDIT_RECORD_TYPES)}),
+        _sink(
+            {
+                "type": "jsonl",
+                "name": "access-jsonl",
+                "path": "access.jsonl",
+                "record_types": list(ACCESS_RECORD_TYPES),
+            }
+        ),
+    )
+
+
 def _default_sinks() -> tuple[SinkSettings, ...]:
-    return (_sink({"type": "jsonl"}),)
+    return default_sinks(False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,6 +244,10 @@ class Config:
     findings: FindingsConfig = field(default_factory=FindingsConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     detections: DetectionsConfig = field(default_factory=DetectionsConfig)
+
+    def __post_init__(self) -> None:
+        if self.sinks is default_sinks(False) or self.sinks is default_sinks(True):
+            object.__setattr__(self, "sinks", default_sinks(self.access.enabled))
 
     def in_data_dir(self, path: Path) -> Path:
         """Relative paths in the config are relative to the data dir."""
@@ -311,7 +347,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         filter=_filter(raw.get("filter")),
         redaction=_redaction(raw.get("redaction")),
         spool=_spool(raw.get("spool")),
-        sinks=tuple(_sink(s) for s in raw["sinks"]) if "sinks" in raw else base.sinks,
+        sinks=tuple(_sink(s) for s in raw["sinks"]) if "sinks" in raw else default_sinks(False),
         dead_letter=_dead_letter(raw.get("dead_letter")),
         state=_state(raw.get("state")),
         change=_change(raw.get("change")),
@@ -605,6 +641,23 @@ def with_overrides(config: Config, **overrides: Any) -> Config:
         log = replace(log, level=overrides["log_level"])
     data_dir = Path(overrides["data_dir"]) if overrides.get("data_dir") is not None else config.data_dir
     return replace(config, server=server, log=log, data_dir=data_dir)
+
+
+def jsonl_sink_for(config: Config, record_type: str) -> Path | None:
+    """The file of the first JSONL sink that takes ``record_type`` (``tail``, ``report``)."""
+    for sink in config.sinks:
+        if sink.type == "jsonl" and (sink.record_types is None or record_type in sink.record_types):
+            return config.in_data_dir(sink.options.path)
+    return None
+
+
+def shared_audit_files(config: Config) -> list[str]:
+    """JSONL sinks that take audit and access records both: access lines can rotate audit away."""
+
+    def takes(sink: SinkSettings, kind: str) -> bool:
+        return sink.record_types is None or kind in sink.record_types
+
+    return [s.name for s in config.sinks if s.type == "jsonl" and takes(s, "audit") and takes(s, "access")]
 
 
 def describe(config: Config) -> dict[str, Any]:

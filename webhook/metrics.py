@@ -196,11 +196,23 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.access_lines_dropped = Counter(
+            "ingress_audit_access_lines_dropped",
+            "Syslog lines dropped before parsing, by input and reason (rate-limited).",
+            ["input", "reason"],
+            registry=r,
+        )
         self.access_windows = Counter(
             "ingress_audit_access_windows_flushed", "Aggregation windows summarized.", registry=r
         )
         self.access_syslog_connections = Gauge(
             "ingress_audit_access_syslog_connections", "Open syslog TCP connections.", registry=r
+        )
+        self.access_syslog_closed = Counter(
+            "ingress_audit_access_syslog_connections_closed",
+            "Syslog TCP connections the listener closed, by reason (idle, evicted, framing).",
+            ["reason"],
+            registry=r,
         )
         self.alerts = Counter(
             "ingress_audit_alerts",

@@ -280,6 +280,9 @@ async def replay(
             raise ReplayInputError(f"cannot read {path}: {exc.strerror}") from None
     # Everything already recorded must stay known for the whole replay: no expiry, no eviction.
     config = replace(config, dedupe=DedupeConfig(max_entries=sys.maxsize, ttl_s=math.inf))
+    if access_files and not config.access.enabled:
+        # The default sinks follow access.enabled: access records get their own file here too.
+        config = replace(config, access=replace(config.access, enabled=True))
     summary = ReplaySummary(files=len(files))
     ingestor = Ingestor(config, event_time=True)  # detection windows on the events' own time
     await ingestor.open()

@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.auth import Authenticator
 from webhook.batch_log import BatchSums, FoldingLog, Rejections, write_accepted, write_rejected
-from webhook.config import Config, check_listen, is_loopback, unauthenticated_tls
+from webhook.config import Config, check_listen, is_loopback, shared_audit_files, unauthenticated_tls
 from webhook.errors import (
     BadRequestError,
     BodyTimeoutError,
@@ -134,6 +134,9 @@ async def _start_access(runtime: Runtime, ingestor: Ingestor) -> None:
     from webhook.access.listen import start_syslog
     from webhook.access.service import AccessService
 
+    if shared := shared_audit_files(ingestor.config):
+        # A configured sinks list: say once that access lines can rotate audit records away.
+        log.warning("access.records_share_audit_file", sinks=shared)
     runtime.access = AccessService(ingestor)
     await runtime.access.open()
     syslog = ingestor.config.access.syslog

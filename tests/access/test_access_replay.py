@@ -15,10 +15,11 @@ from typing import Any
 
 import orjson
 from access_lines import nginx_line
-from conftest import CAPTURES, delivered, post_capture, records_in
+from conftest import CAPTURES, delivered, make_config, post_capture, read_jsonl, records_in
 from test_access_http import access_config, fluent_bit
 from test_replay import run_cli
 
+from webhook.replay import replay
 from webhook.server import RUNTIME, create_app
 
 CHANGE_CAPTURES = ["0009.json", "0019.json"]  # A05 create shop/shop-web, A14 patch it
@@ -67,7 +68,8 @@ def test_replay_access_after_the_change(tmp_path: Path) -> None:
     again = run_cli(*args, "--access", str(_access_file(tmp_path)), cwd=tmp_path)
     assert first.returncode == again.returncode == 0, first.stderr
 
-    records = [orjson.loads(line) for line in (data / "records.jsonl").read_bytes().splitlines()]
+    records = [orjson.loads(line) for line in (data / "access.jsonl").read_bytes().splitlines()]
+    assert b'"type":"access' not in (data / "records.jsonl").read_bytes()  # their own file
     hosts = [r for r in records if r["type"] == "access_summary" and r["scope"] == "host"]
     by_window = {(r["window_start"], r["host"] or r["upstream"]): r for r in hosts}
     assert len(hosts) == len(by_window) == 2  # the second replay wrote nothing again
@@ -119,3 +121,21 @@ async def test_the_index_remembers_the_change_before_the_spike(aiohttp_client: A
     assert deleted is not None
     assert (deleted.verb, deleted.name) == ("delete", "shop-web")
     assert access.index.lookup("www.shop.example.test", "/") is None
+
+
+async def test_replay_access_without_access_enabled_uses_the_access_file(tmp_path: Path) -> None:
+    """``replay --access`` with the embedded defaults (access off) still keeps access records in
+    access.jsonl, apart from the audit records; a second run finds them there."""
+    config = make_config(tmp_path)
+    audit, access = _audit_file(tmp_path), _access_file(tmp_path)
+
+    first = await replay(config, [audit], access_files=[access])
+    again = await replay(config, [audit], access_files=[access])
+
+    records = read_jsonl(config.data_dir / "records.jsonl")
+    summaries = read_jsonl(config.data_dir / "access.jsonl")
+    assert {r["type"] for r in records} <= {"audit", "alert"}
+    assert {r["type"] for r in summaries} == {"access_summary"}
+    assert first.access is not None
+    assert again.access is not None
+    assert len(summaries) == len({r["id"] for r in summaries})  # the second run wrote nothing again

@@ -43,7 +43,8 @@ def test_serve_summarizes_the_open_window_when_stopped(tmp_path: Path) -> None:
 
     assert serve.proc is not None
     assert serve.proc.returncode == 0
-    records = read_jsonl(tmp_path / "data" / "records.jsonl")
+    records = read_jsonl(tmp_path / "data" / "access.jsonl")
+    assert {r["type"] for r in read_jsonl(tmp_path / "data" / "records.jsonl")} <= {"audit", "alert"}
     assert [r["request"]["status"] for r in records if r["type"] == "access"] == [401, 401, 401]
     (summary,) = [r for r in records if r["type"] == "access_summary" and r["scope"] == "host"]
     assert summary["upstream"] == "shop-web-80"  # no ingress known: counted per upstream

@@ -17,6 +17,7 @@ from webhook.errors import ConfigError
 __all__ = [
     "AccessConfig",
     "AccessKeepConfig",
+    "AccessRateLimitConfig",
     "AccessSyslogConfig",
     "check_syslog_listen",
     "parse_access",
@@ -24,6 +25,18 @@ __all__ = [
 ]
 
 DEFAULT_MAX_LINE_BYTES: Final = 65536
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessRateLimitConfig:
+    """Per syslog peer: ``lines_per_s`` sustained, ``burst`` at once (0 lines/s: no limit).
+
+    A busy controller pod sends a few thousand lines a second; a forged flood sends tens of
+    thousands. ``max_peers`` bounds the table whatever source addresses arrive."""
+
+    lines_per_s: float = 5000.0
+    burst: int = 10000
+    max_peers: int = 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +48,7 @@ class AccessSyslogConfig:
     allow_remote: bool = False
     max_connections: int = 64
     idle_timeout_s: float = 300.0
+    rate_limit: AccessRateLimitConfig = field(default_factory=AccessRateLimitConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,7 +102,9 @@ def split_address(address: str) -> tuple[str, int]:
 def parse_access(raw: Mapping[str, Any] | None) -> AccessConfig:
     """Build the section from schema-valid YAML; raises ConfigError naming each bad entry."""
     options = dict(raw or {})
-    syslog = AccessSyslogConfig(**(options.pop("syslog", None) or {}))
+    syslog_raw = dict(options.pop("syslog", None) or {})
+    rate_limit = AccessRateLimitConfig(**(syslog_raw.pop("rate_limit", None) or {}))
+    syslog = AccessSyslogConfig(**syslog_raw, rate_limit=rate_limit)
     keep_raw = dict(options.pop("keep", None) or {})
     keep = AccessKeepConfig(**{key: tuple(value) for key, value in keep_raw.items()})
     for key in ("trusted_cidrs", "trusted_proxies"):

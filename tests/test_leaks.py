@@ -51,7 +51,7 @@ def test_values_escaped_twice_are_found(value: str, tmp_path: Path) -> None:
     """A value in a manifest annotation, written in a record, is escaped twice: still found."""
     manifest = {"kind": "Secret", "stringData": {"password": value}}
     record = {"change": {"operations": [{"path": "/metadata/annotations/kapp.k14s.io~1original"}]}}
-    record["change"]["operations"][0]["old"] = _go_json(manifest)  # type: ignore[index]
+    record["change"]["operations"][0]["old"] = _go_json(manifest)
     (tmp_path / "records.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n")
     once = {named_encodings(value)[name] for name in ("plain", "json", "json-ascii", "json-go")}
 

@@ -75,6 +75,7 @@ IDENTITY: Final = frozenset(
     }
 )
 _MAX_DEPTH: Final = 32  # managedFields nest a few levels; anything deeper is no metadata
+_ESCAPED: Final = frozenset('"\\<>&')
 _GO_ESCAPES: Final = tuple((c, f"\\u{ord(c):04x}") for c in "<>&\u2028\u2029")
 
 
@@ -92,6 +93,8 @@ def _go(text: str) -> str:
 def escaped_forms(value: str) -> frozenset[str]:
     """The value as it reads inside a JSON string, once or twice nested, as Python, orjson or Go
     would have escaped it."""
+    if value.isascii() and value.isprintable() and not _ESCAPED.intersection(value):
+        return frozenset({value})  # the common case: every form is the value itself
     once = {_json(value), _json(value, ascii_only=True), _go(_json(value))}
     twice = {
         f(v) for v in once for f in (_json, lambda t: _json(t, ascii_only=True), lambda t: _go(_json(t)))

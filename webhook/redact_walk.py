@@ -228,6 +228,8 @@ class Walk:
         findings: list[Finding] = []
         if "metadata" in out:
             out["metadata"] = meta.metadata(self, value["metadata"], f"{path}.metadata", findings)
+        if isinstance(out.get("type"), str):  # chosen by the user, like a label
+            out["type"] = meta.label_value(self, "type", out["type"], path, findings)
         if record:
             self._record(slot, value, path, keys, values, findings)
         return out

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 __all__ = [
     "CAPTURES",
+    "KEYS",
     "LAST_APPLIED",
     "MARKER",
     "SCENARIO",
@@ -33,6 +34,7 @@ __all__ = [
     "capture_events",
     "captured_bodies",
     "copied_secret",
+    "copied_values",
     "go_json",
     "secret_object",
     "secret_specs",
@@ -43,7 +45,7 @@ CAPTURES: Final = SCENARIO / "captures"
 LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 MARKER: Final = "QZXW"  # upper case: keys, names and namespaces below are lower case
 
-_keys = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,11}", fullmatch=True)
+_keys = KEYS = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,11}", fullmatch=True)
 _names = st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True)
 _ECHOES: Final = ("Secret", "v1", "Opaque", "data", "shop", "metadata", "hmac-sha256:", "=")
 
@@ -514,7 +516,7 @@ def _value_copied_to_metadata(draw: st.DrawFn) -> Planted:
 
 # Short values (fewer than 8 characters were missed) and the characters JSON and Go escape.
 _short = st.text(alphabet='"\\<>&\u2028é€\n\t/', max_size=3).map(MARKER.__add__)
-_copied_values = st.one_of(_short, st.text(max_size=12).map(MARKER.__add__))
+copied_values = st.one_of(_short, st.text(max_size=12).map(MARKER.__add__))
 
 
 def go_json(value: Any) -> str:
@@ -535,7 +537,7 @@ def _escaped(value: str, how: str) -> str:
     return json.dumps(json.dumps(value)[1:-1])[1:-1]  # twice
 
 
-def copied_secret(draw: st.DrawFn, spec: SecretSpec) -> dict[str, Any]:
+def copied_secret(draw: Callable[[st.SearchStrategy[Any]], Any], spec: SecretSpec) -> dict[str, Any]:
     """A Secret whose values are copied into its annotations, labels and other metadata, in
     every form: raw, JSON-escaped, Go-escaped, twice escaped, base64, inside manifests."""
     obj = secret_object(spec)
@@ -562,8 +564,8 @@ def copied_secret(draw: st.DrawFn, spec: SecretSpec) -> dict[str, Any]:
 
 @_shape
 def _values_copied_in_any_form(draw: st.DrawFn) -> Planted:
-    data = draw(st.dictionaries(_keys, _copied_values, min_size=1, max_size=3))
-    string_data = draw(st.dictionaries(_keys, _copied_values, max_size=2))
+    data = draw(st.dictionaries(_keys, copied_values, min_size=1, max_size=3))
+    string_data = draw(st.dictionaries(_keys, copied_values, max_size=2))
     spec = SecretSpec(name=draw(_names), namespace="shop", data=dict(data), string_data=string_data)
     obj = copied_secret(draw, spec)
     form = draw(st.sampled_from(["create", "update", "merge-patch", "json-patch", "watch", "table", "list"]))

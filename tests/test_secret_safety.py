@@ -20,7 +20,17 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import CAPTURES, dead_letters_in, make_config, scenario_secrets, settle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from secret_shapes import LAST_APPLIED, SHAPES, Planted, b64, go_json
+from secret_shapes import (
+    KEYS,
+    LAST_APPLIED,
+    SHAPES,
+    Planted,
+    SecretSpec,
+    b64,
+    copied_secret,
+    copied_values,
+    go_json,
+)
 from structlog.testing import capture_logs
 
 from webhook.leaks import encodings, scan
@@ -339,3 +349,48 @@ async def test_review_escaped_and_short_copies_reach_no_output(path: str, tmp_pa
     assert set(old["stringData"]) == set(new["stringData"]) == {f"k{i}" for i in range(5)}
     assert old["stringData"]["k0"] != new["stringData"]["k0"]
     assert all(v.startswith("hmac-sha256:") for v in new["stringData"].values())
+
+
+@pytest.mark.parametrize("path", ["in-process", "worker-process"])
+@settings(SAFETY, max_examples=6)
+@given(data=st.data())
+async def test_copied_values_in_any_form_leak_nowhere_on_create_and_update(
+    path: str, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Values of any characters, 4 to 16 long, copied raw, escaped once or twice, by Go or
+    in base64 into a Secret's annotations, labels and manifests: after a create and an update,
+    no form of any of them is in the records, the spool, the state or the dead letters."""
+    from webhook.prepare_pool import MIN_BODY_BYTES
+    from webhook.server import RUNTIME
+
+    keys = data.draw(st.lists(KEYS, min_size=1, max_size=3, unique=True))
+    specs = [
+        SecretSpec(name="db", namespace="shop", data={k: data.draw(copied_values) for k in keys})
+        for _ in range(2)
+    ]
+    config = make_config(tmp_path_factory.mktemp(path), workers=1)
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    said: list[bytes] = []
+    try:
+        pool = client.app[RUNTIME].ingestor.prepare_pool
+        if path == "worker-process":
+            await pool.start()
+        with capture_logs() as logs:
+            for n, (verb, spec) in enumerate(zip(("create", "update"), specs, strict=True)):
+                obj = copied_secret(data.draw, spec)
+                obj["metadata"]["resourceVersion"] = str(n + 1)
+                if path == "worker-process":
+                    obj["metadata"]["annotations"]["example.test/padding"] = "x" * MIN_BODY_BYTES
+                body = _event_list(_review_event(n, verb, obj))
+                assert pool.wants(body) is (path == "worker-process")
+                resp = await client.post("/audit?timeout=30s", data=body, headers=JSON)
+                said.append(await resp.read())
+            await settle(client)
+        said.append(orjson.dumps(logs, default=str))
+    finally:
+        await client.close()
+
+    values = [v for spec in specs for v in spec.values]
+    assert _leaks(said, config.data_dir, _texts(tuple(values))) == []
+    assert dead_letters_in(config) == []

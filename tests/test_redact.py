@@ -593,3 +593,20 @@ def test_status_message_quoting_a_value_is_redacted() -> None:
 
     assert redact(event).event["responseStatus"]["message"].startswith("<redacted")
     assert redact(fine).event["responseStatus"]["message"] == named
+
+
+@pytest.mark.parametrize("field", ["annotations", "labels", "data"])
+def test_values_nested_deeper_than_json_allows_are_fingerprinted(field: str) -> None:
+    """A wrong-typed value nested past orjson's limit is fingerprinted, not an exception."""
+    deep: Any = "QZXW-deep"
+    for _ in range(300):
+        deep = {"a": deep}
+    obj = _secret_with("QZXW-value")
+    if field == "data":
+        obj["data"]["deep"] = deep
+    else:
+        obj["metadata"][field] = {"deep": deep}
+
+    out = orjson.dumps(redact(audit_event("secrets", "get", response=obj)).event)
+
+    assert b"QZXW" not in out

@@ -14,10 +14,8 @@ import contextlib
 import json
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
-
 from webhook.certs import Finding
-from webhook.redact_values import PATCH_DIRECTIVES
+from webhook.redact_values import PATCH_DIRECTIVES, plain
 
 if TYPE_CHECKING:
     from webhook.redact_walk import Walk
@@ -185,13 +183,13 @@ def annotation_value(walk: Walk, name: str, item: Any, path: str, findings: list
     held = isinstance(item, str) and _holds(walk, item, name, path, findings)
     if name in KEPT_ANNOTATIONS and isinstance(item, str) and not held:
         return item
-    return walk.fingerprint(item.encode() if isinstance(item, str) else orjson.dumps(item))
+    return walk.fingerprint(plain(item))
 
 
 def label_value(walk: Walk, name: str, item: Any, path: str, findings: list[Finding]) -> Any:
     if isinstance(item, str):
         return walk.fingerprint(item.encode()) if _holds(walk, item, name, path, findings) else item
-    return item if item is None else walk.fingerprint(orjson.dumps(item))
+    return item if item is None else walk.fingerprint(plain(item))
 
 
 def scrubbed(walk: Walk, value: Any, path: str, findings: list[Finding], depth: int = 0) -> Any:

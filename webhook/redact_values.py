@@ -69,7 +69,7 @@ def is_watch_event(value: Any) -> bool:
 def decoded(value: Any) -> bytes:
     """What a ``data`` value stands for; an undecodable one is fingerprinted as it is."""
     if not isinstance(value, str):
-        return orjson.dumps(value)
+        return plain(value)
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -80,7 +80,12 @@ def decoded(value: Any) -> bytes:
 
 
 def plain(value: Any) -> bytes:
-    return value.encode() if isinstance(value, str) else orjson.dumps(value)
+    if isinstance(value, str):
+        return value.encode()
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: no value anyone sends
+        return b"<nested too deep>"
 
 
 def copy_finding(manifest: dict[str, Any], path: str, annotation: str) -> list[Finding]:

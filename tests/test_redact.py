@@ -610,3 +610,13 @@ def test_values_nested_deeper_than_json_allows_are_fingerprinted(field: str) -> 
     out = orjson.dumps(redact(audit_event("secrets", "get", response=obj)).event)
 
     assert b"QZXW" not in out
+
+
+def test_values_of_the_request_leave_the_responses_metadata() -> None:
+    """A JSON patch sets a value; the Secret it answers with has it in a label."""
+    ops = [{"op": "add", "path": "/data/pin", "value": b64("RTpin67")}]
+    obj = _secret_with("other-value", labels={"pin": "RTpin67"})
+
+    out = redact(audit_event("secrets", "patch", request=ops, response=obj)).event["responseObject"]
+
+    assert out["metadata"]["labels"]["pin"] == redactor().fingerprint(b"RTpin67")

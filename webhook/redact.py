@@ -92,6 +92,7 @@ class Redactor:
             value = event.get(field)
             if value is None:
                 continue
+            walk.next_object()
             new = walk.strict(value, field) if strict else walk.scan(value, field)
             if new is not value:
                 changes[field] = new

@@ -67,6 +67,11 @@ class Walk:
         self._nesting = 0
         self._needles: Needles | None = None
         self.seen = Needles()  # every value of the event, for the status messages
+        self._earlier = Needles()  # those of the event's objects walked before this one
+
+    def next_object(self) -> None:
+        """The request's values apply to the Secrets of the response (not one item's to the next)."""
+        self._earlier = Needles(self.seen)
 
     @property
     def needles(self) -> Needles:
@@ -77,7 +82,7 @@ class Walk:
     def scope(self) -> Iterator[Needles]:
         """One Secret or patch: its values, plus the outer ones; given back to the outer one."""
         outer = self._needles
-        mine = self._needles = Needles(outer)
+        mine = self._needles = Needles(outer if outer is not None else self._earlier)
         try:
             yield mine
         finally:

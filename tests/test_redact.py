@@ -620,3 +620,26 @@ def test_values_of_the_request_leave_the_responses_metadata() -> None:
     out = redact(audit_event("secrets", "patch", request=ops, response=obj)).event["responseObject"]
 
     assert out["metadata"]["labels"]["pin"] == redactor().fingerprint(b"RTpin67")
+
+
+def test_values_read_from_a_copy_leave_the_labels() -> None:
+    """Metadata only (a Table row): the values known from the kapp copy are looked for too."""
+    manifest = {"kind": "Secret", "stringData": {"pin": "RTpin67"}}
+    partial = {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {
+            "name": "db",
+            "labels": {"pin": "RTpin67"},
+            "annotations": {"kapp.k14s.io/original": json.dumps(manifest)},
+        },
+    }
+    row = {"cells": ["db", "Opaque", 1, "1s"], "object": partial}
+    table = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "columnDefinitions": [], "rows": []}
+    columns = [{"name": n, "type": "string"} for n in ("Name", "Type", "Data", "Age")]
+    table |= {"columnDefinitions": columns, "rows": [row]}
+
+    out = redact(audit_event("secrets", "get", response=table)).event["responseObject"]
+
+    labels = out["rows"][0]["object"]["metadata"]["labels"]
+    assert labels == {"pin": redactor().fingerprint(b"RTpin67")}

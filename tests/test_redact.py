@@ -635,8 +635,8 @@ def test_values_read_from_a_copy_leave_the_labels() -> None:
         },
     }
     row = {"cells": ["db", "Opaque", 1, "1s"], "object": partial}
-    table = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "columnDefinitions": [], "rows": []}
     columns = [{"name": n, "type": "string"} for n in ("Name", "Type", "Data", "Age")]
+    table: dict[str, Any] = {"kind": "Table", "apiVersion": "meta.k8s.io/v1"}
     table |= {"columnDefinitions": columns, "rows": [row]}
 
     out = redact(audit_event("secrets", "get", response=table)).event["responseObject"]

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 __all__ = [
     "CAPTURES",
+    "KEYS",
     "LAST_APPLIED",
     "MARKER",
     "SCENARIO",
@@ -32,6 +33,9 @@ __all__ = [
     "ca_pem",
     "capture_events",
     "captured_bodies",
+    "copied_secret",
+    "copied_values",
+    "go_json",
     "secret_object",
     "secret_specs",
 ]
@@ -41,7 +45,7 @@ CAPTURES: Final = SCENARIO / "captures"
 LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 MARKER: Final = "QZXW"  # upper case: keys, names and namespaces below are lower case
 
-_keys = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,11}", fullmatch=True)
+_keys = KEYS = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,11}", fullmatch=True)
 _names = st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True)
 _ECHOES: Final = ("Secret", "v1", "Opaque", "data", "shop", "metadata", "hmac-sha256:", "=")
 
@@ -500,7 +504,7 @@ def _value_copied_to_metadata(draw: st.DrawFn) -> Planted:
     key, value = next(iter(spec.data.items()))
     obj = secret_object(spec)
     if isinstance(value, str) and draw(st.booleans()):
-        copied = f"note: {value} end" if len(value) >= 8 else value
+        copied = draw(st.sampled_from([f"note: {value} end", value]))
     else:
         copied = b64(value)
     obj["metadata"]["annotations"] = {"copied": copied, "team": "shop"}
@@ -508,6 +512,89 @@ def _value_copied_to_metadata(draw: st.DrawFn) -> Planted:
     request = [{"op": "copy", "from": f"/data/{key}", "path": "/metadata/annotations/copied"}]
     event = audit_event("secrets", "patch", request=request, response=obj)
     return _planted(event, [spec], sources=("responseObject",))
+
+
+# Short values (fewer than 8 characters were missed) and the characters JSON and Go escape.
+_short = st.text(alphabet='"\\<>&\u2028é€\n\t/', max_size=3).map(MARKER.__add__)
+copied_values = st.one_of(_short, st.text(max_size=12).map(MARKER.__add__))
+
+
+def go_json(value: Any) -> str:
+    """JSON as Go's encoding/json writes it (kapp, Argo CD): HTML-safe escapes."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
+def _escaped(value: str, how: str) -> str:
+    if how == "json":
+        return json.dumps(value, ensure_ascii=False)[1:-1]
+    if how == "ascii":
+        return json.dumps(value)[1:-1]
+    if how == "go":
+        return go_json(value)[1:-1]
+    return json.dumps(json.dumps(value)[1:-1])[1:-1]  # twice
+
+
+def copied_secret(draw: Callable[[st.SearchStrategy[Any]], Any], spec: SecretSpec) -> dict[str, Any]:
+    """A Secret whose values are copied into its annotations, labels and other metadata, in
+    every form: raw, JSON-escaped, Go-escaped, twice escaped, base64, inside manifests."""
+    obj = secret_object(spec)
+    values = [v for v in spec.values if isinstance(v, str)]
+    manifest = _manifest(spec, "Opaque")
+    manifest["metadata"]["annotations"] = {LAST_APPLIED: _last_applied(manifest)}  # nested copy
+    annotations: dict[str, Any] = {
+        "kapp.k14s.io/original": draw(st.sampled_from([go_json, _last_applied]))(manifest),
+        LAST_APPLIED: _last_applied(_manifest(spec, "Opaque")),
+        "kapp.k14s.io/original-diff-md5": "58e0494c51d30eb3494f7c9198986bb9",
+        "kubernetes.io/service-account.name": "builder",
+    }
+    for index, value in enumerate(values):
+        how = draw(st.sampled_from(["raw", "json", "ascii", "go", "twice", "base64"]))
+        text = b64(value) if how == "base64" else value if how == "raw" else _escaped(value, how)
+        annotations[f"note-{index}"] = draw(st.sampled_from([text, f'{{"v": "{text}"}}', f"pin {text}."]))
+    if values:
+        annotations["cert-manager.io/issuer-name"] = f"issuer-{values[0]}"
+        obj["metadata"]["labels"]["copied"] = values[-1]
+        obj["metadata"]["finalizers"] = [f"example.test/{values[0]}"]
+    obj["metadata"]["annotations"] = annotations
+    return obj
+
+
+@_shape
+def _values_copied_in_any_form(draw: st.DrawFn) -> Planted:
+    data = draw(st.dictionaries(_keys, copied_values, min_size=1, max_size=3))
+    string_data = draw(st.dictionaries(_keys, copied_values, max_size=2))
+    spec = SecretSpec(name=draw(_names), namespace="shop", data=dict(data), string_data=string_data)
+    obj = copied_secret(draw, spec)
+    form = draw(st.sampled_from(["create", "update", "merge-patch", "json-patch", "watch", "table", "list"]))
+    request: Any = None
+    response: Any = obj
+    verb = {"merge-patch": "patch", "json-patch": "patch", "table": "get"}.get(form, form)
+    if form in ("create", "update"):
+        request = obj
+    elif form == "merge-patch":
+        request = {
+            "metadata": {"annotations": obj["metadata"]["annotations"]},
+            "stringData": spec.string_data,
+        }
+    elif form == "json-patch":
+        request = [
+            {"op": "add", "path": f"/metadata/annotations/{k.replace('/', '~1')}", "value": v}
+            for k, v in obj["metadata"]["annotations"].items()
+        ] + [{"op": "add", "path": f"/data/{k}", "value": b64(v)} for k, v in spec.data.items()]
+        request += [
+            {"op": "add", "path": "/metadata/labels/copied", "value": obj["metadata"]["labels"]["copied"]}
+        ]
+    elif form == "watch":
+        response = {"type": "MODIFIED", "object": obj}
+    elif form == "table":
+        response = _table([{"cells": [spec.name, "Opaque", len(spec.data), "1s"], "object": obj}])
+    else:
+        response = {"kind": "SecretList", "apiVersion": "v1", "metadata": {}, "items": [obj]}
+    event = audit_event("secrets", verb, request=request, response=response)
+    return Planted(event=event, values=spec.values, fingerprinted=())
 
 
 @_shape

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import bz2
 import gzip
+import json
 import lzma
 import subprocess
 import sys
@@ -33,6 +34,31 @@ def test_encodings_of_a_value() -> None:
     assert b'p<a>ss\\"w\xc3\xb6rd&1' in forms  # JSON as orjson writes it
     assert b'p<a>ss\\"w\\u00f6rd&1' in forms  # JSON, ASCII only
     assert b'p\\u003ca\\u003ess\\"w\xc3\xb6rd\\u00261' in forms  # JSON as Go writes it
+
+
+# The review's escaped values (finding 3): inside a manifest annotation, then in a record.
+REVIEW_ESCAPED: Final = ("RT&SECRET-61<xyz>", 'RT"SECRET-63-xyz', "RT\\SECRET-65-xyz")
+
+
+def _go_json(value: object) -> str:
+    """JSON as Go writes it: ``< > &`` escaped, as in a kapp.k14s.io/original annotation."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+@pytest.mark.parametrize("value", REVIEW_ESCAPED)
+def test_values_escaped_twice_are_found(value: str, tmp_path: Path) -> None:
+    """A value in a manifest annotation, written in a record, is escaped twice: still found."""
+    manifest = {"kind": "Secret", "stringData": {"password": value}}
+    record = {"change": {"operations": [{"path": "/metadata/annotations/kapp.k14s.io~1original"}]}}
+    record["change"]["operations"][0]["old"] = _go_json(manifest)
+    (tmp_path / "records.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n")
+    once = {named_encodings(value)[name] for name in ("plain", "json", "json-ascii", "json-go")}
+
+    (leak,) = scan([tmp_path], [value])
+
+    assert not any(form in (tmp_path / "records.jsonl").read_bytes() for form in once)  # as before
+    assert "+" in leak.encoding  # json-go+json for & < >, json+json for the others
 
 
 def test_encodings_of_bytes() -> None:

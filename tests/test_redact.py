@@ -470,3 +470,176 @@ def test_missing_directory_is_a_config_error(tmp_path: Path) -> None:
     """No directory to create the key in: a config error, not an OSError."""
     with pytest.raises(ConfigError, match="cannot create key file"):
         load_or_create_key(tmp_path / "missing" / "fingerprint.key")
+
+
+# -- a Secret's other annotations, labels and metadata (review finding 3) -------------------------
+
+
+def _secret_with(value: str, **metadata: Any) -> dict[str, Any]:
+    return {"kind": "Secret", "type": "Opaque", "metadata": metadata, "data": {"k": b64(value)}}
+
+
+def test_annotations_fingerprinted_unless_allowed() -> None:
+    """Every annotation of a Secret becomes a fingerprint but the controllers' names and uids."""
+    kept = {
+        "kubernetes.io/service-account.name": "builder",
+        "kubernetes.io/service-account.uid": "af3088f4-80e4-4a9a-8cca-512f440ce7b7",
+        "cert-manager.io/issuer-name": "letsencrypt",
+        "meta.helm.sh/release-name": "shop",
+    }
+    other = {"team": "shop", "kapp.k14s.io/original-diff-md5": "58e0494c", "n": 5}
+    obj = _secret_with("QZXW-value", annotations=kept | other | {"gone": None})
+
+    out = redact(audit_event("secrets", "get", response=obj)).event["responseObject"]
+
+    annotations = out["metadata"]["annotations"]
+    assert {k: annotations[k] for k in kept} == kept
+    assert annotations["team"] == redactor().fingerprint(b"shop")
+    assert annotations["n"] == redactor().fingerprint(b"5")
+    assert re.fullmatch(FINGERPRINT, annotations["kapp.k14s.io/original-diff-md5"])
+    assert annotations["gone"] is None  # a merge patch removing it
+
+
+def test_kapp_original_parsed_like_last_applied() -> None:
+    """kapp's copy, written by Go (``\\u0026``), is redacted in place; unreadable, a marker."""
+    value = "RT&SECRET-61<xyz>"
+    manifest = {"kind": "Secret", "metadata": {"name": "db"}, "stringData": {"password": value}}
+    text = json.dumps(manifest).replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    obj = _secret_with(value, annotations={"kapp.k14s.io/original": text})
+    broken = _secret_with(value, annotations={"kapp.k14s.io/original": text[:-5]})
+
+    result = redact(audit_event("secrets", "get", response=obj))
+    unparsed = redact(audit_event("secrets", "get", response=broken))
+
+    copy_ = json.loads(result.event["responseObject"]["metadata"]["annotations"]["kapp.k14s.io/original"])
+    assert copy_["stringData"]["password"] == redactor().fingerprint(value.encode())
+    assert copy_["metadata"] == {"name": "db"}
+    assert [s.source for s in result.secrets] == [
+        "responseObject",
+        "responseObject.metadata.annotations.kapp-original",
+    ]
+    assert "secret-values-in-last-applied" in [f.id for f in result.secrets[0].findings]
+    annotations = unparsed.event["responseObject"]["metadata"]["annotations"]
+    assert annotations["kapp.k14s.io/original"] == "<redacted: unparseable kapp-original>"
+    assert unparsed.dropped == ("responseObject.metadata.annotations.kapp-original",)
+
+
+@pytest.mark.parametrize(
+    ("value", "label", "removed"),
+    [
+        ("RTpw5", "pw-RTpw5", True),  # short values were kept below 8 characters
+        ("abc", "abc-app", True),  # 3 characters: removed from any string holding them
+        ("ab", "ab", True),  # 1 or 2: only from a string equal to them
+        ("ab", "lab-app", False),
+        ('RT"x', 'note \\"RT\\\\\\"x\\"', True),  # escaped twice
+        ("RT&x", "RT\\u0026x", True),  # escaped by Go
+        ("é€", "\\u00e9\\u20ac", True),  # escaped as ASCII
+    ],
+)
+def test_values_of_any_length_in_any_form_leave_labels(value: str, label: str, removed: bool) -> None:
+    """Labels, kept annotations, finalizers and the type lose a string that holds a value."""
+    allowed = "cert-manager.io/issuer-name"
+    obj = _secret_with(value, annotations={allowed: label}, labels={"l": label}, finalizers=[label])
+    obj["type"] = label
+
+    result = redact(audit_event("secrets", "get", response=obj))
+
+    out = result.event["responseObject"]
+    fingerprint = redactor().fingerprint(label.encode())
+    expected = fingerprint if removed else label
+    assert out["metadata"]["labels"]["l"] == out["metadata"]["annotations"][allowed] == expected
+    assert out["metadata"]["finalizers"] == [expected]
+    assert out["type"] == expected
+    assert ("secret-value-in-metadata" in [f.id for f in result.secrets[0].findings]) is removed
+
+
+def test_identity_fields_are_kept() -> None:
+    """The name and server-set fields keep their form even if a short value matches them."""
+    meta = {"name": "db", "namespace": "shop", "uid": "1", "resourceVersion": "1"}
+    obj = _secret_with("1", **meta)
+
+    out = redact(audit_event("secrets", "get", response=obj)).event["responseObject"]
+
+    assert out["metadata"] == meta
+
+
+def test_json_patch_metadata_checked_against_every_value_of_the_patch() -> None:
+    """A label added before the value it copies is still fingerprinted (values go first)."""
+    ops = [
+        {"op": "add", "path": "/metadata/labels/pin", "value": "RTpin67"},
+        {"op": "add", "path": "/metadata/annotations/note", "value": "hello"},
+        {"op": "add", "path": "/metadata/annotations/kubernetes.io~1service-account.name", "value": "sa"},
+        {"op": "add", "path": "/data/pin", "value": b64("RTpin67")},
+    ]
+
+    out = redact(audit_event("secrets", "patch", request=ops)).event["requestObject"]
+
+    fingerprint = redactor().fingerprint
+    assert [op["value"] for op in out] == [
+        fingerprint(b"RTpin67"),
+        fingerprint(b"hello"),
+        "sa",
+        fingerprint(b"RTpin67"),
+    ]
+
+
+def test_status_message_quoting_a_value_is_redacted() -> None:
+    """Even a reason that is built from names loses its message if a value is in it."""
+    status = {"status": "Failure", "reason": "AlreadyExists", "code": 409}
+    obj = _secret_with("RTpw5", name="RTpw5")
+    quoted, named = 'secrets "RTpw5" already exists', 'secrets "db" already exists'
+    event = audit_event("secrets", "create", request=obj, status=status | {"message": quoted})
+    fine = audit_event("secrets", "create", request=obj, status=status | {"message": named})
+
+    assert redact(event).event["responseStatus"]["message"].startswith("<redacted")
+    assert redact(fine).event["responseStatus"]["message"] == named
+
+
+@pytest.mark.parametrize("field", ["annotations", "labels", "data"])
+def test_values_nested_deeper_than_json_allows_are_fingerprinted(field: str) -> None:
+    """A wrong-typed value nested past orjson's limit is fingerprinted, not an exception."""
+    deep: Any = "QZXW-deep"
+    for _ in range(300):
+        deep = {"a": deep}
+    obj = _secret_with("QZXW-value")
+    if field == "data":
+        obj["data"]["deep"] = deep
+    else:
+        obj["metadata"][field] = {"deep": deep}
+
+    out = orjson.dumps(redact(audit_event("secrets", "get", response=obj)).event)
+
+    assert b"QZXW" not in out
+
+
+def test_values_of_the_request_leave_the_responses_metadata() -> None:
+    """A JSON patch sets a value; the Secret it answers with has it in a label."""
+    ops = [{"op": "add", "path": "/data/pin", "value": b64("RTpin67")}]
+    obj = _secret_with("other-value", labels={"pin": "RTpin67"})
+
+    out = redact(audit_event("secrets", "patch", request=ops, response=obj)).event["responseObject"]
+
+    assert out["metadata"]["labels"]["pin"] == redactor().fingerprint(b"RTpin67")
+
+
+def test_values_read_from_a_copy_leave_the_labels() -> None:
+    """Metadata only (a Table row): the values known from the kapp copy are looked for too."""
+    manifest = {"kind": "Secret", "stringData": {"pin": "RTpin67"}}
+    partial = {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {
+            "name": "db",
+            "labels": {"pin": "RTpin67"},
+            "annotations": {"kapp.k14s.io/original": json.dumps(manifest)},
+        },
+    }
+    row = {"cells": ["db", "Opaque", 1, "1s"], "object": partial}
+    columns = [{"name": n, "type": "string"} for n in ("Name", "Type", "Data", "Age")]
+    table: dict[str, Any] = {"kind": "Table", "apiVersion": "meta.k8s.io/v1"}
+    table |= {"columnDefinitions": columns, "rows": [row]}
+
+    out = redact(audit_event("secrets", "get", response=table)).event["responseObject"]
+
+    labels = out["rows"][0]["object"]["metadata"]["labels"]
+    assert labels == {"pin": redactor().fingerprint(b"RTpin67")}

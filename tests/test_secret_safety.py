@@ -10,8 +10,9 @@ webhook.leaks knows (plain, base64, base64url, hex, JSON-escaped).
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import pytest
@@ -19,7 +20,17 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import CAPTURES, dead_letters_in, make_config, scenario_secrets, settle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from secret_shapes import SHAPES, Planted
+from secret_shapes import (
+    KEYS,
+    LAST_APPLIED,
+    SHAPES,
+    Planted,
+    SecretSpec,
+    b64,
+    copied_secret,
+    copied_values,
+    go_json,
+)
 from structlog.testing import capture_logs
 
 from webhook.leaks import encodings, scan
@@ -233,3 +244,153 @@ async def test_alerts_leak_nothing(tmp_path: Path) -> None:
         "high-severity-finding",
     }
     assert _leaks([orjson.dumps(logs, default=str)], config.data_dir, list(scenario_secrets())) == []
+
+
+# -- review finding 3: values copied into other annotations of the same Secret -------------------
+
+# S2/S3/S4 of the review: escaped by JSON or Go inside a manifest annotation, or short.
+REVIEW_CREATE: Final = ("RT&SECRET-61<xyz>", 'RT"SECRET-63-xyz', "RT\\SECRET-65-xyz", "RTpin67", "RTpw5")
+REVIEW_UPDATE: Final = ("RT&SECRET-62<xyz>", 'RT"SECRET-64-xyz', "RT\\SECRET-66-xyz", "RTpin68", "RTpw6")
+KAPP: Final = "kapp.k14s.io/original"
+
+
+def _review_secret(values: tuple[str, ...], rv: str, *, padding: int) -> dict[str, Any]:
+    """A Secret applied by kapp (Go-escaped copy) after kubectl apply, its values also copied
+    by hand into annotations and a label."""
+    string_data = {f"k{i}": v for i, v in enumerate(values)}
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "shop"},
+        "stringData": string_data,
+        "type": "Opaque",
+    }
+    annotations = {
+        KAPP: go_json(manifest),
+        LAST_APPLIED: json.dumps(manifest) + "\n",
+        "example.test/pin": values[3],
+        "example.test/note": f"pw={values[4]}",
+        "example.test/escaped": json.dumps(values[1])[1:-1],
+        "kubernetes.io/service-account.name": "builder",
+    }
+    if padding:
+        annotations["example.test/padding"] = "x" * padding
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "db",
+            "namespace": "shop",
+            "resourceVersion": rv,
+            "annotations": annotations,
+            "labels": {"pin": values[4], "app": "shop"},
+        },
+        "type": "Opaque",
+        "data": {k: b64(v) for k, v in string_data.items()},
+    }
+
+
+def _review_event(n: int, verb: str, obj: dict[str, Any]) -> dict[str, Any]:
+    from conftest import make_event
+
+    return make_event(
+        verb=verb,
+        api_group="",
+        resource="secrets",
+        name="db",
+        code=201 if verb == "create" else 200,
+        level="RequestResponse",
+        audit_id=f"00000000-0000-4000-8000-00000000020{n}",
+        stageTimestamp=f"2026-11-24T14:3{n}:00Z",
+        requestObject=obj,
+        responseObject=obj,
+    )
+
+
+@pytest.mark.parametrize("path", ["in-process", "worker-process"])
+async def test_review_escaped_and_short_copies_reach_no_output(path: str, tmp_path: Path) -> None:
+    """Create then update a Secret whose values are copied, escaped or short, into its other
+    annotations: records (change.operations old/new), spool, state.sqlite3 and dead letters
+    hold none of them, through the event loop and through the worker processes."""
+    from webhook.prepare_pool import MIN_BODY_BYTES
+    from webhook.server import RUNTIME
+
+    padding = MIN_BODY_BYTES if path == "worker-process" else 0
+    config = make_config(tmp_path, workers=1)
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    said: list[bytes] = []
+    try:
+        pool = client.app[RUNTIME].ingestor.prepare_pool
+        if padding:
+            await pool.start()
+        with capture_logs() as logs:
+            for n, (verb, values) in enumerate([("create", REVIEW_CREATE), ("update", REVIEW_UPDATE)]):
+                obj = _review_secret(values, str(n + 1), padding=padding)
+                body = _event_list(_review_event(n, verb, obj))
+                assert pool.wants(body) is bool(padding)
+                resp = await client.post("/audit?timeout=30s", data=body, headers=JSON)
+                said.append(await resp.read())
+                assert resp.status == 200
+            await settle(client)
+        said.append(orjson.dumps(logs, default=str))
+    finally:
+        await client.close()
+
+    assert _leaks(said, config.data_dir, [*REVIEW_CREATE, *REVIEW_UPDATE]) == []
+    assert dead_letters_in(config) == []
+    assert list(config.data_dir.glob("state.sqlite3*"))
+    lines = (config.data_dir / "records.jsonl").read_bytes().splitlines()
+    _, update = (r for r in map(orjson.loads, lines) if r["type"] == "audit")
+    operations = {op["path"]: op for op in update["change"]["operations"]}
+    assert operations["/metadata/annotations/example.test~1pin"]["new"] == operations["/data/k3"]["new"]
+    kapp = operations["/metadata/annotations/kapp.k14s.io~1original"]
+    old, new = json.loads(kapp["old"]), json.loads(kapp["new"])  # parsed, not one fingerprint
+    assert set(old["stringData"]) == set(new["stringData"]) == {f"k{i}" for i in range(5)}
+    assert old["stringData"]["k0"] != new["stringData"]["k0"]
+    assert all(v.startswith("hmac-sha256:") for v in new["stringData"].values())
+
+
+@pytest.mark.parametrize("path", ["in-process", "worker-process"])
+@settings(SAFETY, max_examples=6)
+@given(data=st.data())
+async def test_copied_values_in_any_form_leak_nowhere_on_create_and_update(
+    path: str, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Values of any characters, 4 to 16 long, copied raw, escaped once or twice, by Go or
+    in base64 into a Secret's annotations, labels and manifests: after a create and an update,
+    no form of any of them is in the records, the spool, the state or the dead letters."""
+    from webhook.prepare_pool import MIN_BODY_BYTES
+    from webhook.server import RUNTIME
+
+    keys = data.draw(st.lists(KEYS, min_size=1, max_size=3, unique=True))
+    specs = [
+        SecretSpec(name="db", namespace="shop", data={k: data.draw(copied_values) for k in keys})
+        for _ in range(2)
+    ]
+    config = make_config(tmp_path_factory.mktemp(path), workers=1)
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    said: list[bytes] = []
+    try:
+        pool = client.app[RUNTIME].ingestor.prepare_pool
+        if path == "worker-process":
+            await pool.start()
+        with capture_logs() as logs:
+            for n, (verb, spec) in enumerate(zip(("create", "update"), specs, strict=True)):
+                obj = copied_secret(data.draw, spec)
+                obj["metadata"]["resourceVersion"] = str(n + 1)
+                if path == "worker-process":
+                    obj["metadata"]["annotations"]["example.test/padding"] = "x" * MIN_BODY_BYTES
+                body = _event_list(_review_event(n, verb, obj))
+                assert pool.wants(body) is (path == "worker-process")
+                resp = await client.post("/audit?timeout=30s", data=body, headers=JSON)
+                said.append(await resp.read())
+            await settle(client)
+        said.append(orjson.dumps(logs, default=str))
+    finally:
+        await client.close()
+
+    values = [v for spec in specs for v in spec.values]
+    assert _leaks(said, config.data_dir, _texts(tuple(values))) == []
+    assert dead_letters_in(config) == []

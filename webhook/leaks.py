@@ -16,7 +16,7 @@ import json
 import lzma
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -31,7 +31,7 @@ MIN_LENGTH: Final = 4
 # distinctive.
 _MIN_SHIFTED: Final = 12
 _CHUNK: Final = 1 << 20
-_GO_ESCAPES: Final = tuple((char.encode(), f"\\u{ord(char):04x}".encode()) for char in "<>&\u2028\u2029")
+_GO_ESCAPES: Final = tuple((char, f"\\u{ord(char):04x}") for char in "<>&\u2028\u2029")
 _MAGIC: Final = {".gz": b"\x1f\x8b", ".bz2": b"BZh", ".xz": b"\xfd7zXZ"}  # rotated, compressed
 
 
@@ -62,21 +62,39 @@ def named_encodings(value: str | bytes) -> dict[str, bytes]:
         if len(middle) >= _MIN_SHIFTED:
             forms[f"base64-offset{shift}"] = middle
     if isinstance(value, str):
-        forms["json"] = json.dumps(value, ensure_ascii=False)[1:-1].encode()
-        forms["json-ascii"] = json.dumps(value)[1:-1].encode()
-        forms["json-go"] = _go_escaped(forms["json"])
+        # A JSON string inside a JSON string (an annotation holding a manifest, written to a
+        # record or to the state store) escapes the value twice; a third time in a copy of that.
+        once = {name: escape(value) for name, escape in _JSON_ESCAPES.items()}
+        for name, text in once.items():
+            forms[name] = text.encode()
+            for outer, escape in _JSON_ESCAPES.items():
+                forms[f"{name}+{outer}"] = escape(text).encode()
+            forms[f"{name}x3"] = _JSON_ESCAPES[name](_JSON_ESCAPES[name](text)).encode()
     return forms
 
 
-def _go_escaped(json_text: bytes) -> bytes:
+def _json(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def _go_escaped(text: str) -> str:
     """Go's encoding/json is HTML-safe: it also escapes ``< > &`` and the JS line separators."""
+    text = _json(text)
     for char, escaped in _GO_ESCAPES:
-        json_text = json_text.replace(char, escaped)
-    return json_text
+        text = text.replace(char, escaped)
+    return text
+
+
+_JSON_ESCAPES: Final[dict[str, Callable[[str], str]]] = {
+    "json": _json,
+    "json-ascii": lambda text: json.dumps(text)[1:-1],
+    "json-go": _go_escaped,
+}
 
 
 def encodings(value: str | bytes) -> set[bytes]:
-    """Plain, base64 (std and url, padded or not), hex (both cases) and JSON-escaped forms."""
+    """Plain, base64 (std and url, padded or not), hex (both cases) and JSON-escaped forms
+    (Python's, orjson's and Go's escapes, once, twice and three times)."""
     return set(named_encodings(value).values())
 
 

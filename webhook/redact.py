@@ -7,7 +7,8 @@ anyone who lacks the key. Certificates are read here, before their values are re
 
 In a secrets request (``objectRef.resource == "secrets"``) every object is rebuilt from an
 allow-list and any shape not recognised is dropped whole; in other events only embedded
-Secrets and ``last-applied-configuration`` annotations are rewritten. The input is never
+Secrets and ``last-applied-configuration`` annotations are rewritten. A Secret's annotations
+and the rest of its metadata are handled by ``webhook.redact_meta``. The input is never
 mutated; an event with nothing to redact comes back as the very same object.
 """
 
@@ -91,6 +92,7 @@ class Redactor:
             value = event.get(field)
             if value is None:
                 continue
+            walk.next_object()
             new = walk.strict(value, field) if strict else walk.scan(value, field)
             if new is not value:
                 changes[field] = new

@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from webhook import redact_meta as meta
+from webhook.certs import Finding
+from webhook.redact_meta import LAST_APPLIED, MANIFEST_ANNOTATIONS
+
 if TYPE_CHECKING:
     from webhook.redact_walk import Walk
 
@@ -22,7 +26,6 @@ __all__ = [
     "table",
 ]
 
-LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 _OPS: Final = frozenset({"add", "remove", "replace", "move", "copy", "test"})
 _OP_FIELDS: Final = frozenset({"op", "path", "from", "value"})
 _SCALAR_FIELDS: Final = frozenset({"type", "immutable", "kind", "apiVersion"})
@@ -48,8 +51,11 @@ def is_list_meta(value: Any) -> bool:
     return isinstance(value, dict) and value.keys() <= _LIST_META
 
 
-def status_message(reason: Any, message: str) -> str:
-    return message if not message or reason in _SAFE_REASONS else _REDACTED_MESSAGE
+def status_message(walk: Walk, reason: Any, message: str) -> str:
+    """Kept when its reason builds it from names only and it quotes no value of the event."""
+    if not message:
+        return message
+    return message if reason in _SAFE_REASONS and not walk.seen.found_in(message) else _REDACTED_MESSAGE
 
 
 def json_patch(walk: Walk, ops: list[Any], path: str) -> Any:
@@ -63,14 +69,33 @@ def json_patch(walk: Walk, ops: list[Any], path: str) -> Any:
             and isinstance(op.get("from", ""), str)
         ):
             return walk.drop(path, "unrecognised JSON patch")
-    out: list[Any] = []
-    for index, op in enumerate(ops):
-        new = dict(op)
-        if "value" in op:
-            target = _pointer(op["path"])
-            new["value"] = _patch_value(walk, target, op["value"], f"{path}[{index}].value")
-        out.append(new)
+    out: list[Any] = [dict(op) for op in ops]
+    targets = [_pointer(op["path"]) for op in ops]
+    # The values first, then the copies of the manifest, then the metadata that may echo either.
+    order = sorted(range(len(ops)), key=lambda i: _rank(targets[i]))
+    secrets, dropped = len(walk.secrets), len(walk.dropped)
+    found: dict[int, tuple[list[Any], list[str]]] = {}
+    with walk.scope():
+        for index in order:
+            if "value" in ops[index]:
+                value = _patch_value(walk, targets[index], ops[index]["value"], f"{path}[{index}].value")
+                out[index]["value"] = value
+                found[index] = (walk.secrets[secrets:], walk.dropped[dropped:])
+                del walk.secrets[secrets:], walk.dropped[dropped:]
+    for index in sorted(found):  # reported in the order of the ops
+        walk.secrets.extend(found[index][0])
+        walk.dropped.extend(found[index][1])
     return out
+
+
+def _rank(target: tuple[str, ...] | None) -> int:
+    if not target or target[0] != "metadata":
+        return 0
+    if len(target) == 1 or target[1:] == ("annotations",):
+        return 1
+    if target[1] == "annotations" and target[2] in MANIFEST_ANNOTATIONS:
+        return 1
+    return 2
 
 
 def _pointer(text: str) -> tuple[str, ...] | None:
@@ -95,18 +120,35 @@ def _patch_value(walk: Walk, target: tuple[str, ...] | None, value: Any, path: s
             return walk.data_map(value, path, encoded=encoded, values={}, keys=[])
         return walk.fingerprint_value(value, encoded=encoded and len(target) == 2)
     if head == "metadata":
-        if len(target) == 1:
-            return walk.metadata(value, path, frozenset(), [])
-        if target[1] == "annotations" and len(target) == 2 and isinstance(value, dict):
-            return walk.annotations(value, path, frozenset(), [])
-        if target[1:] == ("annotations", LAST_APPLIED):
-            if isinstance(value, str):
-                return walk.annotation(value, path, strict=True)
-            return walk.fingerprint_value(value, encoded=False)
-        return walk.scan(value, path)  # labels, names, finalizers: kept as in any object
+        return _patch_metadata(walk, target[1:], value, path)
     if len(target) == 1 and head in _SCALAR_FIELDS and (value is None or _scalar(value)):
         return value
     return walk.fingerprint_value(value, encoded=False)
+
+
+def _patch_metadata(walk: Walk, target: tuple[str, ...], value: Any, path: str) -> Any:
+    """A value patched into a Secret's metadata: treated as in the Secret (``webhook.redact_meta``)."""
+    findings: list[Finding] = []  # a patch is no Secret to report them on
+    field = target[0] if target else None
+    if field is None:
+        return meta.metadata(walk, value, path, findings)
+    if field == "annotations":
+        if len(target) == 1 and isinstance(value, dict):
+            return meta.annotation_map(walk, value, path, findings)
+        if len(target) == 2 and target[1] in MANIFEST_ANNOTATIONS and isinstance(value, str):
+            return walk.annotation(value, path, strict=True, name=target[1])
+        if len(target) == 2:
+            return meta.annotation_value(walk, target[1], value, path, findings)
+    elif field == "labels":
+        if len(target) == 1 and isinstance(value, dict):
+            return {k: meta.label_value(walk, k, v, path, findings) for k, v in value.items()}
+        if len(target) == 2:
+            return meta.label_value(walk, target[1], value, path, findings)
+    elif field in meta.IDENTITY:
+        return walk.scan(value, path)
+    else:
+        return meta.scrubbed(walk, value, path, findings)
+    return value if value is None else walk.fingerprint_value(value, encoded=False)
 
 
 def table(walk: Walk, value: dict[str, Any], path: str, depth: int) -> Any:
@@ -163,7 +205,7 @@ def status(walk: Walk, value: dict[str, Any], path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in value.items():
         if key == "message" and isinstance(item, str):
-            out[key] = status_message(reason, item)
+            out[key] = status_message(walk, reason, item)
         elif key == "details" and isinstance(item, dict):
             out[key] = _details(walk, item, reason, f"{path}.details")
         elif _STATUS_KEEP.get(key, _never)(item):
@@ -178,7 +220,8 @@ def _details(walk: Walk, value: dict[str, Any], reason: Any, path: str) -> dict[
     for key, item in value.items():
         if key == "causes" and isinstance(item, list) and all(_cause_ok(c) for c in item):
             out[key] = [
-                {k: status_message(reason, v) if k == "message" else v for k, v in c.items()} for c in item
+                {k: status_message(walk, reason, v) if k == "message" else v for k, v in c.items()}
+                for c in item
             ]
         elif _DETAILS_KEEP.get(key, _never)(item):
             out[key] = item

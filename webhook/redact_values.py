@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -17,12 +16,10 @@ __all__ = [
     "SECRET_KEEP",
     "copy_finding",
     "decoded",
-    "holds",
     "is_dropped",
     "is_watch_event",
     "opt_str",
     "plain",
-    "value_forms",
 ]
 
 PATCH_DIRECTIVES: Final = frozenset({"replace", "merge", "delete"})  # strategic merge $patch
@@ -30,8 +27,6 @@ _SECRET_FIELDS: Final = frozenset(
     {"apiVersion", "kind", "metadata", "type", "immutable", "data", "stringData"}
 )
 _WATCH_FIELDS: Final = frozenset({"type", "object", "kind", "apiVersion"})
-_MIN_NEEDLE: Final = 4  # shorter data values would match unrelated annotations
-_MIN_CONTAINED: Final = 8
 
 
 def opt_str(value: Any) -> str | None:
@@ -74,7 +69,7 @@ def is_watch_event(value: Any) -> bool:
 def decoded(value: Any) -> bytes:
     """What a ``data`` value stands for; an undecodable one is fingerprinted as it is."""
     if not isinstance(value, str):
-        return orjson.dumps(value)
+        return plain(value)
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -85,32 +80,16 @@ def decoded(value: Any) -> bytes:
 
 
 def plain(value: Any) -> bytes:
-    return value.encode() if isinstance(value, str) else orjson.dumps(value)
+    if isinstance(value, str):
+        return value.encode()
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: no value anyone sends
+        return b"<nested too deep>"
 
 
-def value_forms(secret: dict[str, Any]) -> frozenset[str]:
-    """A Secret's values as they could have been copied into its annotations or labels."""
-    found: set[str] = set()
-    for field in ("data", "stringData"):
-        entries = secret.get(field)
-        if not isinstance(entries, dict):
-            continue
-        for item in entries.values():
-            if not isinstance(item, str):
-                continue
-            found.add(item)
-            if field == "data":
-                with contextlib.suppress(UnicodeDecodeError):
-                    found.add(decoded(item).decode())
-    return frozenset(n for n in found if len(n) >= _MIN_NEEDLE)
-
-
-def holds(text: str, values: frozenset[str]) -> bool:
-    return text in values or any(len(n) >= _MIN_CONTAINED and n in text for n in values)
-
-
-def copy_finding(manifest: dict[str, Any], path: str) -> list[Finding]:
-    """kubectl apply keeps the whole manifest in an annotation that ``kubectl describe`` shows."""
+def copy_finding(manifest: dict[str, Any], path: str, annotation: str) -> list[Finding]:
+    """kubectl apply (or kapp) keeps the whole manifest in an annotation ``kubectl describe`` shows."""
     count = sum(
         len(entries) for field in ("data", "stringData") if isinstance(entries := manifest.get(field), dict)
     )
@@ -122,8 +101,7 @@ def copy_finding(manifest: dict[str, Any], path: str) -> list[Finding]:
             id="secret-values-in-last-applied",
             severity="medium",
             message=(
-                f"kubectl.kubernetes.io/last-applied-configuration copies {count} secret "
-                f"values{plain_text}; kubectl describe shows annotations"
+                f"{annotation} copies {count} secret values{plain_text}; kubectl describe shows annotations"
             ),
             path=path,
         )

@@ -10,35 +10,33 @@ Paths are dotted (``responseObject.items[3].data``); the annotation appears as t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Final
 
 import orjson
 
+from webhook import redact_meta as meta
 from webhook import redact_shapes as shapes
 from webhook.certs import Finding, inspect_certificates
+from webhook.redact_meta import LAST_APPLIED, Needles
 from webhook.redact_model import KeyFingerprint, SecretDetails
-from webhook.redact_shapes import LAST_APPLIED
 from webhook.redact_values import (
     PATCH_DIRECTIVES,
     SECRET_KEEP,
     copy_finding,
     decoded,
-    holds,
     is_dropped,
     is_watch_event,
     opt_str,
     plain,
-    value_forms,
 )
 
 __all__ = ["LAST_APPLIED", "Walk", "is_dropped"]
 
 _LAST_APPLIED_POINTER: Final = "/kubectl.kubernetes.io~1last-applied-configuration"
 _LAST_APPLIED_PATH: Final = "last-applied-configuration"
-_UNPARSEABLE: Final = "<redacted: unparseable last-applied-configuration>"
-_UNRECOGNISED: Final = "<redacted: unrecognised last-applied-configuration>"
 _MAX_DEPTH: Final = 200  # far below Python's recursion limit; real objects nest < 30 deep
 _MAX_NESTING: Final = 4  # last-applied annotations inside last-applied annotations
 _LIST_FIELDS: Final = frozenset({"kind", "apiVersion", "metadata", "items"})
@@ -67,13 +65,41 @@ class Walk:
         self._moment: datetime | None = None
         self._expiry_warning_days = expiry_warning_days
         self._nesting = 0
+        self._needles: Needles | None = None
+        self.seen = Needles()  # every value of the event, for the status messages
+        self._earlier = Needles()  # those of the event's objects walked before this one
+
+    def next_object(self) -> None:
+        """The request's values apply to the Secrets of the response (not one item's to the next)."""
+        self._earlier = Needles(self.seen)
+
+    @property
+    def needles(self) -> Needles:
+        """The values of the Secret (or patch) being walked, and of those it is nested in."""
+        return self._needles if self._needles is not None else self.seen
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[Needles]:
+        """One Secret or patch: its values, plus the outer ones; given back to the outer one."""
+        outer = self._needles
+        mine = self._needles = Needles(outer if outer is not None else self._earlier)
+        try:
+            yield mine
+        finally:
+            self._needles = outer
+            if outer is not None:
+                outer.update(mine)
+            self.seen.update(mine)
 
     def drop(self, path: str, reason: str) -> dict[str, Any]:
         self.dropped.append(path)
         return {"redacted": "dropped", "reason": reason}
 
     def fingerprint_value(self, value: Any, *, encoded: bool) -> str:
-        return self.fingerprint(decoded(value) if encoded else plain(value))
+        """A value that may be secret: fingerprinted, and looked for in the metadata."""
+        raw = decoded(value) if encoded else plain(value)
+        self.needles.add(raw, value)
+        return self.fingerprint(raw)
 
     # -- any kept event: copy on write ---------------------------------------------------------
 
@@ -182,6 +208,10 @@ class Walk:
 
     def secret(self, value: dict[str, Any], path: str, *, record: bool = True) -> dict[str, Any]:
         """Rebuild a Secret (full, partial or a merge patch) keeping only known fields."""
+        with self.scope():
+            return self._secret(value, path, record=record)
+
+    def _secret(self, value: dict[str, Any], path: str, *, record: bool) -> dict[str, Any]:
         slot = len(self.secrets)
         out: dict[str, Any] = {}
         values: dict[str, bytes] = {}
@@ -202,8 +232,9 @@ class Walk:
         values.update(plain)  # the apiserver lets stringData win over data
         findings: list[Finding] = []
         if "metadata" in out:
-            forms = value_forms(value)
-            out["metadata"] = self.metadata(value["metadata"], f"{path}.metadata", forms, findings)
+            out["metadata"] = meta.metadata(self, value["metadata"], f"{path}.metadata", findings)
+        if isinstance(out.get("type"), str):  # chosen by the user, like a label
+            out["type"] = meta.label_value(self, "type", out["type"], path, findings)
         if record:
             self._record(slot, value, path, keys, values, findings)
         return out
@@ -258,66 +289,31 @@ class Walk:
                 out[name] = item  # a merge patch deleting the key, or a directive: no value
                 continue
             raw = decoded(item) if encoded else plain(item)
+            self.needles.add(raw, item)
             out[name] = fingerprint = self.fingerprint(raw)
             values[name] = raw
             keys.append(KeyFingerprint(name=name, fingerprint=fingerprint, size=len(raw)))
         return out
 
-    def metadata(self, value: Any, path: str, needles: frozenset[str], findings: list[Finding]) -> Any:
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            return self.drop(path, "not an object")
-        out = dict(value)
-        for field in ("annotations", "labels"):
-            item = value.get(field)
-            if isinstance(item, dict):
-                out[field] = self.annotations(item, f"{path}.{field}", needles, findings)
-            elif item is not None:
-                out[field] = self.drop(f"{path}.{field}", "not an object")
-        return out
-
-    def annotations(
+    def annotation(
         self,
-        value: dict[str, Any],
+        text: str,
         path: str,
-        needles: frozenset[str],
-        findings: list[Finding],
-    ) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, item in value.items():
-            if name == LAST_APPLIED:
-                apath = f"{path}.{_LAST_APPLIED_PATH}"
-                if isinstance(item, str):
-                    out[name] = self.annotation(item, apath, strict=True, findings=findings)
-                elif item is None:
-                    out[name] = None  # a merge patch removing the annotation
-                else:
-                    out[name] = self.drop(apath, "not a string")
-            elif isinstance(item, str) and holds(item, needles):
-                out[name] = self.fingerprint(item.encode())
-                findings.append(
-                    Finding(
-                        id="secret-value-in-metadata",
-                        severity="high",
-                        message=f"metadata {name} holds a value of the Secret's data",
-                        path=path,
-                    )
-                )
-            else:
-                out[name] = item
-        return out
-
-    def annotation(self, text: str, path: str, *, strict: bool, findings: list[Finding] | None = None) -> str:
+        *,
+        strict: bool,
+        findings: list[Finding] | None = None,
+        name: str = LAST_APPLIED,
+    ) -> str:
         """The annotation with the manifest inside it redacted, or a marker if unreadable."""
+        field = meta.MANIFEST_ANNOTATIONS[name]
         if self._nesting >= _MAX_NESTING:
             self.dropped.append(path)
-            return _UNRECOGNISED
+            return f"<redacted: unrecognised {field}>"
         try:
             parsed = orjson.loads(text)
         except orjson.JSONDecodeError:
             self.dropped.append(path)
-            return _UNPARSEABLE
+            return f"<redacted: unparseable {field}>"
         self._nesting += 1
         try:
             if not strict:
@@ -326,13 +322,13 @@ class Walk:
                     return text
             elif not isinstance(parsed, dict):
                 self.dropped.append(path)
-                return _UNRECOGNISED
+                return f"<redacted: unrecognised {field}>"
             else:
                 result = self.strict(parsed, path)
                 if is_dropped(result):
-                    return _UNRECOGNISED
+                    return f"<redacted: unrecognised {field}>"
                 if findings is not None:
-                    findings.extend(copy_finding(parsed, path))
+                    findings.extend(copy_finding(parsed, path, name))
         finally:
             self._nesting -= 1
         dumped = orjson.dumps(result, option=orjson.OPT_SORT_KEYS).decode()

@@ -35,6 +35,7 @@ from webhook.errors import (
 )
 from webhook.events import decode_event_list
 from webhook.ingest import Ingestor
+from webhook.listener import ConnectionLimits, ListenerSite, raise_open_files_limit
 from webhook.metrics import Metrics
 from webhook.pipeline import utc_now
 from webhook.tls import TlsFiles, TlsReloader
@@ -274,8 +275,15 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     while chunk := await payload.readany():
         size += len(chunk)
         if size > limit:
+            # Answer, then close: aiohttp would otherwise go on reading (and decompressing) the
+            # rest for up to 10 s after the answer, in the event loop: a gzip bomb stalled it 2 s.
+            request.protocol.close()
             raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes")
         chunks.append(chunk)
+        if len(chunks) % 16 == 0:
+            # A compressed body already received is decompressed as we read, without a pause:
+            # let other requests in every MiB or so (64 MiB of a bomb held the loop 0.5 s).
+            await asyncio.sleep(0)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -389,12 +397,20 @@ async def start_server(config: Config) -> RunningServer:
         shutdown_timeout=server.shutdown_timeout_s,
     )
     await runner.setup()
-    site = web.TCPSite(
+    # Accepts through the connection cap and the handshake and first-request timeouts.
+    limits = ConnectionLimits(
+        max_connections=server.max_connections,
+        tls_handshake_timeout_s=server.tls_handshake_timeout_s,
+        header_timeout_s=server.header_timeout_s,
+    )
+    raise_open_files_limit(server.max_connections)
+    site = ListenerSite(
         runner,
         server.host,
         server.port,
         ssl_context=reloader.context if reloader else None,
-        reuse_address=True,
+        limits=limits,
+        registry=runner.app[METRICS].registry,
     )
     try:
         await site.start()

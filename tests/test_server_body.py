@@ -40,6 +40,7 @@ async def test_a_gzip_bomb_costs_the_limit_not_its_size(aiohttp_client: Any, tmp
 
     assert resp.status == 413
     assert (await resp.json())["error"] == "body-too-large"
+    assert resp.headers["Connection"] == "close"  # the rest of the bomb is not read
     assert peak < 2 * limit, f"peak {peak / MiB:.1f} MiB"
 
 

@@ -227,7 +227,10 @@ def rejection_response(exc: WebhookError) -> web.Response:
         extra["Allow"] = "POST"
     elif isinstance(exc, UnauthorizedError):
         extra["WWW-Authenticate"] = 'Bearer realm="ingress-audit"'
-    return _error_response(exc, **extra)
+    response = _error_response(exc, **extra)
+    if isinstance(exc, BodyTooLargeError):
+        response.force_close()  # Connection: close; the rest of the body is not read (_read_body)
+    return response
 
 
 async def read_admitted_body(

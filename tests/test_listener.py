@@ -162,3 +162,16 @@ async def test_a_failed_tls_handshake_is_counted(
     assert _closed(running, "handshake-failed") == 1
     assert _open(running) == 0
     writer.close()
+
+
+async def test_a_tls_connection_silent_after_its_handshake_is_closed(
+    tmp_path: Path, running: list[RunningServer], server_certs: Certs
+) -> None:
+    """TLS done, then silence: closed at header_timeout_s (it was the 75 s keep-alive)."""
+    host, port = await _start(running, _tls_config(tmp_path, server_certs, header_timeout_s=0.3))
+    context = ssl.create_default_context(cafile=str(server_certs.ca_file))
+    reader, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname="127.0.0.1")
+
+    assert await _closed_by_server(reader, within_s=3)
+    assert _closed(running, "header-timeout") == 1
+    writer.close()

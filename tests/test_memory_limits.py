@@ -389,16 +389,40 @@ async def test_3_concurrent_gzip_bombs(memory_group: MemoryGroup, server: Server
 
 
 async def test_64_mib_of_short_lines_to_ingest_access(memory_group: MemoryGroup, server: Server) -> None:
-    """64 MiB of 2-byte lines (33 million): a 413 in moments, not 18 s of a blocked event loop."""
+    """Three concurrent 64 MiB bodies of 2-byte lines (33 million each): 413 each in moments, not
+    18 s of a blocked event loop each (I19, I31: a probe waited 36 s, an upload got 408)."""
     body = b"a\n" * (64 * MiB // 2 - 512)
+    text = {"Content-Type": "text/plain"}
     memory_group.reset_peak()
     async with probing(server) as prober:
         started = time.monotonic()
-        status = await _post(server, "/ingest/access", body, {"Content-Type": "text/plain"})
+        posts = (_post(server, "/ingest/access", body, text) for _ in range(3))
+        statuses = list(await asyncio.gather(*posts))
         took = time.monotonic() - started
         await asyncio.sleep(0.5)
-    _report("64 MiB of lines", memory_group, server, prober, status=status, seconds=f"{took:.2f}")
-    assert status == 413
+    _report("3 x 64 MiB of lines", memory_group, server, prober, statuses=statuses, seconds=f"{took:.2f}")
+    assert statuses == [413, 413, 413]
     assert took < 10
     _assert_survived(memory_group, server, prober)
     assert memory_group.peak_mib < 600
+
+
+@pytest.mark.xfail(
+    reason="orjson decodes all 22 million items before they are counted: the worker, or the serve "
+    "process when the first large batch comes before the workers are up, is OOM-killed (the "
+    "event count belongs to the EventList decoder, webhook/events.py)",
+    strict=False,
+)
+async def test_64_mib_of_empty_events_to_audit(memory_group: MemoryGroup, server: Server) -> None:
+    """64 MiB of ``{}`` items (22 million events) to /audit: the serve process survives and
+    /audit keeps answering (O1, I29)."""
+    head = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":['
+    body = head + b"{}," * ((64 * MiB - 1024) // 3) + b"{}]}"
+    memory_group.reset_peak()
+    async with probing(server) as prober:
+        status = await _post(server, "/audit?timeout=30s", body, JSON)
+        await asyncio.sleep(0.5)
+    _report("64 MiB of {} events", memory_group, server, prober, status=status)
+    assert status in (413, 503)
+    assert server.alive()
+    assert set(prober.statuses) == {200}, prober.statuses

@@ -142,6 +142,7 @@ class _Gate:
         self.waiting.pop(conn, None)
         if conn.timer is not None:
             conn.timer.cancel()
+            conn.timer = None
         self.open -= 1
         self.metrics.open.set(self.open)
 
@@ -291,7 +292,12 @@ class _Listener(asyncio.AbstractServer):
             )
         try:
             transport, _ = await self._loop.connect_accepted_socket(lambda: protocol, sock)
-        except OSError:
+        except OSError:  # reset before it could start
+            sock.close()
+            gate.lost(conn)
+            return
+        except Exception as exc:  # noqa: BLE001 - the edge of one connection's task: log, close
+            log.warning("server.connection_failed", error=type(exc).__name__)
             sock.close()
             gate.lost(conn)
             return

@@ -3,6 +3,9 @@ costs the limit, not its decompressed size (security review finding 5, I20/I23).
 
 from __future__ import annotations
 
+import asyncio
+import io
+import time
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -59,3 +62,23 @@ async def test_a_gzipped_batch_under_the_limit_is_read_whole(aiohttp_client: Any
 
     assert resp.status == 200
     assert (await resp.json())["accepted"] == 2000
+
+
+async def test_a_body_refused_before_it_is_read_is_not_read_afterwards(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A 415 (as a 401 would) before the body is read: the answer closes the connection, and
+    the 1 GiB bomb behind it is not decompressed (aiohttp read it for up to 10 s, in the loop)."""
+    client = await aiohttp_client(create_app(make_config(tmp_path)))
+    bomb = gzip_of_zeros(1024 * MiB)
+    started = time.process_time()
+
+    resp = await client.post(
+        "/audit", data=io.BytesIO(bomb), headers={"Content-Type": "text/plain", "Content-Encoding": "gzip"}
+    )
+    await asyncio.sleep(1.0)  # when aiohttp's lingering read would decompress it
+
+    assert resp.status == 415
+    assert resp.headers["Connection"] == "close"
+    assert time.process_time() - started < 0.5  # decompressing 1 GiB takes seconds
+    assert (await client.get("/healthz")).status == 200

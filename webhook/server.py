@@ -90,6 +90,7 @@ def create_app(config: Config) -> web.Application:
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_runtime)
     app.on_shutdown.append(_mark_stopping)
+    app.on_response_prepare.append(_close_if_body_unread)
     app.router.add_route("*", "/audit", receive_batch)
     if config.access.enabled and config.access.http:
         from webhook.access.http import receive_access
@@ -157,6 +158,16 @@ async def _poll(authenticator: Authenticator, config: Config) -> None:
     while authenticator.enabled:
         await asyncio.sleep(interval)
         await asyncio.to_thread(authenticator.reload_tokens)
+
+
+async def _close_if_body_unread(request: web.Request, response: web.StreamResponse) -> None:
+    """Answered before the body was read whole (401, 413, 415 …): close the connection after the
+    answer. aiohttp would otherwise read the rest for up to 10 s, decompressing it in the event
+    loop, before an unauthenticated client's gzip bomb let go of it (seconds of a stalled loop)."""
+    if request.body_exists and not request.content.is_eof():
+        response.force_close()  # no keep-alive (the headers are already made: say so in them)
+        response.headers["Connection"] = "close"
+        request.protocol.close()  # parse no more of what arrives
 
 
 async def _mark_stopping(app: web.Application) -> None:
@@ -227,10 +238,7 @@ def rejection_response(exc: WebhookError) -> web.Response:
         extra["Allow"] = "POST"
     elif isinstance(exc, UnauthorizedError):
         extra["WWW-Authenticate"] = 'Bearer realm="ingress-audit"'
-    response = _error_response(exc, **extra)
-    if isinstance(exc, BodyTooLargeError):
-        response.force_close()  # Connection: close; the rest of the body is not read (_read_body)
-    return response
+    return _error_response(exc, **extra)
 
 
 async def read_admitted_body(
@@ -277,10 +285,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     size = 0
     while chunk := await payload.readany():
         size += len(chunk)
-        if size > limit:
-            # Answer, then close: aiohttp would otherwise go on reading (and decompressing) the
-            # rest for up to 10 s after the answer, in the event loop: a gzip bomb stalled it 2 s.
-            request.protocol.close()
+        if size > limit:  # the rest is not read: the answer closes the connection
             raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes")
         chunks.append(chunk)
         if len(chunks) % 16 == 0:

@@ -29,7 +29,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["ConnectionLimits", "ListenerSite", "raise_open_files_limit"]
+__all__ = ["ConnectionLimits", "ListenerSite", "Watched", "raise_open_files_limit"]
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +124,15 @@ class _Gate:
         else:
             conn.tail = seen[-3:]
 
+    def answered(self, conn: _Connection) -> None:
+        """A request was answered: idle on keep-alive, the connection may be displaced again."""
+        if conn.closed or conn.transport is None:
+            return
+        conn.has_head = False
+        conn.tail = b""
+        self.waiting.pop(conn, None)
+        self.waiting[conn] = None  # the newest waiting
+
     def _head_timeout(self, conn: _Connection) -> None:
         if not conn.has_head and not conn.closed:
             self.metrics.closed.labels(reason="header-timeout").inc()
@@ -154,13 +163,17 @@ class _Gate:
             self.metrics.closed.labels(reason="handshake-failed").inc()
 
 
-class _Watched(asyncio.Protocol):
-    """aiohttp's protocol for one connection, watched until its first request head is in."""
+class Watched(asyncio.Protocol):
+    """aiohttp's protocol for one connection, watched for request heads: until one is in, and
+    again once its answer is out (``answered``), the connection may be displaced."""
 
     def __init__(self, inner: asyncio.Protocol, conn: _Connection, gate: _Gate) -> None:
         self._inner = inner
         self._conn = conn
         self._gate = gate
+
+    def answered(self) -> None:
+        self._gate.answered(self._conn)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._gate.ready(self._conn)
@@ -276,7 +289,7 @@ class _Listener(asyncio.AbstractServer):
 
     async def _connect(self, conn: _Connection, sock: socket.socket) -> None:
         gate = self._gate
-        watched = _Watched(self._factory(), conn, gate)
+        watched = Watched(self._factory(), conn, gate)
         protocol: asyncio.BaseProtocol = watched
         if self._ssl is not None:
             waiter = self._loop.create_future()

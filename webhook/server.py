@@ -35,7 +35,7 @@ from webhook.errors import (
 )
 from webhook.events import decode_event_list
 from webhook.ingest import Ingestor
-from webhook.listener import ConnectionLimits, ListenerSite, raise_open_files_limit
+from webhook.listener import ConnectionLimits, ListenerSite, Watched, raise_open_files_limit
 from webhook.metrics import Metrics
 from webhook.pipeline import utc_now
 from webhook.tls import TlsFiles, TlsReloader
@@ -90,7 +90,7 @@ def create_app(config: Config) -> web.Application:
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_runtime)
     app.on_shutdown.append(_mark_stopping)
-    app.on_response_prepare.append(_close_if_body_unread)
+    app.on_response_prepare.append(_answered)
     app.router.add_route("*", "/audit", receive_batch)
     if config.access.enabled and config.access.http:
         from webhook.access.http import receive_access
@@ -160,10 +160,14 @@ async def _poll(authenticator: Authenticator, config: Config) -> None:
         await asyncio.to_thread(authenticator.reload_tokens)
 
 
-async def _close_if_body_unread(request: web.Request, response: web.StreamResponse) -> None:
-    """Answered before the body was read whole (401, 413, 415 …): close the connection after the
+async def _answered(request: web.Request, response: web.StreamResponse) -> None:
+    """The answer is ready: the connection is idle again (webhook/listener.py). And if it was
+    given before the body was read whole (401, 413, 415 …): close the connection after the
     answer. aiohttp would otherwise read the rest for up to 10 s, decompressing it in the event
     loop, before an unauthenticated client's gzip bomb let go of it (seconds of a stalled loop)."""
+    protocol = request.transport.get_protocol() if request.transport is not None else None
+    if isinstance(protocol, Watched):
+        protocol.answered()  # idle from now on: at the connection cap it may be displaced
     if request.body_exists and not request.content.is_eof():
         response.force_close()  # no keep-alive (the headers are already made: say so in them)
         response.headers["Connection"] = "close"

@@ -191,7 +191,9 @@ class Prober:
     worst_s: float = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        connector = aiohttp.TCPConnector(ssl=self.server.client_context(), force_close=True)
+        connector = aiohttp.TCPConnector(
+            ssl=self.server.client_context(), force_close=True, enable_cleanup_closed=True
+        )
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             n = 0
@@ -358,7 +360,9 @@ def gzip_of_zeros(size: int) -> bytes:
 
 
 async def _post(server: Server, path: str, body: bytes, headers: dict[str, str]) -> int:
-    connector = aiohttp.TCPConnector(ssl=server.client_context())
+    # The server answers 413 and closes while the body is still being sent: the connector aborts
+    # the TLS connections it could not shut down cleanly, rather than leave them to the GC.
+    connector = aiohttp.TCPConnector(ssl=server.client_context(), enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=60)
     async with (
         aiohttp.ClientSession(connector=connector, timeout=timeout) as session,

@@ -332,10 +332,12 @@ async def test_b1_to_b8_require_any(wire_any: Wire) -> None:
 async def test_plain_http_on_the_tls_port_gets_nothing(wire: Wire) -> None:
     """Plain HTTP to the TLS port: the connection closes without a byte of HTTP."""
     reader, writer = await asyncio.open_connection("127.0.0.1", wire.port)
-    writer.write(_request("POST", "/audit", [_bearer()], SAMPLE))
-    await writer.drain()
-    async with asyncio.timeout(10):
-        answer = await reader.read()
+    answer = b""
+    with contextlib.suppress(ConnectionError):  # closed, or reset: either way no answer
+        writer.write(_request("POST", "/audit", [_bearer()], SAMPLE))
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.read()
     writer.close()
 
     assert b"HTTP/1.1" not in answer

@@ -100,6 +100,10 @@ class ServerConfig:
     body_timeout_s: float = 30.0
     keepalive_timeout_s: float = 75.0
     shutdown_timeout_s: float = 20.0
+    # Before authentication: open connections (TLS handshakes included) cost memory each.
+    max_connections: int = 1024
+    tls_handshake_timeout_s: float = 10.0
+    header_timeout_s: float = 10.0  # for a new connection's first request head
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

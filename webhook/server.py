@@ -38,6 +38,7 @@ from webhook.errors import (
 from webhook.events import decode_event_list
 from webhook.http_errors import harden_edges, set_server_header
 from webhook.ingest import Ingestor
+from webhook.listener import ConnectionLimits, ListenerSite, Watched, raise_open_files_limit
 from webhook.metrics import Metrics
 from webhook.pipeline import utc_now
 from webhook.tls import TlsFiles, TlsReloader
@@ -93,6 +94,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_runtime)
     app.on_response_prepare.append(set_server_header)
     app.on_shutdown.append(_mark_stopping)
+    app.on_response_prepare.append(_answered)
     app.router.add_route("*", "/audit", receive_batch)
     if config.access.enabled and config.access.http:
         from webhook.access.http import receive_access
@@ -163,6 +165,20 @@ async def _poll(authenticator: Authenticator, config: Config) -> None:
     while authenticator.enabled:
         await asyncio.sleep(interval)
         await asyncio.to_thread(authenticator.reload_tokens)
+
+
+async def _answered(request: web.Request, response: web.StreamResponse) -> None:
+    """The answer is ready: the connection is idle again (webhook/listener.py). And if it was
+    given before the body was read whole (401, 413, 415 …): close the connection after the
+    answer. aiohttp would otherwise read the rest for up to 10 s, decompressing it in the event
+    loop, before an unauthenticated client's gzip bomb let go of it (seconds of a stalled loop)."""
+    protocol = request.transport.get_protocol() if request.transport is not None else None
+    if isinstance(protocol, Watched):
+        protocol.answered()  # idle from now on: at the connection cap it may be displaced
+    if request.body_exists and not request.content.is_eof():
+        response.force_close()  # no keep-alive (the headers are already made: say so in them)
+        response.headers["Connection"] = "close"
+        request.protocol.close()  # parse no more of what arrives
 
 
 async def _mark_stopping(app: web.Application) -> None:
@@ -283,16 +299,23 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     copies it into bytes again, three copies of every 470 kB batch in the event loop's thread."""
     payload = request.content
     # As request.read() does: let the whole body buffer without pausing the socket (aiohttp 3.13+).
+    # Not for a compressed body: the chunk size is also aiohttp's step of decompression, and a
+    # 64 MiB step let a 1 MB gzip bomb cost 550 MB before the count below could stop it. At the
+    # default step each readany() gives at most 64 KiB more, so the limit holds as it streams.
     raise_limits = getattr(payload, "set_read_chunk_size", None)
-    if raise_limits is not None:
+    if raise_limits is not None and request.headers.get("Content-Encoding", "identity") == "identity":
         raise_limits(limit)
     chunks: list[bytes] = []
     size = 0
     while chunk := await payload.readany():
         size += len(chunk)
-        if size > limit:
+        if size > limit:  # the rest is not read: the answer closes the connection
             raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes")
         chunks.append(chunk)
+        if len(chunks) % 16 == 0:
+            # A compressed body already received is decompressed as we read, without a pause:
+            # let other requests in every MiB or so (64 MiB of a bomb held the loop 0.5 s).
+            await asyncio.sleep(0)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -441,12 +464,20 @@ async def start_server(config: Config) -> RunningServer:
     await runner.setup()
     app = runner.app
     harden_edges(runner, app[RUNTIME].rejected_log, app[METRICS], reloader.context if reloader else None)
-    site = web.TCPSite(
+    # Accepts through the connection cap and the handshake and first-request timeouts.
+    limits = ConnectionLimits(
+        max_connections=server.max_connections,
+        tls_handshake_timeout_s=server.tls_handshake_timeout_s,
+        header_timeout_s=server.header_timeout_s,
+    )
+    raise_open_files_limit(server.max_connections)
+    site = ListenerSite(
         runner,
         server.host,
         server.port,
         ssl_context=reloader.context if reloader else None,
-        reuse_address=True,
+        limits=limits,
+        registry=app[METRICS].registry,
     )
     try:
         await site.start()

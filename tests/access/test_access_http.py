@@ -124,3 +124,18 @@ async def test_a_full_spool_answers_503(aiohttp_client: Any, tmp_path: Path) -> 
     assert again.status == 503
     assert (await again.json())["error"] == "spool-full"
     assert after == before  # refused before counting: the resend will not be counted twice
+
+
+async def test_too_many_lines_is_a_413_with_a_dead_letter(aiohttp_client: Any, tmp_path: Path) -> None:
+    """One line over max_events_per_request: 413 before anything is kept, and a dead letter
+    records the refused body, as /audit's refusals do (security review 15g)."""
+    config = access_config(tmp_path)
+    config = replace(config, server=replace(config.server, max_events_per_request=3))
+    client = await aiohttp_client(create_app(config))
+
+    resp = await client.post("/ingest/access", data=b"\n".join(lines_200_401()), headers=NDJSON)
+
+    assert resp.status == 413
+    assert await resp.json() == {"error": "body-too-large", "reason": "more than the limit of 3 lines"}
+    assert [letter["reason"] for letter in dead_letters_in(config)] == ["body-too-large"]
+    assert [r for r in await delivered(client, config) if r["type"] == "access"] == []

@@ -16,10 +16,12 @@ from aiohttp import web
 from webhook.access.ingest_body import IngestError, decode_body
 from webhook.batch_log import Rejections
 from webhook.errors import (
+    BodyTimeoutError,
     BodyTooLargeError,
     OverloadedError,
     SpoolFullError,
     StorageError,
+    UnsupportedMediaTypeError,
     WebhookError,
 )
 from webhook.pipeline import DeadLetter, utc_now
@@ -40,6 +42,8 @@ _ACCESS_TYPES: Final = frozenset(
         "text/plain",
     }
 )
+# Refusals the shipper may retry and finally drop, as /audit's: each leaves a dead letter.
+_LOST_BODY: Final = (BodyTooLargeError, BodyTimeoutError, UnsupportedMediaTypeError)
 
 
 async def receive_access(request: web.Request) -> web.Response:
@@ -57,6 +61,8 @@ async def receive_access(request: web.Request) -> web.Response:
         metrics.rejects.labels(reason=exc.code).inc()
         # Folded with /audit's refusals: a wrong shipper token or junk cannot flood the log.
         runtime.rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
+        if isinstance(exc, _LOST_BODY):
+            await runtime.ingestor.reject(exc, received_at=utc_now())
         response = rejection_response(exc)
     finally:
         runtime.in_flight -= 1
@@ -84,7 +90,8 @@ async def _receive_access(request: web.Request, runtime: Runtime) -> web.Respons
     received_at = utc_now()
     lines = []
     rejected = []
-    for item in decode_body(body):
+    # Stops at line max_events_per_request + 1 with a 413, before splitting the rest.
+    for item in decode_body(body, max_items=server.max_events_per_request):
         if isinstance(item, IngestError):
             rejected.append(
                 DeadLetter(
@@ -97,10 +104,6 @@ async def _receive_access(request: web.Request, runtime: Runtime) -> web.Respons
             )
         else:
             lines.append(item.value)
-    if len(lines) > server.max_events_per_request:
-        raise BodyTooLargeError(
-            f"{len(lines)} lines is more than the limit of {server.max_events_per_request}"
-        )
     del body
     batch = await access.ingest(lines, input="http", rejected=rejected)
     log.info(

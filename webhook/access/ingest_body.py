@@ -10,21 +10,30 @@ Shapes accepted (decompressed by the server first):
 
 A record carrying the raw line under a message key (Fluent Bit ``log``, Vector ``message``) gives
 that line; a record without one is taken as already-structured access fields (nginx JSON, Traefik).
+
+With ``max_items`` the body is refused (413) as soon as it shows one item more, before the rest is
+split: 64 MiB of 2-byte lines used to become 33 million objects (18 s, 675 MB) before the check.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from webhook.errors import BodyTooLargeError
+
 __all__ = ["DEFAULT_MESSAGE_KEYS", "IngestError", "IngestItem", "decode_body"]
 
 DEFAULT_MESSAGE_KEYS = ("log", "message")
 _WHITESPACE = b" \t\r\n"
+# From a line's first non-blank byte to its end: blank lines are skipped in C, not one by one.
+_FILLED_LINE = re.compile(rb"[^ \t\r\n][^\n]*")
+_BLANKS = re.compile(r"[ \t\r\n]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +50,28 @@ class IngestError:
 
 
 def decode_body(
-    body: bytes, *, message_keys: Sequence[str] = DEFAULT_MESSAGE_KEYS
+    body: bytes, *, message_keys: Sequence[str] = DEFAULT_MESSAGE_KEYS, max_items: int | None = None
 ) -> Iterator[IngestItem | IngestError]:
-    """Yield each item in order; a bad item yields an ``IngestError`` and decoding goes on."""
+    """Yield each item in order; a bad item yields an ``IngestError`` and decoding goes on.
+
+    Raises ``BodyTooLargeError`` on reaching item ``max_items + 1``, having built no more."""
     start = body.lstrip(_WHITESPACE)[:1]
     if start == b"[":
-        yield from _array(body, message_keys)
+        items = _array(body, message_keys, max_items)
     elif start == b"{":
-        yield from _json_lines(body, message_keys)
+        items = _json_lines(body, message_keys, max_items)
     elif start:
-        yield from _text_lines(body)
+        items = _text_lines(body)
+    else:
+        return
+    for item in items:
+        if max_items is not None and item.index >= max_items:
+            raise _too_many(max_items)
+        yield item
+
+
+def _too_many(limit: int) -> BodyTooLargeError:
+    return BodyTooLargeError(f"more than the limit of {limit} lines")
 
 
 def _item(index: int, value: Any, message_keys: Sequence[str]) -> IngestItem | IngestError:
@@ -70,7 +91,11 @@ def _item(index: int, value: Any, message_keys: Sequence[str]) -> IngestItem | I
     return IngestItem(index, value)
 
 
-def _array(body: bytes, message_keys: Sequence[str]) -> Iterator[IngestItem | IngestError]:
+def _array(
+    body: bytes, message_keys: Sequence[str], max_items: int | None
+) -> Iterator[IngestItem | IngestError]:
+    if max_items is not None and body.count(b",") >= max_items and _more_items(body, max_items):
+        raise _too_many(max_items)
     try:
         records = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -83,16 +108,55 @@ def _array(body: bytes, message_keys: Sequence[str]) -> Iterator[IngestItem | In
         yield _item(index, value, message_keys)
 
 
-def _json_lines(body: bytes, message_keys: Sequence[str]) -> Iterator[IngestItem | IngestError]:
+def _more_items(body: bytes, limit: int) -> bool:
+    """Whether the top-level array has more than ``limit`` items, decoding one at a time.
+
+    orjson builds the whole list first: 64 MiB of ``{},`` would be 22 million dicts."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False  # orjson refuses it too: a not-json error, no items
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+    for _ in range(limit + 1):
+        pos = _skip_blank(text, pos)
+        if text.startswith("]", pos):
+            return False
+        try:
+            _, pos = decoder.raw_decode(text, pos)
+        except (json.JSONDecodeError, RecursionError):
+            return False
+        pos = _skip_blank(text, pos)
+        if not text.startswith(",", pos):
+            return False
+        pos += 1
+    return True
+
+
+def _skip_blank(text: str, pos: int) -> int:
+    blanks = _BLANKS.match(text, pos)
+    return pos if blanks is None else blanks.end()
+
+
+def _filled_lines(body: bytes) -> Iterator[bytes]:
+    """Each line with something besides blanks in it, without its newline."""
+    for match in _FILLED_LINE.finditer(body):
+        start = body.rfind(b"\n", 0, match.start()) + 1  # keep the line's leading blanks
+        yield body[start : match.end()]
+
+
+def _json_lines(
+    body: bytes, message_keys: Sequence[str], max_items: int | None
+) -> Iterator[IngestItem | IngestError]:
     index = 0
-    for raw in body.split(b"\n"):
+    for raw in _filled_lines(body):
         line = raw.strip(_WHITESPACE)
-        if not line:
-            continue
         try:
             values = [orjson.loads(line)]
         except orjson.JSONDecodeError:
-            values = _concatenated(line)  # json_stream: {...}{...} without separators
+            # json_stream: {...}{...} without separators; one past the limit is enough to refuse
+            at_most = None if max_items is None else max_items - index + 1
+            values = _concatenated(line, at_most)
         if not values:
             yield IngestError(index, "not-json", f"item {index} is not valid JSON")
             index += 1
@@ -102,7 +166,7 @@ def _json_lines(body: bytes, message_keys: Sequence[str]) -> Iterator[IngestItem
             index += 1
 
 
-def _concatenated(line: bytes) -> list[Any]:
+def _concatenated(line: bytes, at_most: int | None = None) -> list[Any]:
     """Values of ``{...}{...}``, or [] when the line is not entirely made of JSON values."""
     try:
         text = line.decode("utf-8")
@@ -112,20 +176,15 @@ def _concatenated(line: bytes) -> list[Any]:
     values: list[Any] = []
     pos = 0
     try:
-        while pos < len(text):
+        while pos < len(text) and (at_most is None or len(values) < at_most):
             value, pos = decoder.raw_decode(text, pos)
             values.append(value)
-            while pos < len(text) and text[pos] in " \t\r":
-                pos += 1
+            pos = _skip_blank(text, pos)
     except (json.JSONDecodeError, RecursionError):
         return []
     return values
 
 
 def _text_lines(body: bytes) -> Iterator[IngestItem | IngestError]:
-    index = 0
-    for raw in body.split(b"\n"):
-        line = raw.rstrip(b"\r")
-        if line.strip(_WHITESPACE):
-            yield IngestItem(index, line)
-            index += 1
+    for index, raw in enumerate(_filled_lines(body)):
+        yield IngestItem(index, raw.rstrip(b"\r"))

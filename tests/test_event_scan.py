@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.event_scan import ScanError, elements, members, read_fields, top_members
+from webhook.event_scan import ScanError, count_items, elements, members, read_fields, top_members
 
 json_value = st.recursive(
     st.none()
@@ -111,3 +111,28 @@ def test_hostile_shapes_scan_in_bounded_time(inner: bytes) -> None:
 
     assert len(spans) == 1
     assert time.process_time() - started < 1.0 * (len(buf) >> 20 or 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "stop", "expected"),
+    [
+        (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":[]}', 5, 0),
+        (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":[{},[],1]}', 5, 3),
+        (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":[{},[],1]}', 2, 2),
+        (b' {"items": [{"a": "],["}, {"b": [[[]]]}], "kind": "EventList"}', 9, 2),
+        (b'{"kind":"EventList","items":null}', 9, 0),
+    ],
+)
+def test_count_items_stops_at_stop(body: bytes, stop: int, expected: int) -> None:
+    """The items are counted in either member order, through strings and nesting, up to ``stop``."""
+    assert count_items(body, stop) == expected
+
+
+def test_count_items_of_millions_of_tiny_items_is_quick() -> None:
+    """22 million ``{}`` items: counting stops after ``stop``, long before the end."""
+    head = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":['
+    body = head + b"{}," * 22_000_000 + b"{}]}"
+
+    started = time.perf_counter()
+    assert count_items(body, 10_001) == 10_001
+    assert time.perf_counter() - started < 1.0

@@ -265,3 +265,15 @@ def test_too_many_events_are_refused_before_any_is_decoded(item: bytes) -> None:
     with pytest.raises(BodyTooLargeError, match="401 events"):
         decode_event_list(body, max_events=400)
     assert len(decode_event_list(body, max_events=401)) == 401
+
+
+@pytest.mark.parametrize("item", [b"{}", b"[]"])
+def test_a_dense_body_of_too_many_items_is_refused_before_decoding(item: bytes) -> None:
+    """I29/I30: 64 MiB of empty items would decode into 22 million objects; they are counted
+    first, and the limit refuses the body without building them."""
+    head = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":['
+    body = head + (item + b",") * 3_000_000 + item + b"]}"
+
+    with pytest.raises(BodyTooLargeError, match="more than the limit of 10000 events"):
+        decode_event_list(body, max_events=10_000)
+    assert len(decode_event_list(body, max_events=None)) == 3_000_001  # no limit, no count

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["Buffer", "ScanError", "elements", "members", "read_fields", "top_members"]
+__all__ = ["Buffer", "ScanError", "count_items", "elements", "members", "read_fields", "top_members"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -38,6 +38,13 @@ _STRING: Final = re.compile(_STR, re.DOTALL)
 _OPENERS: Final = re.compile(rb"[\[{]+")
 _CLOSERS: Final = re.compile(rb"[\]}]+")
 _SPACE: Final = re.compile(rb"[ \t\r\n]*")
+# The envelope as kube-apiserver writes it, up to the opening bracket of ``items``.
+_APISERVER_HEAD: Final = re.compile(
+    rb'[ \t\r\n]*\{[ \t\r\n]*"kind"[ \t\r\n]*:[ \t\r\n]*"EventList"[ \t\r\n]*,'
+    rb'[ \t\r\n]*"apiVersion"[ \t\r\n]*:[ \t\r\n]*"[^"\\]*"[ \t\r\n]*,'
+    rb'[ \t\r\n]*"metadata"[ \t\r\n]*:[ \t\r\n]*\{[^"{}\[\]]*\}[ \t\r\n]*,'
+    rb'[ \t\r\n]*"items"[ \t\r\n]*:[ \t\r\n]*(?=\[)'
+)
 _QUOTE: Final = ord('"')
 _COMMA: Final = ord(",")
 _COLON: Final = ord(":")
@@ -164,6 +171,36 @@ def elements(buf: Buffer, start: int, end: int) -> list[tuple[int, int]]:
         if _at(buf, i, end) != _COMMA:
             raise ScanError(i)
         i = _space(buf, i + 1, end)
+
+
+def count_items(buf: Buffer, stop: int) -> int:
+    """How many elements the ``items`` array of the EventList in ``buf`` has, counting no further
+    than ``stop``: a body of millions of tiny items is known to be too large after ``stop`` of
+    them, before a decoder builds them all. Raises ``ScanError`` where the structure breaks."""
+    head = _APISERVER_HEAD.match(buf)
+    if head is not None:
+        start = head.end()
+    else:  # another member order: scan the envelope (its values are skipped, not decoded)
+        starts = [value for key, value, _ in top_members(buf) if key == "items"]
+        if not starts or buf[starts[-1]] != _OPEN_ARRAY:
+            return 0
+        start = starts[-1]
+    end = len(buf)
+    count = 0
+    i = _space(buf, start + 1, end)
+    if _at(buf, i, end) == _CLOSE_ARRAY:
+        return 0
+    while count < stop:
+        value = i
+        i = _value_end(buf, value, end)
+        if i == value:
+            raise ScanError(i)
+        count += 1
+        i = _space(buf, i, end)
+        if _at(buf, i, end) != _COMMA:
+            return count  # the closing bracket (or broken structure, which the decoder names)
+        i = _space(buf, i + 1, end)
+    return count
 
 
 def top_members(buf: Buffer) -> list[Member]:

@@ -26,7 +26,7 @@ from webhook.errors import (
     NotJSONError,
     UnsupportedVersionError,
 )
-from webhook.event_scan import ScanError, elements, read_fields, top_members
+from webhook.event_scan import ScanError, count_items, elements, read_fields, top_members
 
 __all__ = [
     "API_VERSIONS",
@@ -57,6 +57,8 @@ _OPTIONAL_OBJECTS: Final = (
 )
 
 
+# More JSON objects and arrays than this in a body and its items are counted before decoding.
+_DENSE: Final = 1_000_000
 _REF_FIELDS: Final = ("apiGroup", "apiVersion", "resource", "subresource", "namespace", "name")
 # objectRef fields that routing reads or records copy: a string when present.
 _REF_STRINGS: Final = (*_REF_FIELDS, "uid", "resourceVersion")
@@ -76,6 +78,8 @@ def decode_event_list(body: bytes | bytearray, *, max_events: int | None = None)
     (``BodyTooLargeError`` for more than ``max_events`` events).
 
     An item that does not decode on its own is returned as an ``Undecodable``."""
+    if max_events is not None and _too_many_items(body, max_events):
+        raise BodyTooLargeError(f"more than the limit of {max_events} events")
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -85,6 +89,18 @@ def decode_event_list(body: bytes | bytearray, *, max_events: int | None = None)
     items = _items(doc.get("kind"), doc.get("apiVersion"), doc.get("items"))
     _count(items, max_events)
     return items
+
+
+def _too_many_items(body: bytes | bytearray, max_events: int) -> bool:
+    """Whether ``body`` has more than ``max_events`` items, counted before decoding when it has
+    more JSON objects and arrays than ``_DENSE``: decoding builds every one of them (some 100
+    bytes each), and 64 MiB of ``{},`` is 22 million. Real batches stay far below that."""
+    if len(body) <= 2 * _DENSE or body.count(b"{") + body.count(b"[") <= _DENSE:
+        return False
+    try:
+        return count_items(body, max_events + 1) > max_events
+    except ScanError:
+        return False  # the decoder says what is wrong with it
 
 
 def _count(items: list[Any], max_events: int | None) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import trustme
 from conftest import CAPTURES, capture_headers, capture_path, find_event, read_jsonl
 
 from webhook.cli import main
@@ -310,7 +311,10 @@ def test_check_config_refuses_https_without_client_auth(
     ``server.auth.allow_unauthenticated``, as plain HTTP needs ``insecure_http``; with it,
     check-config says what serve warns about."""
     path = tmp_path / "noauth.yaml"
-    tls = "  tls: {cert_file: /x/tls.crt, key_file: /x/tls.key}\n"
+    leaf = trustme.CA().issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    tls = f"  tls: {{cert_file: {tmp_path}/tls.crt, key_file: {tmp_path}/tls.key}}\n"
     path.write_text("server:\n  host: 0.0.0.0\n" + tls)
 
     assert main(["check-config", str(path)]) == 1

@@ -6,11 +6,13 @@ from typing import Any
 
 import orjson
 import pytest
+import trustme
 import yaml
 from conftest import make_event
 
 import webhook
 from webhook.access.config import AccessConfig, AccessRateLimitConfig
+from webhook.cli import main
 from webhook.config import (
     Config,
     default_sinks,
@@ -372,3 +374,90 @@ def test_syslog_rate_limit_options() -> None:
         parse_config({"access": {"syslog": {"rate_limit": {"burst": 0}}}})
     with pytest.raises(ConfigError):
         parse_config({"access": {"syslog": {"rate_limit": {"per_peer": 1}}}})
+
+
+@pytest.fixture(scope="module")
+def review_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A serving pair, a client CA and bearer token files, as the security review made them."""
+    pki = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(pki / "tls.crt"))
+    leaf.private_key_pem.write_to_path(str(pki / "tls.key"))
+    ca.cert_pem.write_to_path(str(pki / "client-ca.crt"))
+    (pki / "token").write_text("VzCgeY0a7sQmP3fLr9Tn2xKbW5hJd8Uo\n")
+    (pki / "token").chmod(0o600)
+    (pki / "weak-token").write_text("a" * 16 + "\n")
+    (pki / "weak-token").chmod(0o644)
+    return pki
+
+
+_TLS = {"cert_file": "tls.crt", "key_file": "tls.key"}
+_REVIEW_CONFIGS: dict[str, tuple[dict[str, Any], bool]] = {
+    # The security review's section 7 (c1-c16): each config and whether check-config takes it.
+    "c1 plain HTTP on 0.0.0.0": ({"server": {"host": "0.0.0.0"}}, False),
+    "c2 plain HTTP on 0.0.0.0, opted in": ({"server": {"host": "0.0.0.0", "insecure_http": True}}, True),
+    "c3 HTTPS on 0.0.0.0 without client auth": ({"server": {"host": "0.0.0.0", "tls": _TLS}}, False),
+    "c3b the same, opted in": (
+        {"server": {"host": "0.0.0.0", "tls": _TLS, "auth": {"allow_unauthenticated": True}}},
+        True,
+    ),
+    "c4 tokens without TLS": ({"server": {"auth": {"bearer_token_files": ["token"]}}}, False),
+    "c5 subjects without a client CA": (
+        {"server": {"host": "0.0.0.0", "tls": _TLS, "auth": {"client_subjects": ["kube-apiserver-audit"]}}},
+        False,
+    ),
+    "c6 syslog on 0.0.0.0": ({"access": {"enabled": True, "syslog": {"udp": "0.0.0.0:5514"}}}, False),
+    "c7 syslog on 0.0.0.0, allowed": (
+        {"access": {"enabled": True, "syslog": {"udp": "0.0.0.0:5514", "allow_remote": True}}},
+        True,
+    ),
+    "c8 syslog on ::": ({"access": {"enabled": True, "syslog": {"udp": "[::]:5514"}}}, False),
+    "c9 syslog on ''": ({"access": {"enabled": True, "syslog": {"udp": ""}}}, False),
+    "c10 syslog on a mapped address": (
+        {"access": {"enabled": True, "syslog": {"udp": "[::ffff:127.0.0.1]:5514"}}},
+        False,
+    ),
+    "c11 syslog on a host name": (
+        {"access": {"enabled": True, "syslog": {"udp": "example.com:5514"}}},
+        False,
+    ),
+    "c12 a world-readable weak token file": (
+        {
+            "server": {
+                "host": "0.0.0.0",
+                "tls": {**_TLS, "client_ca_file": "client-ca.crt"},
+                "auth": {"bearer_token_files": ["weak-token"]},
+            }
+        },
+        False,
+    ),
+    "c13 require all with tokens only": (
+        {
+            "server": {
+                "host": "0.0.0.0",
+                "tls": _TLS,
+                "auth": {"bearer_token_files": ["token"], "require": "all"},
+            }
+        },
+        True,
+    ),
+    "c15 syslog on localhost": ({"access": {"enabled": True, "syslog": {"udp": "localhost:5514"}}}, True),
+}
+
+
+@pytest.mark.parametrize("case", list(_REVIEW_CONFIGS))
+def test_the_reviews_config_matrix(review_pki: Path, tmp_path: Path, case: str, capsys: Any) -> None:
+    """``check-config`` refuses what cannot be served safely, with one line, and takes the rest."""
+    doc, ok = _REVIEW_CONFIGS[case]
+    text = yaml.safe_dump(doc)
+    for name in ("tls.crt", "tls.key", "client-ca.crt", "weak-token", "token"):
+        text = text.replace(f" {name}\n", f" {review_pki / name}\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+
+    code = main(["check-config", str(path)])
+
+    out, err = capsys.readouterr()
+    assert (code == 0) == ok, out + err
+    assert "Traceback" not in err

@@ -176,12 +176,23 @@ async def test_half_written_rotation_keeps_the_old_certificate(
 
 def test_unloadable_files_are_a_config_error(tmp_path: Path) -> None:
     """Missing or garbage files stop the start with a message that names no content."""
-    (tmp_path / "bad.crt").write_text("not a certificate")
-    (tmp_path / "bad.key").write_text("not a key")
-    with pytest.raises(ConfigError, match="cannot load TLS files"):
+    (tmp_path / "bad.crt").write_text("garbage-content")
+    (tmp_path / "bad.key").write_text("garbage-content")
+    pair = r"server\.tls\.cert_file .*bad\.crt and key_file .*bad\.key: not a valid certificate or key"
+    with pytest.raises(ConfigError, match=pair) as bad:
         build_context(TlsFiles(cert_file=tmp_path / "bad.crt", key_file=tmp_path / "bad.key"))
-    with pytest.raises(ConfigError):
+    assert "garbage" not in str(bad.value)
+    with pytest.raises(ConfigError, match=r"server\.tls\.cert_file .*none\.crt: no such file or directory"):
         TlsReloader(TlsFiles(cert_file=tmp_path / "none.crt", key_file=tmp_path / "none.key"))
+
+
+def test_a_key_of_another_certificate_is_named_as_such(server_ca: trustme.CA, tmp_path: Path) -> None:
+    """A pair that does not match says so, naming both files."""
+    files = _write_server_cert(server_ca, tmp_path)
+    other = _write_server_cert(server_ca, tmp_path, name="other")
+
+    with pytest.raises(ConfigError, match="the key does not belong to the certificate"):
+        build_context(TlsFiles(cert_file=files.cert_file, key_file=other.key_file))
 
 
 def _mtls(files: TlsFiles, ca_file: Path, **auth: object) -> ServerConfig:

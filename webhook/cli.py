@@ -439,9 +439,16 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     from webhook.config import check_listen, listen_warnings, load_config
+    from webhook.server import authenticator_for, tls_files_for
+    from webhook.tls import build_context
 
     config = load_config(args.file)
     check_listen(config)
+    # What serve loads before it listens: the TLS files (readable, a matching pair, a CA that
+    # parses) and the bearer token files (mode and strength).
+    if (files := tls_files_for(config)) is not None:
+        build_context(files)
+    authenticator_for(config)
     for warning in listen_warnings(config):
         print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok")

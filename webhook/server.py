@@ -106,15 +106,28 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
-async def _runtime(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
+def authenticator_for(config: Config) -> Authenticator:
+    """The request authenticator ``config`` describes; ``ConfigError`` for unusable token files."""
     auth = config.server.auth
-    authenticator = Authenticator(
+    return Authenticator(
         token_files=auth.bearer_token_files,
         client_certs=config.server.tls is not None and config.server.tls.client_ca_file is not None,
         allowed_subjects=auth.client_subjects,
         require=auth.require,
     )
+
+
+def tls_files_for(config: Config) -> TlsFiles | None:
+    """The serving certificate, key and client CA ``config`` names, if it serves HTTPS."""
+    tls = config.server.tls
+    if tls is None:
+        return None
+    return TlsFiles(cert_file=tls.cert_file, key_file=tls.key_file, client_ca_file=tls.client_ca_file)
+
+
+async def _runtime(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    authenticator = authenticator_for(config)
     ingestor = Ingestor(config, app[METRICS])
     await ingestor.open()
     app[RUNTIME] = runtime = Runtime(ingestor=ingestor, authenticator=authenticator)
@@ -441,15 +454,9 @@ async def start_server(config: Config) -> RunningServer:
     check_listen(config)
     server = config.server
     reloader = None
-    if server.tls is not None:
-        reloader = TlsReloader(
-            TlsFiles(
-                cert_file=server.tls.cert_file,
-                key_file=server.tls.key_file,
-                client_ca_file=server.tls.client_ca_file,
-            ),
-            interval_s=server.tls.reload_interval_s,
-        )
+    files = tls_files_for(config)
+    if files is not None and server.tls is not None:
+        reloader = TlsReloader(files, interval_s=server.tls.reload_interval_s)
     elif not is_loopback(server.host):
         log.warning("server.insecure_http", host=server.host)
     if unauthenticated_tls(config):

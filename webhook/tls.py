@@ -65,20 +65,37 @@ def build_context(files: TlsFiles) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    for role, path in (
+        ("cert_file", files.cert_file),
+        ("key_file", files.key_file),
+        ("client_ca_file", files.client_ca_file),
+    ):
+        if path is not None:
+            try:
+                path.open("rb").close()
+            except OSError as exc:
+                raise ConfigError(f"server.tls.{role} {path}: {_reason(exc)}") from None
     try:
         context.load_cert_chain(files.cert_file, files.key_file)
-        if files.client_ca_file is not None:
-            context.load_verify_locations(cafile=files.client_ca_file)
-            context.verify_mode = ssl.CERT_OPTIONAL
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load TLS files: {type(exc).__name__}: {_reason(exc)}") from None
+        raise ConfigError(
+            f"server.tls.cert_file {files.cert_file} and key_file {files.key_file}: {_reason(exc)}"
+        ) from None
+    if files.client_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=files.client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"server.tls.client_ca_file {files.client_ca_file}: {_reason(exc)}") from None
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 
 def _reason(exc: OSError | ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLError):
-        return exc.reason or "invalid certificate or key"
-    return exc.strerror or "unreadable"
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            return "the key does not belong to the certificate"
+        return (exc.reason or "not a valid certificate or key").replace("_", " ").lower()
+    return (exc.strerror or "unreadable").lower()
 
 
 class TlsReloader:

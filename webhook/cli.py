@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default=_env("HOST"), help="address to listen on [INGRESS_AUDIT_HOST]")
     serve.add_argument(
-        "--port", type=int, default=_env("PORT"), help="port to listen on [INGRESS_AUDIT_PORT]"
+        "--port", type=_port, default=_env("PORT"), help="port to listen on [INGRESS_AUDIT_PORT]"
     )
     serve.add_argument(
         "--data-dir",
@@ -195,6 +196,7 @@ def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     replay.add_argument(
         "--server",
         metavar="URL",
+        type=_http_url,
         help="send the events to a running server's /audit (e.g. http://127.0.0.1:9440/audit) "
         "instead of writing the data dir, which a running server holds",
     )
@@ -270,7 +272,26 @@ def _duration(text: str) -> object:
     return now - parse_since(text, now)
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
+
+
+def _http_url(text: str) -> str:
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL, not {text!r}")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command: expected errors are one line on stderr and a non-zero exit, never a
+    traceback (a traceback means a bug)."""
     args = _parser().parse_args(argv)
     try:
         code: int = args.func(args)
@@ -278,6 +299,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ingress-audit: {exc.code}: {exc.message}", file=sys.stderr)
         for line in getattr(exc, "errors", ()):
             print(f"  {line}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (``| head``): nothing more to say, and nobody to say it to.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except OSError as exc:  # a path that cannot be used: named, with the system's reason
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"ingress-audit: {args.command}: {where}{(exc.strerror or type(exc).__name__).lower()}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 130

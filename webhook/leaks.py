@@ -203,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines = args.secrets_file.read_text(encoding="utf-8").splitlines()
         leaks = scan(args.paths, lines)
     except OSError as exc:
-        sys.stderr.write(f"leaks: {exc.filename}: {exc.strerror}\n")
+        sys.stderr.write(
+            f"ingress-audit: scan-leaks: {exc.filename}: {(exc.strerror or 'unreadable').lower()}\n"
+        )
         return 2
     for leak in leaks:
         sys.stdout.write(f"{leak.file}:{leak.offset}: secret on line {leak.secret + 1} ({leak.encoding})\n")

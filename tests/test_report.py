@@ -67,8 +67,19 @@ def rows(report: Report, key: str) -> list[dict[str, Any]]:
     return found
 
 
-def facts(report: Report) -> dict[str, Any]:
-    return dict(report.facts)
+def summary(report: Report) -> dict[str, Any]:
+    found: dict[str, Any] = report.data["summary"]
+    return found
+
+
+def named(ref: dict[str, Any] | None) -> str:
+    """An object reference as the text formats write it: ``ingresses shop/shop-web``."""
+    assert ref is not None
+    return f"{ref['resource']} {'/'.join(p for p in (ref['namespace'], ref['name']) if p)}".rstrip()
+
+
+def ids(findings: list[dict[str, str]]) -> list[str]:
+    return [f["id"] for f in findings]
 
 
 def rendered(report: Report, fmt: str) -> str:
@@ -111,7 +122,7 @@ def test_scenario_changes_name_who_did_what(data_dir: Path) -> None:
     """Every write to an Ingress, IngressClass, TLS secret, CoreDNS and Gateway API object, by admin."""
     report = scenario_report(data_dir)
     changes = rows(report, "changes")
-    seen = {(c["category"], c["verb"], c["object"]) for c in changes}
+    seen = {(c["category"], c["verb"], named(c["object"])) for c in changes}
 
     assert {
         ("tls-secret", "create", "secrets shop/shop-tls"),
@@ -124,20 +135,20 @@ def test_scenario_changes_name_who_did_what(data_dir: Path) -> None:
         ("gateway", "create", "gateways shop/shop-gw"),
         ("gateway", "patch", "httproutes shop/shop-route"),
     } <= seen
-    assert ("tls-secret", "create", "secrets shop/db-creds") not in seen  # Opaque, not TLS
+    assert ("secret", "create", "secrets shop/db-creds") in seen  # Opaque, not TLS
     assert {c["actor"] for c in changes} == {"admin"}
-    assert {c["kind"] for c in changes} == {"user"}
-    (removal,) = [c for c in changes if "tls-removed" in c["findings"]]
-    assert removal["object"] == "ingresses shop/shop-web"
-    assert removal["change"] == "1 op: -/spec/tls"
-    assert removal["time"] == "2026-11-24T14:21:09Z"
+    assert {c["actor_kind"] for c in changes} == {"user"}
+    (removal,) = [c for c in changes if "tls-removed" in ids(c["findings"])]
+    assert named(removal["object"]) == "ingresses shop/shop-web"
+    assert removal["change"]["operations"] == [{"op": "remove", "path": "/spec/tls"}]
+    assert removal["time"].replace(microsecond=0) == datetime(2026, 11, 24, 14, 21, 9, tzinfo=UTC)
     dns = next(c for c in changes if c["verb"] == "update" and c["category"] == "dns")
-    assert "+forward . 203.0.113.53" in dns["change"]
+    assert {"change": "added", "line": "forward . 203.0.113.53"} in dns["change"]["dns"]
     (by_actor,) = rows(report, "changers")
     assert by_actor["actor"] == "admin"
     assert by_actor["total"] == len(changes)
-    assert facts(report)["changes reviewed"] == len(changes)
-    assert facts(report)["audit records"] == len(records_in_dir(data_dir))
+    assert summary(report)["changes"] == len(changes)
+    assert summary(report)["audit_records"] == len(records_in_dir(data_dir))
 
 
 def records_in_dir(data_dir: Path) -> list[dict[str, Any]]:
@@ -152,7 +163,12 @@ def test_scenario_findings_by_severity(data_dir: Path) -> None:
 
     assert found["tls-removed"]["severity"] == "high"
     assert found["tls-removed"]["records"] == 1
-    assert "admin patch ingresses shop/shop-web" in found["tls-removed"]["examples"]
+    (example,) = found["tls-removed"]["examples"]
+    assert (example["actor"], example["verb"], named(example["object"])) == (
+        "admin",
+        "patch",
+        "ingresses shop/shop-web",
+    )
     assert found["certificate-self-signed"]["records"] == 2  # raised twice in one record: counted once
     assert {"nginx-snippet-annotation", "dns-forwarder-changed", "ingress-without-tls"} <= found.keys()
     severities = [f["severity"] for f in rows(scenario_report(data_dir), "findings")]
@@ -166,15 +182,16 @@ def test_scenario_auth_failures(data_dir: Path) -> None:
     unauthenticated = rows(report, "unauthenticated")
     forbidden = {r["user"]: r for r in rows(report, "forbidden")}
 
-    assert [(r["source ip"], r["requests"]) for r in unauthenticated] == [("127.0.0.1", 1)]
-    assert unauthenticated[0]["example"] == "list ingresses shop"
+    assert [(r["source_ip"], r["requests"]) for r in unauthenticated] == [("127.0.0.1", 1)]
+    assert unauthenticated[0]["example"]["verb"] == "list"
+    assert named(unauthenticated[0]["example"]["object"]) == "ingresses shop"
     assert {u: r["requests"] for u, r in forbidden.items()} == {
         "alice": 2,
         "mallory": 1,
         "admin as alice": 1,
         "system:serviceaccount:shop:builder": 1,
     }
-    assert forbidden["mallory"]["example"] == "list ingresses"
+    assert named(forbidden["mallory"]["example"]["object"]) == "ingresses"
     assert next(r["user"] for r in rows(report, "forbidden")) == "alice"  # most first
 
 
@@ -185,14 +202,14 @@ def test_scenario_certificates_expiring(data_dir: Path) -> None:
 
     (cert,) = rows(scenario_report(data_dir, now=soon), "certificates")
 
-    assert cert["secret"] == "shop/shop-tls"
-    assert cert["days left"] == 20
-    assert cert["hosts (SANs)"] == "shop.example.test, www.shop.example.test"
-    assert cert["not after"] == "2027-11-24T14:20:27Z"
+    assert (cert["namespace"], cert["name"]) == ("shop", "shop-tls")
+    assert cert["days_left"] == 20
+    assert cert["sans"] == ["shop.example.test", "www.shop.example.test"]
+    assert cert["not_after"] == datetime(2027, 11, 24, 14, 20, 27, tzinfo=UTC)
     # A window after the secret was written still lists it: its state outlives the window.
     later = scenario_report(data_dir, since=SCENARIO_END, until=SCENARIO_END + DAY, now=soon)
-    assert [c["secret"] for c in rows(later, "certificates")] == ["shop/shop-tls"]
-    assert facts(later)["audit records"] == 0
+    assert [c["name"] for c in rows(later, "certificates")] == ["shop-tls"]
+    assert summary(later)["audit_records"] == 0
 
 
 def test_window_edges_with_injected_now() -> None:
@@ -212,9 +229,10 @@ def test_window_edges_with_injected_now() -> None:
 
     report = build_report(docs, ReportOptions(since=since, until=until, now=until))
 
-    assert facts(report)["audit records"] == 4
-    assert facts(report)["first / last record"] == "2026-11-17T12:00:00Z / 2026-11-24T11:59:59Z"
-    assert {"what": "audit records without a time", "count": 1} in rows(report, "quality")
+    assert summary(report)["audit_records"] == 4
+    assert summary(report)["first_record"] == since
+    assert summary(report)["last_record"] == datetime(2026, 11, 24, 11, 59, 59, 999999, tzinfo=UTC)
+    assert {"issue": "records_without_time", "detail": "audit", "count": 1} in rows(report, "quality")
 
 
 def test_alerts_dead_letters_and_unknown_types() -> None:
@@ -263,17 +281,17 @@ def test_alerts_dead_letters_and_unknown_types() -> None:
         ("TLS removed from c", "firing", 1),
         ("TLS removed from a", "resolved", 3),
     ]
-    assert facts(report)["alerts"] == "firing 3, resolved 1"
-    assert facts(report)["dead letters"] == 3
-    assert {r["what"]: r["count"] for r in rows(report, "quality")} == {
-        "dead letters: malformed-event": 2,
-        "dead letters: not-json": 1,
-        "baseline unavailable": 1,
-        "unreadable lines": 1,
-        "ignored records of type access": 1,
-        "ignored records of type access_summary": 1,
+    assert summary(report)["alerts"] == {"firing": 2, "resolved": 1}  # the latest status of each
+    assert summary(report)["dead_letters"] == 3
+    assert {(r["issue"], r["detail"]): r["count"] for r in rows(report, "quality")} == {
+        ("dead_letters", "malformed-event"): 2,
+        ("dead_letters", "not-json"): 1,
+        ("baseline_unavailable", None): 1,
+        ("unreadable_lines", None): 1,
+        ("unknown_type", "access"): 1,
+        ("unknown_type", "access_summary"): 1,
     }
-    assert facts(report)["audit records"] == 1
+    assert summary(report)["audit_records"] == 1
 
 
 def test_cluster_filter() -> None:
@@ -294,7 +312,7 @@ def test_cluster_filter() -> None:
         docs, options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW, clusters=("prod",))
     )
 
-    assert facts(report)["clusters"] == "prod (1)"
+    assert summary(report)["clusters"] == [{"cluster": "prod", "records": 1}]
     assert [r["user"] for r in rows(report, "forbidden")] == ["alice"]
     assert rows(report, "alerts") == []
 
@@ -324,7 +342,7 @@ def test_certificates_follow_the_latest_record_and_deletes() -> None:
 
     report = build_report(docs, ReportOptions(since=now - 7 * DAY, until=now, now=now))
 
-    assert [(c["secret"], c["days left"]) for c in rows(report, "certificates")] == [("shop/expired", -5)]
+    assert [(c["name"], c["days_left"]) for c in rows(report, "certificates")] == [("expired", -5)]
 
 
 def test_bounded_tables_say_they_are_approximate() -> None:
@@ -341,9 +359,10 @@ def test_bounded_tables_say_they_are_approximate() -> None:
 
     top = rows(report, "unauthenticated")
     assert len(top) == 3
-    assert (top[0]["source ip"], top[0]["requests"]) == ("198.51.100.7", 50)
+    assert (top[0]["source_ip"], top[0]["requests"]) == ("198.51.100.7", 50)
     (section,) = [s for s in report.sections if s.key == "unauthenticated"]
-    assert section.note.startswith("approximate")
+    assert section.approximate
+    assert section.notes() == ["approximate: more distinct keys than kept"]
 
 
 def test_reads_rotated_and_gzipped_backups(tmp_path: Path) -> None:
@@ -362,11 +381,11 @@ def test_reads_rotated_and_gzipped_backups(tmp_path: Path) -> None:
     report = build_report(read_lines(files), options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW))
 
     assert [p.name for p in files] == ["records.jsonl.2.gz", "records.jsonl.1", "records.jsonl"]
-    assert facts(report)["audit records"] == 3
+    assert summary(report)["audit_records"] == 3
     assert rows(report, "forbidden")[0]["requests"] == 3
-    assert {r["what"]: r["count"] for r in rows(report, "quality")} == {
-        "duplicate records (counted once)": 1,
-        "unreadable lines": 1,
+    assert {r["issue"]: r["count"] for r in rows(report, "quality")} == {
+        "duplicate_records": 1,
+        "unreadable_lines": 1,
     }
 
 
@@ -430,7 +449,7 @@ def test_plain_table_has_no_control_codes_and_json_parses() -> None:
     assert "Authorization failures (403) by user" in table
     assert HOSTILE[:20] in table
     doc = orjson.loads(rendered(report, "json"))
-    assert doc["facts"]["audit records"] == 2
+    assert doc["summary"]["audit_records"] == 2
     assert {s["key"] for s in doc["sections"]} >= {
         "changes",
         "findings",
@@ -500,7 +519,7 @@ def test_console_script_end_to_end(data_dir: Path, tmp_path: Path) -> None:
 
     js = run_cli(str(data_dir / "records.jsonl"), "--since", "30m", "--format", "json")
     assert js.returncode == 0, js.stderr
-    assert orjson.loads(js.stdout)["facts"]["audit records"] == 0  # the scenario is older than that
+    assert orjson.loads(js.stdout)["summary"]["audit_records"] == 0  # the scenario is older than that
 
 
 def test_console_script_errors(tmp_path: Path) -> None:

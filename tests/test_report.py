@@ -62,7 +62,7 @@ def scenario_report(data_dir: Path, **overrides: Any) -> Report:
 
 
 def rows(report: Report, key: str) -> list[dict[str, Any]]:
-    (section,) = [s for s in to_dict(report)["sections"] if s["key"] == key]  # type: ignore[attr-defined]
+    (section,) = [s for s in to_dict(report)["sections"] if s["key"] == key]
     found: list[dict[str, Any]] = section["rows"]
     return found
 
@@ -540,3 +540,170 @@ def test_terminal_table_is_styled() -> None:
 
     assert "\x1b[1m" in out.getvalue()
     assert "Authorization failures (403) by user" in out.getvalue()
+
+
+def write_records(path: Path, *docs: dict[str, Any]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    return path
+
+
+def run_json(path: Path, out: Path, **kwargs: Any) -> dict[str, Any]:
+    from webhook.report import run
+
+    assert run([path], fmt="json", output=out, **({"since": None, "until": None, "now": NOW} | kwargs)) == 0
+    doc: dict[str, Any] = orjson.loads(out.read_bytes())
+    return doc
+
+
+def test_default_period_is_the_week_up_to_the_newest_record(tmp_path: Path) -> None:
+    """No ``--since``: the 7 days up to the newest audit record, whatever the clock says; an
+    alert processed weeks later is counted with the records that raised it, and the notice
+    says what the period holds."""
+    newest = "2026-11-24T14:21:48.5Z"
+    path = write_records(
+        tmp_path / "records.jsonl",
+        audit("2026-11-10T00:00:00Z", id="old", outcome={"code": 403}),  # 14 days before: outside
+        audit("2026-11-17T14:21:49Z", id="a", verb="delete"),
+        audit(newest, id="b", findings=[{"id": "tls-removed", "severity": "high"}], verb="patch"),
+        {
+            "type": "alert",
+            "id": "al",
+            "fingerprint": "f",
+            "status": "firing",
+            "detection": "high-severity-finding",
+            "severity": "high",
+            "records": ["b"],
+            "time": "2026-12-06T20:35:47Z",  # processed at replay time, long after the events
+        },
+    )
+    far_later = datetime(2027, 3, 1, tzinfo=UTC)
+
+    doc = run_json(path, tmp_path / "r.json", now=far_later)
+    text = tmp_path / "r.txt"
+    from webhook.report import run
+
+    run([path], since=None, until=None, fmt="table", output=text, now=far_later)
+
+    assert doc["period"] == {
+        "since": "2026-11-17T14:21:48.500001Z",
+        "until": "2026-11-24T14:21:48.500001Z",
+        "basis": "newest-record",
+    }
+    assert doc["summary"]["audit_records"] == 2
+    assert doc["summary"]["alerts"] == {"firing": 1, "resolved": 0}
+    assert doc["summary"]["findings"]["high"] == 1  # the alert's record is in the period
+    assert doc["summary"]["forbidden_requests"] == 0
+    assert doc["files_hold"] == {
+        "audit_records": 3,
+        "first_record": "2026-11-10T00:00:00Z",
+        "last_record": "2026-11-24T14:21:48.500000Z",
+    }
+    assert "The 7 days up to the newest record, 2026-11-24T14:21:48Z" in text.read_text()
+    assert "the files hold 3 audit records, from 2026-11-10T00:00:00Z" in text.read_text()
+
+
+def test_a_period_without_records_says_what_the_files_hold(tmp_path: Path) -> None:
+    """An explicit ``--since`` after the records: no contradiction, a plain sentence instead."""
+    path = write_records(tmp_path / "records.jsonl", audit("2026-11-24T14:20:33Z", id="a"))
+    since = datetime(2026, 11, 29, tzinfo=UTC)
+
+    doc = run_json(path, tmp_path / "r.json", since=since)
+    from webhook.report import run
+
+    run([path], since=since, until=None, fmt="markdown", output=tmp_path / "r.md", now=NOW + 30 * DAY)
+
+    assert doc["summary"]["audit_records"] == 0
+    assert doc["summary"]["first_record"] is None
+    assert doc["files_hold"]["audit_records"] == 1
+    assert (
+        "The period 2026-11-29T00:00:00Z to 2026-12-25T12:00:00Z holds no audit record; "
+        "the files hold 1 audit record, from 2026-11-24T14:20:33Z to 2026-11-24T14:20:33Z."
+    ) in (tmp_path / "r.md").read_text()
+
+
+def test_changes_are_in_time_order_and_the_newest_are_kept() -> None:
+    """Rows by record time, not file order; past ``max_changes`` the newest stay, all counted."""
+    times = ["2026-11-24T14:21:09Z", "2026-11-24T14:20:40Z", "2026-11-24T14:22:00Z", "2026-11-24T14:20:37Z"]
+    docs = lines(*(audit(t, id=t, verb="patch") for t in times))
+
+    report = build_report(docs, options(max_changes=3))
+
+    listed = [c["time"] for c in rows(report, "changes")]
+    assert listed == sorted(listed)
+    assert [stamp_of(t) for t in listed] == ["14:20:40", "14:21:09", "14:22:00"]
+    assert summary(report)["changes"] == 4
+    (section,) = [s for s in report.sections if s.key == "changes"]
+    assert section.notes() == ["the latest 3 of 4"]
+    md = rendered(report, "markdown").split("## Changes")[1].split("##")[0]
+    assert md.index("14:20:40Z") < md.index("14:21:09Z") < md.index("14:22:00Z")
+
+
+def stamp_of(when: datetime) -> str:
+    return when.strftime("%H:%M:%S")
+
+
+def secret_write(when: str, verb: str, name: str, **extra: Any) -> dict[str, Any]:
+    """A Secret write as the default (Metadata) policy records it: no body."""
+    fields: dict[str, Any] = {
+        "verb": verb,
+        "level": "Metadata",
+        "object": {"api_group": "", "resource": "secrets", "namespace": "shop", "name": name},
+        "actor": {"user": {"username": "admin", "kind": "user"}, "source_ips": ["10.0.0.9"]},
+        "outcome": {"code": 201 if verb == "create" else 200},
+        "secret": None,
+        "change": {"baseline": "none", "operations": [], "omitted_operations": 0},
+        "findings": [{"id": "change-by-human", "severity": "low"}],
+    }
+    return audit(when, id=f"{verb}-{name}-{when}", **(fields | extra))
+
+
+def test_secret_writes_are_reviewed_under_the_metadata_policy() -> None:
+    """Creates, patches and deletes of Secrets without a body: who, when, which; with a body,
+    type and key names; failures and dry runs are not writes; no value appears."""
+    docs = lines(
+        secret_write("2026-11-24T14:22:21Z", "delete", "db-creds"),
+        secret_write("2026-11-24T14:20:43Z", "create", "db-creds"),
+        secret_write(
+            "2026-11-24T14:21:00Z",
+            "patch",
+            "web-tls",
+            level="RequestResponse",
+            secret={
+                "type": "kubernetes.io/tls",
+                "changes": {"added": [], "changed": ["tls.crt", "tls.key"], "removed": []},
+            },
+            change={
+                "baseline": "state",
+                "operations": [
+                    {"op": "replace", "path": "/data/tls.key", "old": "hmac-sha256:x", "new": "v4lu3"}
+                ],
+            },
+        ),
+        secret_write("2026-11-24T14:21:30Z", "delete", "web-tls"),  # Metadata: known as TLS from before
+        secret_write("2026-11-24T14:21:40Z", "update", "other", outcome={"code": 403}),
+        secret_write("2026-11-24T14:21:41Z", "create", "other", dry_run=True),
+    )
+
+    report = build_report(docs, options())
+    secrets = rows(report, "secrets")
+
+    assert [(s["verb"], s["name"], s["type"]) for s in secrets] == [
+        ("create", "db-creds", None),
+        ("patch", "web-tls", "kubernetes.io/tls"),
+        ("delete", "web-tls", "kubernetes.io/tls"),
+        ("delete", "db-creds", None),
+    ]
+    assert secrets[1]["keys_changed"] == ["tls.crt", "tls.key"]
+    assert {s["actor"] for s in secrets} == {"admin"}
+    assert summary(report)["secret_writes"] == 4
+    changes = [(c["category"], c["verb"], named(c["object"])) for c in rows(report, "changes")]
+    assert ("secret", "delete", "secrets shop/db-creds") in changes
+    assert ("tls-secret", "delete", "secrets shop/web-tls") in changes
+    (by_actor,) = rows(report, "changers")
+    assert (by_actor["secret"], by_actor["tls_secret"]) == (2, 2)
+    for fmt in FORMATS:
+        out = rendered(report, fmt)
+        assert "db-creds" in out
+        assert "v4lu3" not in out
+        assert "hmac-sha256" not in out
+    assert "request-response policy profile" in rendered(report, "table")

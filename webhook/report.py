@@ -1,11 +1,12 @@
-"""``ingress-audit report``: the weekly review of the records files, in one pass.
+"""``ingress-audit report``: the weekly review of the records files, in one pass (two without
+``--since``: the first finds the newest audit record, where the default period ends).
 
 Reads the JSONL files (rotated backups first, gzip'd ones too) line by line and keeps only
 aggregates and the top entries (webhook/report_collect.py), so a month of records takes the
 memory of its summary. Audit records are counted in the window ``[since, until)`` by their
-own time; certificates come from the latest record of each secret up to ``until``, since a
-secret's state outlives the window. Alerts and dead letters are summarized; other record
-types are counted and otherwise ignored.
+own time; an alert by the time of the records that raised it; certificates come from the
+latest record of each secret up to ``until``, since a secret's state outlives the window.
+Dead letters are summarized; other record types are counted and otherwise ignored.
 """
 
 from __future__ import annotations

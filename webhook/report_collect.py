@@ -92,6 +92,10 @@ class Latest:
         self._seq = itertools.count()
         self.total = 0
 
+    def wants(self, when: datetime) -> bool:
+        """Whether a row of this time would be kept: build it only then."""
+        return len(self._heap) < self._size or (self._size > 0 and when > self._heap[0][0])
+
     def add(self, when: datetime, row: dict[str, Any]) -> None:
         self.total += 1
         item = (when, next(self._seq), row)
@@ -193,16 +197,18 @@ class Collector:
         kind = category(doc, self.secret_types)
         if kind in ("secret", "tls-secret") and ok:
             self._remember_type(doc)
+        findings = _finding_list(doc)
         if kind and ok and doc.get("verb") in WRITES:
-            self._change(doc, kind, when)
-        self._findings(doc, when)
-        example = {"verb": str(doc.get("verb") or "") or None, "object": object_ref(doc)}
-        if code == 401:
-            ip = next(iter(get(doc, "actor", "source_ips") or ()), None) or "(none)"
-            example["request_uri"] = doc.get("request_uri") if example["object"] is None else None
-            self.unauthenticated.add(str(ip)).saw(when, example)
-        elif code == 403:
-            self.forbidden.add(actor_name(doc)).saw(when, example)
+            self._change(doc, kind, when, findings)
+        self._findings(doc, when, findings)
+        if code in (401, 403):
+            example = {"verb": str(doc.get("verb") or "") or None, "object": object_ref(doc)}
+            if code == 401:
+                ip = next(iter(get(doc, "actor", "source_ips") or ()), None) or "(none)"
+                example["request_uri"] = doc.get("request_uri") if example["object"] is None else None
+                self.unauthenticated.add(str(ip)).saw(when, example)
+            else:
+                self.forbidden.add(actor_name(doc)).saw(when, example)
 
     def _remember_type(self, doc: dict[str, Any]) -> None:
         key = object_key(doc)
@@ -213,11 +219,19 @@ class Collector:
         if room and (kind is not None or key not in self.secret_types):
             self.secret_types[key] = kind or self.secret_types.get(key)
 
-    def _change(self, doc: dict[str, Any], kind: str, when: datetime) -> None:
+    def _change(self, doc: dict[str, Any], kind: str, when: datetime, findings: list[dict[str, str]]) -> None:
         self.change_counts[kind] += 1
         actor = actor_name(doc)
         self.changers.add(actor)[kind] += 1
-        findings = _finding_list(doc)
+        secret = kind in ("secret", "tls-secret")
+        if secret and not self.secret_writes.wants(when):
+            self.secret_writes.total += 1
+            secret = False
+        if not self.changes.wants(when):
+            self.changes.total += 1
+            if secret:
+                self._secret_write(doc, when, actor, findings)
+            return
         actor_kind = get(doc, "actor", "user", "kind")
         row = {
             "time": when,
@@ -230,28 +244,33 @@ class Collector:
             "findings": findings,
         }
         self.changes.add(when, row)
-        if kind in ("secret", "tls-secret"):
-            keys = secret_keys(doc)
-            known = self.secret_types.get(object_key(doc))
-            self.secret_writes.add(
-                when,
-                {
-                    "time": when,
-                    "actor": actor,
-                    "verb": str(doc.get("verb")),
-                    "namespace": get(doc, "object", "namespace"),
-                    "name": get(doc, "object", "name"),
-                    "type": secret_type(doc) or known,
-                    "keys_added": keys["added"],
-                    "keys_changed": keys["changed"],
-                    "keys_removed": keys["removed"],
-                    "level": doc.get("level") if isinstance(doc.get("level"), str) else None,
-                    "findings": findings,
-                },
-            )
+        if secret:
+            self._secret_write(doc, when, actor, findings)
 
-    def _findings(self, doc: dict[str, Any], when: datetime) -> None:
-        for finding in _finding_list(doc):
+    def _secret_write(
+        self, doc: dict[str, Any], when: datetime, actor: str, findings: list[dict[str, str]]
+    ) -> None:
+        keys = secret_keys(doc)
+        known = self.secret_types.get(object_key(doc))
+        self.secret_writes.add(
+            when,
+            {
+                "time": when,
+                "actor": actor,
+                "verb": str(doc.get("verb")),
+                "namespace": get(doc, "object", "namespace"),
+                "name": get(doc, "object", "name"),
+                "type": secret_type(doc) or known,
+                "keys_added": keys["added"],
+                "keys_changed": keys["changed"],
+                "keys_removed": keys["removed"],
+                "level": doc.get("level") if isinstance(doc.get("level"), str) else None,
+                "findings": findings,
+            },
+        )
+
+    def _findings(self, doc: dict[str, Any], when: datetime, findings: list[dict[str, str]]) -> None:
+        for finding in findings:
             entry = self.findings.add(finding["id"])
             if SEVERITY_RANK.get(finding["severity"], -1) >= SEVERITY_RANK.get(entry.get("severity", ""), -1):
                 entry["severity"] = finding["severity"]

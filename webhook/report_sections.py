@@ -11,80 +11,24 @@ from typing import Any, Final
 
 from webhook.report_collect import SEVERITIES, SEVERITY_RANK, Collector, ReportOptions
 from webhook.report_render import Column, Report, Section, stamp, text
+from webhook.report_text import (
+    change_text,
+    example_text,
+    examples_text,
+    findings_text,
+    issue_text,
+    object_text,
+    position_text,
+)
 
-__all__ = ["CATEGORIES", "assemble", "change_text"]
+__all__ = ["CATEGORIES", "assemble"]
 
 CATEGORIES: Final = ("ingress", "ingress-class", "tls-secret", "secret", "dns", "gateway")
-_MARKS: Final = {"add": "+", "remove": "-", "replace": "~"}
-_QUALITY: Final = {
-    "dead_letters": "dead letters",
-    "baseline_unavailable": "baseline unavailable (no diff, no change findings)",
-    "duplicate_records": "duplicate records (counted once)",
-    "unreadable_lines": "unreadable lines",
-    "records_without_time": "records without a time",
-    "unknown_type": "ignored records of type",
-}
 _KNOWN: Final = frozenset({"audit", "alert", "dead_letter"})
 
 
 def _snake(name: str) -> str:
     return name.replace("-", "_")
-
-
-def _object(ref: Any) -> str:
-    if not isinstance(ref, dict):
-        return "-"
-    resource = "/".join(p for p in (ref.get("resource"), ref.get("subresource")) if p) or "-"
-    name = "/".join(p for p in (ref.get("namespace"), ref.get("name")) if p)
-    return f"{resource} {name}".rstrip()
-
-
-def _path(path: str) -> str:
-    """A JSON pointer as a reader says it: annotations and labels by their key."""
-    for prefix, what in (("/metadata/annotations/", "annotation "), ("/metadata/labels/", "label ")):
-        if path.startswith(prefix):
-            return what + path[len(prefix) :].replace("~1", "/").replace("~0", "~")
-    return path
-
-
-def change_text(change: Any) -> str:
-    if not isinstance(change, dict):
-        return "-"
-    parts: list[str] = []
-    ops, total = change.get("operations") or [], int(change.get("operations_total") or 0)
-    if total:
-        touched = [f"{_MARKS.get(op['op'], '?')}{_path(op['path'])}" for op in ops[:3]]
-        more = f" (+{total - len(touched)} more)" if total > len(touched) else ""
-        parts.append(f"{total} op{'s' if total != 1 else ''}: {', '.join(touched)}{more}")
-    elif change.get("baseline") == "none":
-        parts.append("no earlier state to diff")
-    if change.get("baseline") not in ("none", "state", None):
-        parts.append(f"baseline {change['baseline']}")
-    keys = ((what, change.get(f"keys_{what}")) for what in ("added", "changed", "removed"))
-    parts += [f"keys {what}: {', '.join(names)}" for what, names in keys if names]
-    parts += [f"{'+' if d['change'] == 'added' else '-'}{d['line']}" for d in (change.get("dns") or [])[:3]]
-    return "; ".join(parts) or "-"
-
-
-def _findings(findings: Any) -> str:
-    return ", ".join(f["id"] for f in findings or ()) or "-"
-
-
-def _example(ex: Any) -> str:
-    if not isinstance(ex, dict):
-        return "-"
-    what = _object(ex.get("object")) if ex.get("object") else str(ex.get("request_uri") or "-")
-    who = f"{ex['actor']} " if ex.get("actor") else ""
-    when = f"{stamp(ex['time'])} " if ex.get("time") else ""
-    return f"{when}{who}{ex.get('verb') or '-'} {what}"
-
-
-def _examples(examples: Any) -> str:
-    return "; ".join(_example(e) for e in examples or ()) or "-"
-
-
-def _position(position: Any) -> str:
-    return "leaf" if position in (0, None) else f"chain #{position}"
 
 
 def _count(n: int, what: str) -> str:
@@ -99,7 +43,7 @@ def _num(key: str, title: str) -> Column:
     return Column(key=key, title=title, style="number")
 
 
-_FINDINGS_COL: Final = Column(key="findings", title="findings", show=_findings, style="findings")
+_FINDINGS_COL: Final = Column(key="findings", title="findings", show=findings_text, style="findings")
 
 
 def _summary(c: Collector, sections: dict[str, Section], options: ReportOptions) -> dict[str, Any]:
@@ -213,7 +157,7 @@ def sections(c: Collector, options: ReportOptions) -> list[Section]:
                 Column(key="actor", title="actor"),
                 Column(key="actor_kind", title="kind"),
                 Column(key="verb", title="verb"),
-                Column(key="object", title="object", show=_object),
+                Column(key="object", title="object", show=object_text),
                 Column(key="change", title="change", show=change_text, style="wide"),
                 _FINDINGS_COL,
             ),
@@ -252,7 +196,7 @@ def sections(c: Collector, options: ReportOptions) -> list[Section]:
                 Column(key="finding", title="finding"),
                 Column(key="severity", title="severity", style="severity"),
                 _num("records", "records"),
-                Column(key="examples", title="examples", show=_examples, style="wide"),
+                Column(key="examples", title="examples", show=examples_text, style="wide"),
             ),
             rows=tuple(
                 {
@@ -288,7 +232,7 @@ def _seen(key: str, title: str, by: str, counter: Any, top: int) -> Section:
             _num("requests", "requests"),
             _time_col("first", "first"),
             _time_col("last", "last"),
-            Column(key="example", title="latest example", show=_example),
+            Column(key="example", title="latest example", show=example_text),
         ),
         rows=tuple(
             {by: k, "requests": n, "first": s.first, "last": s.last, "example": s.example}
@@ -338,7 +282,7 @@ def _certificates(c: Collector, options: ReportOptions) -> Section:
             Column(key="sans", title="hosts (SANs)"),
             _time_col("not_after", "not after"),
             _num("days_left", "days left"),
-            Column(key="position", title="which", show=_position),
+            Column(key="position", title="which", show=position_text),
             _time_col("seen", "seen"),
         ),
         rows=tuple(rows),
@@ -411,10 +355,6 @@ def _alerts(c: Collector, top: int) -> list[Section]:
     ]
 
 
-def _issue(issue: Any) -> str:
-    return _QUALITY.get(str(issue), str(issue))
-
-
 def _quality(c: Collector) -> Section:
     rows: list[dict[str, Any]] = [
         {"issue": "dead_letters", "detail": r, "count": n} for r, n in sorted(c.dead_letters.items())
@@ -429,7 +369,7 @@ def _quality(c: Collector) -> Section:
         key="quality",
         title="Data quality",
         columns=(
-            Column(key="issue", title="what", show=_issue),
+            Column(key="issue", title="what", show=issue_text),
             Column(key="detail", title="detail"),
             _num("count", "count"),
         ),

@@ -592,6 +592,9 @@ def test_default_period_is_the_week_up_to_the_newest_record(tmp_path: Path) -> N
     assert doc["summary"]["audit_records"] == 2
     assert doc["summary"]["alerts"] == {"firing": 1, "resolved": 0}
     assert doc["summary"]["findings"]["high"] == 1  # the alert's record is in the period
+    (alert,) = next(r for r in doc["sections"] if r["key"] == "alerts")["rows"]
+    assert alert["records_at"] == "2026-11-24T14:21:48.500000Z"
+    assert alert["last_update"] == "2026-12-06T20:35:47Z"  # its own time, shown as it is
     assert doc["summary"]["forbidden_requests"] == 0
     assert doc["files_hold"] == {
         "audit_records": 3,

@@ -148,6 +148,48 @@ _SECTION_ROWS: dict[str, dict[str, Any]] = {
         }
     ),
 }
+_SEVERITY = {"type": "string"}
+_SECTION_ROWS["alerts_by_detection"] = _rows(
+    {
+        "detection": {"type": "string"},
+        "severity": _SEVERITY,
+        "firing": _COUNT,
+        "resolved": _COUNT,
+        "alerts": _COUNT,
+    }
+)
+_SECTION_ROWS["alerts"] = _rows(
+    {
+        "detection": {"type": "string"},
+        "severity": _SEVERITY,
+        "status": {"type": "string"},
+        "count": _COUNT,
+        "records_at": _TIME_OR_NULL,
+        "starts_at": _TIME_OR_NULL,
+        "last_update": _TIME_OR_NULL,
+        "summary": {"type": "string"},
+    }
+)
+_SECTION_ROWS["certificates"] = _rows(
+    {
+        "namespace": {"type": ["string", "null"]},
+        "name": {"type": "string"},
+        "cluster": {"type": "string"},
+        "subject": {"type": ["string", "null"]},
+        "sans": _NAMES,
+        "not_after": _TIME,
+        "days_left": {"type": "integer"},
+        "position": _COUNT,
+        "seen": _TIME_OR_NULL,
+    }
+)
+_SECTION_ROWS["quality"] = _rows(
+    {
+        "issue": {"type": "string", "pattern": "^[a-z_]+$"},
+        "detail": {"type": ["string", "null"]},
+        "count": _COUNT,
+    }
+)
 for _key, _by in (("unauthenticated", "source_ip"), ("forbidden", "user")):
     _SECTION_ROWS[_key] = _rows(
         {

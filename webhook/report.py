@@ -127,8 +127,8 @@ def collect(docs: Iterable[dict[str, Any] | None], options: ReportOptions) -> Co
         kind = str(doc.get("type") or "audit")
         if not _wanted(doc, kind, wanted):
             continue
-        when = record_time(doc)
-        if when is None:
+        when = own = record_time(doc)
+        if when is None or own is None:
             c.quality[("records_without_time", kind)] += 1
             continue
         if kind == "audit":
@@ -148,7 +148,7 @@ def collect(docs: Iterable[dict[str, Any] | None], options: ReportOptions) -> Co
         if kind == "audit":
             c.audit(doc, when)
         elif kind == "alert":
-            c.alert(doc, when)
+            c.alert(doc, own, records_at=when)
         elif kind == "dead_letter":
             c.dead_letter(doc)
     return c

@@ -131,6 +131,7 @@ class AlertState:
     count: int = 0
     starts_at: datetime | None = None
     last: datetime | None = None
+    records_at: datetime | None = None  # the newest record that raised it
 
 
 @dataclass(slots=True)
@@ -305,12 +306,15 @@ class Collector:
         entry = self.secrets.add(key)
         entry.when, entry.certificates = when, [c for c in certs if isinstance(c, dict)]
 
-    def alert(self, doc: dict[str, Any], when: datetime) -> None:
+    def alert(self, doc: dict[str, Any], when: datetime, *, records_at: datetime) -> None:
+        """``when`` is the alert record's own time; ``records_at`` that of its records."""
         status = str(doc.get("status") or "-")
         key = str(doc.get("fingerprint") or doc.get("id") or "?")
         entry = self.alerts.add(key)
         if entry.last is None or when >= entry.last:
             entry.last, entry.status = when, status
+        if entry.records_at is None or records_at > entry.records_at:
+            entry.records_at = records_at
             entry.detection = str(doc.get("detection") or "-")
             entry.severity = str(doc.get("severity") or "-")
             entry.summary = str(doc.get("summary") or "")

@@ -50,6 +50,7 @@ table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border:1px solid #e5e7eb;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f4f6;font-weight:600;white-space:nowrap}
 tbody tr:nth-child(even){background:#f9fafb}
+td.nowrap{white-space:nowrap}
 td.time{white-space:nowrap;font-family:ui-monospace,"DejaVu Sans Mono",monospace}
 td.number{text-align:right;font-variant-numeric:tabular-nums}
 td.wide{min-width:260px}
@@ -83,7 +84,7 @@ def _cell(section: Section, column: Any, row: dict[str, Any]) -> str:
         return f"<td>{_badge(value, value)}</td>"
     if column.style == "findings" and isinstance(value, list) and value:
         return "<td>" + "".join(_badge(str(f["severity"]), str(f["id"])) for f in value) + "</td>"
-    cls = f' class="{column.style}"' if column.style in ("time", "number", "wide") else ""
+    cls = f' class="{column.style}"' if column.style in ("time", "number", "wide", "nowrap") else ""
     return f"<td{cls}>{e(column.show(value))}</td>"
 
 

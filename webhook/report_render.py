@@ -47,7 +47,7 @@ class Column:
     key: str  # the row's key: snake_case, the JSON name
     title: str
     show: Callable[[Any], str] = text
-    style: str = ""  # html: "severity" (a badge), "findings" (badges), "time", "number", "wide"
+    style: str = ""  # html: "severity", "findings" (badges), "time", "number", "wide", "nowrap"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -193,7 +193,7 @@ def sections(c: Collector, options: ReportOptions) -> list[Section]:
             key="findings",
             title="Findings",
             columns=(
-                Column(key="finding", title="finding"),
+                Column(key="finding", title="finding", style="nowrap"),
                 Column(key="severity", title="severity", style="severity"),
                 _num("records", "records"),
                 Column(key="examples", title="examples", show=examples_text, style="wide"),
@@ -309,7 +309,7 @@ def _alerts(c: Collector, top: int) -> list[Section]:
             key="alerts_by_detection",
             title="Alerts by detection and severity (latest status of each alert)",
             columns=(
-                Column(key="detection", title="detection"),
+                Column(key="detection", title="detection", style="nowrap"),
                 Column(key="severity", title="severity", style="severity"),
                 _num("firing", "firing"),
                 _num("resolved", "resolved"),
@@ -331,10 +331,11 @@ def _alerts(c: Collector, top: int) -> list[Section]:
             key="alerts",
             title="Top alerts",
             columns=(
-                Column(key="detection", title="detection"),
+                Column(key="detection", title="detection", style="nowrap"),
                 Column(key="severity", title="severity", style="severity"),
                 Column(key="status", title="status"),
                 _num("count", "count"),
+                _time_col("records_at", "records at"),
                 _time_col("starts_at", "since"),
                 _time_col("last_update", "last update"),
                 Column(key="summary", title="summary", style="wide"),
@@ -345,6 +346,7 @@ def _alerts(c: Collector, top: int) -> list[Section]:
                     "severity": a.severity,
                     "status": a.status,
                     "count": a.count,
+                    "records_at": a.records_at,
                     "starts_at": a.starts_at,
                     "last_update": a.last,
                     "summary": a.summary,

@@ -710,3 +710,29 @@ def test_secret_writes_are_reviewed_under_the_metadata_policy() -> None:
         assert "v4lu3" not in out
         assert "hmac-sha256" not in out
     assert "request-response policy profile" in rendered(report, "table")
+
+
+def test_control_characters_are_shown_not_sent() -> None:
+    """Security review #11: a username or object holding ESC sequences is printed as ``\\x1b``
+    in every text format, so it cannot erase lines or retitle the terminal."""
+    evil = "eve\x1b[1A\x1b[2K\x1b]0;PWNED\x07\x9b"
+    docs = lines(
+        audit(
+            "2026-11-24T10:00:00Z",
+            verb="patch",
+            actor={"user": {"username": evil, "kind": "user"}, "source_ips": ["10.0.0.1"]},
+            findings=[{"id": evil, "severity": "high"}],
+        ),
+        audit("2026-11-24T10:00:01Z", outcome={"code": 403}, actor={"user": {"username": evil}}),
+        audit("2026-11-24T10:00:02Z", cluster=evil),
+    )
+    report = build_report(docs, options())
+
+    for fmt in ("table", "markdown", "html"):
+        out = rendered(report, fmt)
+        assert not [c for c in out if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F], fmt
+        assert "evex1b[1Ax1b[2Kx1b]0;PWNEDx07x9b" in out.replace("\\", ""), fmt  # markdown escapes [ and \\
+    out = io.StringIO()
+    render(report, "table", out, terminal=True, width=200)
+    assert "\x1b]0;PWNED" not in out.getvalue()
+    assert orjson.loads(rendered(report, "json"))["summary"]["forbidden_requests"] == 1

@@ -9,7 +9,7 @@ import io
 from typing import Any, Final
 
 from webhook.report_collect import SEVERITIES, SEVERITY_RANK
-from webhook.report_render import Report, Section
+from webhook.report_render import Report, Section, visible
 
 __all__ = ["SEVERITY_COLOURS", "to_html"]
 
@@ -81,11 +81,11 @@ def _badge(severity: str, label: str) -> str:
 def _cell(section: Section, column: Any, row: dict[str, Any]) -> str:
     value = row.get(column.key)
     if column.style == "severity" and isinstance(value, str):
-        return f"<td>{_badge(value, value)}</td>"
+        return f"<td>{_badge(value, visible(value))}</td>"
     if column.style == "findings" and isinstance(value, list) and value:
-        return "<td>" + "".join(_badge(str(f["severity"]), str(f["id"])) for f in value) + "</td>"
+        return "<td>" + "".join(_badge(str(f["severity"]), visible(str(f["id"]))) for f in value) + "</td>"
     cls = f' class="{column.style}"' if column.style in ("time", "number", "wide", "nowrap") else ""
-    return f"<td{cls}>{e(column.show(value))}</td>"
+    return f"<td{cls}>{e(visible(column.show(value)))}</td>"
 
 
 def _row_severity(row: dict[str, Any]) -> str | None:
@@ -111,7 +111,7 @@ def _summary(buf: io.StringIO, report: Report) -> None:
     buf.write('</div>\n<table class="facts">\n')
     for label, value in report.facts:
         if label in _IN_FACTS:
-            buf.write(f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>\n")
+            buf.write(f"<tr><th>{e(label)}</th><td>{e(visible(value))}</td></tr>\n")
     buf.write("</table>\n")
 
 
@@ -142,7 +142,7 @@ def to_html(report: Report) -> str:
     buf.write(f"<title>{e(report.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n")
     buf.write(f"<h1>{e(report.title)}</h1>\n")
     if report.notice:
-        buf.write(f'<p class="notice">{e(report.notice)}</p>\n')
+        buf.write(f'<p class="notice">{e(visible(report.notice))}</p>\n')
     _summary(buf, report)
     buf.write("<nav>")
     for s in report.sections:

@@ -18,10 +18,17 @@ from typing import IO, Any, Final
 
 import orjson
 
-__all__ = ["FORMATS", "Column", "Report", "Section", "render", "stamp", "text", "to_dict"]
+__all__ = ["FORMATS", "Column", "Report", "Section", "render", "stamp", "text", "to_dict", "visible"]
 
 FORMATS: Final = ("table", "markdown", "html", "json")
 _MD_SPECIAL: Final = re.compile(r"([\\`*_\[\]#|])")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def visible(cell: str) -> str:
+    """Control characters (C0, DEL, C1) as ``\\xNN``: a name from the cluster holding ESC
+    sequences must not move the cursor or retitle the terminal a review is printed on."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", cell)
 
 
 def stamp(when: datetime) -> str:
@@ -70,7 +77,7 @@ class Section:
         return lines
 
     def cells(self, row: dict[str, Any]) -> list[str]:
-        return [c.show(row.get(c.key)) for c in self.columns]
+        return [visible(c.show(row.get(c.key))) for c in self.columns]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,12 +143,12 @@ def _table(report: Report, out: IO[str], *, terminal: bool, width: int | None) -
     style = box.ROUNDED if terminal else box.ASCII
     console.print(report.title, style="bold")
     if report.notice:
-        console.print(report.notice)
+        console.print(visible(report.notice))
     facts = Table(box=style, show_header=False)
     facts.add_column(style="bold")
     facts.add_column(overflow="fold")
     for label, value in report.facts:
-        facts.add_row(label, value)
+        facts.add_row(label, visible(value))
     console.print(facts)
     for section in report.sections:
         console.print()
@@ -167,8 +174,8 @@ def _md(cell: str) -> str:
 def markdown(report: Report) -> str:
     lines = [f"# {_md(report.title)}", ""]
     if report.notice:
-        lines += [_md(report.notice), ""]
-    lines += _md_table(("", ""), list(report.facts), header=False)
+        lines += [_md(visible(report.notice)), ""]
+    lines += _md_table(("", ""), [(k, visible(v)) for k, v in report.facts], header=False)
     for section in report.sections:
         lines += ["", f"## {_md(section.title)}", ""]
         for note in section.notes():

@@ -732,7 +732,7 @@ def test_control_characters_are_shown_not_sent() -> None:
         out = rendered(report, fmt)
         assert not [c for c in out if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F], fmt
         assert "evex1b[1Ax1b[2Kx1b]0;PWNEDx07x9b" in out.replace("\\", ""), fmt  # markdown escapes [ and \\
-    out = io.StringIO()
-    render(report, "table", out, terminal=True, width=200)
-    assert "\x1b]0;PWNED" not in out.getvalue()
+    styled = io.StringIO()
+    render(report, "table", styled, terminal=True, width=200)
+    assert "\x1b]0;PWNED" not in styled.getvalue()
     assert orjson.loads(rendered(report, "json"))["summary"]["forbidden_requests"] == 1

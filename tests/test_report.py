@@ -151,6 +151,22 @@ def test_scenario_changes_name_who_did_what(data_dir: Path) -> None:
     assert summary(report)["audit_records"] == len(records_in_dir(data_dir))
 
 
+def test_scenario_secret_writes_with_bodies(data_dir: Path) -> None:
+    """Scenario A logs Secrets with their bodies: each write's type and key names, in time
+    order, the delete of db-creds with the keys it removed; no value."""
+    secrets = rows(scenario_report(data_dir), "secrets")
+
+    assert [(s["verb"], s["name"], s["type"]) for s in secrets] == [
+        ("create", "shop-tls", "kubernetes.io/tls"),
+        ("create", "db-creds", "Opaque"),
+        ("create", "api-keys", "Opaque"),
+        ("delete", "db-creds", "Opaque"),
+    ]
+    assert secrets[0]["keys_added"] == ["tls.crt", "tls.key"]
+    assert secrets[-1]["keys_removed"] == ["password", "username"]
+    assert [s["time"] for s in secrets] == sorted(s["time"] for s in secrets)
+
+
 def records_in_dir(data_dir: Path) -> list[dict[str, Any]]:
     """The audit records (the detections' alert records are in the same file)."""
     docs = [orjson.loads(x) for x in (data_dir / "records.jsonl").read_bytes().splitlines()]

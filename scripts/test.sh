@@ -25,6 +25,7 @@ fi
 missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 command -v jq >/dev/null || missing+=(jq)  # the README's jq examples (tests/test_examples.py)
+command -v chromium >/dev/null || missing+=(chromium)  # screenshots the HTML review (tests/test_report_render.py)
 command -v redis-server >/dev/null || missing+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)

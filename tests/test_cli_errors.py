@@ -49,13 +49,16 @@ def _mistakes(files: Path) -> dict[str, list[str]]:
             "render", "webhook-kubeconfig", "--server", "https://x:9440/audit", "--ca-file", missing
         ],
         "render: a key as --ca-file": [
-            "render", "webhook-kubeconfig", "--server", "https://x:9440/audit", "--ca-file", str(files / "other.key")
+            "render", "webhook-kubeconfig", "--server", "https://x:9440/audit",
+            "--ca-file", str(files / "other.key"),
         ],
         "render: an unknown target": ["render", "everything"],
         "tail: a missing file": ["tail", "--no-follow", missing],
         "tail: a data dir that is a file": ["tail", "--no-follow", "--data-dir", str(files / "a-file")],
         "replay: a missing file": ["replay", "--data-dir", str(files / "replay-data"), missing],
-        "replay: an unreachable server": ["replay", "--server", "not a url", str(ROOT / "examples" / "audit.log")],
+        "replay: a server that is not a URL": [
+            "replay", "--server", "not a url", str(ROOT / "examples" / "audit.log")
+        ],
         "report: a missing data dir": ["report", "--data-dir", missing],
         "report: a bad --since": ["report", "--since", "yesterday"],
         "scan-leaks: a missing secrets file": ["scan-leaks", missing, str(files)],
@@ -90,9 +93,9 @@ def test_a_mistake_is_one_line_and_a_non_zero_exit(files: Path, mistake: str) ->
 def test_a_closed_pipe_ends_quietly(files: Path, argv: list[str]) -> None:
     """``| head -1``: the reader goes away; the command ends without a traceback."""
     argv = [a.replace("{secrets}", str(files / "secrets.txt")) for a in argv]
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S602 - a pipeline is the point; every word is ours
         f"'{SCRIPT}' {' '.join(argv)} | head -c 1 >/dev/null; exit ${{PIPESTATUS[0]}}",
-        shell=True,  # noqa: S602 - a pipeline is the point; every word is ours
+        shell=True,
         executable="/bin/bash",
         capture_output=True,
         text=True,

@@ -144,7 +144,7 @@ def test_kubeconfig_mistakes_are_refused(
 
 def test_listening_on_all_addresses_needs_a_server_url(tmp_path: Path) -> None:
     """0.0.0.0 is not an address the apiserver can post to."""
-    config = replace(Config(), server=ServerConfig(host="0.0.0.0", insecure_http=True))  # noqa: S104
+    config = replace(Config(), server=ServerConfig(host="0.0.0.0", insecure_http=True))
     with pytest.raises(ConfigError, match="--server"):
         webhook_kubeconfig(config, WebhookClient())
     doc = yaml.safe_load(webhook_kubeconfig(config, WebhookClient(server="http://10.0.0.5:9440/audit")))

@@ -62,13 +62,24 @@ def scenario_report(data_dir: Path, **overrides: Any) -> Report:
 
 
 def rows(report: Report, key: str) -> list[dict[str, Any]]:
-    (section,) = [s for s in to_dict(report)["sections"] if s["key"] == key]  # type: ignore[attr-defined]
+    (section,) = [s for s in to_dict(report)["sections"] if s["key"] == key]
     found: list[dict[str, Any]] = section["rows"]
     return found
 
 
-def facts(report: Report) -> dict[str, Any]:
-    return dict(report.facts)
+def summary(report: Report) -> dict[str, Any]:
+    found: dict[str, Any] = report.data["summary"]
+    return found
+
+
+def named(ref: dict[str, Any] | None) -> str:
+    """An object reference as the text formats write it: ``ingresses shop/shop-web``."""
+    assert ref is not None
+    return f"{ref['resource']} {'/'.join(p for p in (ref['namespace'], ref['name']) if p)}".rstrip()
+
+
+def ids(findings: list[dict[str, str]]) -> list[str]:
+    return [f["id"] for f in findings]
 
 
 def rendered(report: Report, fmt: str) -> str:
@@ -111,7 +122,7 @@ def test_scenario_changes_name_who_did_what(data_dir: Path) -> None:
     """Every write to an Ingress, IngressClass, TLS secret, CoreDNS and Gateway API object, by admin."""
     report = scenario_report(data_dir)
     changes = rows(report, "changes")
-    seen = {(c["category"], c["verb"], c["object"]) for c in changes}
+    seen = {(c["category"], c["verb"], named(c["object"])) for c in changes}
 
     assert {
         ("tls-secret", "create", "secrets shop/shop-tls"),
@@ -124,20 +135,36 @@ def test_scenario_changes_name_who_did_what(data_dir: Path) -> None:
         ("gateway", "create", "gateways shop/shop-gw"),
         ("gateway", "patch", "httproutes shop/shop-route"),
     } <= seen
-    assert ("tls-secret", "create", "secrets shop/db-creds") not in seen  # Opaque, not TLS
+    assert ("secret", "create", "secrets shop/db-creds") in seen  # Opaque, not TLS
     assert {c["actor"] for c in changes} == {"admin"}
-    assert {c["kind"] for c in changes} == {"user"}
-    (removal,) = [c for c in changes if "tls-removed" in c["findings"]]
-    assert removal["object"] == "ingresses shop/shop-web"
-    assert removal["change"] == "1 op: -/spec/tls"
-    assert removal["time"] == "2026-11-24T14:21:09Z"
+    assert {c["actor_kind"] for c in changes} == {"user"}
+    (removal,) = [c for c in changes if "tls-removed" in ids(c["findings"])]
+    assert named(removal["object"]) == "ingresses shop/shop-web"
+    assert removal["change"]["operations"] == [{"op": "remove", "path": "/spec/tls"}]
+    assert removal["time"].replace(microsecond=0) == datetime(2026, 11, 24, 14, 21, 9, tzinfo=UTC)
     dns = next(c for c in changes if c["verb"] == "update" and c["category"] == "dns")
-    assert "+forward . 203.0.113.53" in dns["change"]
+    assert {"change": "added", "line": "forward . 203.0.113.53"} in dns["change"]["dns"]
     (by_actor,) = rows(report, "changers")
     assert by_actor["actor"] == "admin"
     assert by_actor["total"] == len(changes)
-    assert facts(report)["changes reviewed"] == len(changes)
-    assert facts(report)["audit records"] == len(records_in_dir(data_dir))
+    assert summary(report)["changes"] == len(changes)
+    assert summary(report)["audit_records"] == len(records_in_dir(data_dir))
+
+
+def test_scenario_secret_writes_with_bodies(data_dir: Path) -> None:
+    """Scenario A logs Secrets with their bodies: each write's type and key names, in time
+    order, the delete of db-creds with the keys it removed; no value."""
+    secrets = rows(scenario_report(data_dir), "secrets")
+
+    assert [(s["verb"], s["name"], s["type"]) for s in secrets] == [
+        ("create", "shop-tls", "kubernetes.io/tls"),
+        ("create", "db-creds", "Opaque"),
+        ("create", "api-keys", "Opaque"),
+        ("delete", "db-creds", "Opaque"),
+    ]
+    assert secrets[0]["keys_added"] == ["tls.crt", "tls.key"]
+    assert secrets[-1]["keys_removed"] == ["password", "username"]
+    assert [s["time"] for s in secrets] == sorted(s["time"] for s in secrets)
 
 
 def records_in_dir(data_dir: Path) -> list[dict[str, Any]]:
@@ -152,7 +179,12 @@ def test_scenario_findings_by_severity(data_dir: Path) -> None:
 
     assert found["tls-removed"]["severity"] == "high"
     assert found["tls-removed"]["records"] == 1
-    assert "admin patch ingresses shop/shop-web" in found["tls-removed"]["examples"]
+    (example,) = found["tls-removed"]["examples"]
+    assert (example["actor"], example["verb"], named(example["object"])) == (
+        "admin",
+        "patch",
+        "ingresses shop/shop-web",
+    )
     assert found["certificate-self-signed"]["records"] == 2  # raised twice in one record: counted once
     assert {"nginx-snippet-annotation", "dns-forwarder-changed", "ingress-without-tls"} <= found.keys()
     severities = [f["severity"] for f in rows(scenario_report(data_dir), "findings")]
@@ -166,15 +198,16 @@ def test_scenario_auth_failures(data_dir: Path) -> None:
     unauthenticated = rows(report, "unauthenticated")
     forbidden = {r["user"]: r for r in rows(report, "forbidden")}
 
-    assert [(r["source ip"], r["requests"]) for r in unauthenticated] == [("127.0.0.1", 1)]
-    assert unauthenticated[0]["example"] == "list ingresses shop"
+    assert [(r["source_ip"], r["requests"]) for r in unauthenticated] == [("127.0.0.1", 1)]
+    assert unauthenticated[0]["example"]["verb"] == "list"
+    assert named(unauthenticated[0]["example"]["object"]) == "ingresses shop"
     assert {u: r["requests"] for u, r in forbidden.items()} == {
         "alice": 2,
         "mallory": 1,
         "admin as alice": 1,
         "system:serviceaccount:shop:builder": 1,
     }
-    assert forbidden["mallory"]["example"] == "list ingresses"
+    assert named(forbidden["mallory"]["example"]["object"]) == "ingresses"
     assert next(r["user"] for r in rows(report, "forbidden")) == "alice"  # most first
 
 
@@ -185,14 +218,14 @@ def test_scenario_certificates_expiring(data_dir: Path) -> None:
 
     (cert,) = rows(scenario_report(data_dir, now=soon), "certificates")
 
-    assert cert["secret"] == "shop/shop-tls"
-    assert cert["days left"] == 20
-    assert cert["hosts (SANs)"] == "shop.example.test, www.shop.example.test"
-    assert cert["not after"] == "2027-11-24T14:20:27Z"
+    assert (cert["namespace"], cert["name"]) == ("shop", "shop-tls")
+    assert cert["days_left"] == 20
+    assert cert["sans"] == ["shop.example.test", "www.shop.example.test"]
+    assert cert["not_after"] == datetime(2027, 11, 24, 14, 20, 27, tzinfo=UTC)
     # A window after the secret was written still lists it: its state outlives the window.
     later = scenario_report(data_dir, since=SCENARIO_END, until=SCENARIO_END + DAY, now=soon)
-    assert [c["secret"] for c in rows(later, "certificates")] == ["shop/shop-tls"]
-    assert facts(later)["audit records"] == 0
+    assert [c["name"] for c in rows(later, "certificates")] == ["shop-tls"]
+    assert summary(later)["audit_records"] == 0
 
 
 def test_window_edges_with_injected_now() -> None:
@@ -212,9 +245,10 @@ def test_window_edges_with_injected_now() -> None:
 
     report = build_report(docs, ReportOptions(since=since, until=until, now=until))
 
-    assert facts(report)["audit records"] == 4
-    assert facts(report)["first / last record"] == "2026-11-17T12:00:00Z / 2026-11-24T11:59:59Z"
-    assert {"what": "audit records without a time", "count": 1} in rows(report, "quality")
+    assert summary(report)["audit_records"] == 4
+    assert summary(report)["first_record"] == since
+    assert summary(report)["last_record"] == datetime(2026, 11, 24, 11, 59, 59, 999999, tzinfo=UTC)
+    assert {"issue": "records_without_time", "detail": "audit", "count": 1} in rows(report, "quality")
 
 
 def test_alerts_dead_letters_and_unknown_types() -> None:
@@ -263,17 +297,17 @@ def test_alerts_dead_letters_and_unknown_types() -> None:
         ("TLS removed from c", "firing", 1),
         ("TLS removed from a", "resolved", 3),
     ]
-    assert facts(report)["alerts"] == "firing 3, resolved 1"
-    assert facts(report)["dead letters"] == 3
-    assert {r["what"]: r["count"] for r in rows(report, "quality")} == {
-        "dead letters: malformed-event": 2,
-        "dead letters: not-json": 1,
-        "baseline unavailable": 1,
-        "unreadable lines": 1,
-        "ignored records of type access": 1,
-        "ignored records of type access_summary": 1,
+    assert summary(report)["alerts"] == {"firing": 2, "resolved": 1}  # the latest status of each
+    assert summary(report)["dead_letters"] == 3
+    assert {(r["issue"], r["detail"]): r["count"] for r in rows(report, "quality")} == {
+        ("dead_letters", "malformed-event"): 2,
+        ("dead_letters", "not-json"): 1,
+        ("baseline_unavailable", None): 1,
+        ("unreadable_lines", None): 1,
+        ("unknown_type", "access"): 1,
+        ("unknown_type", "access_summary"): 1,
     }
-    assert facts(report)["audit records"] == 1
+    assert summary(report)["audit_records"] == 1
 
 
 def test_cluster_filter() -> None:
@@ -294,7 +328,7 @@ def test_cluster_filter() -> None:
         docs, options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW, clusters=("prod",))
     )
 
-    assert facts(report)["clusters"] == "prod (1)"
+    assert summary(report)["clusters"] == [{"cluster": "prod", "records": 1}]
     assert [r["user"] for r in rows(report, "forbidden")] == ["alice"]
     assert rows(report, "alerts") == []
 
@@ -324,7 +358,7 @@ def test_certificates_follow_the_latest_record_and_deletes() -> None:
 
     report = build_report(docs, ReportOptions(since=now - 7 * DAY, until=now, now=now))
 
-    assert [(c["secret"], c["days left"]) for c in rows(report, "certificates")] == [("shop/expired", -5)]
+    assert [(c["name"], c["days_left"]) for c in rows(report, "certificates")] == [("expired", -5)]
 
 
 def test_bounded_tables_say_they_are_approximate() -> None:
@@ -341,9 +375,10 @@ def test_bounded_tables_say_they_are_approximate() -> None:
 
     top = rows(report, "unauthenticated")
     assert len(top) == 3
-    assert (top[0]["source ip"], top[0]["requests"]) == ("198.51.100.7", 50)
+    assert (top[0]["source_ip"], top[0]["requests"]) == ("198.51.100.7", 50)
     (section,) = [s for s in report.sections if s.key == "unauthenticated"]
-    assert section.note.startswith("approximate")
+    assert section.approximate
+    assert section.notes() == ["approximate: more distinct keys than kept"]
 
 
 def test_reads_rotated_and_gzipped_backups(tmp_path: Path) -> None:
@@ -362,11 +397,11 @@ def test_reads_rotated_and_gzipped_backups(tmp_path: Path) -> None:
     report = build_report(read_lines(files), options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW))
 
     assert [p.name for p in files] == ["records.jsonl.2.gz", "records.jsonl.1", "records.jsonl"]
-    assert facts(report)["audit records"] == 3
+    assert summary(report)["audit_records"] == 3
     assert rows(report, "forbidden")[0]["requests"] == 3
-    assert {r["what"]: r["count"] for r in rows(report, "quality")} == {
-        "duplicate records (counted once)": 1,
-        "unreadable lines": 1,
+    assert {r["issue"]: r["count"] for r in rows(report, "quality")} == {
+        "duplicate_records": 1,
+        "unreadable_lines": 1,
     }
 
 
@@ -430,7 +465,7 @@ def test_plain_table_has_no_control_codes_and_json_parses() -> None:
     assert "Authorization failures (403) by user" in table
     assert HOSTILE[:20] in table
     doc = orjson.loads(rendered(report, "json"))
-    assert doc["facts"]["audit records"] == 2
+    assert doc["summary"]["audit_records"] == 2
     assert {s["key"] for s in doc["sections"]} >= {
         "changes",
         "findings",
@@ -500,7 +535,7 @@ def test_console_script_end_to_end(data_dir: Path, tmp_path: Path) -> None:
 
     js = run_cli(str(data_dir / "records.jsonl"), "--since", "30m", "--format", "json")
     assert js.returncode == 0, js.stderr
-    assert orjson.loads(js.stdout)["facts"]["audit records"] == 0  # the scenario is older than that
+    assert orjson.loads(js.stdout)["summary"]["audit_records"] == 0  # the scenario is older than that
 
 
 def test_console_script_errors(tmp_path: Path) -> None:
@@ -543,3 +578,199 @@ def test_terminal_escapes_in_records_are_shown_not_obeyed() -> None:
     markdown = rendered(report, "markdown")
     assert "x1b" in markdown
     assert not {"\x1b", "\x9b", "\x07"} & set(markdown)
+
+
+def write_records(path: Path, *docs: dict[str, Any]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    return path
+
+
+def run_json(path: Path, out: Path, **kwargs: Any) -> dict[str, Any]:
+    from webhook.report import run
+
+    assert run([path], fmt="json", output=out, **({"since": None, "until": None, "now": NOW} | kwargs)) == 0
+    doc: dict[str, Any] = orjson.loads(out.read_bytes())
+    return doc
+
+
+def test_default_period_is_the_week_up_to_the_newest_record(tmp_path: Path) -> None:
+    """No ``--since``: the 7 days up to the newest audit record, whatever the clock says; an
+    alert processed weeks later is counted with the records that raised it, and the notice
+    says what the period holds."""
+    newest = "2026-11-24T14:21:48.5Z"
+    path = write_records(
+        tmp_path / "records.jsonl",
+        audit("2026-11-10T00:00:00Z", id="old", outcome={"code": 403}),  # 14 days before: outside
+        audit("2026-11-17T14:21:49Z", id="a", verb="delete"),
+        audit(newest, id="b", findings=[{"id": "tls-removed", "severity": "high"}], verb="patch"),
+        {
+            "type": "alert",
+            "id": "al",
+            "fingerprint": "f",
+            "status": "firing",
+            "detection": "high-severity-finding",
+            "severity": "high",
+            "records": ["b"],
+            "time": "2026-12-06T20:35:47Z",  # processed at replay time, long after the events
+        },
+    )
+    far_later = datetime(2027, 3, 1, tzinfo=UTC)
+
+    doc = run_json(path, tmp_path / "r.json", now=far_later)
+    text = tmp_path / "r.txt"
+    from webhook.report import run
+
+    run([path], since=None, until=None, fmt="table", output=text, now=far_later)
+
+    assert doc["period"] == {
+        "since": "2026-11-17T14:21:48.500001Z",
+        "until": "2026-11-24T14:21:48.500001Z",
+        "basis": "newest-record",
+    }
+    assert doc["summary"]["audit_records"] == 2
+    assert doc["summary"]["alerts"] == {"firing": 1, "resolved": 0}
+    assert doc["summary"]["findings"]["high"] == 1  # the alert's record is in the period
+    (alert,) = next(r for r in doc["sections"] if r["key"] == "alerts")["rows"]
+    assert alert["records_at"] == "2026-11-24T14:21:48.500000Z"
+    assert alert["last_update"] == "2026-12-06T20:35:47Z"  # its own time, shown as it is
+    assert doc["summary"]["forbidden_requests"] == 0
+    assert doc["files_hold"] == {
+        "audit_records": 3,
+        "first_record": "2026-11-10T00:00:00Z",
+        "last_record": "2026-11-24T14:21:48.500000Z",
+    }
+    assert "The 7 days up to the newest record, 2026-11-24T14:21:48Z" in text.read_text()
+    assert "the files hold 3 audit records, from 2026-11-10T00:00:00Z" in text.read_text()
+
+
+def test_a_period_without_records_says_what_the_files_hold(tmp_path: Path) -> None:
+    """An explicit ``--since`` after the records: no contradiction, a plain sentence instead."""
+    path = write_records(tmp_path / "records.jsonl", audit("2026-11-24T14:20:33Z", id="a"))
+    since = datetime(2026, 11, 29, tzinfo=UTC)
+
+    doc = run_json(path, tmp_path / "r.json", since=since)
+    from webhook.report import run
+
+    run([path], since=since, until=None, fmt="markdown", output=tmp_path / "r.md", now=NOW + 30 * DAY)
+
+    assert doc["summary"]["audit_records"] == 0
+    assert doc["summary"]["first_record"] is None
+    assert doc["files_hold"]["audit_records"] == 1
+    assert (
+        "The period 2026-11-29T00:00:00Z to 2026-12-25T12:00:00Z holds no audit record; "
+        "the files hold 1 audit record, from 2026-11-24T14:20:33Z to 2026-11-24T14:20:33Z."
+    ) in (tmp_path / "r.md").read_text()
+
+
+def test_changes_are_in_time_order_and_the_newest_are_kept() -> None:
+    """Rows by record time, not file order; past ``max_changes`` the newest stay, all counted."""
+    times = ["2026-11-24T14:21:09Z", "2026-11-24T14:20:40Z", "2026-11-24T14:22:00Z", "2026-11-24T14:20:37Z"]
+    docs = lines(*(audit(t, id=t, verb="patch") for t in times))
+
+    report = build_report(docs, options(max_changes=3))
+
+    listed = [c["time"] for c in rows(report, "changes")]
+    assert listed == sorted(listed)
+    assert [stamp_of(t) for t in listed] == ["14:20:40", "14:21:09", "14:22:00"]
+    assert summary(report)["changes"] == 4
+    (section,) = [s for s in report.sections if s.key == "changes"]
+    assert section.notes() == ["the latest 3 of 4"]
+    md = rendered(report, "markdown").split("## Changes")[1].split("##")[0]
+    assert md.index("14:20:40Z") < md.index("14:21:09Z") < md.index("14:22:00Z")
+
+
+def stamp_of(when: datetime) -> str:
+    return when.strftime("%H:%M:%S")
+
+
+def secret_write(when: str, verb: str, name: str, **extra: Any) -> dict[str, Any]:
+    """A Secret write as the default (Metadata) policy records it: no body."""
+    fields: dict[str, Any] = {
+        "verb": verb,
+        "level": "Metadata",
+        "object": {"api_group": "", "resource": "secrets", "namespace": "shop", "name": name},
+        "actor": {"user": {"username": "admin", "kind": "user"}, "source_ips": ["10.0.0.9"]},
+        "outcome": {"code": 201 if verb == "create" else 200},
+        "secret": None,
+        "change": {"baseline": "none", "operations": [], "omitted_operations": 0},
+        "findings": [{"id": "change-by-human", "severity": "low"}],
+    }
+    return audit(when, id=f"{verb}-{name}-{when}", **(fields | extra))
+
+
+def test_secret_writes_are_reviewed_under_the_metadata_policy() -> None:
+    """Creates, patches and deletes of Secrets without a body: who, when, which; with a body,
+    type and key names; failures and dry runs are not writes; no value appears."""
+    docs = lines(
+        secret_write("2026-11-24T14:22:21Z", "delete", "db-creds"),
+        secret_write("2026-11-24T14:20:43Z", "create", "db-creds"),
+        secret_write(
+            "2026-11-24T14:21:00Z",
+            "patch",
+            "web-tls",
+            level="RequestResponse",
+            secret={
+                "type": "kubernetes.io/tls",
+                "changes": {"added": [], "changed": ["tls.crt", "tls.key"], "removed": []},
+            },
+            change={
+                "baseline": "state",
+                "operations": [
+                    {"op": "replace", "path": "/data/tls.key", "old": "hmac-sha256:x", "new": "v4lu3"}
+                ],
+            },
+        ),
+        secret_write("2026-11-24T14:21:30Z", "delete", "web-tls"),  # Metadata: known as TLS from before
+        secret_write("2026-11-24T14:21:40Z", "update", "other", outcome={"code": 403}),
+        secret_write("2026-11-24T14:21:41Z", "create", "other", dry_run=True),
+    )
+
+    report = build_report(docs, options())
+    secrets = rows(report, "secrets")
+
+    assert [(s["verb"], s["name"], s["type"]) for s in secrets] == [
+        ("create", "db-creds", None),
+        ("patch", "web-tls", "kubernetes.io/tls"),
+        ("delete", "web-tls", "kubernetes.io/tls"),
+        ("delete", "db-creds", None),
+    ]
+    assert secrets[1]["keys_changed"] == ["tls.crt", "tls.key"]
+    assert {s["actor"] for s in secrets} == {"admin"}
+    assert summary(report)["secret_writes"] == 4
+    changes = [(c["category"], c["verb"], named(c["object"])) for c in rows(report, "changes")]
+    assert ("secret", "delete", "secrets shop/db-creds") in changes
+    assert ("tls-secret", "delete", "secrets shop/web-tls") in changes
+    (by_actor,) = rows(report, "changers")
+    assert (by_actor["secret"], by_actor["tls_secret"]) == (2, 2)
+    for fmt in FORMATS:
+        out = rendered(report, fmt)
+        assert "db-creds" in out
+        assert "v4lu3" not in out
+        assert "hmac-sha256" not in out
+    assert "request-response policy profile" in rendered(report, "table")
+
+
+def test_control_characters_are_shown_not_sent() -> None:
+    """Security review #11: a username or object holding ESC sequences is printed as ``\\x1b``
+    in every text format, so it cannot erase lines or retitle the terminal."""
+    evil = "eve\x1b[1A\x1b[2K\x1b]0;PWNED\x07\x9b"
+    docs = lines(
+        audit(
+            "2026-11-24T10:00:00Z",
+            verb="patch",
+            actor={"user": {"username": evil, "kind": "user"}, "source_ips": ["10.0.0.1"]},
+            findings=[{"id": evil, "severity": "high"}],
+        ),
+        audit("2026-11-24T10:00:01Z", outcome={"code": 403}, actor={"user": {"username": evil}}),
+        audit("2026-11-24T10:00:02Z", cluster=evil),
+    )
+    report = build_report(docs, options())
+
+    for fmt in ("table", "markdown", "html"):
+        out = rendered(report, fmt)
+        assert not [c for c in out if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F], fmt
+        assert "evex1b[1Ax1b[2Kx1b]0;PWNEDx07x9b" in out.replace("\\", ""), fmt  # markdown escapes [ and \\
+    styled = io.StringIO()
+    render(report, "table", styled, terminal=True, width=200)
+    assert "\x1b]0;PWNED" not in styled.getvalue()
+    assert orjson.loads(rendered(report, "json"))["summary"]["forbidden_requests"] == 1

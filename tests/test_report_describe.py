@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from webhook.report_describe import category, change_summary
+from webhook.report_describe import category, change_data, secret_keys, secret_type
+from webhook.report_text import change_text
 
 
 def obj(resource: str, group: str = "", namespace: str | None = "shop", name: str = "x") -> dict[str, Any]:
@@ -23,7 +24,7 @@ def obj(resource: str, group: str = "", namespace: str | None = "shop", name: st
         ({"object": obj("configmaps", "", "kube-system", "coredns")}, "dns"),
         ({"object": obj("configmaps", "", "kube-system", "other")}, None),
         ({"object": obj("secrets"), "secret": {"type": "kubernetes.io/tls"}}, "tls-secret"),
-        ({"object": obj("secrets"), "secret": {"type": "Opaque", "certificates": []}}, None),
+        ({"object": obj("secrets"), "secret": {"type": "Opaque", "certificates": []}}, "secret"),
         (
             {
                 "object": obj("secrets"),
@@ -31,7 +32,7 @@ def obj(resource: str, group: str = "", namespace: str | None = "shop", name: st
             },
             "tls-secret",
         ),
-        ({"object": obj("secrets")}, None),
+        ({"object": obj("secrets")}, "secret"),  # Metadata level: no body, still a Secret
         ({"object": None, "request_uri": "/version"}, None),
     ],
 )
@@ -42,34 +43,88 @@ def test_category(doc: dict[str, Any], expected: str | None) -> None:
 
 def test_a_secret_seen_as_tls_stays_tls() -> None:
     """A later record without the body (Metadata level, delete) is still a TLS secret's."""
-    assert category({"object": obj("secrets", name="web-tls")}, {"shop/web-tls"}) == "tls-secret"
+    assert (
+        category({"object": obj("secrets", name="web-tls")}, {"shop/web-tls": "kubernetes.io/tls"})
+        == "tls-secret"
+    )
 
 
-def test_change_summary_names_paths_and_keys_never_values() -> None:
+def test_change_data_names_paths_and_keys_never_values() -> None:
     """Operations by path, key names by what happened to them; no old or new value appears."""
     doc = {
+        "object": obj("secrets"),
         "change": {
             "baseline": "state",
             "operations": [
                 {"op": "replace", "path": "/data/password", "old": "hmac-sha256:aa", "new": "hmac-sha256:bb"},
                 {"op": "add", "path": "/data/token", "old": None, "new": "hmac-sha256:cc"},
                 {"op": "remove", "path": "/data/old", "old": "hmac-sha256:dd", "new": None},
-                {"op": "add", "path": "/metadata/labels/x", "old": None, "new": "s3cr3t-looking"},
+                {"op": "add", "path": "/metadata/annotations/a~1b", "old": None, "new": "s3cr3t-looking"},
             ],
             "omitted_operations": 2,
         },
         "secret": {"changes": {"added": ["token"], "changed": ["password"], "removed": ["old"]}},
     }
 
-    summary = change_summary(doc)
+    data = change_data(doc)
+    summary = change_text(data)
 
+    assert data["operations_total"] == 6
+    assert [op["path"] for op in data["operations"]] == [
+        "/data/password",
+        "/data/token",
+        "/data/old",
+        "/metadata/annotations/a~1b",
+    ]
+    assert (data["keys_added"], data["keys_changed"], data["keys_removed"]) == (
+        ["token"],
+        ["password"],
+        ["old"],
+    )
     assert summary == (
         "6 ops: ~/data/password, +/data/token, -/data/old (+3 more); "
         "keys added: token; keys changed: password; keys removed: old"
     )
-    assert "hmac" not in summary
-    assert "s3cr3t" not in summary
-    assert change_summary({"change": {"baseline": "unavailable", "operations": []}}) == "baseline unavailable"
-    assert (
-        change_summary({"change": {"baseline": "none", "operations": []}}) == "new: no earlier state to diff"
+    for text in (summary, str(data)):
+        assert "hmac" not in text
+        assert "s3cr3t" not in text
+    assert change_text(change_data({"change": {"baseline": "unavailable", "operations": []}})) == (
+        "baseline unavailable"
     )
+    assert change_text(change_data({"change": {"baseline": "none", "operations": []}})) == (
+        "no earlier state to diff"
+    )
+
+
+def test_secret_keys_from_the_diff_when_the_request_does_not_say() -> None:
+    """An update (no ``secret.changes``): key names from ``/data/<key>`` paths, a delete's whole
+    ``/data`` by its keys; the type from ``/type``; never a value."""
+    update = {
+        "object": obj("secrets"),
+        "secret": {"type": "Opaque", "changes": None},
+        "change": {
+            "operations": [
+                {
+                    "op": "replace",
+                    "path": "/data/db~1password",
+                    "old": "hmac-sha256:1",
+                    "new": "hmac-sha256:2",
+                },
+                {"op": "add", "path": "/stringData/extra", "old": None, "new": "hmac-sha256:3"},
+            ]
+        },
+    }
+    delete = {
+        "object": obj("secrets"),
+        "change": {
+            "operations": [
+                {"op": "remove", "path": "/data", "old": {"a": "hmac-sha256:4", "b": "hmac-sha256:5"}},
+                {"op": "remove", "path": "/type", "old": "kubernetes.io/tls", "new": None},
+            ]
+        },
+    }
+
+    assert secret_keys(update) == {"added": ["extra"], "changed": ["db/password"], "removed": []}
+    assert secret_keys(delete) == {"added": [], "changed": [], "removed": ["a", "b"]}
+    assert secret_type(delete) == "kubernetes.io/tls"
+    assert secret_type({"object": obj("secrets")}) is None

@@ -231,8 +231,16 @@ def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     report.add_argument("--config", type=Path, default=_env("CONFIG"), help="[INGRESS_AUDIT_CONFIG]")
     report.add_argument("--data-dir", type=Path, default=_env("DATA_DIR"), help="[INGRESS_AUDIT_DATA_DIR]")
-    report.add_argument("--since", type=_since, help="a duration (24h, 7d) or an RFC 3339 time (default: 7d)")
-    report.add_argument("--until", type=_since, help="end of the period, exclusive (default: now)")
+    report.add_argument(
+        "--since",
+        type=_since,
+        help="a duration (24h, 7d) or an RFC 3339 time (default: 7 days before --until or the newest record)",
+    )
+    report.add_argument(
+        "--until",
+        type=_since,
+        help="end of the period, exclusive (default: now; the newest record without --since)",
+    )
     report.add_argument("--format", choices=["table", "markdown", "html", "json"], default="table")
     report.add_argument("--output", type=Path, metavar="FILE", help="write to FILE (mode 0600), not stdout")
     report.add_argument("--cluster", action="append", default=[], help="only these clusters; repeatable")

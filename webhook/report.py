@@ -1,18 +1,18 @@
-"""``ingress-audit report``: the weekly review of the records files, in one pass.
+"""``ingress-audit report``: the weekly review of the records files, in one pass (two without
+``--since``: the first finds the newest audit record, where the default period ends).
 
 Reads the JSONL files (rotated backups first, gzip'd ones too) line by line and keeps only
 aggregates and the top entries (webhook/report_collect.py), so a month of records takes the
 memory of its summary. Audit records are counted in the window ``[since, until)`` by their
-own time; certificates come from the latest record of each secret up to ``until``, since a
-secret's state outlives the window. Alerts and dead letters are summarized; other record
-types are counted and otherwise ignored.
+own time; an alert by the time of the records that raised it; certificates come from the
+latest record of each secret up to ``until``, since a secret's state outlives the window.
+Dead letters are summarized; other record types are counted and otherwise ignored.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,13 +24,15 @@ from webhook.replay import open_log
 from webhook.report_collect import Collector, ReportOptions
 from webhook.report_describe import record_time
 from webhook.report_render import Report, render
-from webhook.report_sections import sections, stamp
+from webhook.report_sections import assemble
 from webhook.tail import RecordsNotFoundError, rotated
 
-__all__ = ["ReportOptions", "build_report", "read_lines", "report_files", "run"]
+__all__ = ["ReportOptions", "build_report", "newest_record", "read_lines", "report_files", "run"]
 
 _PLAIN_WIDTH: Final = 160
-_RECENT_IDS: Final = 100_000  # about 10 MB of ids
+_RECENT_IDS: Final = 100_000  # about 15 MB of ids and times
+_DEFAULT_PERIOD: Final = timedelta(days=7)
+_TICK: Final = timedelta(microseconds=1)  # ``until`` is excluded: the newest record is in
 
 
 def report_files(paths: Sequence[Path]) -> list[Path]:
@@ -69,22 +71,49 @@ def _cluster_of(doc: dict[str, Any]) -> str | None:
 
 
 class _RecentIds:
-    """The last ``size`` record ids: a sink redelivering after a crash writes a record again
-    close to its first copy, and the review should count it once."""
+    """The last ``size`` audit record ids and their times: a sink redelivering after a crash
+    writes a record again close to its first copy, and the review should count it once; an
+    alert follows the records that raised it closely, and is placed in time by them."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._order: deque[str] = deque()
-        self._ids: set[str] = set()
+        self._times: dict[str, datetime] = {}  # insertion order: oldest first
 
-    def seen(self, record_id: str) -> bool:
-        if record_id in self._ids:
+    def seen(self, record_id: str, when: datetime) -> bool:
+        if record_id in self._times:
             return True
-        self._ids.add(record_id)
-        self._order.append(record_id)
-        if len(self._order) > self._size:
-            self._ids.discard(self._order.popleft())
+        self._times[record_id] = when
+        if len(self._times) > self._size:
+            del self._times[next(iter(self._times))]
         return False
+
+    def time_of(self, ids: Any) -> datetime | None:
+        """The newest time of the records among ``ids`` still remembered."""
+        found = (
+            [self._times[i] for i in ids if isinstance(i, str) and i in self._times]
+            if isinstance(ids, list)
+            else []
+        )
+        return max(found, default=None)
+
+
+def _wanted(doc: dict[str, Any], kind: str, clusters: frozenset[str]) -> bool:
+    return not clusters or kind == "dead_letter" or (cl := _cluster_of(doc)) is None or cl in clusters
+
+
+def newest_record(docs: Iterable[dict[str, Any] | None], clusters: Sequence[str] = ()) -> datetime | None:
+    """The time of the newest audit record (of ``clusters``): where the default period ends.
+    Audit records only: alerts and dead letters carry the time they were processed, which
+    after a backfill is long after the events."""
+    wanted = frozenset(clusters)
+    newest: datetime | None = None
+    for doc in docs:
+        if doc is None or str(doc.get("type") or "audit") != "audit" or not _wanted(doc, "audit", wanted):
+            continue
+        when = record_time(doc)
+        if when is not None and (newest is None or when > newest):
+            newest = when
+    return newest
 
 
 def collect(docs: Iterable[dict[str, Any] | None], options: ReportOptions) -> Collector:
@@ -93,32 +122,35 @@ def collect(docs: Iterable[dict[str, Any] | None], options: ReportOptions) -> Co
     recent = _RecentIds(_RECENT_IDS)
     for doc in docs:
         if doc is None:
-            c.quality["unreadable lines"] += 1
+            c.quality[("unreadable_lines", None)] += 1
             continue
         kind = str(doc.get("type") or "audit")
-        if kind == "audit" and isinstance(rid := doc.get("id"), str) and recent.seen(rid):
-            c.quality["duplicate records (counted once)"] += 1
+        if not _wanted(doc, kind, wanted):
             continue
-        if wanted and kind != "dead_letter" and (cl := _cluster_of(doc)) is not None and cl not in wanted:
+        when = own = record_time(doc)
+        if when is None or own is None:
+            c.quality[("records_without_time", kind)] += 1
             continue
-        when = record_time(doc)
-        if when is None:
-            c.quality[f"{kind} records without a time"] += 1
-            continue
+        if kind == "audit":
+            if isinstance(rid := doc.get("id"), str) and recent.seen(rid, when):
+                c.quality[("duplicate_records", None)] += 1
+                continue
+            c.hold(when)
+        elif kind == "alert":
+            when = recent.time_of(doc.get("records")) or when  # the records' time, not the detection's
         if when >= options.until:
             continue
-        at = stamp(when.astimezone(UTC))
         if kind == "audit":
-            c.certificates(doc, at)
+            c.certificates(doc, when)
         if when < options.since:
             continue
         c.types[kind] += 1
         if kind == "audit":
-            c.audit(doc, at)
+            c.audit(doc, when)
         elif kind == "alert":
-            c.alert(doc, at)
+            c.alert(doc, own, records_at=when)
         elif kind == "dead_letter":
-            c.dead_letter(doc, at)
+            c.dead_letter(doc)
     return c
 
 
@@ -126,20 +158,7 @@ def build_report(
     docs: Iterable[dict[str, Any] | None], options: ReportOptions, *, sources: Sequence[Path] = ()
 ) -> Report:
     c = collect(docs, options)
-    clusters = ", ".join(f"{name} ({n})" for name, n in c.clusters.most_common(options.top)) or "-"
-    facts: list[tuple[str, str | int]] = [
-        ("period", f"{stamp(options.since)} to {stamp(options.until)}"),
-        ("audit records", c.records),
-        ("first / last record", f"{c.first or '-'} / {c.last or '-'}"),
-        ("clusters", clusters),
-        ("changes reviewed", sum(c.change_counts.values())),
-        ("alerts", ", ".join(f"{s} {n}" for s, n in sorted(c.alert_status.items())) or "0"),
-        ("dead letters", sum(c.dead_letters.values())),
-        ("generated", stamp(options.now)),
-    ]
-    if sources:
-        facts.append(("files", ", ".join(p.name for p in sources)))
-    return Report(title="ingress-audit review", facts=tuple(facts), sections=tuple(sections(c, options)))
+    return assemble(c, options, sources)
 
 
 def run(
@@ -154,18 +173,25 @@ def run(
     top: int = 10,
     now: datetime | None = None,
 ) -> int:
-    """Read, aggregate, write; the default window is the seven days before now."""
+    """Read, aggregate, write. Without ``since``, the period is the seven days up to
+    ``until``, else up to the newest audit record (the files are then read twice), else now."""
     now = now or datetime.now(UTC)
-    until = until or now
+    files = report_files(paths)
+    basis = "given"
+    if since is None:
+        if until is None:
+            newest = newest_record(read_lines(files), clusters)
+            until, basis = (newest + _TICK, "newest-record") if newest else (now, "now")
+        since = until - _DEFAULT_PERIOD
     options = ReportOptions(
-        since=since or until - timedelta(days=7),
-        until=until,
+        since=since,
+        until=until or now,
         now=now,
         expiring_within=expiring_within,
         top=top,
         clusters=tuple(clusters),
+        basis=basis,
     )
-    files = report_files(paths)
     report = build_report(read_lines(files), options, sources=files)
     if output is not None:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -1,6 +1,6 @@
 """How the review reads one record: its time, the kind of object, who, what, and what changed.
 
-Everything here names paths, keys, users and objects, never a value: change summaries list
+Everything here names paths, keys, users and objects, never a value: change data lists
 operation paths and Secret key names only.
 """
 
@@ -11,19 +11,24 @@ from datetime import datetime
 from typing import Any, Final
 
 __all__ = [
+    "TLS_TYPE",
     "WRITES",
     "actor_name",
     "category",
-    "change_summary",
+    "change_data",
     "get",
     "object_key",
     "object_name",
+    "object_ref",
     "record_time",
+    "secret_keys",
+    "secret_type",
 ]
 
 WRITES: Final = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+TLS_TYPE: Final = "kubernetes.io/tls"
 _GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
-_TLS_TYPE: Final = "kubernetes.io/tls"
+_KEY_FIELDS: Final = ("/data", "/stringData")
 
 
 def get(doc: Any, *path: str) -> Any:
@@ -49,8 +54,9 @@ def record_time(doc: dict[str, Any]) -> datetime | None:
     return None
 
 
-def category(doc: dict[str, Any], tls_secrets: set[str] | None = None) -> str | None:
-    """Which reviewed kind of object a record is about: ingress, ingress-class, tls-secret, dns, gateway."""
+def category(doc: dict[str, Any], secret_types: dict[str, str | None] | None = None) -> str | None:
+    """Which reviewed kind of object a record is about: ingress, ingress-class, tls-secret,
+    secret, dns, gateway; ``None`` for anything else."""
     obj = _obj(doc)
     resource, group = obj.get("resource"), obj.get("api_group")
     if resource == "ingresses":
@@ -65,19 +71,66 @@ def category(doc: dict[str, Any], tls_secrets: set[str] | None = None) -> str | 
         and (obj.get("namespace"), obj.get("name")) == ("kube-system", "coredns")
     ):
         return "dns"
-    if resource == "secrets":
-        if get(doc, "secret", "type") == _TLS_TYPE or get(doc, "secret", "certificates"):
-            return "tls-secret"
-        ops = get(doc, "change", "operations") or ()
-        if any(isinstance(op, dict) and _TLS_TYPE in (op.get("old"), op.get("new")) for op in ops):
-            return "tls-secret"
-        if tls_secrets is not None and object_key(doc) in tls_secrets:
-            return "tls-secret"
+    if resource == "secrets" and not group:
+        known = (secret_types or {}).get(object_key(doc))
+        return "tls-secret" if TLS_TYPE in (secret_type(doc), known) else "secret"
     return None
+
+
+def secret_type(doc: dict[str, Any]) -> str | None:
+    """The Secret's type when the record shows it: its body, or a change of ``/type``."""
+    kind = get(doc, "secret", "type")
+    if isinstance(kind, str):
+        return kind
+    if get(doc, "secret", "certificates"):
+        return TLS_TYPE
+    for op in get(doc, "change", "operations") or ():
+        if isinstance(op, dict) and op.get("path") == "/type":
+            value = op.get("new") if op.get("new") is not None else op.get("old")
+            if isinstance(value, str):
+                return value
+    return None
+
+
+def secret_keys(doc: dict[str, Any]) -> dict[str, list[str]]:
+    """The key names a Secret write added, changed and removed: from what the redaction stage
+    reported, else from the change's paths (``/data/<key>``); names only, never a value."""
+    found: dict[str, set[str]] = {"added": set(), "changed": set(), "removed": set()}
+    reported = get(doc, "secret", "changes")
+    if isinstance(reported, dict):
+        for change, names in found.items():
+            names.update(str(k) for k in reported.get(change) or ())
+    else:
+        which = {"add": "added", "replace": "changed", "remove": "removed"}
+        for op in get(doc, "change", "operations") or ():
+            what: str | None = which.get(str(op.get("op"))) if isinstance(op, dict) else None
+            if what is None:
+                continue
+            path = str(op.get("path") or "")
+            if path in _KEY_FIELDS:
+                whole = op.get("new") if what == "added" else op.get("old")
+                if isinstance(whole, dict):
+                    found[what].update(map(str, whole))
+            elif path.startswith(tuple(f + "/" for f in _KEY_FIELDS)):
+                found[what].add(_unescape(path.split("/", 2)[2]))
+    return {what: sorted(names) for what, names in found.items()}
+
+
+def _unescape(segment: str) -> str:
+    return segment.replace("~1", "/").replace("~0", "~")
 
 
 def object_key(doc: dict[str, Any]) -> str:
     return "/".join(str(get(doc, "object", k) or "") for k in ("namespace", "name"))
+
+
+def object_ref(doc: dict[str, Any]) -> dict[str, str | None] | None:
+    """The object as data: group, resource, subresource, namespace, name (``None`` if absent)."""
+    obj = _obj(doc)
+    if not obj:
+        return None
+    fields = ("api_group", "resource", "subresource", "namespace", "name")
+    return {k: (str(obj[k]) if obj.get(k) is not None else None) for k in fields}
 
 
 def actor_name(doc: dict[str, Any]) -> str:
@@ -95,36 +148,25 @@ def object_name(doc: dict[str, Any]) -> str:
     return f"{resource} {name}".rstrip()
 
 
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def change_summary(doc: dict[str, Any]) -> str:
-    """How big the change was and what it touched, by path and key name: never a value."""
-    parts: list[str] = []
-    change = doc.get("change") if isinstance(doc.get("change"), dict) else None
-    if change:
-        ops = [op for op in change.get("operations") or () if isinstance(op, dict)]
-        total = len(ops) + int(change.get("omitted_operations") or 0)
-        marks = {"add": "+", "remove": "-", "replace": "~"}
-        touched = [f"{marks.get(str(op.get('op')), '?')}{_short(str(op.get('path')))}" for op in ops[:3]]
-        more = f" (+{total - len(touched)} more)" if total > len(touched) else ""
-        baseline = change.get("baseline")
-        if total:
-            parts.append(f"{total} op{'s' if total != 1 else ''}: {', '.join(touched)}{more}")
-        elif baseline == "none":
-            parts.append("new: no earlier state to diff")
-        if baseline not in ("none", "state"):
-            parts.append(f"baseline {baseline}")
-    keys = get(doc, "secret", "changes")
-    if isinstance(keys, dict):
-        for what in ("added", "changed", "removed"):
-            names = [str(k) for k in keys.get(what) or ()]
-            if names:
-                parts.append(f"keys {what}: {', '.join(names[:5])}")
-    directives = get(doc, "dns", "directives") or ()
-    for d in list(directives)[:3]:
-        if isinstance(d, dict):
-            sign = "+" if d.get("change") == "added" else "-"
-            parts.append(f"{sign}{_short(str(d.get('line', '')).strip(), 40)}")
-    return "; ".join(parts) or "-"
+def change_data(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a write touched, as data: operations by op and path (all of them, never a value),
+    Secret key names, Corefile lines added or removed."""
+    found = doc.get("change")
+    change: dict[str, Any] = found if isinstance(found, dict) else {}
+    ops = [op for op in change.get("operations") or () if isinstance(op, dict)]
+    omitted = change.get("omitted_operations")
+    keys = secret_keys(doc) if get(doc, "object", "resource") == "secrets" else {}
+    directives = [
+        {"change": str(d.get("change") or ""), "line": str(d.get("line") or "").strip()}
+        for d in get(doc, "dns", "directives") or ()
+        if isinstance(d, dict)
+    ]
+    return {
+        "baseline": change.get("baseline") if isinstance(change.get("baseline"), str) else None,
+        "operations": [{"op": str(op.get("op")), "path": str(op.get("path"))} for op in ops],
+        "operations_total": len(ops) + (omitted if isinstance(omitted, int) else 0),
+        "keys_added": keys.get("added", []),
+        "keys_changed": keys.get("changed", []),
+        "keys_removed": keys.get("removed", []),
+        "dns": directives,
+    }

@@ -316,6 +316,39 @@ def test_the_example_builds_as_docs_deploy_md_copies_it(tmp_path: Path) -> None:
     assert "cp -r manifests/example manifests/my-cluster" in (ROOT / "docs" / "deploy.md").read_text()
 
 
+def test_the_access_logs_recipe_keeps_the_examples_tls(tmp_path: Path) -> None:
+    """deploy.md's access-logs recipe on the example overlay: the access section is appended to
+    the mounted config, which keeps serving HTTPS with client certificates, as the probes
+    expect; the config starts (check_listen) and takes syslog from the controller's pods."""
+    clone = tmp_path / "clone"
+    shutil.copytree(MANIFESTS, clone / "manifests")
+    mine = clone / "manifests" / "my-cluster"
+    shutil.copytree(clone / "manifests" / "example", mine)
+    with (mine / "config.yaml").open("a") as config_file:  # cat access.yaml >> config.yaml
+        config_file.write((ACCESS_LOGS / "access.yaml").read_text())
+    kustomization = (mine / "kustomization.yaml").read_text()
+    (mine / "kustomization.yaml").write_text(
+        kustomization.replace(
+            "  - ../components/monitoring\n", "  - ../components/monitoring\n  - ../components/access-logs\n"
+        )
+    )
+
+    objects = kustomize(mine)
+
+    config = config_of(objects, tmp_path)
+    check_listen(config)
+    assert config.server.tls is not None
+    assert config.server.tls.client_ca_file is not None
+    assert not config.server.insecure_http
+    assert config.access.enabled
+    box = container(pod_spec(objects))
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert box[probe]["httpGet"]["scheme"] == "HTTPS"
+    assert {p["containerPort"] for p in box["ports"]} >= {config.server.port, 5514}
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    assert "cat manifests/components/access-logs/access.yaml >> manifests/my-cluster/config.yaml" in text
+
+
 def test_cert_manager_objects() -> None:
     """Self-signed issuer → CA certificate → CA issuer → serving certificate, mounted as the config says."""
     objects = render("overlays/cert-manager")

@@ -163,3 +163,27 @@ def test_a_bad_rotation_keeps_the_current_tokens(tmp_path: Path) -> None:
 
     assert not auth.reload_tokens()
     assert auth.authenticate(authorization=f"Bearer {TOKEN}", peercert=None).method == "token"
+
+
+@pytest.mark.parametrize(
+    ("certs", "tokens", "require", "said"),
+    [
+        (True, True, "all", "a valid client certificate and a valid bearer token are required"),
+        (True, True, "any", "a valid client certificate or a valid bearer token is required"),
+        (True, False, "any", "a valid client certificate is required"),
+        (False, True, "any", "a valid bearer token is required"),
+    ],
+)
+def test_a_401_says_what_the_configuration_wants(
+    tmp_path: Path, certs: bool, tokens: bool, require: Any, said: str
+) -> None:
+    """Under ``require: all`` a request with a certificate and no token is told both are needed."""
+    files = [_tokens(tmp_path, TOKEN)] if tokens else []
+    auth = Authenticator(token_files=files, client_certs=certs, require=require)
+
+    with pytest.raises(UnauthorizedError) as refused:
+        auth.authenticate(
+            authorization=None, peercert=PEER if certs and require == "all" and tokens else None
+        )
+
+    assert str(refused.value.message) == said

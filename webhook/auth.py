@@ -159,7 +159,19 @@ class Authenticator:
             return Principal(method, _subject(peercert) if method == "client-cert" else "token")
         if results.get("client-cert") is False:  # authenticated by the CA, but not allowed
             raise ForbiddenError("client certificate is not allowed to post audit events")
-        raise UnauthorizedError("valid client certificate or bearer token required")
+        raise UnauthorizedError(self._wanted)
+
+    @property
+    def _wanted(self) -> str:
+        """What a request must bring, as configured: said in every 401."""
+        if self._client_certs and self._token_files:
+            both = "and a valid bearer token are" if self._require == "all" else "or a valid bearer token is"
+            return f"a valid client certificate {both} required"
+        return (
+            "a valid client certificate is required"
+            if self._client_certs
+            else "a valid bearer token is required"
+        )
 
 
 def _read_token_file(path: Path) -> bytes:

@@ -166,7 +166,8 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     assert main([str(secrets), str(tmp_path / "logs")]) == 1
     out = capsys.readouterr().out
-    assert "out.log:4: secret on line 1 (plain)" in out
+    assert "out.log: byte 4: the secret on line 1 of " in out
+    assert out.splitlines()[0].endswith(" (plain)")
     assert "hunter2" not in out
     assert main([str(secrets), str(tmp_path / "clean")]) == 0
 
@@ -185,5 +186,5 @@ def test_cli_as_module(tmp_path: Path) -> None:
     )
 
     assert proc.returncode == 1
-    assert "secret on line 1" in proc.stdout
+    assert "the secret on line 1 of" in proc.stdout
     assert "hunter2" not in proc.stdout + proc.stderr

@@ -208,7 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     for leak in leaks:
-        sys.stdout.write(f"{leak.file}:{leak.offset}: secret on line {leak.secret + 1} ({leak.encoding})\n")
+        sys.stdout.write(
+            f"{leak.file}: byte {leak.offset}: the secret on line {leak.secret + 1} of "
+            f"{args.secrets_file} ({leak.encoding})\n"
+        )
     sys.stdout.write(f"{len(leaks)} leak(s) in {len(args.paths)} path(s)\n")
     return 1 if leaks else 0
 

@@ -152,6 +152,23 @@ def test_render_names_actor_object_and_outcome(records: list[dict[str, Any]]) ->
     assert "(unauthenticated)" in render(unauthenticated).plain
 
 
+def test_two_findings_of_one_id_are_one_mark_with_a_count(records: list[dict[str, Any]]) -> None:
+    """A Corefile change that removes a forwarder and adds one has two findings of one id."""
+    record = {
+        **records[0],
+        "findings": [
+            {"id": "dns-forwarder-changed", "severity": "high", "message": "removed"},
+            {"id": "dns-forwarder-changed", "severity": "high", "message": "added"},
+            {"id": "change-by-human", "severity": "info"},
+        ],
+    }
+
+    line = render(record).plain
+
+    assert line.count("dns-forwarder-changed") == 1
+    assert line.endswith("[high] dns-forwarder-changed (x2)  [info] change-by-human")
+
+
 def test_render_access_records_and_windows() -> None:
     """An access record shows client, request and status; a window its counts by class."""
     ingress = {"namespace": "shop", "name": "web", "ingress_class": None, "tls": True, "tls_secret": None}

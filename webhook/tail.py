@@ -15,6 +15,7 @@ import re
 import select
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -361,10 +362,15 @@ def render(record: dict[str, Any]) -> Text:
     line.append(f"  {code if code is not None else '-'}", style=_code_style(code))
     if (decision := _get(record, "outcome", "decision")) == "forbid":
         line.append(f" {decision}", style="bold red")
-    for finding in record.get("findings") or ():
-        if isinstance(finding, dict):
-            severity = str(finding.get("severity", "info"))
-            line.append(f"  [{severity}] {finding.get('id', '?')}", style=_SEVERITY_STYLES.get(severity, ""))
+    # Two findings of one id (a forwarder removed and one added) are one mark with a count.
+    shown = Counter(
+        (str(finding.get("severity", "info")), str(finding.get("id", "?")))
+        for finding in record.get("findings") or ()
+        if isinstance(finding, dict)
+    )
+    for (severity, finding_id), times in shown.items():
+        count = f" (x{times})" if times > 1 else ""
+        line.append(f"  [{severity}] {finding_id}{count}", style=_SEVERITY_STYLES.get(severity, ""))
     return line
 
 

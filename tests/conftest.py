@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
+import pytest
+import structlog
 from aiohttp.test_utils import TestClient
 from redis_server import redis_url  # noqa: F401 - fixture
 from servers import (  # noqa: F401 - fixtures
@@ -239,3 +241,17 @@ async def post_capture(client: Client, body: Path) -> tuple[int, dict[str, Any]]
 def iter_files(root: Path) -> Iterator[Path]:
     """Every regular file below ``root``."""
     return (p for p in sorted(root.rglob("*")) if p.is_file())
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """A test that runs a command in-process (``main(["serve", …])``) configures this process's
+    logging as the command does: at ``warning``, with loggers cached on first use, so every
+    later test that checks info lines would see none. Such a test fails here, naming the cause;
+    run the command as a subprocess instead."""
+    before = structlog.get_config()
+    yield
+    after = structlog.get_config()
+    if after != before:
+        structlog.configure(**before)
+        pytest.fail("this test configured logging in-process; run the command as a subprocess")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +189,24 @@ def test_a_401_says_what_the_configuration_wants(
         )
 
     assert str(refused.value.message) == said
+
+
+def test_every_token_is_compared_whichever_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A35: the comparison takes the same path for a wrong token, a near miss and each valid one
+    (constant-time ``compare_digest`` against every token, no early exit), so the answer's time
+    says nothing about how much of a token was right."""
+    tokens = [TOKEN, "second-token-of-sufficient-length", "third-token-of-sufficient-length!"]
+    auth = Authenticator(token_files=[_tokens(tmp_path, *tokens)])
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def counted(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", counted)
+    for offered in [*tokens, TOKEN[:-1] + "x", "x", TOKEN + "x"]:
+        calls.clear()
+        with contextlib.suppress(UnauthorizedError):
+            auth.authenticate(authorization=f"Bearer {offered}", peercert=None)
+        assert len(calls) == len(tokens), offered

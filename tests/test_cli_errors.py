@@ -41,6 +41,7 @@ def _mistakes(files: Path) -> dict[str, list[str]]:
         "serve: a port that is not a number": ["serve", "--port", "http"],
         "serve: a data dir under /proc": ["serve", "--port", "0", "--data-dir", "/proc/nope/data"],
         "serve: a data dir that is a file": ["serve", "--port", "0", "--data-dir", str(files / "a-file")],
+        "serve: a data dir that cannot be written (D3)": ["serve", "--port", "0", "--data-dir", "/proc/self"],
         "serve: a missing config": ["serve", "--config", missing],
         "serve: a TLS pair that does not match": ["serve", "--config", str(files / "mismatch.yaml")],
         "check-config: a missing file": ["check-config", missing],

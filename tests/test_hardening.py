@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import os
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -384,3 +386,28 @@ async def test_a_planted_records_file_is_never_written(aiohttp_client: Any, tmp_
     assert "symbolic link" in failed["reason"]
     assert victim.read_bytes() == b"IMPORTANT\n"
     assert victim.stat().st_mode & 0o777 == 0o644
+
+
+async def test_data_dir_files_are_private_under_umask_000(aiohttp_client: Any, tmp_path: Path) -> None:
+    """Section 6 of the security review: under ``umask 000`` every file the server writes
+    (records, dead letters, spool, cursors, state, key, lock) is 0600 and every directory 0700."""
+    config = make_config(tmp_path)
+    previous = os.umask(0)
+    try:
+        client = await _client(aiohttp_client, config)
+        assert (await _post(client, event_list(_ingress(1))))[0] == 200
+        assert (await _post(client, b"not json"))[0] == 400  # a dead letter too
+        await delivered(client, config)
+    finally:
+        os.umask(previous)
+
+    written = [config.data_dir, *config.data_dir.rglob("*")]
+    assert {p.name for p in written} >= {
+        "records.jsonl",
+        "dead-letter.jsonl",
+        "fingerprint.key",
+        "state.sqlite3",
+    }
+    for path in written:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))

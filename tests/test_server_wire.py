@@ -464,3 +464,23 @@ async def test_h20_a_100_kb_request_line_gets_no_answer(wire: Wire) -> None:
     with contextlib.suppress(ssl.SSLError, ConnectionError):
         answer = await wire.exchange(raw, wire.context(wire.leaf(SUBJECT)))
         assert _statuses(answer) in ([], [400])
+
+
+@pytest.mark.parametrize(("junk", "served"), [(60, True), (400, False)])
+async def test_t1_a_long_client_chain(wire: Wire, junk: int, served: bool) -> None:
+    """T1: the valid client certificate followed by ``junk`` unrelated CA certificates. Sixty
+    (some 30 KB) are verified and served; four hundred are over OpenSSL's certificate-list
+    limit and the handshake is refused; either way the next client is served."""
+    leaf = wire.leaf(SUBJECT)
+    chain = wire.tmp / f"chain-{junk}.crt"
+    chain.write_bytes(leaf.cert.read_bytes() + b"".join(trustme.CA().cert_pem.bytes() for _ in range(junk)))
+    long_chain = Leaf(chain, leaf.key)
+
+    answer = b""
+    with contextlib.suppress(ssl.SSLError, ConnectionError):
+        answer = await wire.exchange(
+            _request("POST", "/audit", [_bearer()], SAMPLE), wire.context(long_chain)
+        )
+
+    assert _statuses(answer) == ([200] if served else [])
+    assert await wire.post(wire.context(wire.leaf(SUBJECT)), [_bearer()]) == 200

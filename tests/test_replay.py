@@ -89,6 +89,24 @@ async def test_twice_with_rotated_sink_files(config: Config) -> None:
     assert sorted(all_record_ids(config)) == sorted(set(all_record_ids(config)))
 
 
+async def test_twice_with_a_gzipd_backup(config: Config) -> None:
+    """A backup that logrotate compressed (``records.jsonl.1.gz``) is known too, as ``tail`` and
+    ``report`` read it: replaying the same file again records nothing twice."""
+    first = await replay(config, [SAMPLE])
+    live = config.data_dir / "records.jsonl"
+    (config.data_dir / "records.jsonl.1.gz").write_bytes(gzip.compress(live.read_bytes()))
+    live.write_bytes(b"")
+    # Only the records files remember now: the state store's dedupe keys expired, and the
+    # spool's delivered segments were removed.
+    for gone in [*config.data_dir.glob("state.sqlite3*"), *config.data_dir.glob("spool/*.seg")]:
+        gone.unlink()
+
+    second = await replay(config, [SAMPLE])
+
+    assert second.records == 0
+    assert second.already_recorded == first.records
+
+
 async def test_rotated_and_gzip_files(config: Config, tmp_path: Path) -> None:
     """lumberjack-style rotated files, gzip'd or not, give the same records as the single file."""
     lines = SAMPLE.read_bytes().splitlines(keepends=True)

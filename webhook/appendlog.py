@@ -16,6 +16,7 @@ import structlog
 
 from webhook.errors import StorageError
 from webhook.groupcommit import GroupCommit, write_whole
+from webhook.rotation import backup
 
 __all__ = ["AppendLog", "ensure_private_dir", "fsync_dir", "open_private"]
 
@@ -123,10 +124,10 @@ class AppendLog:
             path.unlink(missing_ok=True)
         else:
             for index in range(self._backups - 1, 0, -1):
-                older = path.with_name(f"{path.name}.{index}")
+                older = backup(path, index)
                 if older.exists():
-                    older.replace(path.with_name(f"{path.name}.{index + 1}"))
-            path.replace(path.with_name(f"{path.name}.1"))
+                    older.replace(backup(path, index + 1))
+            path.replace(backup(path, 1))
         self._open_file()
         fsync_dir(path.parent)
         log.info("appendlog.rotated", file=path.name)

@@ -16,14 +16,13 @@ replaces it.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import math
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import orjson
 
@@ -33,6 +32,7 @@ from webhook.event_scan import ScanError, top_members
 from webhook.events import API_VERSIONS, check_event, decode_event, decode_event_list, event_ref
 from webhook.ingest import Ingestor
 from webhook.pipeline import DeadLetter, dead_letter_json
+from webhook.rotation import open_maybe_gzip, rotated
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -49,7 +49,6 @@ __all__ = [
 ]
 
 CHUNK: Final = 400
-_GZIP_MAGIC: Final = b"\x1f\x8b"
 _LOG_KEYS: Final = ("kind", "apiVersion")
 
 
@@ -141,14 +140,9 @@ def _decode(line: bytes, where: str) -> Iterator[dict[str, Any] | _Bad]:
 def open_log(path: Path) -> tuple[BinaryIO, BinaryIO]:
     """(the raw file, the stream of its lines): gzip is recognised by its magic bytes."""
     try:
-        raw = path.open("rb")
+        return open_maybe_gzip(path)
     except OSError as exc:
         raise ReplayInputError(f"cannot read {path}: {exc.strerror}") from None
-    if raw.read(2) == _GZIP_MAGIC:
-        raw.seek(0)
-        return raw, cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
-    raw.seek(0)
-    return raw, raw
 
 
 def read_events(path: Path, raw_position: list[int] | None = None) -> Iterator[dict[str, Any] | _Bad]:
@@ -178,7 +172,7 @@ def _sink_files(config: Config) -> list[Path]:
             continue
         path = config.in_data_dir(sink.options.path)
         files.append(path)
-        files.extend(path.with_name(f"{path.name}.{n}") for n in range(1, sink.options.backups + 1))
+        files.extend(rotated(path))  # .N and .N.gz, as tail and report read them
     return [p for p in files if p.is_file()]
 
 
@@ -186,8 +180,9 @@ def existing_record_ids(config: Config) -> set[str]:
     """The ids of the records (not the alerts) in every JSONL sink file, rotated ones included."""
     ids: set[str] = set()
     for path in _sink_files(config):
-        with path.open("rb") as f:
-            for line in f:
+        raw, stream = open_maybe_gzip(path)
+        with raw, stream:
+            for line in stream:
                 try:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError:

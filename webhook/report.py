@@ -25,7 +25,8 @@ from webhook.report_collect import Collector, ReportOptions
 from webhook.report_describe import record_time
 from webhook.report_render import Report, render
 from webhook.report_sections import assemble
-from webhook.tail import RecordsNotFoundError, rotated
+from webhook.rotation import rotated
+from webhook.tail import RecordsNotFoundError
 
 __all__ = ["ReportOptions", "build_report", "newest_record", "read_lines", "report_files", "run"]
 

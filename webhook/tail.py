@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import glob
 import os
 import re
 import select
@@ -25,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import orjson
 
 from webhook.errors import WebhookError
+from webhook.rotation import rotated
 from webhook.visible import visible_doc, visible_json_line
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ __all__ = [
     "history",
     "parse_since",
     "render",
-    "rotated",
     "run",
 ]
 
@@ -163,16 +162,6 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def rotated(path: Path) -> list[Path]:
-    """records.jsonl.1, .2, … that exist (and .N.gz, compressed by logrotate), newest first."""
-    found = []
-    for candidate in path.parent.glob(f"{glob.escape(path.name)}.*"):
-        suffix = candidate.name[len(path.name) + 1 :].removesuffix(".gz")
-        if suffix.isdigit():
-            found.append((int(suffix), candidate.name.endswith(".gz"), candidate))
-    return [p for _, _, p in sorted(found)]
 
 
 def _backups(path: Path) -> list[Path]:

@@ -1135,3 +1135,23 @@ async def test_metrics_count_rejects_dead_letters_and_dedupe(
     assert float(values['ingress_audit_dead_letters_total{reason="malformed-event"}']) == 1
     assert float(values["ingress_audit_dedupe_hits_total"]) == 1
     assert float(values["ingress_audit_events_matched_total"]) == 2
+
+
+async def test_every_json_answer_is_one_line_with_a_newline(aiohttp_client: Any, tmp_path: Path) -> None:
+    """The batch answer, the probes and a refusal: compact JSON, one line, a final newline (a
+    shell prompt after ``curl`` starts on a line of its own)."""
+    client = await aiohttp_client(create_app(make_config(tmp_path)))
+    answers = [
+        await client.post("/audit", data=event_list(), headers={"Content-Type": "application/json"}),
+        await client.get("/healthz"),
+        await client.get("/readyz"),
+        await client.post("/audit", data=b"{}", headers={"Content-Type": "text/plain"}),
+    ]
+
+    for resp in answers:
+        body = await resp.read()
+        assert resp.content_type == "application/json"
+        assert body.endswith(b"\n")
+        assert body.count(b"\n") == 1
+        assert b": " not in body
+        assert b", " not in body

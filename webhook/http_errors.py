@@ -11,8 +11,8 @@ answer. Here every such answer is a fixed JSON body, counted and logged as a fol
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
-from typing import Final, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Final, cast
 
 import orjson
 import structlog
@@ -58,6 +58,19 @@ BAD_HTTP: Final = "bad-http"  # the metric label and log reason of a request aio
 async def set_server_header(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: replace aiohttp's ``Python/3.x aiohttp/x.y.z``."""
     response.headers["Server"] = SERVER_HEADER
+
+
+def json_answer(
+    body: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """Every JSON answer of the server: compact, one line, ending in a newline (a shell prompt
+    after ``curl`` starts on its own line)."""
+    return web.Response(
+        body=orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def harden_edges(
@@ -125,9 +138,7 @@ class _Handler(RequestHandler):
             headers = {"Server": SERVER_HEADER, "Retry-After": "1"}
         self.owner.count(reason)
         self.owner.rejected.add((reason, status), Rejections(requests=1))
-        response = web.Response(
-            body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
-        )
+        response = json_answer(body, status, headers)
         response.force_close()
         return response
 

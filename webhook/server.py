@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -36,7 +35,7 @@ from webhook.errors import (
     WebhookError,
 )
 from webhook.events import decode_event_list
-from webhook.http_errors import harden_edges, set_server_header
+from webhook.http_errors import harden_edges, json_answer, set_server_header
 from webhook.ingest import Ingestor
 from webhook.listener import ConnectionLimits, ListenerSite, Watched, raise_open_files_limit
 from webhook.metrics import Metrics
@@ -200,10 +199,7 @@ async def _mark_stopping(app: web.Application) -> None:
 
 
 def _error_response(exc: WebhookError, **headers: str) -> web.Response:
-    body = orjson.dumps({"error": exc.code, "reason": exc.message})
-    return web.Response(
-        body=body, status=exc.http_status, content_type="application/json", headers=headers or None
-    )
+    return json_answer({"error": exc.code, "reason": exc.message}, exc.http_status, headers or None)
 
 
 @web.middleware
@@ -229,14 +225,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             correlation_id=correlation_id,
         )
         request.app[METRICS].rejects.labels(reason="internal").inc()
-        body = orjson.dumps(
-            {"error": "internal", "reason": "unexpected failure", "correlation_id": correlation_id}
-        )
-        return web.Response(
-            body=body,
-            status=503,
-            content_type="application/json",
-            headers={"Retry-After": RETRY_AFTER_S},
+        return json_answer(
+            {"error": "internal", "reason": "unexpected failure", "correlation_id": correlation_id},
+            503,
+            {"Retry-After": RETRY_AFTER_S},
         )
 
 
@@ -360,19 +352,18 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
             dead_lettered=len(result.dead_letters),
         ),
     )
-    return web.json_response(
+    return json_answer(
         {
             "accepted": result.events,
             "records": len(result.records),
             "duplicates": result.duplicates,
             "dead_lettered": len(result.dead_letters),
-        },
-        dumps=lambda obj: orjson.dumps(obj).decode(),
+        }
     )
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_answer({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -399,7 +390,7 @@ async def readyz(request: web.Request) -> web.Response:
                 del part["detail"]
         body["sinks"] = sinks
         body["state"] = state_status
-    return web.json_response(body, status=code)
+    return json_answer(body, code)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Final
 
-import orjson
 import structlog
 from aiohttp import web
 
@@ -24,6 +23,7 @@ from webhook.errors import (
     UnsupportedMediaTypeError,
     WebhookError,
 )
+from webhook.http_errors import json_answer
 from webhook.pipeline import DeadLetter, utc_now
 from webhook.server import CONFIG, RUNTIME, Runtime, read_admitted_body, rejection_response
 
@@ -113,11 +113,10 @@ async def _receive_access(request: web.Request, runtime: Runtime) -> web.Respons
         summaries=len(batch.summaries),
         dead_lettered=len(batch.dead_letters) + len(rejected),
     )
-    return web.json_response(
+    return json_answer(
         {
             "accepted": batch.lines,
             "records": len(batch.records),
             "dead_lettered": len(batch.dead_letters) + len(rejected) + batch.suppressed,
-        },
-        dumps=lambda obj: orjson.dumps(obj).decode(),
+        }
     )

@@ -20,10 +20,11 @@ from typing import Any
 import orjson
 import pytest
 import trustme
+from pki import Pki, make_pki
 from structlog.testing import capture_logs
 
 from webhook.access.config import AccessConfig, AccessSyslogConfig
-from webhook.config import AuthConfig, Config, ServerConfig, TlsConfig
+from webhook.config import Config
 from webhook.server import METRICS, RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,38 +36,27 @@ Answer = tuple[int, dict[str, str], bytes]
 
 
 @pytest.fixture
-def server_ca() -> trustme.CA:
-    return trustme.CA()
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path, TOKEN)
 
 
 @pytest.fixture
-def client_ca() -> trustme.CA:
-    return trustme.CA()
+def server_ca(pki: Pki) -> trustme.CA:
+    return pki.server_ca
 
 
 @pytest.fixture
-async def serve(tmp_path: Path, server_ca: trustme.CA, client_ca: trustme.CA) -> AsyncIterator[Serve]:
+def client_ca(pki: Pki) -> trustme.CA:
+    return pki.client_ca
+
+
+@pytest.fixture
+async def serve(tmp_path: Path, pki: Pki) -> AsyncIterator[Serve]:
     """mTLS + a bearer token (``require: any``) on a free loopback port, as deploy.md sets it up."""
     running: list[RunningServer] = []
-    cert = server_ca.issue_cert("127.0.0.1", "localhost")
-    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
-    client_ca.cert_pem.write_to_path(str(tmp_path / "clients.crt"))
-    token = tmp_path / "token"
-    token.write_text(TOKEN + "\n")
-    token.chmod(0o600)
 
     async def start(*, access: bool = False, **auth: Any) -> RunningServer:
-        server = ServerConfig(
-            host="127.0.0.1",
-            port=0,
-            tls=TlsConfig(
-                cert_file=tmp_path / "tls.crt",
-                key_file=tmp_path / "tls.key",
-                client_ca_file=tmp_path / "clients.crt",
-            ),
-            auth=AuthConfig(bearer_token_files=(token,), client_subjects=("kube-apiserver",), **auth),
-        )
+        server = pki.server(**{"require": "any", "subjects": ("kube-apiserver",), **auth})
         config = replace(Config(data_dir=tmp_path / "data"), server=server)
         if access:
             syslog = AccessSyslogConfig(udp=None, tcp=None)

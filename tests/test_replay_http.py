@@ -17,8 +17,9 @@ import pytest
 import trustme
 from aiohttp import web
 from conftest import Client, delivered, make_config
+from pki import make_pki
 
-from webhook.config import AuthConfig, Config, ServerConfig, TlsConfig
+from webhook.config import Config
 from webhook.replay_http import ClientCredentials, ReplaySendError, replay_to_server
 from webhook.server import create_app, start_server
 
@@ -75,33 +76,15 @@ async def secured(tmp_path: Path) -> AsyncIterator[tuple[str, Path, trustme.CA]]
 
     Yields its /audit URL, a directory with ``ca.crt``, ``client.crt``, ``client.key`` and
     ``token``, and the client CA (to issue other certificates)."""
-    server_ca, client_ca = trustme.CA(), trustme.CA()
-    leaf = server_ca.issue_cert("127.0.0.1")
-    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
-    leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
-    client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.crt"))
-    server_ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
-    client = client_ca.issue_cert("kube-apiserver-audit")
+    pki = make_pki(tmp_path, TOKEN, names=("127.0.0.1",))  # not localhost: see the port-forward test
+    client = pki.client_ca.issue_cert("kube-apiserver-audit")
     client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.crt"))
     client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    (tmp_path / "token").chmod(0o600)
-    server = ServerConfig(
-        host="127.0.0.1",
-        port=0,
-        tls=TlsConfig(
-            cert_file=tmp_path / "tls.crt",
-            key_file=tmp_path / "tls.key",
-            client_ca_file=tmp_path / "client-ca.crt",
-        ),
-        auth=AuthConfig(
-            client_subjects=("kube-apiserver-audit",), bearer_token_files=(tmp_path / "token",), require="all"
-        ),
-    )
+    server = pki.server()
     running = await start_server(Config(data_dir=tmp_path / "data", server=server))
     host, port = running.addresses[0]
     try:
-        yield f"https://{host}:{port}/audit", tmp_path, client_ca
+        yield f"https://{host}:{port}/audit", tmp_path, pki.client_ca
     finally:
         await running.stop()
 

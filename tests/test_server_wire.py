@@ -25,8 +25,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pki import make_pki
 
-from webhook.config import AuthConfig, Config, ServerConfig, TlsConfig
+from webhook.config import Config
 from webhook.server import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,28 +168,11 @@ _RUNNING: list[RunningServer] = []
 
 
 async def _serve(tmp_path: Path, require: Literal["any", "all"]) -> Wire:
-    server_ca, client_ca = trustme.CA(), trustme.CA()
-    cert = server_ca.issue_cert("127.0.0.1", "localhost")
-    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
-    client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.crt"))
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    (tmp_path / "token").chmod(0o600)
-    server = ServerConfig(
-        host="127.0.0.1",
-        port=0,
-        tls=TlsConfig(
-            cert_file=tmp_path / "tls.crt",
-            key_file=tmp_path / "tls.key",
-            client_ca_file=tmp_path / "client-ca.crt",
-        ),
-        auth=AuthConfig(
-            client_subjects=(SUBJECT,), bearer_token_files=(tmp_path / "token",), require=require
-        ),
-    )
+    pki = make_pki(tmp_path, TOKEN)
+    server = pki.server(require=require, subjects=(SUBJECT,))
     running = await start_server(Config(data_dir=tmp_path / "data", server=server))
     _RUNNING.append(running)
-    return Wire(running, server_ca, client_ca, tmp_path)
+    return Wire(running, pki.server_ca, pki.client_ca, tmp_path)
 
 
 @pytest.fixture(autouse=True)

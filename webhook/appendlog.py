@@ -14,11 +14,11 @@ from pathlib import Path
 
 import structlog
 
-from webhook.errors import StorageError
+from webhook.errors import ConfigError, StorageError
 from webhook.groupcommit import GroupCommit, write_whole
 from webhook.rotation import backup
 
-__all__ = ["AppendLog", "ensure_private_dir", "fsync_dir", "open_private"]
+__all__ = ["AppendLog", "ensure_private_dir", "fsync_dir", "open_private", "read_secret_file"]
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +53,34 @@ def open_private(path: Path, flags: int, mode: int = _FILE_MODE) -> int:
         raise StorageError(f"{path} is not a regular file")
     os.set_blocking(fd, True)
     return fd
+
+
+def read_secret_file(path: Path, what: str, *, max_bytes: int) -> bytes:
+    """A credential file's bytes (at most ``max_bytes``), if only its owner (and its group,
+    read-only) may read it; ``ConfigError`` names ``what`` and ``path`` otherwise. Raises
+    ``OSError`` when it cannot be opened.
+
+    Symlinks are followed, unlike in the data dir: a Kubernetes Secret volume mounts each key
+    as a link into ``..data/``, and grants group read to the pod's fsGroup so that a non-root
+    container can read it. Anything for others, or group write, is refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{what} {path} is not a regular file")
+        if mode & 0o027:
+            raise ConfigError(
+                f"{what} {path} is accessible by others or writable by its group "
+                f"(mode {stat.S_IMODE(mode):04o}); restrict it to 0600 (or 0440 in a Secret volume)"
+            )
+        chunks = []
+        size = 0
+        while size < max_bytes and (chunk := os.read(fd, max_bytes - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 class AppendLog:

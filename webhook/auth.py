@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +18,14 @@ from typing import Any, Literal
 
 import structlog
 
+from webhook.appendlog import read_secret_file
 from webhook.errors import ConfigError, ForbiddenError, UnauthorizedError
 from webhook.filter import Matcher
 
 __all__ = ["Authenticator", "Principal", "cert_names"]
 
 log = structlog.get_logger(__name__)
+_MAX_TOKEN_FILE_BYTES = 1024 * 1024  # tokens, one a line: far below
 
 _MIN_TOKEN_LENGTH = 16
 _MIN_DISTINCT = 8  # "aaaaaaaaaaaaaaaa" is long enough but guessable; random tokens pass at once
@@ -80,7 +80,7 @@ class Authenticator:
         digest = hashlib.sha256()
         try:
             for path in self._token_files:
-                data = _read_token_file(path)
+                data = read_secret_file(path, "bearer token file", max_bytes=_MAX_TOKEN_FILE_BYTES)
                 digest.update(data)
                 tokens.extend(line.strip() for line in data.splitlines() if line.strip())
         except OSError as exc:
@@ -172,30 +172,6 @@ class Authenticator:
             if self._client_certs
             else "a valid bearer token is required"
         )
-
-
-def _read_token_file(path: Path) -> bytes:
-    """A token file's bytes, if only its owner (and its group, read-only) may read it.
-
-    Symlinks are followed: a Kubernetes Secret volume mounts each key as a link into ..data/.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ConfigError(f"bearer token file {path} is not a regular file")
-        # As for the fingerprint key: group read is allowed (a Secret volume's fsGroup), not more.
-        if mode & 0o027:
-            raise ConfigError(
-                f"bearer token file {path} is accessible by others or writable by its group "
-                f"(mode {stat.S_IMODE(mode):04o}); restrict it to 0600 (or 0440 in a Secret volume)"
-            )
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def _subject(peercert: Mapping[str, Any] | None) -> str:

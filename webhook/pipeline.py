@@ -156,14 +156,8 @@ class Pipeline:
                     continue
                 # Redaction first: nothing below (state, record, logs, sinks) sees a value.
                 redacted = self._redactor.redact(event)
-            except MalformedEventError as exc:
-                result.dead_letters.append(_letter(exc.code, exc.message, index, item, received_at))
-                continue
             except Exception as exc:  # noqa: BLE001 - one bad event must not cost the batch
-                log.error("event.failed", index=index, error=type(exc).__name__)
-                result.dead_letters.append(
-                    _letter(_INTERNAL, f"unexpected {type(exc).__name__}", index, item, received_at)
-                )
+                self._failed(result, index, item, exc)
                 continue
             batch_keys.add(key)
             result.pending.append(Prepared(index=index, item=item, key=key, redacted=redacted))
@@ -181,7 +175,7 @@ class Pipeline:
                 key = event_key(event)
                 mine = [key, *referenced_secret_keys(event)] if key is not None else []
             except Exception as exc:  # noqa: BLE001 - one bad event must not cost the batch
-                self._failed(result, prepared, exc)
+                self._failed(result, prepared.index, prepared.item, exc)
                 continue
             keys.update(dict.fromkeys(mine))
             pending.append(prepared)
@@ -207,7 +201,7 @@ class Pipeline:
                 line = to_json(record)
                 newer = {k: state for k, state in updates.items() if is_newer(state, current.get(k))}
             except Exception as exc:  # noqa: BLE001 - one bad event must not cost the batch
-                self._failed(result, prepared, exc)
+                self._failed(result, prepared.index, prepared.item, exc)
                 continue
             current.update(newer)
             result.state_updates.update(newer)
@@ -218,14 +212,15 @@ class Pipeline:
         result.dead_letters.sort(key=lambda letter: letter.index if letter.index is not None else -1)
 
     @staticmethod
-    def _failed(result: BatchResult, prepared: Prepared, exc: Exception) -> None:
-        """Dead-letter one kept event that a stage after ``prepare`` could not handle."""
+    def _failed(result: BatchResult, index: int, item: Any, exc: Exception) -> None:
+        """Dead-letter one event that a stage could not handle: its own reason when it is
+        malformed, ``internal`` (and an error line naming only the type) otherwise."""
         if isinstance(exc, MalformedEventError):
             reason, detail = exc.code, exc.message
         else:
-            log.error("event.failed", index=prepared.index, error=type(exc).__name__)
+            log.error("event.failed", index=index, error=type(exc).__name__)
             reason, detail = _INTERNAL, f"unexpected {type(exc).__name__}"
-        result.dead_letters.append(_letter(reason, detail, prepared.index, prepared.item, result.received_at))
+        result.dead_letters.append(_letter(reason, detail, index, item, result.received_at))
 
     def _build(
         self, prepared: Prepared, current: Mapping[str, StoredObject], received_at: str, available: bool

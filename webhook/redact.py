@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from webhook import redact_shapes as shapes
+from webhook.appendlog import fsync_dir, read_secret_file
 from webhook.errors import ConfigError
 from webhook.redact_model import KeyFingerprint, SecretDetails
 from webhook.redact_walk import Walk
@@ -126,7 +126,7 @@ def load_or_create_key(path: Path) -> bytes:
             os.close(fd)
         with contextlib.suppress(FileExistsError):  # another process won the race: use its key
             os.link(temporary, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise ConfigError(f"cannot create key file {path}: {exc.strerror}") from None
     finally:
@@ -136,34 +136,11 @@ def load_or_create_key(path: Path) -> bytes:
 
 def _read_key(path: Path) -> bytes:
     try:
-        # Symlinks are followed: a Kubernetes Secret volume mounts each key as a link into ..data/.
-        fd = os.open(path, os.O_RDONLY)
+        key = read_secret_file(path, "key file", max_bytes=4096)
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise ConfigError(f"cannot open key file {path}: {exc.strerror}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ConfigError(f"key file {path} is not a regular file")
-        # Group read is allowed: a Kubernetes Secret volume grants it to the pod's fsGroup so that
-        # a non-root container can read the key. Anything for others, or group write, is not.
-        if mode & 0o027:
-            raise ConfigError(
-                f"key file {path} is accessible by others or writable by its group "
-                f"(mode {stat.S_IMODE(mode):04o}); restrict it to 0600 (or 0440 in a Secret volume)"
-            )
-        key = os.read(fd, 4096)
-    finally:
-        os.close(fd)
     if len(key) < _MIN_KEY_BYTES:
         raise ConfigError(f"key file {path} holds fewer than {_MIN_KEY_BYTES} bytes")
     return key
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -198,3 +198,33 @@ async def test_a_tls_connection_silent_after_its_handshake_is_closed(
     assert await _closed_by_server(reader, within_s=3)
     assert _closed(running, "header-timeout") == 1
     writer.close()
+
+
+@pytest.mark.parametrize("split", [1, 2, 3])
+async def test_a_head_whose_end_straddles_two_reads_counts_as_in(
+    tmp_path: Path, running: list[RunningServer], split: int
+) -> None:
+    """``\\r\\n\\r\\n`` cut across two writes: the head is in, so the first-request timeout does
+    not close the connection while its body is still on its way."""
+    host, port = await _start(running, make_config(tmp_path, header_timeout_s=0.5))
+    body = event_list(make_event())
+    head = (
+        f"POST /audit HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(head[:-split])
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.write(head[-split:])
+    await writer.drain()
+    await asyncio.sleep(1.0)  # past the timeout: only a head not seen would be closed by now
+    writer.write(body)
+    await writer.drain()
+
+    async with asyncio.timeout(10):
+        answer = await reader.read()
+    writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert _closed(running, "header-timeout") == 0

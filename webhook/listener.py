@@ -114,15 +114,16 @@ class _Gate:
         conn.timer = loop.call_later(self.limits.header_timeout_s, self._head_timeout, conn)
 
     def received(self, conn: _Connection, data: bytes) -> None:
-        seen = conn.tail + data
-        if _HEAD_END in seen:
+        # The end of the head may straddle two reads; only its 3 bytes are carried over, so a
+        # read (a whole batch, often) is searched in place and never copied.
+        if _HEAD_END in data or _HEAD_END in conn.tail + data[:3]:
             conn.has_head = True
             conn.tail = b""
             self.waiting.pop(conn, None)
             if conn.timer is not None:
                 conn.timer.cancel()
         else:
-            conn.tail = seen[-3:]
+            conn.tail = (conn.tail + data)[-3:] if len(data) < 3 else data[-3:]
 
     def answered(self, conn: _Connection) -> None:
         """A request was answered: idle on keep-alive, the connection may be displaced again."""

@@ -24,6 +24,7 @@ from webhook.report_describe import (
     get,
     object_key,
     object_ref,
+    parse_time,
     secret_keys,
     secret_type,
 )
@@ -321,22 +322,12 @@ class Collector:
         count = doc.get("count")
         if isinstance(count, int) and not isinstance(count, bool):
             entry.count = max(entry.count, count)
-        starts = _time(doc.get("starts_at"))
+        starts = parse_time(doc.get("starts_at"))
         if starts is not None and (entry.starts_at is None or starts < entry.starts_at):
             entry.starts_at = starts
 
     def dead_letter(self, doc: dict[str, Any]) -> None:
         self.dead_letters[str(doc.get("reason") or "-")] += 1
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else None
 
 
 def _finding_list(doc: dict[str, Any]) -> list[dict[str, str]]:

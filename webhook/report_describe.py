@@ -20,6 +20,7 @@ __all__ = [
     "object_key",
     "object_name",
     "object_ref",
+    "parse_time",
     "record_time",
     "secret_keys",
     "secret_type",
@@ -45,12 +46,19 @@ def _obj(doc: dict[str, Any]) -> dict[str, Any]:
 def record_time(doc: dict[str, Any]) -> datetime | None:
     """The record's own time: ``time`` (or ``stage_timestamp``), else when it was received."""
     for key in ("time", "stage_timestamp", "received_at"):
-        value = doc.get(key)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                when = datetime.fromisoformat(value)
-                if when.tzinfo is not None:
-                    return when
+        if (when := parse_time(doc.get(key))) is not None:
+            return when
+    return None
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 time with its offset, or None for anything else (a naive time included)."""
+    if not isinstance(value, str):
+        return None
+    with contextlib.suppress(ValueError):
+        when = datetime.fromisoformat(value)
+        if when.tzinfo is not None:
+            return when
     return None
 
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from webhook.access.config import AccessConfig
 from webhook.access.hosts import HostIndex
 from webhook.access.pipeline import AccessPipeline
 from webhook.access.service import build_access_parser
+from webhook.access.settings import AccessConfig
 from webhook.state.base import StoredObject
 
 __all__ = ["ACCESS_TARGET", "AccessResult", "run_access"]

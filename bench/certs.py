@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from bench.report import table
-from webhook.certs import CertificateCache, inspect_certificates
+from webhook.redact.certs import CertificateCache, inspect_certificates
 
 __all__ = ["main", "tls_secrets"]
 

@@ -1,6 +1,6 @@
 """Was a segment-file spool the right choice? Append batches with one fsync each, two ways.
 
-(a) what webhook/spool.py does: whole JSON lines appended to a segment file (O_APPEND), one
+(a) what webhook/spool/segments.py does: whole JSON lines appended to a segment file (O_APPEND), one
 ``os.fsync`` per batch, a new segment (and a directory fsync) every 64 MiB;
 (b) SQLite in WAL mode with ``synchronous=FULL``: one transaction per batch, a row per record.
 
@@ -47,7 +47,7 @@ def _lines(count: int, size: int, seed: int) -> list[bytes]:
 
 
 class _Segments:
-    """The write path of webhook/spool.py's ``Spool._write``, without the asyncio around it."""
+    """The write path of webhook/spool/segments.py's ``Spool._write``, without the asyncio around it."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory

@@ -27,8 +27,8 @@ from bench.report import table
 from webhook.config import Config
 from webhook.events import check_event, decode_event_list
 from webhook.filter import DEFAULT_FILTER, compile_filter
-from webhook.ingest import Ingestor
-from webhook.record import to_json
+from webhook.pipeline.ingestor import Ingestor
+from webhook.record.audit import to_json
 
 __all__ = ["main", "stage_costs"]
 

@@ -27,7 +27,7 @@ from servers import (  # noqa: F401 - fixtures
 )
 
 from webhook.config import Config, ServerConfig, jsonl_sink_for
-from webhook.server import RUNTIME
+from webhook.server.app import RUNTIME
 
 __all__ = [
     "CAPTURES",

@@ -36,7 +36,7 @@ import orjson
 import pytest
 import trustme
 
-from webhook.spool import SpooledRecord
+from webhook.spool.segments import SpooledRecord
 
 __all__ = [
     "Alertmanager",

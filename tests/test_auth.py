@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from webhook.auth import Authenticator, cert_names
 from webhook.errors import ConfigError, ForbiddenError, UnauthorizedError
+from webhook.server.auth import Authenticator, cert_names
 
 TOKEN = "a-token-of-sufficient-length-0001"
 PEER = {

@@ -12,7 +12,7 @@ from conftest import Client, delivered, event_list, make_config, make_event
 
 from webhook.config import SpoolConfig
 from webhook.errors import SinkError
-from webhook.server import create_app
+from webhook.server.app import create_app
 from webhook.sinks.base import SpooledRecord
 from webhook.sinks.jsonl import JsonlSink
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from webhook.batch_log import BatchSums, FoldingLog, Rejections, write_accepted, write_rejected
+from webhook.server.batch_log import BatchSums, FoldingLog, Rejections, write_accepted, write_rejected
 
 
 class Clock:

@@ -103,15 +103,16 @@ def test_profile_summary_counts_self_and_inclusive_samples() -> None:
     """py-spy's collapsed stacks: a function's own samples, and every sample it is on the stack of."""
     profile = read_profile(
         [
-            "run (asyncio/runners.py:1);f (webhook/server.py:10);decode_event_list (webhook/events.py:5) 3\n",
-            "run (asyncio/runners.py:1);f (webhook/server.py:12) 1\n",
-            "Thread._bootstrap (threading.py:1002);Spool._write (webhook/spool.py:240) 2\n",
+            "run (asyncio/runners.py:1);f (webhook/server/app.py:10);"
+            "decode_event_list (webhook/events.py:5) 3\n",
+            "run (asyncio/runners.py:1);f (webhook/server/app.py:12) 1\n",
+            "Thread._bootstrap (threading.py:1002);Spool._write (webhook/spool/segments.py:240) 2\n",
         ]
     )
 
     assert profile.samples == 6
     assert profile.own["decode_event_list (webhook/events.py)"] == 3
-    assert profile.total["f (webhook/server.py)"] == 4
+    assert profile.total["f (webhook/server/app.py)"] == 4
     assert profile.threads == {"main": 4, "worker threads": 2}
     assert profile.stages == {
         "decode (orjson)": 3,

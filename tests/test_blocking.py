@@ -12,7 +12,7 @@ from conftest import Client, captured_bodies, delivered, event_list, make_config
 
 from webhook.events import check_event
 from webhook.filter import DEFAULT_FILTER, compile_filter
-from webhook.server import create_app
+from webhook.server.app import create_app
 
 KEEP = compile_filter(DEFAULT_FILTER)
 CONCURRENCY = 8

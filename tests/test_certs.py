@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 from secret_shapes import SCENARIO
 
-from webhook.certs import (
+from webhook.redact.certs import (
     CACHE,
     CertificateCache,
     CertificateError,
@@ -23,7 +23,7 @@ from webhook.certs import (
     parse_pem_chain,
     private_key_matches,
 )
-from webhook.leaks import encodings
+from webhook.redact.leaks import encodings
 
 NOW: Final = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FIXTURE_CRT: Final = (SCENARIO / "manifests" / "tls.crt").read_bytes()

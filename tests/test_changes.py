@@ -20,7 +20,7 @@ from conftest import (
 from pytest_aiohttp import AiohttpClient
 
 from webhook.config import Config, StateConfig
-from webhook.server import create_app
+from webhook.server.app import create_app
 
 BODIES = captured_bodies()
 
@@ -152,7 +152,7 @@ async def test_a_failed_write_does_not_advance_baselines(
 ) -> None:
     """A batch answered 503 leaves no dedupe key and no baseline: its retry is recorded and diffed."""
     from webhook.errors import StorageError
-    from webhook.spool import Spool
+    from webhook.spool.segments import Spool
 
     config = make_config(tmp_path)
     client = await aiohttp_client(create_app(config))

@@ -21,7 +21,7 @@ from conftest import CAPTURES, capture_headers, capture_path, find_event, read_j
 
 from webhook.cli import main
 from webhook.config import config_schema
-from webhook.record import record_schema
+from webhook.record.audit import record_schema
 
 SCRIPT = Path(sys.executable).parent / "ingress-audit"
 DEADLINE_S = 20.0
@@ -54,7 +54,7 @@ def test_help_does_not_load_the_server() -> None:
     probe = (
         "import sys\nfrom webhook.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('aiohttp', 'jsonschema', 'webhook.server') if m in sys.modules))"
+        "print(sorted(m for m in ('aiohttp', 'jsonschema', 'webhook.server.app') if m in sys.modules))"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
@@ -233,7 +233,7 @@ def _samples(text: str) -> dict[str, float]:
 
 async def test_serve_exports_its_process_and_collects_cycles_every_second(tmp_path: Path) -> None:
     """/metrics carries the serve process's memory as /proc sees it, and full collections (the
-    cycle collector, webhook/memory.py) happen about once a second."""
+    cycle collector, webhook/core/heap.py) happen about once a second."""
     async with serving(tmp_path) as serve:
         async with serve.session.get(f"{serve.base}/metrics") as resp:
             first = _samples(await resp.text())

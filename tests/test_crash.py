@@ -26,7 +26,7 @@ from conftest import captured_bodies, event_list, make_event, read_jsonl, settle
 from servers import Postgres, Serve, free_port, wait_drained
 
 from webhook.config import parse_config
-from webhook.server import create_app
+from webhook.server.app import create_app
 
 KILLS = 20
 SENDERS = 4

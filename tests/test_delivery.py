@@ -16,12 +16,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from webhook.appendlog import AppendLog
 from webhook.delivery import SinkWorker
 from webhook.errors import SinkError
 from webhook.metrics import Metrics
 from webhook.sinks.base import BatchOptions, Health, PartialDeliveryError, RetryOptions, SinkSettings
-from webhook.spool import Spool, SpooledRecord
+from webhook.spool.appendlog import AppendLog
+from webhook.spool.segments import Spool, SpooledRecord
 
 FAST_RETRY = RetryOptions(initial_backoff_s=0.005, max_backoff_s=0.02)
 

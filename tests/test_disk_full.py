@@ -22,7 +22,7 @@ import pytest
 from conftest import event_list, make_event, read_jsonl
 
 from webhook.config import parse_config
-from webhook.server import RUNTIME, create_app
+from webhook.server.app import RUNTIME, create_app
 
 JSON = {"Content-Type": "application/json"}
 SIZE = "4m"

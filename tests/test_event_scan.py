@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.event_scan import ScanError, count_items, elements, members, read_fields, top_members
+from webhook.core.jsonscan import ScanError, count_items, elements, members, read_fields, top_members
 
 json_value = st.recursive(
     st.none()

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from webhook.config import Config
 from webhook.events import check_event
 from webhook.filter import DEFAULT_FILTER, compile_filter
-from webhook.server import create_app
+from webhook.server.app import create_app
 
 KEEP = compile_filter(DEFAULT_FILTER)
 OK_STATUSES = {200, 400, 413, 415}

@@ -18,7 +18,7 @@ from conftest import Client, dead_letters_in, delivered, event_list, make_config
 from structlog.testing import capture_logs
 
 from webhook.config import Config
-from webhook.server import create_app
+from webhook.server.app import create_app
 
 JSON = {"Content-Type": "application/json"}
 MakeClient = Callable[[web.Application], Awaitable[Client]]
@@ -295,7 +295,7 @@ async def test_an_event_that_breaks_record_building_is_dead_lettered(
     """An unexpected exception in one event costs that event, not the batch, and never a 500."""
     config = make_config(tmp_path)
     client = await _client(aiohttp_client, config)
-    from webhook import record
+    from webhook.record import audit as record
 
     original = record.Record.from_event.__func__  # type: ignore[attr-defined]
 
@@ -321,7 +321,7 @@ async def test_a_failure_outside_events_is_503_with_a_correlation_id(
     """An exception outside per-event work answers 503 + Retry-After and logs one line."""
     config = make_config(tmp_path)
     client = await _client(aiohttp_client, config)
-    from webhook.pipeline import Pipeline
+    from webhook.pipeline.stages import Pipeline
 
     def broken(self: Pipeline, items: Any, *, received_at: str) -> Any:
         raise RuntimeError("secret-looking detail")
@@ -346,7 +346,7 @@ async def test_planted_symlinks_in_the_data_dir_stop_the_start(tmp_path: Path, n
     """F2 (13): a link planted in a fresh data dir is refused at start with a clear error; the
     file it points to is neither written, truncated nor chmod'ed."""
     from webhook.errors import WebhookError
-    from webhook.server import start_server
+    from webhook.server.app import start_server
 
     config = make_config(tmp_path, port=0)
     victim = tmp_path / "victim"

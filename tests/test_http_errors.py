@@ -23,9 +23,9 @@ import trustme
 from pki import Pki, make_pki
 from structlog.testing import capture_logs
 
-from webhook.access.config import AccessConfig, AccessSyslogConfig
+from webhook.access.settings import AccessConfig, AccessSyslogConfig
 from webhook.config import Config
-from webhook.server import METRICS, RunningServer, start_server
+from webhook.server.app import METRICS, RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = (ROOT / "examples" / "eventlist.json").read_bytes()

@@ -38,8 +38,8 @@ from webhook.config import Config
 from webhook.errors import MalformedEventError
 from webhook.events import check_event
 from webhook.filter import DEFAULT_FILTER, compile_filter
-from webhook.prepare_pool import MIN_BODY_BYTES
-from webhook.server import RUNTIME, create_app
+from webhook.pipeline.workers import MIN_BODY_BYTES
+from webhook.server.app import RUNTIME, create_app
 
 JSON: Final = {"Content-Type": "application/json"}
 POISON: Final = "@@poison@@"

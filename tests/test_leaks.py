@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from secret_shapes import CAPTURES, SCENARIO
 
-from webhook.leaks import Leak, encodings, main, named_encodings, scan
+from webhook.redact.leaks import Leak, encodings, main, named_encodings, scan
 
 VALUE: Final = 'p<a>ss"wörd&1'
 
@@ -173,13 +173,13 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_cli_as_module(tmp_path: Path) -> None:
-    """``python -m webhook.leaks`` works as documented."""
+    """``python -m webhook.redact.leaks`` works as documented."""
     secrets = tmp_path / "secrets.txt"
     secrets.write_text("hunter2-QZXW\n")
     (tmp_path / "out.log").write_text("hunter2-QZXW")
 
     proc = subprocess.run(
-        [sys.executable, "-m", "webhook.leaks", str(secrets), str(tmp_path / "out.log")],
+        [sys.executable, "-m", "webhook.redact.leaks", str(secrets), str(tmp_path / "out.log")],
         capture_output=True,
         text=True,
         check=False,

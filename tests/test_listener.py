@@ -17,7 +17,7 @@ from conftest import event_list, make_config, make_event
 from servers import Certs
 
 from webhook.config import Config, TlsConfig
-from webhook.server import METRICS, RunningServer, start_server
+from webhook.server.app import METRICS, RunningServer, start_server
 
 JSON = {"Content-Type": "application/json"}
 

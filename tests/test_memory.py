@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from webhook.memory import CycleCollector, return_large_blocks
+from webhook.core.heap import CycleCollector, return_large_blocks
 
 # A process that allocates and frees a 4 MiB buffer, then 50 buffers of 1 MiB, each followed by
 # a small one that outlives it (as the records of a batch outlive its body): with the dynamic
 # threshold the 1 MiB buffers come from the heap, where the small ones pin them after the free.
 _PROBE = """
 import sys
-from webhook.memory import CycleCollector, return_large_blocks
+from webhook.core.heap import CycleCollector, return_large_blocks
 def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
@@ -56,7 +56,7 @@ def test_it_says_whether_it_applied() -> None:
 # with that frame the batch being sent) are not collected by the thresholds; the clock does.
 _CYCLES = """
 import gc, weakref
-from webhook.memory import CycleCollector, tune_collector
+from webhook.core.heap import CycleCollector, tune_collector
 tune_collector()
 collector = CycleCollector(interval_s=3600)
 

@@ -29,9 +29,9 @@ from monitoring import (
 from pytest_aiohttp import AiohttpClient
 from servers import require_binary
 
-from webhook.access.config import AccessConfig, AccessSyslogConfig
+from webhook.access.settings import AccessConfig, AccessSyslogConfig
 from webhook.metrics import Metrics
-from webhook.server import METRICS, create_app
+from webhook.server.app import METRICS, create_app
 
 COMPONENT: Final = ROOT / "manifests" / "components" / "monitoring"
 RULES_TEST: Final = ROOT / "tests" / "prometheus" / "rules-test.yaml"

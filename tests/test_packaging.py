@@ -26,6 +26,6 @@ def test_the_wheel_builds_without_deprecation_warnings(tmp_path: Path) -> None:
     assert "warning" not in output.lower(), output
     (wheel,) = tmp_path.glob("ingress_audit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"webhook/config.schema.json", "webhook/record.schema.json", "webhook/py.typed"} <= set(names)
+    assert {"webhook/config.schema.json", "webhook/record/schema.json", "webhook/py.typed"} <= set(names)
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode()

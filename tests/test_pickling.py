@@ -8,14 +8,14 @@ from typing import Any
 import orjson
 from conftest import capture_events, captured_bodies
 
-from webhook.certs import CertificateInfo
 from webhook.config import Config
+from webhook.core.findings import Finding
 from webhook.dedupe import Deduper
-from webhook.findings import Finding
-from webhook.pipeline import Pipeline
-from webhook.prepare_pool import _pack, _unpack
-from webhook.redact import RedactionResult, Redactor
-from webhook.redact_model import KeyFingerprint, SecretDetails
+from webhook.pipeline.stages import Pipeline
+from webhook.pipeline.workers import _pack, _unpack
+from webhook.redact.certs import CertificateInfo
+from webhook.redact.model import KeyFingerprint, SecretDetails
+from webhook.redact.redactor import RedactionResult, Redactor
 
 
 def _round_trip(value: Any) -> Any:

@@ -28,11 +28,11 @@ from conftest import (
 
 from webhook.config import Config
 from webhook.errors import BodyTooLargeError, NotJSONError, OverloadedError
-from webhook.ingest import Ingestor
-from webhook.leaks import scan
-from webhook.prepare_pool import MIN_BODY_BYTES
-from webhook.record import to_json
-from webhook.server import create_app
+from webhook.pipeline.ingestor import Ingestor
+from webhook.pipeline.workers import MIN_BODY_BYTES
+from webhook.record.audit import to_json
+from webhook.redact.leaks import scan
+from webhook.server.app import create_app
 
 RECEIVED_AT = "2026-11-24T14:30:00.000000Z"
 
@@ -187,7 +187,7 @@ _HOLDER = """
 import asyncio, sys
 from pathlib import Path
 from webhook.config import Config, ServerConfig
-from webhook.prepare_pool import PreparePool
+from webhook.pipeline.workers import PreparePool
 
 async def main() -> None:
     pool = PreparePool(Config(server=ServerConfig(workers=2)), b"k" * 32)

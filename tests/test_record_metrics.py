@@ -14,15 +14,15 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
 
-from webhook.cert_expiry import CertificateExpiry
 from webhook.config import ActorsConfig, FindingsConfig
+from webhook.core.findings import Finding
 from webhook.enrich.catalog import CATALOG
 from webhook.filter import FilterSpec, Rule
-from webhook.findings import Finding
 from webhook.metrics import Metrics
-from webhook.record import Record
-from webhook.record_metrics import ACTOR_KINDS, AUTH_REASONS, OTHER, RESOURCES, RecordMetrics
-from webhook.server import create_app
+from webhook.pipeline.cert_expiry import CertificateExpiry
+from webhook.pipeline.record_metrics import ACTOR_KINDS, AUTH_REASONS, OTHER, RESOURCES, RecordMetrics
+from webhook.record.audit import Record
+from webhook.server.app import create_app
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 JSON: Final = {"Content-Type": "application/json"}

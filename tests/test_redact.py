@@ -30,8 +30,8 @@ from secret_shapes import (
 )
 
 from webhook.errors import ConfigError
-from webhook.leaks import encodings, scan
-from webhook.redact import RedactionResult, Redactor, load_or_create_key
+from webhook.redact.leaks import encodings, scan
+from webhook.redact.redactor import RedactionResult, Redactor, load_or_create_key
 
 KEY: Final = b"k" * 32
 CAPTURE_DAY: Final = datetime(2026, 11, 25, tzinfo=UTC)

@@ -19,9 +19,9 @@ from aiohttp import web
 from conftest import Client, delivered, make_config
 from pki import make_pki
 
+from webhook.commands.replay_server import ClientCredentials, ReplaySendError, replay_to_server
 from webhook.config import Config
-from webhook.replay_http import ClientCredentials, ReplaySendError, replay_to_server
-from webhook.server import create_app, start_server
+from webhook.server.app import create_app, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "audit.log"

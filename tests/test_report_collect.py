@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from webhook.report_collect import TopCounter
+from webhook.review.collect import TopCounter
 
 
 def test_top_counter_is_exact_until_full_then_bounded() -> None:

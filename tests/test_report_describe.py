@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from webhook.report_describe import category, change_data, secret_keys, secret_type
-from webhook.report_text import change_text
+from webhook.review.describe import category, change_data, secret_keys, secret_type
+from webhook.review.text import change_text
 
 
 def obj(resource: str, group: str = "", namespace: str | None = "shop", name: str = "x") -> dict[str, Any]:

@@ -23,11 +23,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import make_config, settle
 from servers import need_binary
 
-from webhook.replay_http import replay_to_server
-from webhook.report import ReportOptions, build_report, read_lines, report_files
-from webhook.report_html import SEVERITY_COLOURS
-from webhook.report_render import Report, render
-from webhook.server import create_app
+from webhook.commands.replay_server import replay_to_server
+from webhook.review.html import SEVERITY_COLOURS
+from webhook.review.render import Report, render
+from webhook.review.report import ReportOptions, build_report, read_lines, report_files
+from webhook.server.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "ingress-audit"

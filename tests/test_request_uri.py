@@ -10,8 +10,8 @@ from conftest import event_list, make_config, make_event, records_in, settle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.request_uri import MARKER, redact_request_uri
-from webhook.server import create_app
+from webhook.redact.request_uri import MARKER, redact_request_uri
+from webhook.server.app import create_app
 
 JSON = {"Content-Type": "application/json"}
 SECRET = "RT-SECRET-43-xyz"

@@ -4,7 +4,7 @@ Hypothesis plants distinctive values (webhook-free marker prefix, unicode, binar
 every shape a Secret reaches the webhook in (tests/secret_shapes.py), posts them through the
 real app, and scans everything the process wrote or said — the JSONL records, the spool, the
 dead letters, the HTTP answers and every log line — for each value in every encoding
-webhook.leaks knows (plain, base64, base64url, hex, JSON-escaped).
+webhook.redact.leaks knows (plain, base64, base64url, hex, JSON-escaped).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from secret_shapes import (
 )
 from structlog.testing import capture_logs
 
-from webhook.leaks import encodings, scan
-from webhook.server import create_app
+from webhook.redact.leaks import encodings, scan
+from webhook.server.app import create_app
 
 JSON = {"Content-Type": "application/json"}
 SAFETY = settings(
@@ -145,7 +145,7 @@ async def test_a_secrets_stored_state_and_its_diffs_hold_no_value(tmp_path: Path
 
     from conftest import make_event
 
-    from webhook.server import RUNTIME
+    from webhook.server.app import RUNTIME
 
     values = ["s3cr3t-first-value-Q9", "s3cr3t-second-value-Z7"]
 
@@ -312,8 +312,8 @@ async def test_review_escaped_and_short_copies_reach_no_output(path: str, tmp_pa
     """Create then update a Secret whose values are copied, escaped or short, into its other
     annotations: records (change.operations old/new), spool, state.sqlite3 and dead letters
     hold none of them, through the event loop and through the worker processes."""
-    from webhook.prepare_pool import MIN_BODY_BYTES
-    from webhook.server import RUNTIME
+    from webhook.pipeline.workers import MIN_BODY_BYTES
+    from webhook.server.app import RUNTIME
 
     padding = MIN_BODY_BYTES if path == "worker-process" else 0
     config = make_config(tmp_path, workers=1)
@@ -360,8 +360,8 @@ async def test_copied_values_in_any_form_leak_nowhere_on_create_and_update(
     """Values of any characters, 4 to 16 long, copied raw, escaped once or twice, by Go or
     in base64 into a Secret's annotations, labels and manifests: after a create and an update,
     no form of any of them is in the records, the spool, the state or the dead letters."""
-    from webhook.prepare_pool import MIN_BODY_BYTES
-    from webhook.server import RUNTIME
+    from webhook.pipeline.workers import MIN_BODY_BYTES
+    from webhook.server.app import RUNTIME
 
     keys = data.draw(st.lists(KEYS, min_size=1, max_size=3, unique=True))
     specs = [

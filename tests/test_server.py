@@ -51,8 +51,8 @@ from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs
 
 from webhook.config import Config
-from webhook.record import record_schema
-from webhook.server import RUNTIME, create_app
+from webhook.record.audit import record_schema
+from webhook.server.app import RUNTIME, create_app
 
 JSON: Final = {"Content-Type": "application/json"}
 APISERVER: Final = "system:apiserver"
@@ -1064,7 +1064,7 @@ async def test_an_unexpected_failure_is_503_without_a_traceback(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError(MARKER)
 
-    monkeypatch.setattr("webhook.server.decode_event_list", broken)
+    monkeypatch.setattr("webhook.server.app.decode_event_list", broken)
     with capture_logs() as logs:
         resp = await client.post("/audit", data=event_list(make_event()), headers=JSON)
         text = await resp.text()

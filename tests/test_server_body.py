@@ -13,7 +13,7 @@ from typing import Any
 
 from conftest import event_list, make_config, make_event
 
-from webhook.server import create_app
+from webhook.server.app import create_app
 
 MiB = 1024 * 1024
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import Client, dead_letters_in, delivered, event_list, make_config, make_event
 
 from webhook.config import Config
-from webhook.server import create_app
+from webhook.server.app import create_app
 
 MiB = 1024 * 1024
 JSON = {"Content-Type": "application/json"}

@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pki import make_pki
 
 from webhook.config import Config
-from webhook.server import RunningServer, start_server
+from webhook.server.app import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = (ROOT / "examples" / "eventlist.json").read_bytes()

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 from conftest import event_list, make_config, make_event
 
-from webhook.server import start_server
+from webhook.server.app import start_server
 
 
 async def test_a_connection_that_never_finishes_its_headers_is_closed(tmp_path: Path) -> None:

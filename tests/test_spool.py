@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from webhook.errors import SpoolFullError, StorageError
-from webhook.spool import Spool
+from webhook.spool.segments import Spool
 
 
 def _spool(path: Path, **kw: Any) -> Spool:

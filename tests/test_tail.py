@@ -20,11 +20,11 @@ import orjson
 import pytest
 from conftest import make_config, read_jsonl
 
-from webhook.appendlog import AppendLog
 from webhook.cli import main
+from webhook.commands.replay import replay
+from webhook.commands.tail import TailFilter, compile_filter, history, parse_since, render
 from webhook.config import DetectionsConfig
-from webhook.replay import replay
-from webhook.tail import TailFilter, compile_filter, history, parse_since, render
+from webhook.spool.appendlog import AppendLog
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "ingress-audit"

@@ -16,11 +16,11 @@ import pytest
 import trustme
 from cryptography import x509
 
-from webhook.auth import Authenticator
 from webhook.config import AuthConfig, Config, ServerConfig, TlsConfig
 from webhook.errors import ConfigError
-from webhook.server import RUNTIME, RunningServer, start_server
-from webhook.tls import TlsFiles, TlsReloader, build_context
+from webhook.server.app import RUNTIME, RunningServer, start_server
+from webhook.server.auth import Authenticator
+from webhook.server.tls import TlsFiles, TlsReloader, build_context
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = (ROOT / "examples" / "eventlist.json").read_bytes()

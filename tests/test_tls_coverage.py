@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from conftest import CAPTURES, delivered, make_config, make_event, post_capture
 
-from webhook.server import create_app
+from webhook.server.app import create_app
 
 
 def _ingress(name: str, host: str, secret: str, audit_id: str) -> dict[str, Any]:

@@ -260,7 +260,7 @@ def _count(text: str) -> int | None:
 
 
 def _since(text: str) -> object:
-    from webhook.tail import parse_since
+    from webhook.commands.tail import parse_since
 
     try:
         return parse_since(text)
@@ -272,7 +272,7 @@ def _duration(text: str) -> object:
     import re
     from datetime import UTC, datetime
 
-    from webhook.tail import parse_since
+    from webhook.commands.tail import parse_since
 
     if not re.fullmatch(r"\d+[smhdw]", text.strip()):
         raise argparse.ArgumentTypeError("expected a duration such as 30d, 12h or 2w")
@@ -331,8 +331,8 @@ def run() -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from webhook.config import load_config, with_overrides
+    from webhook.core.heap import return_large_blocks
     from webhook.log import configure_logging
-    from webhook.memory import return_large_blocks
 
     return_large_blocks()
 
@@ -352,14 +352,14 @@ async def _serve_until_signalled(config: Config) -> int:
     import structlog
 
     from webhook.config import describe
-    from webhook.memory import CycleCollector, tune_collector
-    from webhook.server import start_server
+    from webhook.core.heap import CycleCollector, tune_collector
+    from webhook.server.app import start_server
 
     log = structlog.get_logger("webhook.cli")
     server = await start_server(config)
     # Start-up objects (modules, config, compiled rules) never die: keep the collector off them,
     # and collect young objects less often; measured 20 % less CPU per event (bench/RESULTS.md).
-    # What that leaves in cycles is collected once a second (webhook/memory.py).
+    # What that leaves in cycles is collected once a second (webhook/core/heap.py).
     tune_collector()
     collector = asyncio.create_task(CycleCollector().run(), name="gc")
     listening = [f"{host}:{port}" for host, port in server.addresses]
@@ -389,7 +389,7 @@ def _jsonl_path(args: argparse.Namespace, record_type: str = "audit") -> tuple[P
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from webhook.tail import TailFilter, compile_filter, run
+    from webhook.commands.tail import TailFilter, compile_filter, run
 
     path: Path | None = args.path
     if path is None:
@@ -409,7 +409,7 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from webhook.report import run
+    from webhook.review.report import run
 
     paths: list[Path] = args.paths
     if not paths:
@@ -433,10 +433,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from webhook.commands.replay import replay
+    from webhook.commands.replay_server import ClientCredentials, replay_to_server
     from webhook.config import load_config, with_overrides
     from webhook.log import configure_logging
-    from webhook.replay import replay
-    from webhook.replay_http import ClientCredentials, replay_to_server
 
     config = with_overrides(load_config(args.config), data_dir=args.data_dir)
     configure_logging(args.log_level, args.log_format or config.log.format)
@@ -480,8 +480,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     from webhook.config import check_listen, listen_warnings, load_config
-    from webhook.server import authenticator_for, tls_files_for
-    from webhook.tls import build_context
+    from webhook.server.app import authenticator_for, tls_files_for
+    from webhook.server.tls import build_context
 
     config = load_config(args.file)
     check_listen(config)
@@ -550,16 +550,16 @@ async def _connect_state(config: Config) -> bool:
 
 
 def _render_policy(args: argparse.Namespace) -> int:
+    from webhook.commands.render import audit_policy
     from webhook.config import load_config
-    from webhook.render import audit_policy
 
     sys.stdout.write(audit_policy(load_config(args.config), args.profile))
     return 0
 
 
 def _render_kubeconfig(args: argparse.Namespace) -> int:
+    from webhook.commands.render import WebhookClient, read_ca_file, webhook_kubeconfig
     from webhook.config import load_config
-    from webhook.render import WebhookClient, read_ca_file, webhook_kubeconfig
 
     if args.ca_file is not None:
         try:
@@ -580,15 +580,15 @@ def _render_kubeconfig(args: argparse.Namespace) -> int:
 
 
 def _render_flags(args: argparse.Namespace) -> int:
+    from webhook.commands.render import apiserver_flags
     from webhook.config import load_config
-    from webhook.render import apiserver_flags
 
     sys.stdout.write(apiserver_flags(args.mode, load_config(args.config)))
     return 0
 
 
 def _scan_leaks(args: argparse.Namespace) -> int:
-    from webhook import leaks
+    from webhook.redact import leaks as leaks
 
     return leaks.main([str(args.secrets_file), *map(str, args.paths)])
 
@@ -597,7 +597,7 @@ def _schema(args: argparse.Namespace) -> int:
     import orjson
 
     from webhook.config import config_schema
-    from webhook.record import record_schema
+    from webhook.record.audit import record_schema
 
     schema = record_schema() if args.which == "record" else config_schema()
     sys.stdout.write(orjson.dumps(schema, option=orjson.OPT_INDENT_2).decode() + "\n")

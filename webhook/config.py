@@ -16,7 +16,7 @@ from datetime import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
-from webhook.access.config import AccessConfig, parse_access
+from webhook.access.settings import AccessConfig, parse_access
 from webhook.detect.settings import (
     ChangeWindow,
     DeploymentIdentities,
@@ -524,7 +524,7 @@ def check_listen(config: Config) -> None:
             "or set server.auth.allow_unauthenticated: true"
         )
     if config.access.enabled:
-        from webhook.access.config import check_syslog_listen
+        from webhook.access.settings import check_syslog_listen
 
         check_syslog_listen(config.access)
 

@@ -18,12 +18,12 @@ from datetime import datetime
 
 import structlog
 
-from webhook.appendlog import AppendLog
 from webhook.errors import SinkError, StorageError
 from webhook.metrics import Metrics
-from webhook.pipeline import DeadLetter, dead_letter_json, utc_now
+from webhook.pipeline.stages import DeadLetter, dead_letter_json, utc_now
 from webhook.sinks.base import Health, PartialDeliveryError, Sink, SinkSettings
-from webhook.spool import Spool, SpooledRecord
+from webhook.spool.appendlog import AppendLog
+from webhook.spool.segments import Spool, SpooledRecord
 
 __all__ = ["SinkWorker"]
 

@@ -2,7 +2,7 @@
 
 The whole-batch checks raise a ``BadRequestError`` (answered 400), only for a body that is not
 an EventList at all. A body that does not decode as a whole is split into its events by a
-tolerant scanner (webhook/event_scan.py) and each is decoded on its own: one that does not
+tolerant scanner (webhook/core/jsonscan.py) and each is decoded on its own: one that does not
 decode becomes an ``Undecodable`` holding what can be read of its identity, which
 ``check_event`` rejects, so that event alone is dead-lettered. The per-event check is
 deliberately shallow, because it runs on every event of every batch: it makes sure the fields
@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import orjson
 
+from webhook.core.jsonscan import ScanError, count_items, elements, read_fields, top_members
 from webhook.errors import (
     BodyTooLargeError,
     EventNotJSONError,
@@ -26,7 +27,6 @@ from webhook.errors import (
     NotJSONError,
     UnsupportedVersionError,
 )
-from webhook.event_scan import ScanError, count_items, elements, read_fields, top_members
 
 __all__ = [
     "API_VERSIONS",

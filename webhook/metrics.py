@@ -1,7 +1,7 @@
 """Prometheus metrics, one registry per app (no module-level state, so tests can run many apps).
 
 Every label takes its values from a fixed set (docs/operations.md lists them): never a user,
-an address, a namespace or an object name. webhook/record_metrics.py counts what the records say.
+an address, a namespace or an object name. webhook/pipeline/record_metrics.py counts what the records say.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from prometheus_client import (
 )
 
 from webhook.access.request_metrics import AccessLatency
-from webhook.cert_expiry import CertificateExpiry
+from webhook.pipeline.cert_expiry import CertificateExpiry
 
 __all__ = ["Metrics"]
 
@@ -128,7 +128,7 @@ class Metrics:
         self.dedupe_entries = Gauge(
             "ingress_audit_dedupe_entries", "Keys held by the in-memory dedupe window.", registry=r
         )
-        # What the records say (webhook/record_metrics.py): the security signals to alert on.
+        # What the records say (webhook/pipeline/record_metrics.py): the security signals to alert on.
         self.findings = Counter(
             "ingress_audit_findings",
             "Findings raised, by finding id (unknown ids: other) and severity.",

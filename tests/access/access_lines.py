@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from webhook.access.config import AccessConfig
 from webhook.access.hosts import HostIndex
 from webhook.access.parsers import build_parser
 from webhook.access.pipeline import AccessPipeline
+from webhook.access.settings import AccessConfig
 from webhook.state.base import StoredObject
 
 T0 = datetime(2026, 11, 25, 21, 0, tzinfo=UTC).timestamp()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.access.config import AccessConfig, split_address
+from webhook.access.settings import AccessConfig, split_address
 from webhook.config import Config, check_listen, parse_config
 from webhook.errors import ConfigError
 

@@ -25,11 +25,12 @@ from test_access_replay import AFTER, BEFORE, CHANGE_CAPTURES, _access_file, _au
 from test_replay import run_cli
 
 from webhook.config import Config
-from webhook.server import RUNTIME, create_app
+from webhook.record.audit import record_schema
+from webhook.server.app import RUNTIME, create_app
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 HOST = "www.shop.example.test"
-SCHEMA = orjson.loads((Path(__file__).parents[2] / "webhook" / "record.schema.json").read_bytes())
+SCHEMA = record_schema()
 
 
 def _lines(*, errors_after: bool) -> list[bytes]:

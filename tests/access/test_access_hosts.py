@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from access_lines import ingress_object
 
-from webhook.access.enrich import ClientClassifier, parse_ip, status_class
+from webhook.access.clients import ClientClassifier, parse_ip, status_class
 from webhook.access.hosts import HostIndex
 from webhook.state.base import StoredObject
 

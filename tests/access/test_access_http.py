@@ -11,9 +11,9 @@ import orjson
 from access_lines import nginx_line
 from conftest import dead_letters_in, delivered, make_config
 
-from webhook.access.config import AccessConfig, AccessSyslogConfig
+from webhook.access.settings import AccessConfig, AccessSyslogConfig
 from webhook.config import Config, SpoolConfig, _sink
-from webhook.server import RUNTIME, create_app
+from webhook.server.app import RUNTIME, create_app
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 

@@ -19,10 +19,10 @@ from access_lines import nginx_line
 from conftest import CAPTURES, make_config, post_capture, read_jsonl, settle
 from servers import free_port
 
-from webhook.access.config import AccessConfig, AccessRateLimitConfig, AccessSyslogConfig
-from webhook.access.listen import EVICT_IDLE_S
+from webhook.access.settings import AccessConfig, AccessRateLimitConfig, AccessSyslogConfig
 from webhook.config import Config, _sink, default_sinks
-from webhook.server import RUNTIME, create_app
+from webhook.server.app import RUNTIME, create_app
+from webhook.sources.syslog import EVICT_IDLE_S
 
 MiB = 1024 * 1024
 HEADER = b"<190>Nov 25 21:00:00 node-1 nginx: "

@@ -21,9 +21,9 @@ from access_lines import ingress_object, nginx_line
 from conftest import delivered, event_list, make_config, make_event
 from servers import free_port, need_binary, port_open, spawn, stop_process, wait_until
 
-from webhook.access.config import AccessConfig, AccessSyslogConfig
+from webhook.access.settings import AccessConfig, AccessSyslogConfig
 from webhook.config import Config
-from webhook.server import RUNTIME, create_app
+from webhook.server.app import RUNTIME, create_app
 
 # ingress-nginx's default log-format-upstream (controller/config/config.go)
 LOG_FORMAT = (
@@ -198,7 +198,7 @@ async def test_a_broken_tcp_stream_is_closed_and_counted(aiohttp_client: Any, tm
 
 def test_non_loopback_syslog_is_refused_without_allow_remote() -> None:
     """Syslog has no authentication: a routable address needs access.syslog.allow_remote."""
-    from webhook.access.config import check_syslog_listen
+    from webhook.access.settings import check_syslog_listen
     from webhook.errors import ConfigError
 
     remote = AccessConfig(enabled=True, syslog=AccessSyslogConfig(udp="0.0.0.0:5514", tcp=None))

@@ -19,8 +19,8 @@ from conftest import CAPTURES, delivered, make_config, post_capture, read_jsonl,
 from test_access_http import access_config, fluent_bit
 from test_replay import run_cli
 
-from webhook.replay import replay
-from webhook.server import RUNTIME, create_app
+from webhook.commands.replay import replay
+from webhook.server.app import RUNTIME, create_app
 
 CHANGE_CAPTURES = ["0009.json", "0019.json"]  # A05 create shop/shop-web, A14 patch it
 BEFORE = datetime(2026, 11, 24, 14, 20, 0, tzinfo=UTC).timestamp()  # the window before the patch

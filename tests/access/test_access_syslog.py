@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webhook.access.parsers import build_parser
-from webhook.access.syslog import FrameError, Framing, SyslogDecoder, SyslogParseError, parse_syslog
+from webhook.sources.syslog_frames import FrameError, Framing, SyslogDecoder, SyslogParseError, parse_syslog
 
 NOW = datetime(2026, 11, 25, 20, 30, tzinfo=UTC)
 LINE = (

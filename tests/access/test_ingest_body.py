@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webhook.access.entry import AccessParseError
-from webhook.access.ingest_body import IngestError, IngestItem, decode_body
 from webhook.access.parsers import build_parser
 from webhook.errors import BodyTooLargeError
+from webhook.sources.access_body import IngestError, IngestItem, decode_body
 
 LINE = (
     '10.244.0.1 - - [25/Nov/2026:20:25:05 +0000] "GET /api HTTP/1.1" 200 612 "-" "curl/8.5.0" 523 0.005 '

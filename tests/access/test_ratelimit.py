@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import structlog
 
-from webhook.access.config import AccessRateLimitConfig
-from webhook.access.ratelimit import LOG_EVERY_S, PeerLimiter
+from webhook.access.settings import AccessRateLimitConfig
+from webhook.sources.ratelimit import LOG_EVERY_S, PeerLimiter
 
 
 class Clock:

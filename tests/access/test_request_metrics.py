@@ -8,12 +8,12 @@ from typing import Any
 from access_lines import T0, ingress_object, nginx_line, pipeline
 from test_access_http import NDJSON, access_config, fluent_bit
 
-from webhook.access.config import AccessConfig
 from webhook.access.hosts import HostIndex
 from webhook.access.request_metrics import LATENCY_BOUNDS, observe
 from webhook.access.service import DROP_REASONS
+from webhook.access.settings import AccessConfig
 from webhook.metrics import Metrics
-from webhook.server import create_app
+from webhook.server.app import create_app
 from webhook.state.base import StoredObject
 
 LATENCY = "ingress_audit_access_request_duration_seconds"

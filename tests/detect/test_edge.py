@@ -14,11 +14,11 @@ import pytest
 
 from webhook.access.hosts import ChangeRef
 from webhook.config import parse_config
-from webhook.detect.alert import Alert
 from webhook.detect.edge import HISTORY, MAX_CHANGES, ChangeCorrelation, build_edge_rules
 from webhook.detect.engine import Detector
 from webhook.detect.settings import DetectionsConfig, Exceptions, default_rules
 from webhook.errors import ConfigError
+from webhook.record.alert import Alert
 
 T0 = datetime(2026, 11, 25, 21, 0, tzinfo=UTC).timestamp()
 WINDOW = 60.0

@@ -15,14 +15,14 @@ from structlog.testing import capture_logs
 
 from webhook.config import Config
 from webhook.dedupe import Deduper
-from webhook.detect.alert import alert_json
 from webhook.detect.engine import Detector, RecordView
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.metrics import Metrics
-from webhook.pipeline import Pipeline
-from webhook.record import Record, record_id, record_schema, to_json
-from webhook.redact import Redactor
+from webhook.pipeline.stages import Pipeline
+from webhook.record.alert import alert_json
+from webhook.record.audit import Record, record_id, record_schema, to_json
+from webhook.redact.redactor import Redactor
 
 BRUTE = {"rules": {"brute-force-source-ip": {"threshold": 2, "window_s": 60}}}
 

@@ -23,14 +23,14 @@ from conftest import (
 from detect_records import T0, audit
 from structlog.testing import capture_logs
 
+from webhook.commands.replay import replay
 from webhook.config import Config, parse_config
 from webhook.detect.engine import Detector
 from webhook.detect.feed import AlertFeed, record_seconds
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import Exceptions, RuleSettings
-from webhook.ingest import Ingestor
-from webhook.replay import replay
-from webhook.server import RUNTIME, create_app
+from webhook.pipeline.ingestor import Ingestor
+from webhook.server.app import RUNTIME, create_app
 
 AiohttpClient = Any
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from detect_records import T0, audit, detector
 
-from webhook.detect.alert import Alert
 from webhook.detect.engine import Detector
+from webhook.record.alert import Alert
 
 
 def feed(d: Detector, records: list[dict[str, Any]], *, start: float = T0, step: float = 1.0) -> list[Alert]:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from webhook.core.findings import Finding
 from webhook.enrich.actor import Actor, Identity, classify
 from webhook.enrich.catalog import CATALOG
 from webhook.enrich.dns import corefile_change
-from webhook.enrich.findings import FindingRules, change_findings
-from webhook.findings import Finding
+from webhook.enrich.rules import FindingRules, change_findings
 from webhook.state import object_key
 
 ROOT = Path(__file__).resolve().parents[2]

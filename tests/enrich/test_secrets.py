@@ -10,7 +10,7 @@ from conftest import find_event, make_event, scenario_secrets
 
 from webhook.enrich.actor import actor_of
 from webhook.enrich.secrets import key_changes, secret_findings, secret_list, secret_summary
-from webhook.redact import Redactor
+from webhook.redact.redactor import Redactor
 
 REDACTOR = Redactor(b"k" * 32)
 

@@ -26,8 +26,8 @@ from aiohttp.test_utils import TestServer
 from conftest import make_event
 
 from webhook.config import Config, parse_config
-from webhook.record import Record, record_id, to_json
-from webhook.spool import SpooledRecord
+from webhook.record.audit import Record, record_id, to_json
+from webhook.spool.segments import SpooledRecord
 
 __all__ = [
     "FakeElasticsearch",

@@ -20,7 +20,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from servers import Alertmanager, NatsServer, Postgres, Rsyslog
 
 from webhook.config import parse_config
-from webhook.server import create_app
+from webhook.server.app import create_app
 from webhook.sinks.syslog import ERROR, severity_of
 
 FAST = {"retry": {"initial_backoff_s": 0.01, "max_backoff_s": 0.05}, "batch": {"timeout_s": 0}}

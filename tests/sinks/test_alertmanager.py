@@ -26,9 +26,9 @@ from servers import Alertmanager, Certs, make_record, running_alertmanager, spoo
 
 from webhook.config import parse_config
 from webhook.errors import ConfigError, SinkError
-from webhook.server import RUNTIME, create_app
+from webhook.server.app import RUNTIME, create_app
+from webhook.sinks._alertmanager_alerts import AlertShape, LinkTemplate, alertname, to_alert
 from webhook.sinks.alertmanager import AlertmanagerOptions, AlertmanagerSink
-from webhook.sinks.alertmanager_alerts import AlertShape, LinkTemplate, alertname, to_alert
 from webhook.sinks.base import PartialDeliveryError
 from webhook.sinks.http import ClientOptions
 

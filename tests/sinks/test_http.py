@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from webhook.cli import main
 from webhook.config import parse_config
 from webhook.errors import ConfigError, SinkError
-from webhook.server import create_app
+from webhook.server.app import create_app
 from webhook.sinks.http import BasicAuth, ClientOptions, HttpOptions, HttpSink, TokenAuth, retry_after
 
 TOKEN = "s3cr3t-token-0123456789"

@@ -10,10 +10,10 @@ import pytest
 from conftest import find_event, read_jsonl
 
 from webhook.errors import StorageError
-from webhook.record import Record, record_id, to_json
+from webhook.record.audit import Record, record_id, to_json
 from webhook.sinks.base import Sink, SinkError
 from webhook.sinks.jsonl import JsonlOptions, JsonlSink
-from webhook.spool import SpooledRecord
+from webhook.spool.segments import SpooledRecord
 
 
 def records(*names: str) -> list[Record]:

@@ -19,7 +19,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from webhook.config import parse_config
 from webhook.errors import ConfigError, SinkError
-from webhook.server import create_app
+from webhook.server.app import create_app
 from webhook.sinks.http import ClientOptions, TokenAuth
 from webhook.sinks.loki import LokiOptions, LokiSink, labels_of, timestamp_ns
 

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 
 from webhook.config import parse_config
 from webhook.errors import ConfigError, SinkError
-from webhook.server import create_app
+from webhook.server.app import create_app
 from webhook.sinks.base import PartialDeliveryError
 from webhook.sinks.nats import NatsOptions, NatsSink, NatsTls, StreamOptions, subject_of
 

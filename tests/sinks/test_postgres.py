@@ -28,7 +28,7 @@ from structlog.testing import capture_logs
 
 from webhook.config import parse_config
 from webhook.errors import SinkError
-from webhook.server import create_app
+from webhook.server.app import create_app
 from webhook.sinks.base import PartialDeliveryError
 from webhook.sinks.postgres import MIGRATIONS, PostgresOptions, PostgresSink, classify
 

@@ -20,7 +20,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from webhook.config import parse_config
 from webhook.errors import ConfigError, SinkError
-from webhook.server import create_app
+from webhook.server.app import create_app
 from webhook.sinks.base import PartialDeliveryError
 from webhook.sinks.http import ClientOptions, TokenAuth
 from webhook.sinks.splunk_hec import HecOptions, SplunkHecSink, event_time

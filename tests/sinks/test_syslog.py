@@ -19,7 +19,7 @@ from servers import Certs, Rsyslog, make_record, spooled, wait_until
 
 from webhook.config import parse_config
 from webhook.errors import SinkError
-from webhook.server import create_app
+from webhook.server.app import create_app
 from webhook.sinks.syslog import NOTICE, WARNING, SyslogOptions, SyslogSink, SyslogTls, format_message
 
 LOCAL0 = 16

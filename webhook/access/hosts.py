@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from webhook.access.records import AccessIngress
 from webhook.enrich.objects import IngressSummary, ingress_summary
-from webhook.record import Record
+from webhook.record.access import AccessIngress
+from webhook.record.audit import Record
 from webhook.state.base import StoredObject
 
 __all__ = ["INGRESS_PREFIXES", "ChangeRef", "HostIndex", "Served"]

@@ -22,11 +22,19 @@ from urllib.parse import urlsplit
 import orjson
 
 from webhook.access.aggregate import Aggregator, ClosedWindow
-from webhook.access.config import AccessConfig
-from webhook.access.enrich import ClientClassifier, status_class
+from webhook.access.clients import ClientClassifier, status_class
 from webhook.access.entry import AccessEntry, AccessParseError
 from webhook.access.hosts import HostIndex, Served
-from webhook.access.records import (
+from webhook.access.request_metrics import (
+    FORBIDDEN,
+    LATENCY_SUM,
+    SLOTS,
+    UNAUTHORIZED,
+    latency_slot,
+)
+from webhook.access.settings import AccessConfig
+from webhook.pipeline.stages import DeadLetter, utc_now
+from webhook.record.access import (
     AccessRecord,
     AccessRequest,
     AccessSummary,
@@ -36,14 +44,6 @@ from webhook.access.records import (
     access_record_id,
     summary_id,
 )
-from webhook.access.request_metrics import (
-    FORBIDDEN,
-    LATENCY_SUM,
-    SLOTS,
-    UNAUTHORIZED,
-    latency_slot,
-)
-from webhook.pipeline import DeadLetter, utc_now
 
 __all__ = ["MAX_DEAD_LETTERS_PER_WINDOW", "AccessBatch", "AccessPipeline", "Line", "iso"]
 

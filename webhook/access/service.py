@@ -19,15 +19,15 @@ from typing import Any, Final
 
 import structlog
 
-from webhook.access.config import AccessConfig
 from webhook.access.hosts import INGRESS_PREFIXES, HostIndex
 from webhook.access.pipeline import AccessBatch, AccessPipeline, Line, Parser
-from webhook.access.records import replica_name
 from webhook.access.request_metrics import observe
+from webhook.access.settings import AccessConfig
 from webhook.dedupe import Deduper
 from webhook.errors import ConfigError, StorageError
-from webhook.ingest import Ingestor
-from webhook.pipeline import DeadLetter, utc_now
+from webhook.pipeline.ingestor import Ingestor
+from webhook.pipeline.stages import DeadLetter, utc_now
+from webhook.record.access import replica_name
 from webhook.state import StateError
 
 __all__ = ["DROP_REASONS", "MAX_PENDING_RECORDS", "WRITE_EVERY_S", "AccessService", "build_access_parser"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from webhook.detect.alert import AlertActor
+from webhook.core.findings import SEVERITIES, Severity
 from webhook.detect.drift import DriftChangeWindow, DriftIdentity
 from webhook.detect.fields import (
     READS,
@@ -24,7 +24,7 @@ from webhook.detect.fields import (
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import DetectionsConfig, Exceptions, RuleSettings
 from webhook.detect.windows import Window
-from webhook.findings import SEVERITIES, Severity
+from webhook.record.alert import AlertActor
 
 __all__ = [
     "BruteForceSourceIp",

@@ -30,12 +30,12 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from webhook.detect.alert import AlertActor, AlertObject
 from webhook.detect.fields import Record, actor_of, as_mapping, as_text, is_change, object_of
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import DetectionsConfig, Exceptions, RuleSettings
 from webhook.detect.windows import LruMap, Window
 from webhook.filter import Matcher
+from webhook.record.alert import AlertActor, AlertObject
 
 __all__ = [
     "EDGE_RULES",

@@ -19,11 +19,11 @@ from typing import Any
 import orjson
 import structlog
 
-from webhook.detect.alert import MAX_RECORDS, Alert, Status, alert_id, fingerprint, rfc3339
+from webhook.core.findings import Severity
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.windows import LruMap, Window
-from webhook.findings import Severity
 from webhook.metrics import Metrics
+from webhook.record.alert import MAX_RECORDS, Alert, Status, alert_id, fingerprint, rfc3339
 
 __all__ = ["Detector", "RecordView"]
 

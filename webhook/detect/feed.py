@@ -19,13 +19,13 @@ from typing import Any, Final
 import structlog
 
 from webhook.config import Config
-from webhook.detect.alert import Alert, alert_json
 from webhook.detect.audit import build_rules
 from webhook.detect.edge import ChangeCorrelation, ChangeSource, build_edge_rules
 from webhook.detect.engine import Detector
 from webhook.errors import StorageError
 from webhook.metrics import Metrics
-from webhook.spool import Spool
+from webhook.record.alert import Alert, alert_json
+from webhook.spool.segments import Spool
 
 __all__ = ["AlertFeed", "record_seconds"]
 

@@ -10,7 +10,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from webhook.detect.alert import AlertActor, AlertObject
+from webhook.record.alert import AlertActor, AlertObject
 
 __all__ = [
     "CHANGES",

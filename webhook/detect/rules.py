@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from webhook.detect.alert import AlertActor, AlertObject
+from webhook.core.findings import Severity
 from webhook.detect.fields import Record, as_mapping, identity, in_networks, networks, source_ips
 from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.detect.windows import Window
 from webhook.filter import Matcher
-from webhook.findings import Severity
+from webhook.record.alert import AlertActor, AlertObject
 
 __all__ = ["Excepted", "Hit", "Rule"]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import time
 from typing import Final
 
-from webhook.findings import Severity
+from webhook.core.findings import Severity
 
 __all__ = [
     "DETECTION_IDS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from webhook.findings import Severity
+from webhook.core.findings import Severity
 
 __all__ = ["CATALOG", "NGINX_CVE_ANNOTATIONS"]
 

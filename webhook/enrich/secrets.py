@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from webhook.certs import CertificateInfo
+from webhook.core.findings import Finding
 from webhook.enrich.actor import Actor
-from webhook.findings import Finding
-from webhook.redact import KeyFingerprint, SecretDetails
+from webhook.redact.certs import CertificateInfo
+from webhook.redact.redactor import KeyFingerprint, SecretDetails
 
 __all__ = ["KeyChanges", "SecretList", "SecretSummary", "key_changes", "secret_findings", "secret_summary"]
 

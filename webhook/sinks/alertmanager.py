@@ -20,7 +20,7 @@ import structlog
 
 from webhook.errors import ConfigError, SinkError
 from webhook.sinks import SinkType
-from webhook.sinks.alertmanager_alerts import (
+from webhook.sinks._alertmanager_alerts import (
     PLACEHOLDERS,
     SEVERITIES,
     AlertShape,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from webhook.errors import SinkError
-from webhook.spool import SpooledRecord
+from webhook.spool.segments import SpooledRecord
 
 __all__ = [
     "BatchOptions",

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from webhook.appendlog import AppendLog
 from webhook.errors import SinkError, StorageError
 from webhook.sinks import SinkType
 from webhook.sinks.base import Health, SinkSettings, SpooledRecord
+from webhook.spool.appendlog import AppendLog
 
 __all__ = ["JsonlOptions", "JsonlSink"]
 

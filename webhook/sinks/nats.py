@@ -20,8 +20,8 @@ import structlog
 
 from webhook.errors import ConfigError, SinkError
 from webhook.sinks import SinkType
+from webhook.sinks._tls import ClientTls, client_context, parse_client_tls
 from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord
-from webhook.sinks.tls import ClientTls, client_context, parse_client_tls
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -51,7 +51,7 @@ class StreamOptions:
     replicas: int = 1
 
 
-NatsTls = ClientTls  # the shared client TLS options (webhook/sinks/tls.py)
+NatsTls = ClientTls  # the shared client TLS options (webhook/sinks/_tls.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,8 +22,8 @@ import structlog
 
 from webhook.errors import ConfigError, SinkError
 from webhook.sinks import SinkType
+from webhook.sinks._tls import ClientTls, client_context, parse_client_tls
 from webhook.sinks.base import Health, SinkSettings, SpooledRecord
-from webhook.sinks.tls import ClientTls, client_context, parse_client_tls
 
 __all__ = ["FACILITIES", "SyslogOptions", "SyslogSink", "SyslogTls", "format_message", "severity_of"]
 
@@ -47,7 +47,7 @@ _NOT_PRINTABLE: Final = re.compile(r"[^!-~]")
 Transport = Literal["tcp", "tls", "udp"]
 
 
-SyslogTls = ClientTls  # the shared client TLS options (webhook/sinks/tls.py)
+SyslogTls = ClientTls  # the shared client TLS options (webhook/sinks/_tls.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

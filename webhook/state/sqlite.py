@@ -18,8 +18,8 @@ from typing import Any, Final
 
 import orjson
 
-from webhook.appendlog import open_private
 from webhook.errors import StorageError
+from webhook.spool.appendlog import open_private
 from webhook.state.base import StateError, StoredObject, is_newer
 
 __all__ = ["SqliteStore"]

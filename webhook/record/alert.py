@@ -1,0 +1,103 @@
+"""The alert record: what a fired detection writes to the spool, next to the audit records.
+
+Its JSON shape is a contract (docs/record.md, ``record.schema.json``): fields may be added,
+never renamed or dropped. Ids are derived from what triggered the alert, so the same input
+always yields the same ids, and a sink that dedupes by id dedupes alerts too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import orjson
+
+from webhook.core.findings import Severity
+
+__all__ = [
+    "MAX_RECORDS",
+    "Alert",
+    "AlertActor",
+    "AlertObject",
+    "Status",
+    "alert_id",
+    "alert_json",
+    "fingerprint",
+    "rfc3339",
+]
+
+Status = Literal["firing", "resolved"]
+
+MAX_RECORDS: Final = 20
+_ID_NAMESPACE: Final = uuid.UUID("0c4f3d0e-7b52-4d51-a7a4-3f6b5e9e2d17")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertActor:
+    username: str | None
+    kind: str | None
+    source_ips: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertObject:
+    api_group: str
+    resource: str | None
+    namespace: str | None
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    schema_version: int = 1
+    type: Literal["alert"] = "alert"
+    id: str
+    fingerprint: str
+    cluster: str
+    status: Status
+    detection: str
+    severity: Severity
+    summary: str
+    description: str
+    labels: Mapping[str, str]
+    namespace: str | None
+    actor: AlertActor | None
+    object: AlertObject | None
+    count: int
+    threshold: int | None
+    window_s: float | None
+    starts_at: str
+    ends_at: str | None
+    time: str
+    received_at: str
+    records: tuple[str, ...]
+    records_total: int
+    # change-correlation (and edge-5xx-spike's effect): the audit change and what it did to the
+    # traffic; null for the other detections (docs/record.md)
+    change: Mapping[str, Any] | None = None
+    effect: Mapping[str, Any] | None = None
+
+
+def fingerprint(cluster: str, detection: str, labels: Mapping[str, str]) -> str:
+    """Hex, the same for every record of one alert instance: the detection and its labels."""
+    text = orjson.dumps([cluster, detection, sorted(labels.items())])
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
+def alert_id(fingerprint: str, status: Status, anchor: str, emission: int) -> str:
+    """A UUIDv5 of the instance, what started it (its first record's id) and which emission."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{fingerprint}/{status}/{anchor}/{emission}"))
+
+
+def rfc3339(seconds: float) -> str:
+    """Seconds since the epoch as the records write times: microseconds, UTC, ``Z``."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def alert_json(alert: Alert) -> bytes:
+    """One alert as a compact JSON line body (no trailing newline), like ``record.to_json``."""
+    return orjson.dumps(alert)

@@ -1,0 +1,220 @@
+"""The normalized record: one per kept event, versioned, documented in docs/record.md.
+
+Consumers rely on it, so within ``SCHEMA_VERSION`` changes are additive only. The JSON Schema
+ships as ``record.schema.json`` next to this module (``ingress-audit schema`` prints it).
+Records never carry the raw request or response objects, only fields derived from them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from webhook.core.findings import Finding
+from webhook.enrich.actor import Actor, actor_of
+from webhook.enrich.change import Change
+from webhook.enrich.dns import DnsChange
+from webhook.enrich.gateway import GatewaySummary, IngressClassSummary, ReferenceGrantSummary, RouteSummary
+from webhook.enrich.objects import IngressSummary, ingress_summary, object_of
+from webhook.enrich.secrets import SecretList, SecretSummary, secret_findings, secret_list, secret_summary
+from webhook.errors import MalformedEventError
+from webhook.events import opt_object, opt_str
+from webhook.redact.redactor import SecretDetails
+from webhook.redact.request_uri import redact_request_uri
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ObjectRef",
+    "Outcome",
+    "Record",
+    "Redaction",
+    "record_id",
+    "record_schema",
+    "to_json",
+]
+
+SCHEMA_VERSION: Final = 1
+_ID_NAMESPACE: Final = uuid.UUID("5b0f6a52-3c1e-4c8e-9a57-0d6f2b1c7e41")
+_MESSAGE_LIMIT: Final = 1024
+_SECRET_RESOURCES: Final = frozenset({"secrets"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectRef:
+    api_group: str
+    api_version: str | None
+    resource: str | None
+    subresource: str | None
+    namespace: str | None
+    name: str | None
+    uid: str | None
+    resource_version: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    code: int | None
+    status: str | None
+    reason: str | None
+    message: str | None
+    decision: str | None
+    authorization_reason: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redaction:
+    """Paths of objects or fields the redaction stage removed because it did not know them."""
+
+    dropped: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    schema_version: int = SCHEMA_VERSION
+    type: Literal["audit"] = "audit"
+    id: str
+    audit_id: str
+    stage: str
+    level: str | None
+    cluster: str
+    time: str | None
+    request_received_at: str | None
+    received_at: str
+    verb: str
+    dry_run: bool
+    request_uri: str
+    field_manager: str | None
+    outcome: Outcome
+    object: ObjectRef | None
+    actor: Actor
+    ingress: IngressSummary | None = None
+    secret: SecretSummary | None = None
+    secret_list: SecretList | None = None
+    findings: tuple[Finding, ...] = ()
+    redaction: Redaction | None = None
+    change: Change | None = None
+    gateway: GatewaySummary | None = None
+    route: RouteSummary | None = None
+    reference_grant: ReferenceGrantSummary | None = None
+    ingress_class: IngressClassSummary | None = None
+    dns: DnsChange | None = None
+
+    @classmethod
+    def from_event(
+        cls,
+        event: dict[str, Any],
+        *,
+        record_id: str,
+        cluster: str,
+        received_at: str,
+        secrets: Sequence[SecretDetails] = (),
+        dropped: Sequence[str] = (),
+    ) -> Record:
+        """Build the record of a checked, redacted event; raises MalformedEventError naming a bad field.
+
+        ``secrets`` and ``dropped`` are what the redaction stage reported for this event.
+        """
+        request_uri: str = event["requestURI"]
+        query = parse_qs(urlsplit(request_uri).query)
+        object_ref = _object_ref(event)
+        ingress = object_of(event, "Ingress")
+        actor = actor_of(event)
+        return cls(
+            id=record_id,
+            audit_id=event["auditID"],
+            stage=event["stage"],
+            level=opt_str(event, "level", "level"),
+            cluster=cluster,
+            time=opt_str(event, "stageTimestamp", "stageTimestamp"),
+            request_received_at=opt_str(event, "requestReceivedTimestamp", "requestReceivedTimestamp"),
+            received_at=received_at,
+            verb=event["verb"],
+            dry_run="All" in query.get("dryRun", ()),
+            request_uri=redact_request_uri(request_uri, object_ref.subresource if object_ref else None),
+            field_manager=next(iter(query.get("fieldManager", ())), None),
+            outcome=_outcome(event, object_ref),
+            object=object_ref,
+            actor=actor,
+            ingress=ingress_summary(ingress) if ingress is not None else None,
+            secret=secret_summary(event, secrets),
+            secret_list=secret_list(event, secrets),
+            findings=secret_findings(event, actor, secrets),
+            redaction=Redaction(dropped=tuple(dropped)) if dropped else None,
+        )
+
+
+def record_id(audit_id: str, stage: str, digest: str) -> str:
+    """Stable across the apiserver's byte-identical retries.
+
+    The digest of the event is part of the id because clients can choose their own ``Audit-ID``
+    header: two different events that share an auditID must not collapse into one record.
+    """
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{audit_id}/{stage}/{digest}"))
+
+
+def _object_ref(event: dict[str, Any]) -> ObjectRef | None:
+    ref = opt_object(event, "objectRef", "objectRef")
+    if not ref:
+        return None
+    metadata = {}
+    response = event.get("responseObject")
+    if isinstance(response, dict) and isinstance(response.get("metadata"), dict):
+        metadata = response["metadata"]
+    name = opt_str(ref, "name", "objectRef.name")
+    uid = opt_str(ref, "uid", "objectRef.uid")
+    if name is None and isinstance(metadata.get("name"), str):
+        name = metadata["name"]  # a create's name is known only once stored
+    if uid is None and isinstance(metadata.get("uid"), str):
+        uid = metadata["uid"]
+    return ObjectRef(
+        api_group=opt_str(ref, "apiGroup", "objectRef.apiGroup") or "",
+        api_version=opt_str(ref, "apiVersion", "objectRef.apiVersion"),
+        resource=opt_str(ref, "resource", "objectRef.resource"),
+        subresource=opt_str(ref, "subresource", "objectRef.subresource"),
+        namespace=opt_str(ref, "namespace", "objectRef.namespace"),
+        name=name,
+        uid=uid,
+        resource_version=opt_str(ref, "resourceVersion", "objectRef.resourceVersion"),
+    )
+
+
+def _outcome(event: dict[str, Any], object_ref: ObjectRef | None) -> Outcome:
+    status = opt_object(event, "responseStatus", "responseStatus")
+    annotations = opt_object(event, "annotations", "annotations")
+    code = status.get("code")
+    if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+        raise MalformedEventError("responseStatus.code is not an integer")
+    message = opt_str(status, "message", "responseStatus.message")
+    if object_ref is not None and object_ref.resource in _SECRET_RESOURCES:
+        message = None  # validation messages about a Secret may quote what was sent
+    elif message is not None and len(message) > _MESSAGE_LIMIT:
+        message = message[:_MESSAGE_LIMIT] + "…"
+    decision = annotations.get("authorization.k8s.io/decision")
+    reason = annotations.get("authorization.k8s.io/reason")
+    return Outcome(
+        code=code,
+        status=opt_str(status, "status", "responseStatus.status"),
+        reason=opt_str(status, "reason", "responseStatus.reason"),
+        message=message,
+        decision=decision if isinstance(decision, str) else None,
+        authorization_reason=reason if isinstance(reason, str) and reason else None,
+    )
+
+
+def to_json(record: object) -> bytes:
+    """One record (of any type: audit, access, ...) as compact JSON, without a trailing newline."""
+    return orjson.dumps(record)
+
+
+@functools.cache
+def record_schema() -> dict[str, Any]:
+    text = importlib.resources.files("webhook.record").joinpath("schema.json").read_bytes()
+    schema: dict[str, Any] = orjson.loads(text)
+    return schema

@@ -1,0 +1,190 @@
+"""An append-only file of whole lines: group-committed fsyncs, size-based rotation, mode 0600.
+
+A caller's ``append`` returns only once its bytes are on disk; concurrent callers share one
+fsync (webhook/spool/groupcommit.py). A failed write is cut back to the last whole line, so readers
+(``tail -F``, Fluent Bit, Vector) never see a partial record.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import structlog
+
+from webhook.errors import ConfigError, StorageError
+from webhook.record.files import backup
+from webhook.spool.groupcommit import GroupCommit, write_whole
+
+__all__ = ["AppendLog", "ensure_private_dir", "fsync_dir", "open_private", "read_secret_file"]
+
+log = structlog.get_logger(__name__)
+
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) with mode 0700; tighten it if we own it and it is wider."""
+    path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid == os.geteuid() and info.st_mode & 0o077:
+        path.chmod(_DIR_MODE)
+        log.warning("data_dir.permissions_tightened", path=str(path))
+
+
+def open_private(path: Path, flags: int, mode: int = _FILE_MODE) -> int:
+    """``os.open`` for a file of the data dir: never through a symlink, only a regular file.
+
+    Whoever can plant a link in the data dir could otherwise have us append records to,
+    chmod, truncate or replay a file elsewhere. Raises StorageError naming the file."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorageError(f"{path} is a symbolic link; refusing to follow it") from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO):  # a directory; a FIFO with no reader
+            raise StorageError(f"{path} is not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StorageError(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_secret_file(path: Path, what: str, *, max_bytes: int) -> bytes:
+    """A credential file's bytes (at most ``max_bytes``), if only its owner (and its group,
+    read-only) may read it; ``ConfigError`` names ``what`` and ``path`` otherwise. Raises
+    ``OSError`` when it cannot be opened.
+
+    Symlinks are followed, unlike in the data dir: a Kubernetes Secret volume mounts each key
+    as a link into ``..data/``, and grants group read to the pod's fsGroup so that a non-root
+    container can read it. Anything for others, or group write, is refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{what} {path} is not a regular file")
+        if mode & 0o027:
+            raise ConfigError(
+                f"{what} {path} is accessible by others or writable by its group "
+                f"(mode {stat.S_IMODE(mode):04o}); restrict it to 0600 (or 0440 in a Secret volume)"
+            )
+        chunks = []
+        size = 0
+        while size < max_bytes and (chunk := os.read(fd, max_bytes - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class AppendLog:
+    def __init__(self, path: Path, *, max_bytes: int, backups: int, fsync: bool = True) -> None:
+        self.path = path
+        self._max_bytes = max_bytes
+        self._backups = backups
+        self._fsync = fsync
+        self._fd: int | None = None
+        self._size = 0
+        self._commits: GroupCommit[bytes] = GroupCommit(
+            self._write, what=path.name, event="appendlog.write_failed"
+        )
+        self._closed = False
+
+    def open(self) -> None:
+        ensure_private_dir(self.path.parent)
+        self._open_file()
+
+    def _open_file(self) -> None:
+        fd = open_private(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)  # read: _whole_lines
+        os.fchmod(fd, _FILE_MODE)
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
+        whole = _whole_lines(fd, self._size)
+        if whole < self._size:
+            # A write cut short by a crash (kill -9 can stop a write between pages): it was never
+            # acknowledged, and whatever follows must not be glued to its fragment.
+            os.ftruncate(fd, whole)
+            os.fsync(fd)
+            log.warning("appendlog.partial_line_cut", file=self.path.name, bytes=self._size - whole)
+            self._size = whole
+
+    @property
+    def last_error(self) -> str | None:
+        return self._commits.last_error
+
+    @property
+    def healthy(self) -> bool:
+        return self._fd is not None and not self._closed and self.last_error is None
+
+    async def append(self, data: bytes) -> None:
+        """Return once ``data`` (whole lines) is written and fsync'd; raise StorageError if not."""
+        if not data:
+            return
+        if self._closed or self._fd is None:
+            raise StorageError(f"{self.path.name} is closed")
+        await self._commits.submit([data])
+
+    def _write(self, chunks: list[bytes]) -> None:
+        """Runs in a worker thread, one round at a time (GroupCommit)."""
+        data = b"".join(chunks)
+        if self._size and self._size + len(data) > self._max_bytes:
+            self._rotate()
+        fd = self._fd
+        if fd is None:
+            raise OSError(errno.EBADF, "closed")
+        start = self._size
+        write_whole(fd, data, start, fsync=self._fsync)
+        self._size = start + len(data)
+
+    def _rotate(self) -> None:
+        """records.jsonl → records.jsonl.1 → … → .N; ``tail -F`` follows the new file by name."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        path = self.path
+        if self._backups == 0:
+            path.unlink(missing_ok=True)
+        else:
+            for index in range(self._backups - 1, 0, -1):
+                older = backup(path, index)
+                if older.exists():
+                    older.replace(backup(path, index + 1))
+            path.replace(backup(path, 1))
+        self._open_file()
+        fsync_dir(path.parent)
+        log.info("appendlog.rotated", file=path.name)
+
+    async def aclose(self) -> None:
+        """Write what is queued, then close."""
+        self._closed = True
+        await self._commits.drain()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _whole_lines(fd: int, size: int, chunk: int = 64 * 1024) -> int:
+    """Length of the file's first ``size`` bytes up to and including its last newline."""
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        data = os.pread(fd, end - start, start)
+        newline = data.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

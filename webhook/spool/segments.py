@@ -1,0 +1,399 @@
+"""The durable queue between the handler and the sinks.
+
+Records are appended as JSON lines to numbered segment files and fsync'd before the handler
+answers 200 (concurrent requests share one fsync). Each sink reads from its own cursor and
+moves it only after delivery, so delivery is at-least-once per sink and a restart resumes
+where each sink stopped. Cursors are small JSON files replaced atomically. A segment is
+deleted once every cursor is past it.
+
+When the spool holds ``max_bytes``, appends fail with ``SpoolFullError`` (503: the apiserver
+keeps the batch and retries) — unless the lagging sinks are ``drop_when_full``, whose backlog
+is then dropped (counted and logged) so an optional sink cannot stall the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from webhook.errors import ConfigError, SpoolFullError, StorageError
+from webhook.spool.appendlog import ensure_private_dir, fsync_dir, open_private
+from webhook.spool.groupcommit import GroupCommit, write_whole
+
+__all__ = ["Position", "Spool", "SpoolBatch", "SpooledRecord"]
+
+log = structlog.get_logger(__name__)
+
+_SUFFIX = ".seg"
+_FILE_MODE = 0o600
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """A place in the spool: segment number, byte offset in it, and records before it."""
+
+    segment: int
+    offset: int
+    seq: int
+
+
+class SpooledRecord:
+    """One record as spooled: its JSON line, parsed on first use."""
+
+    __slots__ = ("_doc", "line")
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+        self._doc: dict[str, Any] | None = None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        if self._doc is None:
+            self._doc = orjson.loads(self.line)
+        return self._doc
+
+
+@dataclass(slots=True)
+class SpoolBatch:
+    records: list[SpooledRecord]
+    end: Position
+
+
+@dataclass(slots=True)
+class _Cursor:
+    position: Position
+    drop_when_full: bool
+    dropped: int = 0
+    waiter: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Spool:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        segment_bytes: int,
+        fsync: bool = True,
+        on_drop: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.directory = directory
+        self._on_drop = on_drop
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self._fsync = fsync
+        self._segments: dict[int, int] = {}  # segment number -> committed size in bytes
+        self._bases: dict[int, int] = {}  # segment number -> number of its first record
+        self._fd: int | None = None
+        self._lock_fd: int | None = None
+        self._end = Position(1, 0, 0)  # committed: readers never go past it
+        self._cursors: dict[str, _Cursor] = {}
+        self._commits: GroupCommit[bytes] = GroupCommit(
+            self._write, what="the spool", event="spool.write_failed"
+        )
+        self._closed = False
+
+    # -- opening and recovery ------------------------------------------------------------
+
+    def open(self) -> None:
+        """Find the segments, cut a partial last line left by a crash, open for appending."""
+        ensure_private_dir(self.directory)
+        self._lock()
+        (self.directory / "cursors").mkdir(mode=0o700, exist_ok=True)
+        numbers = sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}") if p.stem.isdigit())
+        seq = 0  # record numbers count from the oldest segment on disk
+        for number in numbers:
+            path = self._path(number)
+            fd = open_private(path, os.O_RDWR)
+            try:
+                data = _read_all(fd)
+                whole = data.rfind(b"\n") + 1
+                if whole != len(data):
+                    os.ftruncate(fd, whole)
+            finally:
+                os.close(fd)
+            if whole != len(data):
+                log.warning("spool.partial_line_cut", segment=number, bytes=len(data) - whole)
+            self._segments[number] = whole
+            self._bases[number] = seq
+            seq += data.count(b"\n", 0, whole)
+        last = numbers[-1] if numbers else 1
+        self._segments.setdefault(last, 0)
+        self._bases.setdefault(last, seq)
+        self._end = Position(last, self._segments[last], seq)
+        self._open_segment(last)
+
+    def _lock(self) -> None:
+        """One process per spool: a second serve or replay on the same data dir would corrupt it."""
+        fd = open_private(self.directory / "lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(
+                f"the spool in {self.directory} is in use by another ingress-audit process "
+                "(a running server: stop it, or send events to it with `replay --server URL`)"
+            ) from None
+        self._lock_fd = fd
+
+    def _seq_at(self, segment: int, offset: int) -> int:
+        return self._bases[segment] + self._pread(segment, offset, 0).count(b"\n")
+
+    def _pread(self, segment: int, size: int, offset: int) -> bytes:
+        fd = open_private(self._path(segment), os.O_RDONLY)
+        try:
+            return _pread_all(fd, size, offset)
+        finally:
+            os.close(fd)
+
+    def _path(self, number: int) -> Path:
+        return self.directory / f"{number:020d}{_SUFFIX}"
+
+    def _open_segment(self, number: int) -> None:
+        self._fd = open_private(self._path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+
+    def register(self, name: str, *, drop_when_full: bool = False) -> Position:
+        """Attach a sink; it resumes from its persisted cursor, or starts at the oldest record."""
+        path = self.directory / "cursors" / f"{name}.json"
+        first = min(self._segments)
+        start = Position(first, 0, self._bases[first])
+        if path.exists() or path.is_symlink():
+            fd = open_private(path, os.O_RDONLY)
+            try:
+                raw = orjson.loads(_read_all(fd))
+            finally:
+                os.close(fd)
+            segment, offset = int(raw["segment"]), int(raw["offset"])
+            if segment in self._segments and offset <= self._segments[segment]:
+                start = Position(segment, offset, self._seq_at(segment, offset))
+            elif segment > self._end.segment or (segment == self._end.segment and offset >= self._end.offset):
+                start = self._end
+        self._cursors[name] = _Cursor(position=min(start, self._end), drop_when_full=drop_when_full)
+        return self._cursors[name].position
+
+    # -- appending -----------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return sum(self._segments.values())
+
+    @property
+    def last_error(self) -> str | None:
+        return self._commits.last_error
+
+    @property
+    def healthy(self) -> bool:
+        return not self._closed and self.last_error is None
+
+    async def append(self, lines: Sequence[bytes]) -> None:
+        """Return once ``lines`` (JSON, no newline) are fsync'd; SpoolFullError/StorageError if not."""
+        if not lines:
+            return
+        if self._closed:
+            raise StorageError("spool is closed")
+        incoming = sum(len(line) + 1 for line in lines)
+        if self.size + incoming > self.max_bytes:
+            self._drop_optional_backlogs()
+            if self.size + incoming > self.max_bytes:
+                behind = self.lagging()
+                log.warning("spool.full", size=self.size, max_bytes=self.max_bytes, behind=behind)
+                raise SpoolFullError(f"spool holds {self.size} bytes; sinks behind: {', '.join(behind)}")
+        await self._commits.submit(list(lines))
+        for cursor in self._cursors.values():
+            cursor.waiter.set()
+
+    def _write(self, lines: list[bytes]) -> None:
+        """Worker thread, one round at a time (GroupCommit): append whole lines, fsync, move the end."""
+        end = self._end
+        data = b"\n".join(lines) + b"\n"
+        if self._fd is None:
+            raise OSError(errno.EBADF, "spool is closed")
+        if end.offset and end.offset + len(data) > self.segment_bytes:
+            self._roll(end, data, len(lines))
+            return
+        write_whole(self._fd, data, end.offset, fsync=self._fsync)
+        self._segments[end.segment] = end.offset + len(data)
+        self._end = Position(end.segment, end.offset + len(data), end.seq + len(lines))
+
+    def _roll(self, end: Position, data: bytes, count: int) -> None:
+        """Start the next segment with ``data``; only once that is durable does it become the
+        one written to. If it fails, the current segment stays current: a smaller batch that
+        still fits it must land where the positions say, not in the new file."""
+        number = end.segment + 1
+        path = self._path(number)
+        # O_TRUNC: a file left by an earlier failed roll never holds acknowledged records.
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        try:
+            write_whole(fd, data, 0, fsync=self._fsync)
+            fsync_dir(self.directory)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        self._segments[number] = len(data)
+        self._bases[number] = end.seq
+        self._end = Position(number, len(data), end.seq + count)
+
+    # -- reading and delivery ------------------------------------------------------------
+
+    def read(self, name: str, *, max_events: int, max_bytes: int) -> SpoolBatch:
+        """Up to ``max_events`` committed records after the sink's cursor (no waiting)."""
+        cursor = self._cursors[name]
+        position, end = cursor.position, self._end
+        records: list[SpooledRecord] = []
+        size = 0
+        while position < end and len(records) < max_events and size < max_bytes:
+            limit = end.offset if position.segment == end.segment else self._segments[position.segment]
+            if position.offset >= limit:
+                position = Position(position.segment + 1, 0, position.seq)
+                continue
+            want = min(limit - position.offset, max(max_bytes - size, 64 * 1024))
+            chunk = self._pread(position.segment, want, position.offset)
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:  # one record larger than what we asked for: read it whole
+                chunk = self._pread(position.segment, limit - position.offset, position.offset)
+                cut = chunk.find(b"\n") + 1
+            offset = position.offset
+            seq = position.seq
+            full = False
+            for line in chunk[:cut].splitlines():
+                if len(records) >= max_events or (records and size + len(line) > max_bytes):
+                    full = True
+                    break
+                records.append(SpooledRecord(line))
+                size += len(line) + 1
+                offset += len(line) + 1
+                seq += 1
+            position = Position(position.segment, offset, seq)
+            if full:
+                break
+        return SpoolBatch(records=records, end=position)
+
+    async def wait(self, name: str) -> None:
+        """Until records the sink has not read are committed (wrap it in a timeout)."""
+        cursor = self._cursors[name]
+        # Records, not bytes: after a crash between rolling a segment and writing to it, the
+        # cursor sits at the end of the previous segment, before an empty one; that is nothing
+        # to read, and returning here would make the delivery loop spin without yielding.
+        if cursor.position.seq < self._end.seq:
+            return
+        cursor.waiter.clear()
+        await cursor.waiter.wait()
+
+    def commit(self, name: str, position: Position) -> None:
+        """Persist that the sink has everything before ``position``; free unneeded segments."""
+        self._cursors[name].position = position
+        self._write_cursor(name, position)
+        self._collect()
+
+    async def commit_async(self, name: str, position: Position) -> None:
+        """``commit``, with the cursor file's write + fsync + rename in a worker thread: the
+        event loop (and every request in flight) does not wait for the disk.
+
+        The cursor moves in memory only once its file is written (or the write failed, as
+        ``commit`` does): another sink's commit meanwhile must not delete segments that this
+        sink's file still points into, or a crash right then would lose them for this sink."""
+        cursor = self._cursors[name]
+        try:
+            await asyncio.to_thread(self._write_cursor, name, position)
+        finally:
+            if cursor.position < position:
+                cursor.position = position
+        if position < cursor.position:  # moved further meanwhile (a dropped backlog): keep that
+            self._write_cursor(name, cursor.position)
+        self._collect()
+
+    def _write_cursor(self, name: str, position: Position) -> None:
+        path = self.directory / "cursors" / f"{name}.json"
+        tmp = path.with_suffix(".tmp")
+        data = orjson.dumps({"segment": position.segment, "offset": position.offset})
+        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+
+    def _collect(self) -> None:
+        """Delete segments that every cursor has passed (never the one being written)."""
+        if not self._cursors:
+            return
+        oldest = min(c.position for c in self._cursors.values())
+        for number in sorted(self._segments):
+            if number >= oldest.segment or number >= self._end.segment:
+                break
+            self._path(number).unlink(missing_ok=True)
+            del self._segments[number]
+            del self._bases[number]
+
+    # -- lag and backpressure --------------------------------------------------------------
+
+    def lag(self, name: str) -> tuple[int, int]:
+        """Records and bytes the sink still has to deliver."""
+        position = self._cursors[name].position
+        end = self._end
+        size = (
+            sum(size for number, size in self._segments.items() if position.segment <= number)
+            - position.offset
+        )
+        return end.seq - position.seq, max(size, 0)
+
+    def lagging(self) -> list[str]:
+        """Sinks holding the oldest segment, most behind first."""
+        if not self._cursors:
+            return []
+        ordered = sorted(self._cursors.items(), key=lambda item: item[1].position)
+        oldest = ordered[0][1].position.segment
+        return [name for name, cursor in ordered if cursor.position.segment == oldest]
+
+    def dropped(self, name: str) -> int:
+        return self._cursors[name].dropped
+
+    def _drop_optional_backlogs(self) -> None:
+        for name, cursor in self._cursors.items():
+            if cursor.drop_when_full and cursor.position < self._end:
+                lost = self._end.seq - cursor.position.seq
+                cursor.dropped += lost
+                log.warning("spool.backlog_dropped", sink=name, records=lost, intentional=True)
+                if self._on_drop is not None:
+                    self._on_drop(name, lost)
+                self.commit(name, self._end)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self._commits.drain()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+
+def _read_all(fd: int) -> bytes:
+    return _pread_all(fd, os.fstat(fd).st_size, 0)
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset`` (fewer only at the end of the file)."""
+    chunks = []
+    while size > 0 and (chunk := os.pread(fd, size, offset)):
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)

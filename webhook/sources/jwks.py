@@ -120,9 +120,11 @@ class JwksUrl:
         ssl_context: ssl.SSLContext | None = None,
         min_refresh_s: float = 30.0,
         timeout_s: float = 5.0,
+        trust_env: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
+        self._trust_env = trust_env
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._min_refresh_s = min_refresh_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -140,7 +142,9 @@ class JwksUrl:
         if found is not None:
             return found
         if not self._keys:
-            raise KeysUnavailableError("the signing keys could not be fetched from sources.pubsub.jwks_url")
+            raise KeysUnavailableError(
+                "no signing keys could be fetched yet (see pubsub.jwks_refresh_failed)"
+            )
         raise UnknownKeyError("the token is signed by a key that is not in the published key set")
 
     async def refresh(self) -> bool:
@@ -164,20 +168,23 @@ class JwksUrl:
 
     async def _fetch(self) -> tuple[dict[str, jwt.PyJWK], float]:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # trust_env: a cluster that reaches Google through a proxy names it in HTTPS_PROXY
+            self._session = aiohttp.ClientSession(timeout=self._timeout, trust_env=self._trust_env)
         try:
             async with self._session.get(self.url, ssl=self._ssl, allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise JwksError(f"the key server answered {resp.status}")
-                data = await resp.content.read(_MAX_BYTES + 1)
+                data = bytearray()
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    data += chunk
+                    if len(data) > _MAX_BYTES:
+                        raise JwksError("the key set is larger than 1 MiB")
                 headers: Mapping[str, str] = resp.headers
         except aiohttp.ClientSSLError:
             raise JwksError("the key server's certificate is not trusted") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise JwksError(f"the key server cannot be reached ({type(exc).__name__})") from None
-        if len(data) > _MAX_BYTES:
-            raise JwksError("the key set is larger than 1 MiB")
-        return parse_jwks(data), max_age(headers)
+        return parse_jwks(bytes(data)), _max_age(headers)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -185,7 +192,7 @@ class JwksUrl:
             self._session = None
 
 
-def max_age(headers: Mapping[str, Any]) -> float:
+def _max_age(headers: Mapping[str, Any]) -> float:
     """How long a fetched key set stays fresh: ``max-age`` minus ``Age``, within sane bounds."""
     control = headers.get("Cache-Control")
     if not isinstance(control, str):

@@ -77,7 +77,7 @@ def decode_push(body: bytes) -> PushMessage:
     data = message.get("data")
     if not isinstance(data, str) or not data:
         raise PushBodyError("message.data is missing or not a string")
-    attributes = message.get("attributes") or {}
+    attributes = message.get("attributes", {})
     if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
         raise PushBodyError("message.attributes is not an object of strings")
     subscription = doc.get("subscription")

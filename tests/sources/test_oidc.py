@@ -222,6 +222,8 @@ BAD_TOKENS: Final[list[tuple[str, Callable[[], str | None], str]]] = [
     ("issued in the future", lambda: bearer(token(iat=int(NOW) + 120, exp=int(NOW) + 3720)), "not-yet-valid"),
     ("not before in the future", lambda: bearer(token(nbf=int(NOW) + 120)), "not-yet-valid"),
     ("exp not a number", lambda: bearer(token(exp=MARKER)), "malformed-token"),
+    ("exp infinite", lambda: bearer(token(exp=float("inf"))), "malformed-token"),
+    ("exp not a number at all", lambda: bearer(token(exp=float("nan"))), "malformed-token"),
     ("no email", lambda: bearer(token(email=None)), "missing-claim"),
     (
         "email not listed",

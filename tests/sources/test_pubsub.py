@@ -317,6 +317,7 @@ def test_a_cluster_not_listed_is_refused(project: str, cluster: str) -> None:
     assert found.cluster is None
     assert found.identity["claimed_cluster"] == f"{project}/{cluster}"
     assert found.identity["messageId"] == "4242424242"
+    assert found.identity["subscription"] == "projects/my-project/subscriptions/audit-push"
     assert project not in found.detail
 
 

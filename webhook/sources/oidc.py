@@ -27,6 +27,7 @@ Messages name the claim and say what is wrong; they never quote the token or a c
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -194,7 +195,7 @@ class PushVerifier:
             email=email,
             subject=subject if isinstance(subject, str) else None,
             audience=self.audience,
-            expires_at=int(claims["exp"]),
+            expires_at=int(_number(claims, "exp")),
         )
 
     def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
@@ -250,7 +251,8 @@ def _bearer(authorization: str | None) -> str:
 
 def _number(claims: Mapping[str, Any], name: str, default: float | None = None) -> float:
     value = claims.get(name, default)
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    # JSON from Python's json module may hold NaN or Infinity, which every comparison would pass
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise MalformedTokenError(f"the token's {name} claim is not a number")
     return float(value)
 

@@ -95,6 +95,8 @@ def decode_push(body: bytes) -> PushMessage:
 def map_push(message: PushMessage, clusters: Collection[str]) -> CloudEvent | CloudReject:
     """The pushed LogEntry as an Event of an allowed cluster, or why it is not one."""
     identity = {"messageId": message.message_id}
+    if message.subscription and _IDENT.fullmatch(message.subscription):
+        identity["subscription"] = message.subscription
     try:
         entry = orjson.loads(message.data)
     except orjson.JSONDecodeError:

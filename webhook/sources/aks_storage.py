@@ -86,6 +86,7 @@ class AksStorageFollower:
         self._access = StorageAccess(options)
         self._positions: Positions | None = None
         self._task: asyncio.Task[None] | None = None
+        self._polling = asyncio.Lock()  # two polls at once would hand the same lines on twice
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -122,6 +123,10 @@ class AksStorageFollower:
     async def poll_once(self) -> PollSummary:
         """List the container once and read what is new. Failures end the poll, are logged,
         and are in ``failed``: the next poll starts again from the saved offsets."""
+        async with self._polling:
+            return await self._poll_once()
+
+    async def _poll_once(self) -> PollSummary:
         await self.open()
         summary = PollSummary()
         container = self.options.container

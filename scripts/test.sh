@@ -40,9 +40,16 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 # and runs the image (tests/test_image.py): no Docker engine, no image pulled.
 command -v buildah >/dev/null || missing+=(buildah)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+# Azurite, Microsoft's Azure Storage emulator, backs the AKS storage-account source's tests
+# (tests/sources/test_aks_storage.py); it comes from the npm registry.
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .tools/azurite/node_modules/.bin/azurite-blob ] && command -v npm >/dev/null; then
+  npm install --prefix .tools/azurite --no-audit --no-fund --silent azurite@3.35.0
 fi
 
 status=0

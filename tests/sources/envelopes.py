@@ -16,7 +16,7 @@ from typing import Any, Final
 import orjson
 from conftest import captured_bodies
 
-from webhook.event_scan import elements, top_members
+from webhook.core.jsonscan import elements, top_members
 
 __all__ = [
     "AUDIT_STREAM",

@@ -10,7 +10,7 @@ import pytest
 from conftest import captured_bodies, scenario_secrets
 from envelopes import CONTROL_MESSAGE, capture_event_bytes, cwl_message, gz, scenario_event_bytes
 
-from webhook.rotation import open_maybe_gzip
+from webhook.record.files import open_maybe_gzip
 from webhook.sources.cloud import CloudEvent, CloudReject
 from webhook.sources.cloudwatch import (
     CloudWatchCounts,

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from webhook.dedupe import Deduper
 from webhook.errors import BadRequestError
-from webhook.record import record_id
+from webhook.record.audit import record_id
 from webhook.sources.cloud import CloudEvent, CloudReject
 from webhook.sources.firehose import (
     FirehoseBatch,

@@ -19,8 +19,8 @@ from gke_entries import CLUSTER, final_events, http_to_grpc, log_entry, push_bod
 from pytest_aiohttp import AiohttpClient
 
 from webhook.errors import BadRequestError
-from webhook.leaks import scan
-from webhook.server import create_app
+from webhook.redact.leaks import scan
+from webhook.server.app import create_app
 from webhook.sources.cloud import CloudEvent, CloudReject
 from webhook.sources.gke import grpc_to_http, map_log_entry
 from webhook.sources.gke_names import UnparsableNameError, parse_request

@@ -34,8 +34,8 @@ from typing import Any, Final
 
 import orjson
 
+from webhook.core.jsonscan import ScanError, elements, top_members
 from webhook.errors import ConfigError
-from webhook.event_scan import ScanError, elements, top_members
 from webhook.events import STAGES, Undecodable, decode_event
 from webhook.sources.cloud import CloudEvent, CloudReject
 

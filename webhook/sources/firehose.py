@@ -30,8 +30,8 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
+from webhook.core.jsonscan import ScanError, elements, top_members
 from webhook.errors import BadRequestError
-from webhook.event_scan import ScanError, elements, top_members
 from webhook.sources.cloud import CloudEvent, CloudReject
 from webhook.sources.cloudwatch import (
     GZIP_MAGIC,

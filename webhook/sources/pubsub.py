@@ -23,8 +23,8 @@ from typing import Any, Final
 
 import orjson
 
+from webhook.core.jsonscan import ScanError, elements
 from webhook.errors import BadRequestError, NotJSONError
-from webhook.event_scan import ScanError, elements
 from webhook.sources.cloud import CloudEvent, CloudReject
 from webhook.sources.gke import map_log_entry
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import orjson
 
-from webhook.commands.replay import open_log
+from webhook.commands._audit_logs import open_log
 from webhook.commands.tail import RecordsNotFoundError
 from webhook.record.files import rotated
 from webhook.review.collect import Collector, ReportOptions

@@ -12,6 +12,7 @@ replaces it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 import sys
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
+from webhook.commands import _args
 from webhook.commands._audit_logs import (
     BadLine,
     ReplayInputError,
@@ -31,7 +33,9 @@ from webhook.commands._audit_logs import (
     read_events,
     take,
 )
-from webhook.config import Config, DedupeConfig
+from webhook.commands.replay_server import ClientCredentials, replay_to_server
+from webhook.config import Config, DedupeConfig, load_config, with_overrides
+from webhook.log import configure_logging
 from webhook.pipeline.ingestor import Ingestor
 from webhook.pipeline.stages import DeadLetter, dead_letter_json
 from webhook.record.files import open_maybe_gzip, rotated
@@ -39,7 +43,7 @@ from webhook.record.files import open_maybe_gzip, rotated
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-__all__ = ["existing_record_ids", "replay"]
+__all__ = ["add_arguments", "existing_record_ids", "replay", "run"]
 
 CHUNK: Final = 400
 
@@ -170,3 +174,78 @@ async def replay(
         await ingestor.aclose(drain_timeout_s=DRAIN_TIMEOUT_S)
     return summary
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILE", help="audit log files")
+    parser.add_argument(
+        "--access",
+        nargs="+",
+        action="extend",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="ingress controller access log files (access.format; .gz too), after the audit files",
+    )
+    _args.add_config(parser)
+    _args.add_data_dir(parser)
+    _args.add_logging(parser, level="warning")
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        type=_args.http_url,
+        help="send the events to a running server's /audit (e.g. http://127.0.0.1:9440/audit) "
+        "instead of writing the data dir, which a running server holds",
+    )
+    parser.add_argument("--token-file", type=Path, help="with --server: file with the bearer token to send")
+    parser.add_argument("--ca-file", type=Path, help="with --server: CA bundle of the server's certificate")
+    parser.add_argument(
+        "--client-cert",
+        type=Path,
+        help="with --server: client certificate (PEM) to present",
+    )
+    parser.add_argument(
+        "--client-key", type=Path, help="with --server: the client certificate's key, if not in --client-cert"
+    )
+    parser.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="with --server: check the server's certificate for NAME, not the URL's host (port-forwards)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = with_overrides(load_config(args.config), data_dir=args.data_dir)
+    configure_logging(args.log_level, args.log_format or config.log.format)
+    progress = sys.stderr.isatty()
+    if not args.files and not args.access:
+        return _usage("give audit log files, --access files, or both")
+    if args.server and args.access:
+        return _usage("--access writes the data dir; it has no --server mode")
+    client_options = [args.token_file, args.ca_file, args.client_cert, args.client_key, args.tls_server_name]
+    if not args.server and any(option is not None for option in client_options):
+        return _usage(
+            "--token-file, --ca-file, --client-cert, --client-key and --tls-server-name go with --server"
+        )
+    if args.client_key is not None and args.client_cert is None:
+        return _usage("--client-key needs --client-cert")
+    if args.server:
+        credentials = ClientCredentials(
+            ca_file=args.ca_file,
+            client_cert=args.client_cert,
+            client_key=args.client_key,
+            token_file=args.token_file,
+            server_name=args.tls_server_name,
+        )
+        summary = asyncio.run(
+            replay_to_server(args.server, args.files, credentials=credentials, show_progress=progress)
+        )
+    else:
+        summary = asyncio.run(replay(config, args.files, show_progress=progress, access_files=args.access))
+    print(summary.line())
+    return 0
+
+
+def _usage(message: str) -> int:
+    """Flags that do not go together: a usage error, as argparse would say it."""
+    print(f"ingress-audit replay: error: {message}", file=sys.stderr)
+    return 2

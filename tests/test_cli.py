@@ -49,12 +49,15 @@ def test_serve_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
         assert flag in out
 
 
-def test_help_does_not_load_the_server() -> None:
-    """``--help`` answers at once: the server stack is imported only by the commands."""
+@pytest.mark.parametrize("argv", [["--help"], ["tail", "--help"], ["render", "--help"], ["schema", "--help"]])
+def test_help_does_not_load_the_server(argv: list[str]) -> None:
+    """``--help`` answers at once: the server stack is imported only by the commands that
+    run it, never by the command table or a light command."""
     probe = (
         "import sys\nfrom webhook.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('aiohttp', 'jsonschema', 'webhook.server.app') if m in sys.modules))"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "heavy = ('aiohttp', 'jsonschema', 'webhook.server.app', 'webhook.runtime')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from secret_shapes import CAPTURES, SCENARIO
 
-from webhook.redact.leaks import Leak, encodings, main, named_encodings, scan
+from webhook.cli import main
+from webhook.redact.leaks import Leak, encodings, named_encodings, scan
 
 VALUE: Final = 'p<a>ss"wörd&1'
 
@@ -164,22 +165,27 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (tmp_path / "logs" / "out.log").write_text("... hunter2-QZXW ...")
     (tmp_path / "clean").mkdir()
 
-    assert main([str(secrets), str(tmp_path / "logs")]) == 1
+    assert main(["scan-leaks", str(secrets), str(tmp_path / "logs")]) == 1
     out = capsys.readouterr().out
     assert "out.log: byte 4: the secret on line 1 of " in out
     assert out.splitlines()[0].endswith(" (plain)")
     assert "hunter2" not in out
-    assert main([str(secrets), str(tmp_path / "clean")]) == 0
+    assert main(["scan-leaks", str(secrets), str(tmp_path / "clean")]) == 0
 
 
-def test_cli_as_module(tmp_path: Path) -> None:
-    """``python -m webhook.redact.leaks`` works as documented."""
+def test_cli_as_a_console_script(tmp_path: Path) -> None:
+    """``ingress-audit scan-leaks`` works as documented, run as users run it."""
     secrets = tmp_path / "secrets.txt"
     secrets.write_text("hunter2-QZXW\n")
     (tmp_path / "out.log").write_text("hunter2-QZXW")
 
     proc = subprocess.run(
-        [sys.executable, "-m", "webhook.redact.leaks", str(secrets), str(tmp_path / "out.log")],
+        [
+            Path(sys.executable).parent / "ingress-audit",
+            "scan-leaks",
+            str(secrets),
+            str(tmp_path / "out.log"),
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -18,8 +18,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import captured_bodies, make_config, post_capture, records_in, scenario_secrets, settle
 
+from webhook.commands.report import write
 from webhook.review.render import FORMATS, Report, render, to_dict
-from webhook.review.report import ReportOptions, build_report, read_lines, report_files
+from webhook.review.report import ReportOptions, build_report, read_lines, report_files, report_for
 from webhook.server.app import create_app
 
 SCRIPT = Path(sys.executable).parent / "ingress-audit"
@@ -586,9 +587,7 @@ def write_records(path: Path, *docs: dict[str, Any]) -> Path:
 
 
 def run_json(path: Path, out: Path, **kwargs: Any) -> dict[str, Any]:
-    from webhook.review.report import run
-
-    assert run([path], fmt="json", output=out, **({"since": None, "until": None, "now": NOW} | kwargs)) == 0
+    write(report_for([path], **({"since": None, "until": None, "now": NOW} | kwargs)), "json", out)
     doc: dict[str, Any] = orjson.loads(out.read_bytes())
     return doc
 
@@ -618,9 +617,7 @@ def test_default_period_is_the_week_up_to_the_newest_record(tmp_path: Path) -> N
 
     doc = run_json(path, tmp_path / "r.json", now=far_later)
     text = tmp_path / "r.txt"
-    from webhook.review.report import run
-
-    run([path], since=None, until=None, fmt="table", output=text, now=far_later)
+    write(report_for([path], since=None, until=None, now=far_later), "table", text)
 
     assert doc["period"] == {
         "since": "2026-11-17T14:21:48.500001Z",
@@ -649,9 +646,8 @@ def test_a_period_without_records_says_what_the_files_hold(tmp_path: Path) -> No
     since = datetime(2026, 11, 29, tzinfo=UTC)
 
     doc = run_json(path, tmp_path / "r.json", since=since)
-    from webhook.review.report import run
-
-    run([path], since=since, until=None, fmt="markdown", output=tmp_path / "r.md", now=NOW + 30 * DAY)
+    report = report_for([path], since=since, until=None, now=NOW + 30 * DAY)
+    write(report, "markdown", tmp_path / "r.md")
 
     assert doc["summary"]["audit_records"] == 0
     assert doc["summary"]["first_record"] is None

@@ -21,8 +21,9 @@ import pytest
 from conftest import make_config, read_jsonl
 
 from webhook.cli import main
+from webhook.commands._args import parse_since
 from webhook.commands.replay import replay
-from webhook.commands.tail import TailFilter, compile_filter, history, parse_since, render
+from webhook.commands.tail import TailFilter, compile_filter, history, render
 from webhook.config import DetectionsConfig
 from webhook.spool.appendlog import AppendLog
 

@@ -7,18 +7,30 @@ static-pod snippet that mounts the files.
 
 from __future__ import annotations
 
+import argparse
 import base64
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
+from cryptography import x509
 
-from webhook.config import Config, is_loopback
+from webhook.commands import _args
+from webhook.config import Config, is_loopback, load_config
 from webhook.errors import ConfigError
 from webhook.filter import Rule
 
-__all__ = ["Profile", "WebhookClient", "apiserver_flags", "audit_policy", "webhook_kubeconfig"]
+__all__ = [
+    "Profile",
+    "WebhookClient",
+    "add_arguments",
+    "apiserver_flags",
+    "audit_policy",
+    "run",
+    "webhook_kubeconfig",
+]
 
 Profile = Literal["metadata", "request-response"]
 
@@ -153,8 +165,6 @@ def read_ca_file(path: Path) -> bytes:
 
     The file goes into the kubeconfig as ``certificate-authority-data``: a private key passed by
     mistake would be copied to every apiserver host (and whoever reads the kubeconfig)."""
-    from cryptography import x509
-
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -292,3 +302,58 @@ def apiserver_flags(mode: Literal["batch", "blocking"] = "batch", config: Config
         "# (copy audit-policy.yaml and webhook-kubeconfig.yaml into " + HOST_DIR + " first)\n"
     )
     return notes + "\n".join(flags) + "\n" + kubeadm + yaml.safe_dump(snippet, sort_keys=False)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
+    policy = targets.add_parser("audit-policy", help="the audit policy for the configured rules")
+    _args.add_config(policy, help=None)
+    policy.add_argument("--profile", choices=["metadata", "request-response"], default="metadata")
+    kubeconfig = targets.add_parser(
+        "webhook-kubeconfig", help="the kubeconfig for --audit-webhook-config-file"
+    )
+    _args.add_config(kubeconfig, help=None)
+    kubeconfig.add_argument("--server", help="URL the apiserver posts to (default: from config)")
+    kubeconfig.add_argument("--ca-file", type=Path, help="CA that signed the serving certificate")
+    kubeconfig.add_argument("--client-cert", help="client certificate path on the apiserver host")
+    kubeconfig.add_argument("--client-key", help="client key path on the apiserver host")
+    kubeconfig.add_argument(
+        "--token-file",
+        type=Path,
+        help="bearer token file, written as tokenFile: its path on the apiserver host (default: from config)",
+    )
+    kubeconfig.add_argument(
+        "--inline-token",
+        action="store_true",
+        help="write the token itself instead of tokenFile (the output is then a secret)",
+    )
+    flags = targets.add_parser("apiserver-flags", help="kube-apiserver flags and a kubeadm snippet")
+    flags.add_argument("--mode", choices=["batch", "blocking"], default="batch")
+    _args.add_config(
+        flags, help="[INGRESS_AUDIT_CONFIG] keep batch and event sizes within its request limits"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.target == "webhook-kubeconfig" and args.ca_file is not None:
+        try:
+            read_ca_file(args.ca_file)
+        except ConfigError as exc:  # a wrong argument: a usage error
+            print(f"ingress-audit render: error: {exc.message}", file=sys.stderr)
+            return 2
+    config = load_config(args.config)
+    if args.target == "audit-policy":
+        sys.stdout.write(audit_policy(config, args.profile))
+    elif args.target == "webhook-kubeconfig":
+        client = WebhookClient(
+            server=args.server,
+            ca_file=args.ca_file,
+            client_cert=args.client_cert,
+            client_key=args.client_key,
+            token_file=args.token_file,
+            inline_token=args.inline_token,
+        )
+        sys.stdout.write(webhook_kubeconfig(config, client))
+    else:
+        sys.stdout.write(apiserver_flags(args.mode, config))
+    return 0

@@ -1,10 +1,7 @@
-"""``ingress-audit replay``: kube-apiserver log-backend files through the server's own ingest path.
-
-The log backend (``--audit-log-path``, ``--audit-log-format=json``) writes one Event per line,
-with ``kind: Event`` and ``apiVersion`` added; rotated files may be gzip'd. Those two keys are
-dropped before ingesting, so an event gets the same record id as when the webhook delivered
-it, and a backfill that overlaps live records adds nothing. Lines holding a whole EventList (a
-saved webhook body) are accepted too.
+"""``ingress-audit replay``: kube-apiserver log-backend files through the server's own ingest path
+(webhook/commands/_audit_logs.py reads them), or with ``--server`` to a running server
+(webhook/commands/replay_server.py). An event gets the same record id as when the webhook
+delivered it, so a backfill that overlaps live records adds nothing.
 
 Replaying twice adds nothing: before the first batch, the ids of the records already in the
 JSONL sinks (rotated files included) are loaded into the dedupe window, which for a replay
@@ -15,21 +12,30 @@ replaces it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
-from webhook.config import Config, DedupeConfig
-from webhook.core.jsonscan import ScanError, top_members
-from webhook.errors import BadRequestError, MalformedEventError, WebhookError
-from webhook.events import API_VERSIONS, check_event, decode_event, decode_event_list, event_ref
+from webhook.commands import _args
+from webhook.commands._audit_logs import (
+    BadLine,
+    ReplayInputError,
+    ReplaySummary,
+    progress_bar,
+    read_events,
+    take,
+)
+from webhook.commands.replay_server import ClientCredentials, replay_to_server
+from webhook.config import Config, DedupeConfig, load_config, with_overrides
+from webhook.log import configure_logging
 from webhook.pipeline.ingestor import Ingestor
 from webhook.pipeline.stages import DeadLetter, dead_letter_json
 from webhook.record.files import open_maybe_gzip, rotated
@@ -37,128 +43,13 @@ from webhook.record.files import open_maybe_gzip, rotated
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from webhook.commands.replay_access import AccessReplaySummary
-
-__all__ = [
-    "ReplayInputError",
-    "ReplaySummary",
-    "existing_record_ids",
-    "open_log",
-    "read_events",
-    "replay",
-]
+__all__ = ["add_arguments", "existing_record_ids", "replay", "run"]
 
 CHUNK: Final = 400
-_LOG_KEYS: Final = ("kind", "apiVersion")
-
-
-class ReplayInputError(WebhookError):
-    """An input file cannot be opened or decompressed; named by path, never quoting content."""
-
-    code = "input"
-
-
-@dataclass(slots=True)
-class ReplaySummary:
-    files: int = 0
-    events: int = 0
-    matched: int = 0
-    records: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    already_recorded: int = 0
-    sent_to: str | None = None  # replay --server: the events went to this server's /audit
-    access: AccessReplaySummary | None = None  # replay --access
-
-    def line(self) -> str:
-        where = (
-            f"sent to {self.sent_to}"
-            if self.sent_to
-            else f"{self.already_recorded} records were already in the sinks"
-        )
-        text = (
-            f"{self.events} events read, {self.matched} matched, {self.records} records written, "
-            f"{self.duplicates} duplicates, {self.dead_letters} dead letters "
-            f"({self.files} file{'' if self.files == 1 else 's'}; {where})"
-        )
-        return text if self.access is None else f"{text}\n{self.access.line()}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Bad:
-    """A line that is not an event: why, and the safe identifiers it has (if any)."""
-
-    reason: str
-    detail: str
-    ref: dict[str, Any]
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _as_webhook_item(event: dict[str, Any]) -> dict[str, Any]:
-    """The event as the webhook sends it: without the log backend's ``kind``/``apiVersion``."""
-    if event.get("kind") == "Event" and event.get("apiVersion") in API_VERSIONS:
-        return {key: value for key, value in event.items() if key not in _LOG_KEYS}
-    return event
-
-
-def _tolerant(line: bytes, where: str, pos: int) -> list[Any] | _Bad:
-    """A line that does not decode as a whole: an EventList's events each on its own, or the
-    line as one event (an ``Undecodable`` holding what can be read of its identity)."""
-    text = line.strip()
-    try:
-        return decode_event_list(text)
-    except BadRequestError:
-        pass
-    try:
-        top_members(text)  # an object, only some value in it does not decode
-    except ScanError:
-        # orjson's message can quote the input; keep only the position.
-        return _Bad("not-json", f"{where}: not valid JSON (at byte {pos})", {})
-    return [decode_event(text, 0, len(text))]
-
-
-def _decode(line: bytes, where: str) -> Iterator[dict[str, Any] | _Bad]:
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        found = _tolerant(line, where, exc.pos)
-        if isinstance(found, _Bad):
-            yield found
-            return
-        doc = {"kind": "EventList", "items": found}
-    items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "EventList" else [doc]
-    for item in items if isinstance(items, list) else [items]:
-        try:
-            yield _as_webhook_item(check_event(item))
-        except MalformedEventError as exc:
-            yield _Bad(exc.code, f"{where}: {exc.message}", event_ref(item))
-
-
-def open_log(path: Path) -> tuple[BinaryIO, BinaryIO]:
-    """(the raw file, the stream of its lines): gzip is recognised by its magic bytes."""
-    try:
-        return open_maybe_gzip(path)
-    except OSError as exc:
-        raise ReplayInputError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def read_events(path: Path, raw_position: list[int] | None = None) -> Iterator[dict[str, Any] | _Bad]:
-    """Every event of a log-backend file (plain or gzip), or a ``_Bad`` naming file and line."""
-    raw, stream = open_log(path)
-    with raw, stream:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(stream, start=1):
-                if raw_position is not None:
-                    raw_position[0] = raw.tell()
-                if line.strip():
-                    yield from _decode(line, f"{path.name}:{lineno}")
-        except (OSError, EOFError) as exc:
-            where = f"{path}: after line {lineno}"
-            raise ReplayInputError(f"{where}: cannot read further ({type(exc).__name__})") from None
 
 
 DRAIN_TIMEOUT_S = 600.0
@@ -196,15 +87,6 @@ def existing_record_ids(config: Config) -> set[str]:
     return ids
 
 
-def _take(events: Iterator[dict[str, Any] | _Bad], size: int) -> list[dict[str, Any] | _Bad]:
-    chunk = []
-    for event in events:
-        chunk.append(event)
-        if len(chunk) == size:
-            break
-    return chunk
-
-
 async def _replay_file(
     ingestor: Ingestor,
     path: Path,
@@ -214,13 +96,13 @@ async def _replay_file(
 ) -> None:
     position = [0]
     events = read_events(path, position)
-    while chunk := await asyncio.to_thread(_take, events, chunk_size):
+    while chunk := await asyncio.to_thread(take, events, chunk_size):
         received_at = _now()
-        items = [e for e in chunk if not isinstance(e, _Bad)]
+        items = [e for e in chunk if not isinstance(e, BadLine)]
         letters = [
             DeadLetter(reason=e.reason, detail=e.detail, received_at=received_at, event=e.ref)
             for e in chunk
-            if isinstance(e, _Bad)
+            if isinstance(e, BadLine)
         ]
         if letters:
             await ingestor.dead_letters.append(dead_letter_json(letters))
@@ -235,26 +117,6 @@ async def _replay_file(
         if progress is not None:
             bar, task = progress
             bar.update(task, completed=position[0])
-
-
-def _progress() -> Progress:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
 
 
 async def replay(
@@ -292,7 +154,7 @@ async def replay(
 
             access = AccessService(ingestor, clock=None, dedupe=ingestor.deduper)
             await access.open()
-        bar = _progress() if show_progress else None
+        bar = progress_bar() if show_progress else None
         if bar is not None:
             bar.start()
         try:
@@ -311,3 +173,79 @@ async def replay(
         # What is not delivered by then stays in the spool and goes out with the next run.
         await ingestor.aclose(drain_timeout_s=DRAIN_TIMEOUT_S)
     return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILE", help="audit log files")
+    parser.add_argument(
+        "--access",
+        nargs="+",
+        action="extend",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="ingress controller access log files (access.format; .gz too), after the audit files",
+    )
+    _args.add_config(parser)
+    _args.add_data_dir(parser)
+    _args.add_logging(parser, level="warning")
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        type=_args.http_url,
+        help="send the events to a running server's /audit (e.g. http://127.0.0.1:9440/audit) "
+        "instead of writing the data dir, which a running server holds",
+    )
+    parser.add_argument("--token-file", type=Path, help="with --server: file with the bearer token to send")
+    parser.add_argument("--ca-file", type=Path, help="with --server: CA bundle of the server's certificate")
+    parser.add_argument(
+        "--client-cert",
+        type=Path,
+        help="with --server: client certificate (PEM) to present",
+    )
+    parser.add_argument(
+        "--client-key", type=Path, help="with --server: the client certificate's key, if not in --client-cert"
+    )
+    parser.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="with --server: check the server's certificate for NAME, not the URL's host (port-forwards)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = with_overrides(load_config(args.config), data_dir=args.data_dir)
+    configure_logging(args.log_level, args.log_format or config.log.format)
+    progress = sys.stderr.isatty()
+    if not args.files and not args.access:
+        return _usage("give audit log files, --access files, or both")
+    if args.server and args.access:
+        return _usage("--access writes the data dir; it has no --server mode")
+    client_options = [args.token_file, args.ca_file, args.client_cert, args.client_key, args.tls_server_name]
+    if not args.server and any(option is not None for option in client_options):
+        return _usage(
+            "--token-file, --ca-file, --client-cert, --client-key and --tls-server-name go with --server"
+        )
+    if args.client_key is not None and args.client_cert is None:
+        return _usage("--client-key needs --client-cert")
+    if args.server:
+        credentials = ClientCredentials(
+            ca_file=args.ca_file,
+            client_cert=args.client_cert,
+            client_key=args.client_key,
+            token_file=args.token_file,
+            server_name=args.tls_server_name,
+        )
+        summary = asyncio.run(
+            replay_to_server(args.server, args.files, credentials=credentials, show_progress=progress)
+        )
+    else:
+        summary = asyncio.run(replay(config, args.files, show_progress=progress, access_files=args.access))
+    print(summary.line())
+    return 0
+
+
+def _usage(message: str) -> int:
+    """Flags that do not go together: a usage error, as argparse would say it."""
+    print(f"ingress-audit replay: error: {message}", file=sys.stderr)
+    return 2

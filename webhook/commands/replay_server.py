@@ -23,7 +23,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from webhook.commands.replay import ReplaySummary, _Bad, _progress, _take, read_events
+from webhook.commands._audit_logs import BadLine, ReplaySummary, progress_bar, read_events, take
 from webhook.errors import ConfigError, WebhookError
 
 __all__ = ["ClientCredentials", "ReplaySendError", "replay_to_server"]
@@ -205,7 +205,7 @@ async def replay_to_server(
     headers = await asyncio.to_thread(credentials.headers)
     context = await asyncio.to_thread(credentials.ssl_context)
     summary = ReplaySummary(files=len(files), sent_to=url)
-    bar = _progress() if show_progress else None
+    bar = progress_bar() if show_progress else None
     if bar is not None:
         bar.start()
     try:
@@ -216,11 +216,11 @@ async def replay_to_server(
                 size = (await asyncio.to_thread(path.stat)).st_size
                 task = bar.add_task(path.name, total=size) if bar is not None else None
                 events = read_events(path, position)
-                while chunk := await asyncio.to_thread(_take, events, chunk_size):
-                    bad = [e for e in chunk if isinstance(e, _Bad)]
+                while chunk := await asyncio.to_thread(take, events, chunk_size):
+                    bad = [e for e in chunk if isinstance(e, BadLine)]
                     for item in bad:
                         sys.stderr.write(f"ingress-audit: skipped {item.detail}\n")
-                    items = [e for e in chunk if not isinstance(e, _Bad)]
+                    items = [e for e in chunk if not isinstance(e, BadLine)]
                     summary.events += len(chunk)
                     summary.dead_letters += len(bad)
                     if items:

@@ -7,38 +7,38 @@ is printed once. Stops quietly on Ctrl-C and when the reader of a pipe goes away
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fnmatch
 import os
-import re
 import select
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import IO, Any, Final
 
 import orjson
+from rich.console import Console
+from rich.text import Text
 
+from webhook.commands import _args
 from webhook.core.visible import visible_doc, visible_json_line
 from webhook.errors import WebhookError
 from webhook.record.files import rotated
-
-if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.text import Text
 
 __all__ = [
     "SEVERITIES",
     "RecordsNotFoundError",
     "TailFilter",
+    "add_arguments",
     "compile_filter",
     "follow",
     "history",
-    "parse_since",
+    "print_records",
     "render",
     "run",
 ]
@@ -51,8 +51,6 @@ _SEVERITY_STYLES: Final = {
     "high": "bold red",
     "critical": "bold white on red",
 }
-_DURATION: Final = re.compile(r"(\d+)([smhdw])")
-_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _BLOCK: Final = 64 * 1024
 _READ: Final = 1024 * 1024
 
@@ -76,21 +74,6 @@ class TailFilter:
     findings: tuple[str, ...] = ()
     severity: str | None = None
     since: datetime | None = None
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """A duration back from now (``90s``, ``10m``, ``2h``, ``7d``, ``1w``) or an RFC 3339 time."""
-    match = _DURATION.fullmatch(text.strip())
-    if match:
-        amount, unit = int(match[1]), _UNITS[match[2]]
-        return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError("expected a duration such as 10m, 2h, 7d or an RFC 3339 time") from None
-    if when.tzinfo is None:
-        raise ValueError("an RFC 3339 time needs a UTC offset, e.g. 2026-11-24T14:20:00Z")
-    return when
 
 
 def _get(record: Any, *path: str) -> Any:
@@ -286,13 +269,12 @@ class _PipeClosed(Exception):
     pass
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        raise _PipeClosed
+
+
 def _console() -> Console:
-    from rich.console import Console
-
-    class _Console(Console):
-        def on_broken_pipe(self) -> None:
-            raise _PipeClosed
-
     return _Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
 
 
@@ -306,8 +288,6 @@ def _code_style(code: Any) -> str:
 
 def _render_alert(record: dict[str, Any]) -> Text:
     """An alert record (docs/detections.md): time, ALERT or resolved, severity, detection, summary."""
-    from rich.text import Text
-
     line = Text()
     line.append(f"{str(record.get('time') or '-')[:19]}Z  ", style="dim")
     firing = record.get("status") == "firing"
@@ -320,8 +300,6 @@ def _render_alert(record: dict[str, Any]) -> Text:
 
 def render(record: dict[str, Any]) -> Text:
     """One line: time, actor, verb, object, outcome, findings (for an alert: its summary)."""
-    from rich.text import Text
-
     record = visible_doc(record)  # every field printed, whoever sent it, shows its controls escaped
     if record.get("type") == "alert":
         return _render_alert(record)
@@ -394,7 +372,7 @@ def _render_access(line: Text, record: dict[str, Any]) -> None:
         line.append(f"  ({where})", style="dim")
 
 
-def run(
+def print_records(
     path: Path,
     *,
     count: int | None,
@@ -444,3 +422,54 @@ def run(
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "path", nargs="?", type=Path, help="records file (default: the JSONL sink of the config)"
+    )
+    _args.add_config(parser)
+    _args.add_data_dir(parser)
+    parser.add_argument(
+        "-n",
+        "--lines",
+        type=_args.count,
+        default=10,
+        metavar="N",
+        help="print the last N records first (or all)",
+    )
+    parser.add_argument("--no-follow", action="store_true", help="print and exit")
+    parser.add_argument("--json", action="store_true", help="the records' JSON lines, unchanged")
+    parser.add_argument(
+        "--access", action="store_true", help="the access records' file (access.jsonl), not the audit one"
+    )
+    for flag, what in (
+        ("--namespace", "object namespace"),
+        ("--resource", "resource, e.g. ingresses or ingresses.networking.k8s.io"),
+        ("--user", "username (the caller or the identity it impersonated)"),
+        ("--verb", "verb"),
+        ("--finding", "finding id"),
+    ):
+        parser.add_argument(flag, action="append", default=[], metavar="PATTERN", help=f"{what}; repeatable")
+    parser.add_argument(
+        "--severity", choices=SEVERITIES, help="records with a finding at this severity or above"
+    )
+    parser.add_argument("--since", type=_args.since, help="a duration (10m, 2h, 7d) or an RFC 3339 time")
+
+
+def run(args: argparse.Namespace) -> int:
+    path: Path | None = args.path
+    if path is None:
+        path, _ = _args.jsonl_file(args, "access" if args.access else "audit")
+    keep = compile_filter(
+        TailFilter(
+            namespaces=tuple(args.namespace),
+            resources=tuple(args.resource),
+            users=tuple(args.user),
+            verbs=tuple(args.verb),
+            findings=tuple(args.finding),
+            severity=args.severity,
+            since=args.since,
+        )
+    )
+    return print_records(path, count=args.lines, keep=keep, raw=args.json, follow_file=not args.no_follow)

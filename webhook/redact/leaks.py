@@ -1,13 +1,12 @@
 """Look for known secret values, in every encoding they could take, in files we wrote.
 
 Used by the tests (records, logs and dead letters must hold none of the values in a capture's
-``secrets.txt``) and as ``python -m webhook.redact.leaks SECRETS_FILE DIR...``, which exits 1 if it
-finds any. A leak names the file, the secret's index and the encoding, never the value.
+``secrets.txt``) and by ``ingress-audit scan-leaks``. A leak names the file, the secret's index
+and the encoding, never the value.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import bz2
 import gzip
@@ -15,13 +14,12 @@ import io
 import json
 import lzma
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["MIN_LENGTH", "Leak", "encodings", "main", "named_encodings", "scan"]
+__all__ = ["MIN_LENGTH", "Leak", "encodings", "named_encodings", "scan"]
 
 # A value shorter than this is skipped: three characters (or their base64/hex forms) turn up
 # by chance in any large file, so a hit would say nothing, and such a value is no secret anyway.
@@ -189,32 +187,3 @@ def _scan_stream(
         keep = min(overlap, len(window))
         tail = window[len(window) - keep :] if keep else b""
         base += len(window) - len(tail)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ingress-audit scan-leaks",
-        description="Report where known secret values occur in files (the values are not shown).",
-    )
-    parser.add_argument("secrets_file", type=Path, help="one secret value per line")
-    parser.add_argument("paths", nargs="+", type=Path, help="files or directories to search")
-    args = parser.parse_args(argv)
-    try:
-        lines = args.secrets_file.read_text(encoding="utf-8").splitlines()
-        leaks = scan(args.paths, lines)
-    except OSError as exc:
-        sys.stderr.write(
-            f"ingress-audit: scan-leaks: {exc.filename}: {(exc.strerror or 'unreadable').lower()}\n"
-        )
-        return 2
-    for leak in leaks:
-        sys.stdout.write(
-            f"{leak.file}: byte {leak.offset}: the secret on line {leak.secret + 1} of "
-            f"{args.secrets_file} ({leak.encoding})\n"
-        )
-    sys.stdout.write(f"{len(leaks)} leak(s) in {len(args.paths)} path(s)\n")
-    return 1 if leaks else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
-"""``ingress-audit report``: the weekly review of the records files, in one pass (two without
-``--since``: the first finds the newest audit record, where the default period ends).
+"""The weekly review of the records files, in one pass (two without a start of the period: the
+first finds the newest audit record, where the default period ends).
 
 Reads the JSONL files (rotated backups first, gzip'd ones too) line by line and keeps only
 aggregates and the top entries (webhook/review/collect.py), so a month of records takes the
@@ -11,26 +11,23 @@ Dead letters are summarized; other record types are counted and otherwise ignore
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
-from webhook.commands.replay import open_log
+from webhook.commands._audit_logs import open_log
 from webhook.commands.tail import RecordsNotFoundError
 from webhook.record.files import rotated
 from webhook.review.collect import Collector, ReportOptions
 from webhook.review.describe import record_time
-from webhook.review.render import Report, render
+from webhook.review.render import Report
 from webhook.review.sections import assemble
 
-__all__ = ["ReportOptions", "build_report", "newest_record", "read_lines", "report_files", "run"]
+__all__ = ["ReportOptions", "build_report", "newest_record", "read_lines", "report_files", "report_for"]
 
-_PLAIN_WIDTH: Final = 160
 _RECENT_IDS: Final = 100_000  # about 15 MB of ids and times
 _DEFAULT_PERIOD: Final = timedelta(days=7)
 _TICK: Final = timedelta(microseconds=1)  # ``until`` is excluded: the newest record is in
@@ -162,21 +159,19 @@ def build_report(
     return assemble(c, options, sources)
 
 
-def run(
+def report_for(
     paths: Sequence[Path],
     *,
     since: datetime | None,
     until: datetime | None,
-    fmt: str,
-    output: Path | None,
+    now: datetime,
     clusters: Sequence[str] = (),
     expiring_within: timedelta = timedelta(days=30),
     top: int = 10,
-    now: datetime | None = None,
-) -> int:
-    """Read, aggregate, write. Without ``since``, the period is the seven days up to
-    ``until``, else up to the newest audit record (the files are then read twice), else now."""
-    now = now or datetime.now(UTC)
+) -> Report:
+    """The report of the records files at ``paths``. Without ``since``, the period is the seven
+    days up to ``until``, else up to the newest audit record (the files are then read twice),
+    else now."""
     files = report_files(paths)
     basis = "given"
     if since is None:
@@ -193,19 +188,4 @@ def run(
         clusters=tuple(clusters),
         basis=basis,
     )
-    report = build_report(read_lines(files), options, sources=files)
-    if output is not None:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "w", encoding="utf-8") as f:
-            render(report, fmt, f)
-        return 0
-    terminal = sys.stdout.isatty()
-    width = None if terminal else int(os.environ.get("COLUMNS") or 0) or _PLAIN_WIDTH
-    try:
-        render(report, fmt, sys.stdout, terminal=terminal, width=width)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `| head` went away: nothing more to say
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    return 0
+    return build_report(read_lines(files), options, sources=files)

@@ -1,0 +1,91 @@
+"""``ingress-audit check-config``: what serve would refuse, found before it starts; with
+``--connect``, whether every sink (and a Redis state store) answers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final, Protocol
+
+from webhook.config import Config, check_listen, listen_warnings, load_config
+from webhook.errors import WebhookError
+from webhook.server.app import authenticator_for, tls_files_for
+from webhook.server.tls import build_context
+from webhook.sinks import sink_types
+from webhook.sinks.base import Health
+from webhook.state import open_store
+
+__all__ = ["add_arguments", "run"]
+
+PROBE_TIMEOUT_S: Final = 15
+
+
+class _Opened(Protocol):
+    async def open(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path)
+    parser.add_argument(
+        "--connect", action="store_true", help="also reach every sink (health check) and report each"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    check_listen(config)
+    # What serve loads before it listens: the TLS files (readable, a matching pair, a CA that
+    # parses) and the bearer token files (mode and strength).
+    if (files := tls_files_for(config)) is not None:
+        build_context(files)
+    authenticator_for(config)
+    for warning in listen_warnings(config):
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
+    print(f"{args.file}: ok")
+    if not args.connect:
+        return 0
+    failed = asyncio.run(_connect(config))
+    return 1 if failed else 0
+
+
+async def _connect(config: Config) -> int:
+    """Open each sink and run its health check, as delivery would; print one line per sink."""
+    types = sink_types()
+    failed = 0
+    for settings in config.sinks:
+        sink = types[settings.type].build(settings, config.data_dir)
+        health = await _probe(sink, sink.health)
+        failed += not health.ok
+        outcome = "ok" if health.ok else "FAILED"
+        detail = f": {health.detail}" if health.detail else ""
+        print(f"sink {settings.name} ({settings.type}): {outcome}{detail}")
+    if config.state.type == "redis":  # the local stores are created by serve, not probed here
+        store = open_store(config.state, data_dir=config.data_dir, cluster=config.cluster, dedupe_ttl_s=1.0)
+        health = await _probe(store, store.problem)
+        failed += not health.ok
+        print(f"state {config.state.type}: {'ok' if health.ok else 'FAILED: ' + health.detail}")
+    return failed
+
+
+async def _probe(opened: _Opened, check: Callable[[], Awaitable[Health | str | None]]) -> Health:
+    """Open it and check it within the time limit, then close it, whatever happened."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            await opened.open()
+            found = await check()
+    except TimeoutError:
+        return Health(ok=False, detail=f"timed out after {PROBE_TIMEOUT_S} s")
+    except WebhookError as exc:
+        return Health(ok=False, detail=exc.message)
+    except OSError as exc:
+        return Health(ok=False, detail=f"{type(exc).__name__}: {exc.strerror or 'unreachable'}")
+    finally:
+        with contextlib.suppress(Exception):  # one that failed to open may not close cleanly
+            await opened.aclose()
+    # A state store names its problem (None: it answers); a sink answers with its health.
+    return found if isinstance(found, Health) else Health(ok=found is None, detail=found or "")

@@ -23,7 +23,7 @@ from conftest import make_config, read_jsonl
 from webhook.cli import main
 from webhook.commands.replay import replay
 from webhook.commands.tail import TailFilter, compile_filter, history, parse_since, render
-from webhook.config import DetectionsConfig
+from webhook.detect.settings import DetectionsConfig
 from webhook.spool.appendlog import AppendLog
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import orjson
 
-from webhook.config import Config, DedupeConfig
+from webhook.config import Config
 from webhook.core.jsonscan import ScanError, top_members
+from webhook.dedupe import DedupeConfig
 from webhook.errors import BadRequestError, MalformedEventError, WebhookError
 from webhook.events import API_VERSIONS, check_event, decode_event, decode_event_list, event_ref
 from webhook.pipeline.ingestor import Ingestor

@@ -25,8 +25,8 @@ from webhook.detect.feed import AlertFeed
 from webhook.errors import SpoolFullError, StorageError, WebhookError
 from webhook.metrics import Metrics
 from webhook.pipeline.record_metrics import RecordMetrics
-from webhook.pipeline.stages import BatchResult, DeadLetter, Pipeline, dead_letter_json
-from webhook.pipeline.workers import PreparePool, prepare_body
+from webhook.pipeline.stages import BatchResult, DeadLetter, Pipeline, PipelineSettings, dead_letter_json
+from webhook.pipeline.workers import PreparePool, PrepareSettings, prepare_body
 from webhook.record.audit import to_json
 from webhook.redact.redactor import Redactor, load_or_create_key
 from webhook.sinks import sink_types
@@ -35,9 +35,30 @@ from webhook.spool.segments import Spool
 from webhook.state import StateError, StateStore, open_store
 from webhook.state.behind import WriteBehind
 
-__all__ = ["Ingestor"]
+__all__ = ["Ingestor", "pipeline_settings", "prepare_settings"]
 
 log = structlog.get_logger(__name__)
+
+
+def pipeline_settings(config: Config) -> PipelineSettings:
+    """The parts of the config the stages read; they never see the rest."""
+    return PipelineSettings(
+        cluster=config.cluster,
+        max_event_bytes=config.server.max_event_bytes,
+        filter=config.filter,
+        change=config.change,
+        actors=config.actors,
+        findings=config.findings,
+    )
+
+
+def prepare_settings(config: Config) -> PrepareSettings:
+    """What each worker process is sent at its start, instead of the whole config."""
+    return PrepareSettings(
+        pipeline=pipeline_settings(config),
+        log=config.log,
+        certificate_expiry_warning_days=config.redaction.certificate_expiry_warning_days,
+    )
 
 
 class Ingestor:
@@ -89,8 +110,10 @@ class Ingestor:
             load_or_create_key, self.config.in_data_dir(redaction.fingerprint_key_file)
         )
         redactor = Redactor(key, expiry_warning_days=redaction.certificate_expiry_warning_days)
-        self._pipeline = Pipeline(self.config, self.deduper, redactor)
-        self._prepare_pool = PreparePool(self.config, key)
+        self._pipeline = Pipeline(pipeline_settings(self.config), self.deduper, redactor)
+        self._prepare_pool = PreparePool(
+            prepare_settings(self.config), key, workers=self.config.server.workers
+        )
         await self.state.open()
         await asyncio.to_thread(self.dead_letters.open)
         await asyncio.to_thread(self.spool.open)

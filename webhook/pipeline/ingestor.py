@@ -21,6 +21,9 @@ import structlog
 from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.delivery import SinkWorker
+from webhook.detect.audit import build_rules
+from webhook.detect.edge import build_edge_rules
+from webhook.detect.engine import Detector
 from webhook.detect.feed import AlertFeed
 from webhook.errors import SpoolFullError, StorageError, WebhookError
 from webhook.metrics import Metrics
@@ -35,7 +38,7 @@ from webhook.spool.segments import Spool
 from webhook.state import StateError, StateStore, open_store
 from webhook.state.behind import WriteBehind
 
-__all__ = ["Ingestor", "pipeline_settings", "prepare_settings"]
+__all__ = ["Ingestor", "alert_feed_for", "pipeline_settings", "prepare_settings"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +62,21 @@ def prepare_settings(config: Config) -> PrepareSettings:
         log=config.log,
         certificate_expiry_warning_days=config.redaction.certificate_expiry_warning_days,
     )
+
+
+def alert_feed_for(config: Config, spool: Spool, metrics: Metrics, *, event_time: bool) -> AlertFeed:
+    """The detections that can fire with this config, over audit and access records both."""
+    detections, access, trusted = config.detections, config.access, config.actors.trusted_cidrs
+    rules = build_rules(detections, trusted_cidrs=trusted)
+    rules += build_edge_rules(
+        detections,
+        keep_statuses=access.keep.statuses,
+        keep_all=access.keep_all,
+        sensitive=bool(access.keep.sensitive_hosts or access.keep.sensitive_paths),
+        trusted=bool(access.trusted_cidrs or trusted),
+    )
+    detector = Detector(rules, cluster=config.cluster, metrics=metrics) if rules else None
+    return AlertFeed(detector, spool, metrics, event_time=event_time)
 
 
 class Ingestor:
@@ -87,7 +105,7 @@ class Ingestor:
         self.workers: list[SinkWorker] = []
         # Called with each batch's records once they are durable (the access host index).
         self.record_observers: list[Callable[[Sequence[Any]], None]] = []
-        self.alerts = AlertFeed.from_config(config, self.spool, self.metrics, event_time=event_time)
+        self.alerts = alert_feed_for(config, self.spool, self.metrics, event_time=event_time)
         self._refused_at: int | None = None  # spool size when a batch last did not fit
         self.state: StateStore = open_store(
             config.state, data_dir=config.data_dir, cluster=config.cluster, dedupe_ttl_s=config.dedupe.ttl_s

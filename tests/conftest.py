@@ -26,8 +26,9 @@ from servers import (  # noqa: F401 - fixtures
     server_certs,
 )
 
-from webhook.config import Config, ServerConfig, jsonl_sink_for
+from webhook.config import Config, jsonl_sink_for
 from webhook.server.app import RUNTIME
+from webhook.server.settings import ServerConfig
 
 __all__ = [
     "CAPTURES",

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from conftest import Client, delivered, event_list, make_config, make_event
 
-from webhook.config import SpoolConfig
 from webhook.errors import SinkError
 from webhook.server.app import create_app
 from webhook.sinks.base import SpooledRecord
 from webhook.sinks.jsonl import JsonlSink
+from webhook.spool.settings import SpoolConfig
 
 JSON = {"Content-Type": "application/json"}
 

@@ -19,8 +19,9 @@ from conftest import (
 )
 from pytest_aiohttp import AiohttpClient
 
-from webhook.config import Config, StateConfig
+from webhook.config import Config
 from webhook.server.app import create_app
+from webhook.state.settings import StateConfig
 
 BODIES = captured_bodies()
 

@@ -16,8 +16,9 @@ import pytest
 from conftest import event_list, make_config, make_event
 from servers import Certs
 
-from webhook.config import Config, TlsConfig
+from webhook.config import Config
 from webhook.server.app import METRICS, RunningServer, start_server
+from webhook.server.settings import TlsConfig
 
 JSON = {"Content-Type": "application/json"}
 

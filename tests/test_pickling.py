@@ -11,8 +11,9 @@ from conftest import capture_events, captured_bodies
 from webhook.config import Config
 from webhook.core.findings import Finding
 from webhook.dedupe import Deduper
+from webhook.pipeline.ingestor import pipeline_settings, prepare_settings
 from webhook.pipeline.stages import Pipeline
-from webhook.pipeline.workers import _pack, _unpack
+from webhook.pipeline.workers import PrepareSettings, _pack, _unpack
 from webhook.redact.certs import CertificateInfo
 from webhook.redact.model import KeyFingerprint, SecretDetails
 from webhook.redact.redactor import RedactionResult, Redactor
@@ -23,7 +24,9 @@ def _round_trip(value: Any) -> Any:
 
 
 def _prepared() -> Any:
-    pipeline = Pipeline(Config(cluster="c"), Deduper(max_entries=10_000, ttl_s=60), Redactor(b"k" * 32))
+    pipeline = Pipeline(
+        pipeline_settings(Config(cluster="c")), Deduper(max_entries=10_000, ttl_s=60), Redactor(b"k" * 32)
+    )
     events = [event for body in captured_bodies() for event in capture_events(body.name)]
     return pipeline.prepare(events, received_at="2026-11-24T14:21:42Z")
 
@@ -57,3 +60,17 @@ def test_a_batch_answer_round_trips_whole() -> None:
     assert [p.redacted for p in back.pending] == [p.redacted for p in result.pending]
     assert [p.key for p in back.pending] == [p.key for p in result.pending]
     assert orjson.dumps(back.dead_letters) == orjson.dumps(result.dead_letters)
+
+
+def test_a_worker_is_sent_its_settings_not_the_config() -> None:
+    """What a worker gets at its start pickles whole and holds no section it does not read
+    (no sinks, no state store, no paths)."""
+    config = Config(cluster="c")
+    settings = prepare_settings(config)
+    back = _round_trip(settings)
+    assert back == settings
+    assert isinstance(back, PrepareSettings)
+    assert back.pipeline.cluster == "c"
+    assert back.pipeline.max_event_bytes == config.server.max_event_bytes
+    assert back.certificate_expiry_warning_days == config.redaction.certificate_expiry_warning_days
+    assert b"webhook.config" not in pickle.dumps(settings, protocol=pickle.HIGHEST_PROTOCOL)

@@ -9,6 +9,7 @@ from conftest import capture_events, make_event
 
 from webhook.config import Config
 from webhook.dedupe import Deduper
+from webhook.pipeline.ingestor import pipeline_settings
 from webhook.pipeline.stages import DeadLetter, Pipeline, dead_letter_json
 from webhook.record.audit import Record
 from webhook.redact.redactor import Redactor
@@ -21,7 +22,7 @@ REDACTOR = Redactor(b"test-fingerprint-key-0123456789ab")
 
 def pipeline() -> tuple[Pipeline, Deduper]:
     deduper = Deduper(max_entries=1000, ttl_s=600)
-    return Pipeline(Config(cluster="c"), deduper, REDACTOR), deduper
+    return Pipeline(pipeline_settings(Config(cluster="c")), deduper, REDACTOR), deduper
 
 
 def test_a_captured_batch() -> None:
@@ -166,7 +167,7 @@ def test_dead_letter_json_is_one_line_each() -> None:
 
 def test_cluster_name_comes_from_the_config() -> None:
     """Every record carries the configured cluster name."""
-    pipe = Pipeline(Config(cluster="prod-eu"), Deduper(max_entries=10, ttl_s=60), REDACTOR)
+    pipe = Pipeline(pipeline_settings(Config(cluster="prod-eu")), Deduper(max_entries=10, ttl_s=60), REDACTOR)
     (record,) = pipe.process([make_event()], received_at=RECEIVED).records
     assert record.cluster == "prod-eu"
 

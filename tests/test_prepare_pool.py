@@ -186,11 +186,12 @@ async def test_the_server_answers_a_large_batch_once_its_records_are_durable(tmp
 _HOLDER = """
 import asyncio, sys
 from pathlib import Path
-from webhook.config import Config, ServerConfig
+from webhook.config import Config
+from webhook.pipeline.ingestor import prepare_settings
 from webhook.pipeline.workers import PreparePool
 
 async def main() -> None:
-    pool = PreparePool(Config(server=ServerConfig(workers=2)), b"k" * 32)
+    pool = PreparePool(prepare_settings(Config()), b"k" * 32, workers=2)
     await pool.start()
     print(" ".join(map(str, pool.pids())), flush=True)
     await asyncio.sleep(60)

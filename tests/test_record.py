@@ -11,6 +11,7 @@ from conftest import find_event, make_event
 from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.errors import MalformedEventError
+from webhook.pipeline.ingestor import pipeline_settings
 from webhook.pipeline.stages import Pipeline
 from webhook.record.audit import SCHEMA_VERSION, Record, record_id, record_schema, to_json
 from webhook.redact.redactor import Redactor
@@ -45,7 +46,7 @@ def as_json(record: Record) -> dict[str, Any]:
 def pipeline_record(event: dict[str, Any]) -> Record:
     """The record a fresh pipeline (default rules) makes of ``event``."""
     (record,) = (
-        Pipeline(Config(), Deduper(max_entries=10, ttl_s=60), REDACTOR)
+        Pipeline(pipeline_settings(Config()), Deduper(max_entries=10, ttl_s=60), REDACTOR)
         .process([event], received_at=RECEIVED)
         .records
     )

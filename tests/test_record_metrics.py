@@ -14,9 +14,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
 
-from webhook.config import ActorsConfig, FindingsConfig
 from webhook.core.findings import Finding
 from webhook.enrich.catalog import CATALOG
+from webhook.enrich.settings import ActorsConfig, FindingsConfig
 from webhook.filter import FilterSpec, Rule
 from webhook.metrics import Metrics
 from webhook.pipeline.cert_expiry import CertificateExpiry

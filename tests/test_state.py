@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from webhook.config import StateConfig
 from webhook.state import StoredObject, is_newer, object_key, open_store
 from webhook.state.base import StateStore
+from webhook.state.settings import StateConfig
 from webhook.state.sqlite import SqliteStore
 
 KEY = object_key("networking.k8s.io", "ingresses", "shop", "web")

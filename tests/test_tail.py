@@ -24,7 +24,7 @@ from webhook.cli import main
 from webhook.commands._args import parse_since
 from webhook.commands.replay import replay
 from webhook.commands.tail import TailFilter, compile_filter, history, render
-from webhook.config import DetectionsConfig
+from webhook.detect.settings import DetectionsConfig
 from webhook.spool.appendlog import AppendLog
 
 ROOT = Path(__file__).resolve().parents[1]

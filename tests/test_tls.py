@@ -16,10 +16,11 @@ import pytest
 import trustme
 from cryptography import x509
 
-from webhook.config import AuthConfig, Config, ServerConfig, TlsConfig
+from webhook.config import Config
 from webhook.errors import ConfigError
 from webhook.server.app import RUNTIME, RunningServer, start_server
 from webhook.server.auth import Authenticator
+from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
 from webhook.server.tls import TlsFiles, TlsReloader, build_context
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,9 @@
 """Configuration: one YAML file, checked against ``config.schema.json``, built into frozen objects.
 
-Defaults live only in the dataclasses below. The schema rejects unknown keys so that a typo is
-an error rather than a silently ignored option.
+Each section's dataclass lives with the stage that reads it (webhook/spool/settings.py, ...),
+and its defaults only there; this module assembles the sections into the root ``Config``, so
+that a stage is handed its section and never the whole. The schema rejects unknown keys so
+that a typo is an error rather than a silently ignored option.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from webhook.access.settings import AccessConfig, parse_access
+from webhook.dedupe import DedupeConfig
 from webhook.detect.settings import (
     ChangeWindow,
     DeploymentIdentities,
@@ -25,30 +28,22 @@ from webhook.detect.settings import (
     default_rules,
 )
 from webhook.enrich.catalog import CATALOG
+from webhook.enrich.settings import ActorsConfig, ChangeConfig, FindingsConfig
 from webhook.errors import ConfigError
 from webhook.filter import DEFAULT_FILTER, FilterSpec, Matcher, Rule
+from webhook.log import LogConfig
+from webhook.redact.settings import RedactionConfig
+from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
 from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
+from webhook.spool.settings import DeadLetterConfig, SpoolConfig
+from webhook.state.settings import StateConfig
 
 if TYPE_CHECKING:
     import jsonschema
 
 __all__ = [
-    "AccessConfig",
-    "ActorsConfig",
-    "AuthConfig",
-    "ChangeConfig",
     "Config",
-    "DeadLetterConfig",
-    "DedupeConfig",
-    "DetectionsConfig",
-    "FindingsConfig",
-    "LogConfig",
-    "RedactionConfig",
-    "ServerConfig",
-    "SpoolConfig",
-    "StateConfig",
-    "TlsConfig",
     "check_listen",
     "config_schema",
     "default_sinks",
@@ -64,135 +59,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-MiB = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TlsConfig:
-    cert_file: Path
-    key_file: Path
-    client_ca_file: Path | None = None
-    reload_interval_s: float = 10.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuthConfig:
-    bearer_token_files: tuple[Path, ...] = ()
-    client_subjects: tuple[str, ...] = ()
-    require: Literal["any", "all"] = "any"
-    # HTTPS with neither client_ca_file nor bearer_token_files on a non-loopback address
-    allow_unauthenticated: bool = False
-    protect_metrics: bool = False  # /metrics (and /readyz's detail) need the /audit credentials
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 9440
-    insecure_http: bool = False
-    tls: TlsConfig | None = None
-    auth: AuthConfig = field(default_factory=AuthConfig)
-    max_body_bytes: int = 64 * MiB
-    max_events_per_request: int = 10_000
-    max_event_bytes: int = 16 * MiB
-    max_concurrent_requests: int = 64
-    workers: int = 1
-    body_timeout_s: float = 30.0
-    keepalive_timeout_s: float = 75.0
-    shutdown_timeout_s: float = 20.0
-    # Before authentication: open connections (TLS handshakes included) cost memory each.
-    max_connections: int = 1024
-    tls_handshake_timeout_s: float = 10.0
-    header_timeout_s: float = 10.0  # for a new connection's first request head
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogConfig:
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DedupeConfig:
-    """The apiserver retries a batch for ~90 s; ten minutes covers that with margin. The state
-    store keeps the keys for ``ttl_s`` too: the in-memory window only spares a resend the work."""
-
-    max_entries: int = 50_000
-    ttl_s: float = 600.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RedactionConfig:
-    """Secret values become HMAC-SHA256 fingerprints under this key (see docs/secrets.md)."""
-
-    fingerprint_key_file: Path = Path("fingerprint.key")
-    certificate_expiry_warning_days: int = 30
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SpoolConfig:
-    """The durable queue between the handler and the sinks (see docs/sinks.md)."""
-
-    path: Path = Path("spool")
-    max_bytes: int = 1024 * MiB
-    segment_bytes: int = 64 * MiB
-    fsync: bool = True
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StateConfig:
-    """Last known (redacted) object per key, for diffs, and the dedupe keys (docs/architecture.md)."""
-
-    type: Literal["memory", "sqlite", "redis"] = "sqlite"
-    path: Path = Path("state.sqlite3")
-    max_objects: int = 100_000
-    max_age_s: float = 30 * 86400.0
-    url: str = "redis://127.0.0.1:6379/0"
-    password_file: Path | None = None
-    key_prefix: str = "ingress-audit"
-    timeout_s: float = 2.0
-
-
-DEFAULT_IGNORE_PATHS: Final = (
-    "/metadata/resourceVersion",
-    "/metadata/generation",
-    "/metadata/managedFields",
-    "/metadata/creationTimestamp",
-    "/metadata/uid",
-    "/metadata/selfLink",
-    "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
-    "/status",
-)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChangeConfig:
-    """How diffs are written: paths to ignore (RFC 6901, ``*`` matches one segment) and caps."""
-
-    ignore_paths: tuple[str, ...] = DEFAULT_IGNORE_PATHS
-    max_value_bytes: int = 1024
-    max_operations: int = 200
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ActorsConfig:
-    """Which source addresses are trusted and which users are automation (CI, GitOps)."""
-
-    trusted_cidrs: tuple[str, ...] = ()
-    automation_users: tuple[str, ...] = ()
-    automation_groups: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FindingsConfig:
-    disabled: frozenset[str] = frozenset()
-    severity: Mapping[str, str] = field(default_factory=dict)
-    internal_hosts: tuple[str, ...] = ("*.svc", "*.svc.cluster.local", "*.cluster.local", "localhost")
-
-
 # With access logs on, the default sinks keep them in their own file (and rotation), so that
-# a flood of access lines cannot rotate the audit history away (#17). Alerts are few and
-# stay with the audit records.
+# a flood of access lines cannot rotate the audit history away. Alerts are few and stay with
+# the audit records.
 AUDIT_RECORD_TYPES: Final = ("audit", "alert")
 ACCESS_RECORD_TYPES: Final = ("access", "access_summary")
 
@@ -221,13 +90,6 @@ def default_sinks(access: bool) -> tuple[SinkSettings, ...]:
 
 def _default_sinks() -> tuple[SinkSettings, ...]:
     return default_sinks(False)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeadLetterConfig:
-    path: Path = Path("dead-letter.jsonl")
-    max_bytes: int = 100 * MiB
-    backups: int = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,7 +202,8 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
     errors = validate_config(raw)
     if errors:
         raise ConfigError(f"{source} is not valid: {len(errors)} error(s)", errors)
-    assert isinstance(raw, Mapping)  # noqa: S101 - guaranteed by the schema
+    if not isinstance(raw, Mapping):  # the schema rules it out; a check, not an assert, holds under -O
+        raise ConfigError(f"{source} is not valid", ("$: not a mapping",))
     base = Config()
     config = Config(
         cluster=raw.get("cluster", base.cluster),
@@ -349,12 +212,12 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         log=_section(LogConfig, raw.get("log")),
         dedupe=_section(DedupeConfig, raw.get("dedupe")),
         filter=_filter(raw.get("filter")),
-        redaction=_redaction(raw.get("redaction")),
-        spool=_spool(raw.get("spool")),
+        redaction=_section(RedactionConfig, raw.get("redaction"), paths=("fingerprint_key_file",)),
+        spool=_section(SpoolConfig, raw.get("spool"), paths=("path",)),
         sinks=tuple(_sink(s) for s in raw["sinks"]) if "sinks" in raw else default_sinks(False),
-        dead_letter=_dead_letter(raw.get("dead_letter")),
-        state=_state(raw.get("state")),
-        change=_change(raw.get("change")),
+        dead_letter=_section(DeadLetterConfig, raw.get("dead_letter"), paths=("path",)),
+        state=_section(StateConfig, raw.get("state"), paths=("path", "password_file")),
+        change=_section(ChangeConfig, raw.get("change"), tuples=("ignore_paths",)),
         actors=_actors(raw.get("actors")),
         findings=_findings(raw.get("findings")),
         access=parse_access(raw.get("access")),
@@ -366,21 +229,6 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
             f"{source} is not valid", ("$.sinks: names must be unique (they name each sink's cursor)",)
         )
     return config
-
-
-def _state(raw: Mapping[str, Any] | None) -> StateConfig:
-    options = dict(raw or {})
-    for key in ("path", "password_file"):
-        if options.get(key) is not None:
-            options[key] = Path(options[key])
-    return StateConfig(**options)
-
-
-def _change(raw: Mapping[str, Any] | None) -> ChangeConfig:
-    options = dict(raw or {})
-    if "ignore_paths" in options:
-        options["ignore_paths"] = tuple(options["ignore_paths"])
-    return ChangeConfig(**options)
 
 
 def _actors(raw: Mapping[str, Any] | None) -> ActorsConfig:
@@ -469,31 +317,34 @@ def _detections(raw: Mapping[str, Any] | None) -> DetectionsConfig:
     return config
 
 
-def _section(cls: type[T], raw: Mapping[str, Any] | None) -> T:
-    return cls(**(raw or {}))
+def _section(
+    cls: type[T], raw: Mapping[str, Any] | None, *, paths: tuple[str, ...] = (), tuples: tuple[str, ...] = ()
+) -> T:
+    """A flat section as the schema passed it, its ``paths`` keys made paths (or tuples of paths,
+    from a list) and its ``tuples`` keys tuples; the defaults are the dataclass's own."""
+    options = dict(raw or {})
+    for key in paths:
+        value = options.get(key)
+        if isinstance(value, list):
+            options[key] = tuple(Path(item) for item in value)
+        elif value is not None:
+            options[key] = Path(value)
+    for key in tuples:
+        if key in options:
+            options[key] = tuple(options[key])
+    return cls(**options)
 
 
 def _server(raw: Mapping[str, Any]) -> ServerConfig:
     options = dict(raw)
     tls = options.pop("tls", None)
-    auth = options.pop("auth", None) or {}
+    auth = options.pop("auth", None)
     server = ServerConfig(
         **options,
         tls=None
         if tls is None
-        else TlsConfig(
-            cert_file=Path(tls["cert_file"]),
-            key_file=Path(tls["key_file"]),
-            client_ca_file=Path(tls["client_ca_file"]) if tls.get("client_ca_file") else None,
-            reload_interval_s=tls.get("reload_interval_s", 10.0),
-        ),
-        auth=AuthConfig(
-            bearer_token_files=tuple(Path(p) for p in auth.get("bearer_token_files", ())),
-            client_subjects=tuple(auth.get("client_subjects", ())),
-            require=auth.get("require", "any"),
-            allow_unauthenticated=auth.get("allow_unauthenticated", False),
-            protect_metrics=auth.get("protect_metrics", False),
-        ),
+        else _section(TlsConfig, tls, paths=("cert_file", "key_file", "client_ca_file")),
+        auth=_section(AuthConfig, auth, paths=("bearer_token_files",), tuples=("client_subjects",)),
     )
     problems = []
     if server.auth.bearer_token_files and server.tls is None:
@@ -563,13 +414,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _dead_letter(raw: Mapping[str, Any] | None) -> DeadLetterConfig:
-    options = dict(raw or {})
-    if "path" in options:
-        options["path"] = Path(options["path"])
-    return DeadLetterConfig(**options)
-
-
 def _sink(raw: Mapping[str, Any]) -> SinkSettings:
     options = dict(raw)
     kind = options.pop("type")
@@ -584,20 +428,6 @@ def _sink(raw: Mapping[str, Any]) -> SinkSettings:
         record_types=frozenset(options.pop("record_types")) if "record_types" in options else None,
         options=sink_type.parse(options),
     )
-
-
-def _redaction(raw: Mapping[str, Any] | None) -> RedactionConfig:
-    options = dict(raw or {})
-    if "fingerprint_key_file" in options:
-        options["fingerprint_key_file"] = Path(options["fingerprint_key_file"])
-    return RedactionConfig(**options)
-
-
-def _spool(raw: Mapping[str, Any] | None) -> SpoolConfig:
-    options = dict(raw or {})
-    if "path" in options:
-        options["path"] = Path(options["path"])
-    return SpoolConfig(**options)
 
 
 def _filter(raw: Mapping[str, Any] | None) -> FilterSpec:

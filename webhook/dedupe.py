@@ -14,8 +14,18 @@ import hashlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-__all__ = ["Deduper"]
+__all__ = ["DedupeConfig", "Deduper"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DedupeConfig:
+    """The apiserver retries a batch for ~90 s; ten minutes covers that with margin. The state
+    store keeps the keys for ``ttl_s`` too: the in-memory window only spares a resend the work."""
+
+    max_entries: int = 50_000
+    ttl_s: float = 600.0
 
 
 def _digest(key: str) -> bytes:

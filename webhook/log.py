@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
 import orjson
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["LogConfig", "configure_logging"]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -29,6 +30,12 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
 
 
 def configure_logging(level: str = "info", fmt: Literal["json", "console"] = "json") -> None:

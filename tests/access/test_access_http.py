@@ -12,8 +12,9 @@ from access_lines import nginx_line
 from conftest import dead_letters_in, delivered, make_config
 
 from webhook.access.settings import AccessConfig, AccessSyslogConfig
-from webhook.config import Config, SpoolConfig, _sink
+from webhook.config import Config, _sink
 from webhook.server.app import RUNTIME, create_app
+from webhook.spool.settings import SpoolConfig
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 

@@ -19,6 +19,7 @@ from webhook.detect.engine import Detector, RecordView
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.metrics import Metrics
+from webhook.pipeline.ingestor import pipeline_settings
 from webhook.pipeline.stages import Pipeline
 from webhook.record.alert import alert_json
 from webhook.record.audit import Record, record_id, record_schema, to_json
@@ -248,7 +249,9 @@ def test_observe_takes_the_record_dataclass_too() -> None:
 
 def test_a_record_view_reads_exactly_as_the_records_json() -> None:
     """What the rules see of a Record is its JSONL form, field by field, however it is read."""
-    pipeline = Pipeline(Config(cluster="c"), Deduper(max_entries=10_000, ttl_s=60), Redactor(b"k" * 32))
+    pipeline = Pipeline(
+        pipeline_settings(Config(cluster="c")), Deduper(max_entries=10_000, ttl_s=60), Redactor(b"k" * 32)
+    )
     records = [
         record
         for body in captured_bodies()

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from conftest import make_event
 
-from webhook.config import DEFAULT_IGNORE_PATHS
 from webhook.enrich.change import ChangeOptions, compute_change, observe, referenced_secret_keys
 from webhook.enrich.diff import compile_ignore, diff_objects, pointer
 from webhook.enrich.dns import corefile_change
@@ -18,6 +17,7 @@ from webhook.enrich.gateway import (
     reference_grant_summary,
     route_summary,
 )
+from webhook.enrich.settings import DEFAULT_IGNORE_PATHS
 from webhook.state import StoredObject
 
 OPTIONS = ChangeOptions(ignored=compile_ignore(DEFAULT_IGNORE_PATHS), max_value_bytes=64, max_operations=5)

@@ -34,7 +34,8 @@ from webhook.commands._audit_logs import (
     take,
 )
 from webhook.commands.replay_server import ClientCredentials, replay_to_server
-from webhook.config import Config, DedupeConfig, load_config, with_overrides
+from webhook.config import Config, load_config, with_overrides
+from webhook.dedupe import DedupeConfig
 from webhook.log import configure_logging
 from webhook.pipeline.ingestor import Ingestor
 from webhook.pipeline.stages import DeadLetter, dead_letter_json

@@ -21,12 +21,15 @@ import structlog
 from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.delivery import SinkWorker
+from webhook.detect.audit import build_rules
+from webhook.detect.edge import build_edge_rules
+from webhook.detect.engine import Detector
 from webhook.detect.feed import AlertFeed
 from webhook.errors import SpoolFullError, StorageError, WebhookError
 from webhook.metrics import Metrics
 from webhook.pipeline.record_metrics import RecordMetrics
-from webhook.pipeline.stages import BatchResult, DeadLetter, Pipeline, dead_letter_json
-from webhook.pipeline.workers import PreparePool, prepare_body
+from webhook.pipeline.stages import BatchResult, DeadLetter, Pipeline, PipelineSettings, dead_letter_json
+from webhook.pipeline.workers import PreparePool, PrepareSettings, prepare_body
 from webhook.record.audit import to_json
 from webhook.redact.redactor import Redactor, load_or_create_key
 from webhook.sinks import sink_types
@@ -35,9 +38,45 @@ from webhook.spool.segments import Spool
 from webhook.state import StateError, StateStore, open_store
 from webhook.state.behind import WriteBehind
 
-__all__ = ["Ingestor"]
+__all__ = ["Ingestor", "alert_feed_for", "pipeline_settings", "prepare_settings"]
 
 log = structlog.get_logger(__name__)
+
+
+def pipeline_settings(config: Config) -> PipelineSettings:
+    """The parts of the config the stages read; they never see the rest."""
+    return PipelineSettings(
+        cluster=config.cluster,
+        max_event_bytes=config.server.max_event_bytes,
+        filter=config.filter,
+        change=config.change,
+        actors=config.actors,
+        findings=config.findings,
+    )
+
+
+def prepare_settings(config: Config) -> PrepareSettings:
+    """What each worker process is sent at its start, instead of the whole config."""
+    return PrepareSettings(
+        pipeline=pipeline_settings(config),
+        log=config.log,
+        certificate_expiry_warning_days=config.redaction.certificate_expiry_warning_days,
+    )
+
+
+def alert_feed_for(config: Config, spool: Spool, metrics: Metrics, *, event_time: bool) -> AlertFeed:
+    """The detections that can fire with this config, over audit and access records both."""
+    detections, access, trusted = config.detections, config.access, config.actors.trusted_cidrs
+    rules = build_rules(detections, trusted_cidrs=trusted)
+    rules += build_edge_rules(
+        detections,
+        keep_statuses=access.keep.statuses,
+        keep_all=access.keep_all,
+        sensitive=bool(access.keep.sensitive_hosts or access.keep.sensitive_paths),
+        trusted=bool(access.trusted_cidrs or trusted),
+    )
+    detector = Detector(rules, cluster=config.cluster, metrics=metrics) if rules else None
+    return AlertFeed(detector, spool, metrics, event_time=event_time)
 
 
 class Ingestor:
@@ -66,7 +105,7 @@ class Ingestor:
         self.workers: list[SinkWorker] = []
         # Called with each batch's records once they are durable (the access host index).
         self.record_observers: list[Callable[[Sequence[Any]], None]] = []
-        self.alerts = AlertFeed.from_config(config, self.spool, self.metrics, event_time=event_time)
+        self.alerts = alert_feed_for(config, self.spool, self.metrics, event_time=event_time)
         self._refused_at: int | None = None  # spool size when a batch last did not fit
         self.state: StateStore = open_store(
             config.state, data_dir=config.data_dir, cluster=config.cluster, dedupe_ttl_s=config.dedupe.ttl_s
@@ -89,8 +128,10 @@ class Ingestor:
             load_or_create_key, self.config.in_data_dir(redaction.fingerprint_key_file)
         )
         redactor = Redactor(key, expiry_warning_days=redaction.certificate_expiry_warning_days)
-        self._pipeline = Pipeline(self.config, self.deduper, redactor)
-        self._prepare_pool = PreparePool(self.config, key)
+        self._pipeline = Pipeline(pipeline_settings(self.config), self.deduper, redactor)
+        self._prepare_pool = PreparePool(
+            prepare_settings(self.config), key, workers=self.config.server.workers
+        )
         await self.state.open()
         await asyncio.to_thread(self.dead_letters.open)
         await asyncio.to_thread(self.spool.open)

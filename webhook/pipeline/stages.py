@@ -19,7 +19,6 @@ from typing import Any, Final
 import orjson
 import structlog
 
-from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.enrich.change import (
     ChangeOptions,
@@ -39,14 +38,15 @@ from webhook.enrich.gateway import (
     route_summary,
 )
 from webhook.enrich.rules import FindingRules, change_findings
+from webhook.enrich.settings import ActorsConfig, ChangeConfig, FindingsConfig
 from webhook.errors import EventTooDeepError, EventTooLargeError, MalformedEventError
 from webhook.events import check_event, event_ref
-from webhook.filter import compile_filter
+from webhook.filter import FilterSpec, compile_filter
 from webhook.record.audit import SCHEMA_VERSION, Record, record_id, to_json
 from webhook.redact.redactor import RedactionResult, Redactor
 from webhook.state.base import StoredObject, is_newer
 
-__all__ = ["BatchResult", "DeadLetter", "Pipeline", "dead_letter_json", "utc_now"]
+__all__ = ["BatchResult", "DeadLetter", "Pipeline", "PipelineSettings", "dead_letter_json", "utc_now"]
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +65,20 @@ class DeadLetter:
     record: dict[str, Any] | None = None  # a record a sink refused for good (already redacted)
     schema_version: int = SCHEMA_VERSION
     type: str = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineSettings:
+    """The config the stages read: four sections, the cluster and ``server.max_event_bytes``.
+
+    Picklable and small: the worker processes get it, never the whole config."""
+
+    cluster: str
+    max_event_bytes: int
+    filter: FilterSpec
+    change: ChangeConfig
+    actors: ActorsConfig
+    findings: FindingsConfig
 
 
 @dataclass(slots=True)
@@ -101,25 +115,26 @@ def dead_letter_json(letters: Sequence[DeadLetter]) -> bytes:
 
 
 class Pipeline:
-    def __init__(self, config: Config, deduper: Deduper, redactor: Redactor) -> None:
+    def __init__(self, settings: PipelineSettings, deduper: Deduper, redactor: Redactor) -> None:
         self._redactor = redactor
-        self._keep = compile_filter(config.filter)
-        self._cluster = config.cluster
+        self._keep = compile_filter(settings.filter)
+        self._cluster = settings.cluster
         self._deduper = deduper
-        self._max_event_bytes = config.server.max_event_bytes
-        change = config.change
+        self._max_event_bytes = settings.max_event_bytes
+        change = settings.change
         self._change = ChangeOptions(
             ignored=compile_ignore(change.ignore_paths),
             max_value_bytes=change.max_value_bytes,
             max_operations=change.max_operations,
         )
+        findings, actors = settings.findings, settings.actors
         self.rules = FindingRules(
-            disabled=config.findings.disabled,
-            severity=config.findings.severity,
-            internal_hosts=config.findings.internal_hosts,
-            trusted_cidrs=config.actors.trusted_cidrs,
-            automation_users=config.actors.automation_users,
-            automation_groups=config.actors.automation_groups,
+            disabled=findings.disabled,
+            severity=findings.severity,
+            internal_hosts=findings.internal_hosts,
+            trusted_cidrs=actors.trusted_cidrs,
+            automation_users=actors.automation_users,
+            automation_groups=actors.automation_groups,
         )
 
     def process(

@@ -35,21 +35,22 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
 
 import webhook
-from webhook.config import Config
 from webhook.core.heap import CycleCollector, return_large_blocks, tune_collector
 from webhook.dedupe import Deduper
 from webhook.errors import OverloadedError
 from webhook.events import decode_event_list, event_ref
-from webhook.pipeline.stages import BatchResult, Pipeline, Prepared
+from webhook.log import LogConfig, configure_logging
+from webhook.pipeline.stages import BatchResult, Pipeline, PipelineSettings, Prepared
 from webhook.redact.redactor import RedactionResult, Redactor
 
-__all__ = ["MIN_BODY_BYTES", "PreparePool", "prepare_body"]
+__all__ = ["MIN_BODY_BYTES", "PreparePool", "PrepareSettings", "prepare_body"]
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +67,16 @@ _STOP_TIMEOUT_S: Final = 5.0
 # Where this package was imported from: the workers import it from there too.
 # the directory that holds the webhook package, so a plain checkout (no install) starts workers too
 _ROOT: Final = str(Path(webhook.__file__).resolve().parents[1])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareSettings:
+    """What a worker process is sent at its start (with the fingerprint key): the settings of
+    ``Pipeline.prepare`` and of its own logging, not the whole config."""
+
+    pipeline: PipelineSettings
+    log: LogConfig
+    certificate_expiry_warning_days: int
 
 
 def prepare_body(
@@ -173,14 +184,12 @@ def worker_main(fd: int, parent: int) -> None:
     settings = _receive(sock, size)
     if settings is None:
         return
-    config, key = pickle.loads(settings)  # noqa: S301 - from the serve process that started us
-    from webhook.log import configure_logging
-
-    configure_logging(config.log.level, config.log.format)
-    redaction = config.redaction
-    redactor = Redactor(key, expiry_warning_days=redaction.certificate_expiry_warning_days)
+    prepare: PrepareSettings
+    prepare, key = pickle.loads(settings)  # noqa: S301 - from the serve process that started us
+    configure_logging(prepare.log.level, prepare.log.format)
+    redactor = Redactor(key, expiry_warning_days=prepare.certificate_expiry_warning_days)
     # The dedupe window lives in the event loop's process; here only duplicates within a batch.
-    pipeline = Pipeline(config, Deduper(max_entries=1, ttl_s=0.0), redactor)
+    pipeline = Pipeline(prepare.pipeline, Deduper(max_entries=1, ttl_s=0.0), redactor)
     del settings, key
     tune_collector()
     collector = CycleCollector()
@@ -303,10 +312,10 @@ class PreparePool:
     running after they died, large bodies are prepared in the event loop as small ones are:
     nobody waits for a process to start."""
 
-    def __init__(self, config: Config, key: bytes) -> None:
-        self._config = config
+    def __init__(self, settings: PrepareSettings, key: bytes, *, workers: int) -> None:
+        self._settings = settings
         self._key = key
-        self._workers = config.server.workers
+        self._workers = workers
         self._running: list[_Worker] = []
         self._starting: asyncio.Task[None] | None = None
         self._closed = False
@@ -365,7 +374,7 @@ class PreparePool:
             process.kill()
             raise
         worker = _Worker(process, reader, writer)
-        settings = pickle.dumps((self._config, self._key), protocol=pickle.HIGHEST_PROTOCOL)
+        settings = pickle.dumps((self._settings, self._key), protocol=pickle.HIGHEST_PROTOCOL)
         writer.write(_ANSWER.pack(len(settings)) + settings)
         try:
             await writer.drain()

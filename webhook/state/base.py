@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from webhook.errors import WebhookError
-
-if TYPE_CHECKING:
-    from webhook.config import StateConfig
+from webhook.state.settings import StateConfig
 
 __all__ = ["StateError", "StateStore", "StoredObject", "is_newer", "object_key", "open_store"]
 
@@ -118,7 +117,7 @@ class StateStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-def open_store(config: StateConfig, *, data_dir: Any, cluster: str, dedupe_ttl_s: float) -> StateStore:
+def open_store(config: StateConfig, *, data_dir: Path, cluster: str, dedupe_ttl_s: float) -> StateStore:
     """Build the configured store; call its ``open()`` (if any) before use."""
     if config.type == "memory":
         from webhook.state.memory import MemoryStore

@@ -18,9 +18,7 @@ from typing import Any, Final
 
 import structlog
 
-from webhook.config import Config
-from webhook.detect.audit import build_rules
-from webhook.detect.edge import ChangeCorrelation, ChangeSource, build_edge_rules
+from webhook.detect.edge import ChangeCorrelation, ChangeSource
 from webhook.detect.engine import Detector
 from webhook.errors import StorageError
 from webhook.metrics import Metrics
@@ -68,20 +66,6 @@ class AlertFeed:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._writes: set[asyncio.Task[None]] = set()  # alerts of listen(), being written
-
-    @classmethod
-    def from_config(cls, config: Config, spool: Spool, metrics: Metrics, *, event_time: bool) -> AlertFeed:
-        rules = build_rules(config.detections, trusted_cidrs=config.actors.trusted_cidrs)
-        access = config.access
-        rules += build_edge_rules(
-            config.detections,
-            keep_statuses=access.keep.statuses,
-            keep_all=access.keep_all,
-            sensitive=bool(access.keep.sensitive_hosts or access.keep.sensitive_paths),
-            trusted=bool(access.trusted_cidrs or config.actors.trusted_cidrs),
-        )
-        detector = Detector(rules, cluster=config.cluster, metrics=metrics) if rules else None
-        return cls(detector, spool, metrics, event_time=event_time)
 
     def start(self) -> None:
         if self.detector is not None and not self.event_time and self._task is None:

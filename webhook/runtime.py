@@ -126,7 +126,8 @@ class Runtime:
             )
             await self.state.open()
             outputs.push_async_callback(self._close_state)
-            outputs.push_async_callback(self.writer.aclose)  # also what opened of a failed open
+            # Before open: closing what never opened is harmless, and a half open is closed.
+            outputs.push_async_callback(self.writer.aclose)
             await self.writer.open()
             outputs.push_async_callback(self.sinks.stop)
             self.sinks.start()

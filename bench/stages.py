@@ -27,8 +27,8 @@ from bench.report import table
 from webhook.config import Config
 from webhook.events import check_event, decode_event_list
 from webhook.filter import DEFAULT_FILTER, compile_filter
-from webhook.pipeline.ingestor import Ingestor
 from webhook.record.audit import to_json
+from webhook.runtime import Runtime
 
 __all__ = ["main", "stage_costs"]
 
@@ -95,16 +95,15 @@ async def stage_costs(pool: Pool, *, repeats: int = 5) -> dict[str, dict[str, fl
     keep = compile_filter(DEFAULT_FILTER)
     costs: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="ingress-audit-stages-") as tmp:
-        ingestor = Ingestor(Config(data_dir=Path(tmp)))
-        await ingestor.open()
+        runtime = await Runtime.open(Config(data_dir=Path(tmp)))
         try:
-            pipeline = ingestor.pipeline
+            pipeline = runtime.ingestor.pipeline
             for kind, bodies in _split(pool).items():
                 if not bodies:
                     continue
 
                 def process(items: list[Any]) -> object:
-                    # The dedupe window fills only once a write succeeds (Ingestor.ingest), so
+                    # The dedupe window fills only once a write succeeds (AuditIngestor.ingest), so
                     # passing the same events again builds every record again.
                     return pipeline.process(items, received_at=_RECEIVED_AT)
 
@@ -131,7 +130,7 @@ async def stage_costs(pool: Pool, *, repeats: int = 5) -> dict[str, dict[str, fl
                     "to_json of the records": serialize,
                 }
         finally:
-            await ingestor.aclose()
+            await runtime.aclose()
     return costs
 
 

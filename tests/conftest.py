@@ -218,7 +218,7 @@ def alerts_in(config: Config) -> list[dict[str, Any]]:
 
 async def settle(client: Client, timeout_s: float = 10.0) -> None:
     """Wait until every sink has delivered what the spool holds: a 200 means spooled."""
-    assert await client.app[RUNTIME].ingestor.drain(timeout_s), "sinks did not catch up"
+    assert await client.app[RUNTIME].sinks.drain(timeout_s), "sinks did not catch up"
 
 
 async def delivered(client: Client, config: Config) -> list[dict[str, Any]]:

@@ -115,7 +115,7 @@ async def test_a_full_disk_answers_503_and_recovers_without_loss(small_fs: Path,
         resp = await client.post("/audit", data=body, headers=JSON)
         assert resp.status == 200
         acked.extend(ids)
-    assert await client.app[RUNTIME].ingestor.drain(20), "sinks did not catch up after the disk recovered"
+    assert await client.app[RUNTIME].sinks.drain(20), "sinks did not catch up after the disk recovered"
 
     records = [r["audit_id"] for r in read_jsonl(small_fs / "records.jsonl") if r["type"] == "audit"]
     assert sorted(records) == sorted(acked)

@@ -74,7 +74,7 @@ async def _app(root: Path, *, workers: int) -> AsyncIterator[tuple[Client, Confi
     await client.start_server()
     try:
         if workers:
-            await client.app[RUNTIME].ingestor.prepare_pool.start()
+            await client.app[RUNTIME].prepare_pool.start()
         yield client, config
     finally:
         await client.close()
@@ -96,9 +96,9 @@ def _poisoned(body: bytes, poison: bytes) -> bytes:
 
 async def _post(client: Client, body: bytes, *, workers: int) -> tuple[int, dict[str, Any]]:
     if workers:
-        assert client.app[RUNTIME].ingestor.prepare_pool.wants(body), "not big enough for a worker"
+        assert client.app[RUNTIME].prepare_pool.wants(body), "not big enough for a worker"
     else:
-        assert len(body) < MIN_BODY_BYTES or not client.app[RUNTIME].ingestor.prepare_pool.enabled
+        assert len(body) < MIN_BODY_BYTES or not client.app[RUNTIME].prepare_pool.enabled
     resp = await client.post("/audit?timeout=30s", data=io.BytesIO(body), headers=JSON)
     answer: dict[str, Any] = await resp.json()
     return resp.status, answer

@@ -11,12 +11,12 @@ from conftest import capture_events, captured_bodies
 from webhook.config import Config
 from webhook.core.findings import Finding
 from webhook.dedupe import Deduper
-from webhook.pipeline.ingestor import pipeline_settings, prepare_settings
 from webhook.pipeline.stages import Pipeline
 from webhook.pipeline.workers import PrepareSettings, _pack, _unpack
 from webhook.redact.certs import CertificateInfo
 from webhook.redact.model import KeyFingerprint, SecretDetails
 from webhook.redact.redactor import RedactionResult, Redactor
+from webhook.runtime import pipeline_settings, prepare_settings
 
 
 def _round_trip(value: Any) -> Any:

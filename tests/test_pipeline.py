@@ -9,10 +9,10 @@ from conftest import capture_events, make_event
 
 from webhook.config import Config
 from webhook.dedupe import Deduper
-from webhook.pipeline.ingestor import pipeline_settings
 from webhook.pipeline.stages import DeadLetter, Pipeline, dead_letter_json
 from webhook.record.audit import Record
 from webhook.redact.redactor import Redactor
+from webhook.runtime import pipeline_settings
 
 RECEIVED = "2026-11-24T14:20:41.000000Z"
 MARKER = "s3cr3t-marker-value"

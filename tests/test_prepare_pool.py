@@ -28,10 +28,10 @@ from conftest import (
 
 from webhook.config import Config
 from webhook.errors import BodyTooLargeError, NotJSONError, OverloadedError
-from webhook.pipeline.ingestor import Ingestor
 from webhook.pipeline.workers import MIN_BODY_BYTES
 from webhook.record.audit import to_json
 from webhook.redact.leaks import scan
+from webhook.runtime import Runtime
 from webhook.server.app import create_app
 
 RECEIVED_AT = "2026-11-24T14:30:00.000000Z"
@@ -57,14 +57,13 @@ def _config(tmp_path: Path, workers: int) -> Config:
 
 
 async def _records(config: Config, body: bytes) -> tuple[list[dict[str, Any]], list[int]]:
-    ingestor = Ingestor(config)
-    await ingestor.open()
+    runtime = await Runtime.open(config)
     try:
-        await ingestor.prepare_pool.start()
-        result = await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
-        pids = ingestor.prepare_pool.pids()
+        await runtime.prepare_pool.start()
+        result = await runtime.ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
+        pids = runtime.prepare_pool.pids()
     finally:
-        await ingestor.aclose(drain_timeout_s=10)
+        await runtime.aclose(drain_timeout_s=10)
     return [orjson.loads(to_json(record)) for record in result.records], pids
 
 
@@ -77,7 +76,7 @@ async def test_workers_build_the_same_records_as_the_event_loop(tmp_path: Path) 
     assert len(inline) > 10
     assert any(record.get("secret") for record in inline)
     assert pooled == inline
-    for pid in pids:  # the pool was shut down with the ingestor
+    for pid in pids:  # the pool was shut down with the runtime
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
 
@@ -91,39 +90,39 @@ async def test_no_secret_value_reaches_disk_through_the_workers(tmp_path: Path) 
 
 async def test_a_large_body_that_is_not_an_event_list_is_refused_as_such(tmp_path: Path) -> None:
     config = _config(tmp_path, 1)
-    ingestor = Ingestor(config)
-    await ingestor.open()
+    runtime = await Runtime.open(config)
     try:
-        await ingestor.prepare_pool.start()
+        await runtime.prepare_pool.start()
         with pytest.raises(NotJSONError):
-            await ingestor.ingest_body(b"{" + b" " * MIN_BODY_BYTES, received_at=RECEIVED_AT, max_events=10)
+            await runtime.ingestor.ingest_body(
+                b"{" + b" " * MIN_BODY_BYTES, received_at=RECEIVED_AT, max_events=10
+            )
         with pytest.raises(BodyTooLargeError):
-            await ingestor.ingest_body(_large_body(), received_at=RECEIVED_AT, max_events=10)
+            await runtime.ingestor.ingest_body(_large_body(), received_at=RECEIVED_AT, max_events=10)
     finally:
-        await ingestor.aclose()
+        await runtime.aclose()
 
 
 async def test_a_dead_worker_costs_a_503_then_the_pool_starts_again(tmp_path: Path) -> None:
     config = _config(tmp_path, 1)
     body = _large_body()
-    ingestor = Ingestor(config)
-    await ingestor.open()
-    pool = ingestor.prepare_pool
+    runtime = await Runtime.open(config)
+    pool = runtime.prepare_pool
     try:
         await pool.start()
-        first = await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
+        first = await runtime.ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
         (pid,) = pool.pids()
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(OverloadedError):
-            await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
+            await runtime.ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
         # The resent batch is prepared in the event loop while a new worker starts.
-        again = await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
+        again = await runtime.ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
         await pool.start()
         assert pool.wants(body)
         assert pool.pids()
         assert pool.pids() != [pid]
     finally:
-        await ingestor.aclose()
+        await runtime.aclose()
     assert first.records
     assert again.duplicates == len(first.records)  # the dedupe window is the event loop's
 
@@ -133,38 +132,36 @@ async def test_a_worker_seen_failing_by_a_write_leaves_the_pool_at_once(tmp_path
     drop it right then, or the next batch goes to the dead worker and gets a 503 too (seen on a
     loaded machine: the test above failed 6 runs of 6 with a busy loop on one core)."""
     body = _large_body()
-    ingestor = Ingestor(_config(tmp_path, 1))
-    await ingestor.open()
-    pool = ingestor.prepare_pool
+    runtime = await Runtime.open(_config(tmp_path, 1))
+    pool = runtime.prepare_pool
     try:
         await pool.start()
         (worker,) = pool._running
         worker._fail()  # what a failed write does, before the reader sees the EOF
         assert pool._running == []
         assert not pool.wants(body)  # prepared here while a new worker starts
-        again = await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
+        again = await runtime.ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
         await pool.start()
         assert pool.pids() not in ([], [worker.pid])
     finally:
-        await ingestor.aclose()
+        await runtime.aclose()
     assert again.records
 
 
 async def test_large_bodies_are_prepared_here_until_the_workers_have_started(tmp_path: Path) -> None:
     body = _large_body()
-    ingestor = Ingestor(_config(tmp_path, 2))
-    await ingestor.open()
-    pool = ingestor.prepare_pool
+    runtime = await Runtime.open(_config(tmp_path, 2))
+    pool = runtime.prepare_pool
     try:
         assert not pool.wants(b"x" * (MIN_BODY_BYTES - 1))
         assert pool.pids() == []
         assert not pool.wants(body)  # and the workers start in the background
-        result = await ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
+        result = await runtime.ingestor.ingest_body(body, received_at=RECEIVED_AT, max_events=10_000)
         await pool.start()
         assert pool.wants(body)
         assert len(pool.pids()) == 2
     finally:
-        await ingestor.aclose()
+        await runtime.aclose()
     assert result.records
 
 
@@ -187,7 +184,7 @@ _HOLDER = """
 import asyncio, sys
 from pathlib import Path
 from webhook.config import Config
-from webhook.pipeline.ingestor import prepare_settings
+from webhook.runtime import prepare_settings
 from webhook.pipeline.workers import PreparePool
 
 async def main() -> None:

@@ -11,10 +11,10 @@ from conftest import find_event, make_event
 from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.errors import MalformedEventError
-from webhook.pipeline.ingestor import pipeline_settings
 from webhook.pipeline.stages import Pipeline
 from webhook.record.audit import SCHEMA_VERSION, Record, record_id, record_schema, to_json
 from webhook.redact.redactor import Redactor
+from webhook.runtime import pipeline_settings
 
 RECEIVED = "2026-11-24T14:20:41.000000Z"
 MARKER = "s3cr3t-marker-value"

@@ -21,7 +21,7 @@ from conftest import capture_events, dead_letters_in, make_config, make_event, r
 from webhook.commands._audit_logs import ReplayInputError
 from webhook.commands.replay import replay
 from webhook.config import Config
-from webhook.pipeline.ingestor import Ingestor
+from webhook.runtime import Runtime
 from webhook.sinks.base import BatchOptions, SinkSettings
 from webhook.sinks.jsonl import JsonlOptions
 
@@ -134,12 +134,11 @@ async def test_rotated_and_gzip_files(config: Config, tmp_path: Path) -> None:
 async def test_same_ids_as_the_webhook(config: Config) -> None:
     """A logged event gets the record id the webhook gives it: a backfill over live records adds nothing."""
     live = capture_events("0009.json")  # A05, as the webhook received it
-    ingestor = Ingestor(config)
-    await ingestor.open()
+    runtime = await Runtime.open(config)
     try:
-        result = await ingestor.ingest(live, received_at="2026-11-24T14:20:41.000000Z")
+        result = await runtime.ingestor.ingest(live, received_at="2026-11-24T14:20:41.000000Z")
     finally:
-        await ingestor.aclose(drain_timeout_s=10)
+        await runtime.aclose(drain_timeout_s=10)
     assert result.records
 
     summary = await replay(config, [SAMPLE])

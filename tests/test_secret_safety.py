@@ -182,7 +182,7 @@ async def test_a_secrets_stored_state_and_its_diffs_hold_no_value(tmp_path: Path
             resp = await client.post("/audit", data=_event_list(event(n, verb, obj)), headers=JSON)
             assert resp.status == 200
         await settle(client)
-        store = client.app[RUNTIME].ingestor.state
+        store = client.app[RUNTIME].state
         (tomb,) = (await store.get_many(["/secrets/shop/db"])).values()
     finally:
         await client.close()
@@ -321,7 +321,7 @@ async def test_review_escaped_and_short_copies_reach_no_output(path: str, tmp_pa
     await client.start_server()
     said: list[bytes] = []
     try:
-        pool = client.app[RUNTIME].ingestor.prepare_pool
+        pool = client.app[RUNTIME].prepare_pool
         if padding:
             await pool.start()
         with capture_logs() as logs:
@@ -373,7 +373,7 @@ async def test_copied_values_in_any_form_leak_nowhere_on_create_and_update(
     await client.start_server()
     said: list[bytes] = []
     try:
-        pool = client.app[RUNTIME].ingestor.prepare_pool
+        pool = client.app[RUNTIME].prepare_pool
         if path == "worker-process":
             await pool.start()
         with capture_logs() as logs:

@@ -52,7 +52,7 @@ from structlog.testing import capture_logs
 
 from webhook.config import Config
 from webhook.record.audit import record_schema
-from webhook.server.app import RUNTIME, create_app
+from webhook.server.app import RUNTIME, STATE, create_app
 
 JSON: Final = {"Content-Type": "application/json"}
 APISERVER: Final = "system:apiserver"
@@ -681,7 +681,7 @@ async def test_logs_are_one_line_per_batch_without_bodies(replay: Replay) -> Non
     """Logging is counts and codes: batch.accepted lines covering every POST (one each, or one
     summing several when they come faster than 10 a second), nothing from the events."""
     with capture_logs() as flushed:
-        replay.client.app[RUNTIME].accepted_log.flush()  # what shutdown does with a pending sum
+        replay.client.app[STATE].accepted_log.flush()  # what shutdown does with a pending sum
     accepted = [entry for entry in [*replay.logs, *flushed] if entry["event"] == "batch.accepted"]
     assert sum(entry["batches"] for entry in accepted) == len(captured_bodies())
     assert sum(entry["records"] for entry in accepted) == len(replay.records)
@@ -1047,7 +1047,7 @@ async def test_a_full_disk_under_the_jsonl_file_delays_it_but_loses_nothing(
 
     resp = await client.post("/audit?timeout=30s", data=event_list(make_event()), headers=JSON)
     assert resp.status == 200
-    assert not await client.app[RUNTIME].ingestor.drain(0.3)
+    assert not await client.app[RUNTIME].sinks.drain(0.3)
     assert len(records_in(config)) == 1  # whole lines only: the failed write was cut back
 
     monkeypatch.undo()
@@ -1064,7 +1064,7 @@ async def test_an_unexpected_failure_is_503_without_a_traceback(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError(MARKER)
 
-    monkeypatch.setattr("webhook.server.app.decode_event_list", broken)
+    monkeypatch.setattr("webhook.pipeline.workers.decode_event_list", broken)
     with capture_logs() as logs:
         resp = await client.post("/audit", data=event_list(make_event()), headers=JSON)
         text = await resp.text()
@@ -1109,7 +1109,7 @@ async def test_refusals_are_logged_without_flooding(aiohttp_client: AiohttpClien
             await client.post("/audit", data=b"nope", headers=JSON)
         for _ in range(5):
             await client.get("/audit")
-        client.app[RUNTIME].rejected_log.flush()
+        client.app[STATE].rejected_log.flush()
     rejected = [entry for entry in logs if entry["event"] == "batch.rejected"]
     by_reason: dict[str, int] = {}
     for entry in rejected:

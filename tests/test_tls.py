@@ -18,7 +18,7 @@ from cryptography import x509
 
 from webhook.config import Config
 from webhook.errors import ConfigError
-from webhook.server.app import RUNTIME, RunningServer, start_server
+from webhook.server.app import STATE, RunningServer, start_server
 from webhook.server.auth import Authenticator
 from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
 from webhook.server.tls import TlsFiles, TlsReloader, build_context
@@ -307,4 +307,4 @@ async def test_bearer_tokens_and_their_rotation(
 
 
 def _authenticator(server: RunningServer) -> Authenticator:
-    return server.runner.app[RUNTIME].authenticator
+    return server.runner.app[STATE].authenticator

@@ -15,17 +15,20 @@ import random
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from webhook.errors import SinkError, StorageError
 from webhook.metrics import Metrics
 from webhook.pipeline.stages import DeadLetter, dead_letter_json, utc_now
+from webhook.sinks import sink_types
 from webhook.sinks.base import Health, PartialDeliveryError, Sink, SinkSettings
 from webhook.spool.appendlog import AppendLog
 from webhook.spool.segments import Spool, SpooledRecord
 
-__all__ = ["SinkWorker"]
+__all__ = ["SinkWorker", "SinkWorkers"]
 
 log = structlog.get_logger(__name__)
 
@@ -214,3 +217,62 @@ class SinkWorker:
                 return
             except StorageError:
                 await asyncio.sleep(1.0)  # the dead-letter file is the last place to keep them
+
+
+class SinkWorkers:
+    """One ``SinkWorker`` per configured sink: started, drained and stopped together."""
+
+    def __init__(
+        self,
+        settings: Sequence[SinkSettings],
+        spool: Spool,
+        *,
+        metrics: Metrics,
+        dead_letters: AppendLog,
+        data_dir: Path,
+    ) -> None:
+        self._settings = settings
+        self._spool = spool
+        self._metrics = metrics
+        self._dead_letters = dead_letters
+        self._data_dir = data_dir
+        self._workers: list[SinkWorker] = []
+
+    def start(self) -> None:
+        """Build each sink and start its loop; the spool must be open (cursors resume from it)."""
+        types = sink_types()
+        for settings in self._settings:
+            sink = types[settings.type].build(settings, self._data_dir)
+            worker = SinkWorker(
+                sink, settings, self._spool, metrics=self._metrics, dead_letters=self._dead_letters
+            )
+            self._workers.append(worker)
+            worker.start()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """True once every sink has delivered everything in the spool."""
+        results = await asyncio.gather(*(w.drain(timeout_s) for w in self._workers))
+        return all(results)
+
+    async def catch_up(self, timeout_s: float) -> None:
+        """Let the sinks deliver what the spool holds for at most ``timeout_s``; name the late."""
+        drained = await asyncio.gather(*(w.drain(timeout_s) for w in self._workers))
+        behind = [w.name for w, ok in zip(self._workers, drained, strict=True) if not ok]
+        if behind:
+            log.warning("sinks.not_drained", sinks=behind)
+
+    async def stop(self) -> None:
+        for worker in self._workers:
+            await worker.stop()
+        log.info("sinks.closed", sinks=len(self._workers))
+
+    async def status(self) -> dict[str, dict[str, Any]]:
+        """Per sink: healthy or not, and its lag; reported by /readyz, never failing it."""
+        status: dict[str, dict[str, Any]] = {}
+        for worker in self._workers:
+            health = await worker.health()
+            records, size = self._spool.lag(worker.name)
+            status[worker.name] = {"ok": health.ok, "detail": health.detail, "lag_records": records}
+            if size:
+                status[worker.name]["lag_bytes"] = size
+        return status

@@ -56,7 +56,7 @@ async def _run(client: Any, config: Config, captures: list[str], lines: list[byt
     assert (await client.post("/ingest/access", data=fluent_bit(*lines), headers=NDJSON)).status == 200
     runtime = client.app[RUNTIME]
     await runtime.access.flush(everything=True)
-    await runtime.ingestor.alerts.drain()
+    await runtime.alerts.drain()
     await delivered(client, config)
     return alerts_in(config)
 
@@ -171,7 +171,7 @@ async def test_nginx_brute_force_and_dead_upstream_fire(
     await _lines_parsed(client, GOOD + UNAUTHORIZED + MISSING + DEAD, "syslog-udp")
     runtime = client.app[RUNTIME]
     await runtime.access.flush(everything=True)
-    await runtime.ingestor.alerts.drain()
+    await runtime.alerts.drain()
     await delivered(client, config)
     alerts = alerts_in(config)
 

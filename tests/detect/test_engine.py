@@ -19,11 +19,11 @@ from webhook.detect.engine import Detector, RecordView
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.metrics import Metrics
-from webhook.pipeline.ingestor import pipeline_settings
 from webhook.pipeline.stages import Pipeline
 from webhook.record.alert import alert_json
 from webhook.record.audit import Record, record_id, record_schema, to_json
 from webhook.redact.redactor import Redactor
+from webhook.runtime import pipeline_settings
 
 BRUTE = {"rules": {"brute-force-source-ip": {"threshold": 2, "window_s": 60}}}
 

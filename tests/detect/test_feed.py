@@ -29,8 +29,10 @@ from webhook.detect.engine import Detector
 from webhook.detect.feed import AlertFeed, record_seconds
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import Exceptions, RuleSettings
-from webhook.pipeline.ingestor import Ingestor
+from webhook.metrics import Metrics
+from webhook.runtime import Runtime, alert_feed
 from webhook.server.app import RUNTIME, create_app
+from webhook.spool.segments import Spool
 
 AiohttpClient = Any
 
@@ -76,7 +78,7 @@ async def test_the_scenarios_401_and_403s_fire_brute_force_alerts(
 
 async def _resolved_after_window(client: TestClient[Any, Any], config: Config) -> list[dict[str, Any]]:
     """Move the feed's clock past every window; the next tick writes the resolutions."""
-    feed = client.app[RUNTIME].ingestor.alerts
+    feed = client.app[RUNTIME].alerts
     feed.clock = lambda: 4_000_000_000.0
     await feed.tick()
     await settle(client)
@@ -111,7 +113,7 @@ async def test_the_background_tick_resolves(aiohttp_client: AiohttpClient, tmp_p
     client = await aiohttp_client(create_app(config))
     body = next(b for b in captured_bodies() if b.name == "0032.json")
     await post_capture(client, body)
-    feed = client.app[RUNTIME].ingestor.alerts
+    feed = client.app[RUNTIME].alerts
     feed.clock = lambda: 4_000_000_000.0  # every window has passed
 
     for _ in range(100):  # the tick runs every second: at most 5 s
@@ -159,20 +161,19 @@ async def test_alerts_wait_in_memory_when_the_spool_refuses_them(tmp_path: Path)
     """A full spool does not fail the batch (its records are written); the alerts are kept and
     written by a later tick."""
     config = with_detections(tmp_path, LOW)
-    ingestor = Ingestor(config)
-    await ingestor.open()
+    runtime = await Runtime.open(config)
     try:
-        feed = ingestor.alerts
-        ingestor.spool.max_bytes = 1  # full
+        feed = runtime.alerts
+        runtime.writer.spool.max_bytes = 1  # full
         await feed.records([audit(code=401, user=None, name=None)])
         assert len(feed._pending) == 1
 
-        ingestor.spool.max_bytes = 1 << 30
+        runtime.writer.spool.max_bytes = 1 << 30
         await feed.tick()
         assert feed._pending == []
-        assert await ingestor.drain(10.0)
+        assert await runtime.sinks.drain(10.0)
     finally:
-        await ingestor.aclose()
+        await runtime.aclose()
 
     (alert,) = alerts_in(config)
     assert alert["detection"] == "brute-force-source-ip"
@@ -188,8 +189,8 @@ def test_record_seconds_reads_the_event_time_else_the_receive_time() -> None:
 async def test_no_rules_means_no_detector(tmp_path: Path) -> None:
     """detections.enabled: false builds no detector and starts no task."""
     config = with_detections(tmp_path, {"enabled": False})
-    ingestor = Ingestor(config)
-    feed: AlertFeed = ingestor.alerts
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20, segment_bytes=1 << 16)
+    feed: AlertFeed = alert_feed(config, spool, Metrics(), event_time=False)
 
     assert feed.detector is None
 
@@ -207,7 +208,7 @@ async def test_a_broken_rule_does_not_fail_the_batch(aiohttp_client: AiohttpClie
     config = make_config(tmp_path)
     client = await aiohttp_client(create_app(config))
     broken = _Broken(RuleSettings(), max_keys=10, exceptions=Exceptions())
-    client.app[RUNTIME].ingestor.alerts.detector = Detector([broken], cluster="c")
+    client.app[RUNTIME].alerts.detector = Detector([broken], cluster="c")
 
     with capture_logs() as logs:
         status, answer = await post_capture(client, CAPTURES / "0019.json")

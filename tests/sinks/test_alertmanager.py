@@ -533,7 +533,7 @@ async def test_end_to_end_from_the_spool(
     record = alert_record(cluster)
 
     assert (await client.post("/audit", data=event_list(*events(3)), headers=JSON)).status == 200
-    await client.app[RUNTIME].ingestor.spool.append([orjson.dumps(record)])
+    await client.app[RUNTIME].writer.spool.append([orjson.dumps(record)])
     await settle(client)
 
     (alert,) = alertmanager_server.alerts(cluster=cluster)

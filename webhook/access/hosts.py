@@ -1,6 +1,6 @@
 """Which ingress serves a host and path, its TLS state, and the last change that touched it.
 
-Maintained from the audit records as the Ingestor writes them (``observe``), and loaded at
+Maintained from the audit records as the audit ingestor writes them (``observe``), loaded at
 start-up from the state store's stored Ingress objects (``load``), so an access line names the
 ingress as the audit trail last saw it. The last change per host (ingress, its TLS Secret, its
 IngressClass) is remembered for change correlation. Bounded by the cluster's own ingresses:
@@ -122,7 +122,7 @@ class HostIndex:
         return loaded
 
     def observe(self, records: Iterable[Any]) -> None:
-        """Follow the audit records the Ingestor wrote (other record types are ignored)."""
+        """Follow the audit records the audit ingestor wrote (other record types are ignored)."""
         for record in records:
             if isinstance(record, Record):
                 self._observe(record)

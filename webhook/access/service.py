@@ -1,4 +1,4 @@
-"""The access pipeline in the running service: inputs call in, records go to the Ingestor's spool.
+"""The access pipeline in the running service: inputs call in, records go to the record writer.
 
 ``ingest`` is for inputs that can retry (``POST /ingest/access``, replay): it returns once
 the kept records, the closed windows' summaries and the dead letters are durable, and raises
@@ -25,10 +25,12 @@ from webhook.access.request_metrics import observe
 from webhook.access.settings import AccessConfig
 from webhook.dedupe import Deduper
 from webhook.errors import ConfigError, StorageError
-from webhook.pipeline.ingestor import Ingestor
-from webhook.pipeline.stages import DeadLetter, utc_now
+from webhook.metrics import Metrics
+from webhook.pipeline.stages import DeadLetter
 from webhook.record.access import replica_name
-from webhook.state import StateError
+from webhook.record.time import utc_now
+from webhook.spool.writer import RecordWriter
+from webhook.state import StateError, StateStore
 
 __all__ = ["DROP_REASONS", "MAX_PENDING_RECORDS", "WRITE_EVERY_S", "AccessService", "build_access_parser"]
 
@@ -54,35 +56,38 @@ def build_access_parser(config: AccessConfig) -> Parser:
 class AccessService:
     def __init__(
         self,
-        ingestor: Ingestor,
+        config: AccessConfig,
+        writer: RecordWriter,
+        state: StateStore,
+        metrics: Metrics,
         *,
+        cluster: str,
+        trusted_cidrs: Sequence[str] = (),
+        listeners: Sequence[Listener] = (),
         clock: Callable[[], float] | None = time.time,
         index: HostIndex | None = None,
         dedupe: Deduper | None = None,
     ) -> None:
         """``clock=None``: replay, where "now" is the newest request time seen; ``dedupe``:
-        records whose id it has seen are not written again (replay)."""
-        config = ingestor.config
-        self.ingestor = ingestor
-        self.config = config.access
-        self.metrics = ingestor.metrics
-        self.index = index or HostIndex()
+        records whose id it has seen are not written again (replay); ``index``: the host
+        index, which the caller keeps following the audit records."""
+        self.config = config
+        self.writer = writer
+        self.state = state
+        self.metrics = metrics
+        self.index = index if index is not None else HostIndex()  # an empty index is falsy
         self.pipeline = AccessPipeline(
-            config.access,
-            cluster=config.cluster,
-            parser=build_access_parser(config.access),
+            config,
+            cluster=cluster,
+            parser=build_access_parser(config),
             index=self.index,
-            trusted_cidrs=config.actors.trusted_cidrs,
+            trusted_cidrs=trusted_cidrs,
             replica=replica_name(),
         )
         # At 0 from the start, so that an alert's increase() sees the first drop.
         for reason in DROP_REASONS:
             self.metrics.access_dropped.labels(reason=reason)
-        self.listeners: list[Listener] = []
-        # Detections (webhook/detect/edge.py): access records and summaries count like audit
-        # records, and change correlation asks the host index which hosts a change touched.
-        self.listeners.append(ingestor.alerts.listen)
-        ingestor.alerts.follow_hosts(self.index.last_change)
+        self.listeners: tuple[Listener, ...] = tuple(listeners)
         self._clock = clock
         self._pending: list[Any] = []
         self._pending_letters: list[DeadLetter] = []
@@ -94,13 +99,12 @@ class AccessService:
         return self._clock() if self._clock is not None else self.pipeline.latest
 
     async def open(self) -> None:
-        """Load the ingresses the state store knows, follow the audit records, start the timers."""
-        self.ingestor.record_observers.append(self.index.observe)
+        """Load the ingresses the state store knows, start the timers."""
         for prefix in INGRESS_PREFIXES:
             try:
-                stored = await self.ingestor.state.scan(prefix, limit=_LOAD_LIMIT)
+                stored = await self.state.scan(prefix, limit=_LOAD_LIMIT)
             except StateError as exc:
-                log.warning("access.hosts_not_loaded", store=self.ingestor.state.name, code=exc.code)
+                log.warning("access.hosts_not_loaded", store=self.state.name, code=exc.code)
                 break
             self.index.load(stored)
         log.info("access.hosts_loaded", ingresses=len(self.index))
@@ -143,7 +147,7 @@ class AccessService:
             self.count_unparsed(input, letter.reason.removeprefix("access-"))
         records = self._unseen([*batch.records, *batch.summaries])
         async with self._write_lock:
-            await self.ingestor.write_records(records, [*batch.dead_letters, *rejected])
+            await self.writer.write_records(records, [*batch.dead_letters, *rejected])
         self._written(records)
         return batch
 
@@ -219,7 +223,7 @@ class AccessService:
             return
         async with self._write_lock:
             try:
-                await self.ingestor.write_records(records, letters)
+                await self.writer.write_records(records, letters)
             except StorageError as exc:
                 self.metrics.access_dropped.labels(reason=exc.code).inc(len(records))
                 log.warning("access.records_dropped", records=len(records), code=exc.code)

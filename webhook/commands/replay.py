@@ -37,9 +37,9 @@ from webhook.commands.replay_server import ClientCredentials, replay_to_server
 from webhook.config import Config, load_config, with_overrides
 from webhook.dedupe import DedupeConfig
 from webhook.log import configure_logging
-from webhook.pipeline.ingestor import Ingestor
-from webhook.pipeline.stages import DeadLetter, dead_letter_json
+from webhook.pipeline.stages import DeadLetter
 from webhook.record.files import open_maybe_gzip, rotated
+from webhook.runtime import Runtime
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -89,7 +89,7 @@ def existing_record_ids(config: Config) -> set[str]:
 
 
 async def _replay_file(
-    ingestor: Ingestor,
+    runtime: Runtime,
     path: Path,
     summary: ReplaySummary,
     progress: tuple[Progress, TaskID] | None,
@@ -106,10 +106,8 @@ async def _replay_file(
             if isinstance(e, BadLine)
         ]
         if letters:
-            await ingestor.dead_letters.append(dead_letter_json(letters))
-            for letter in letters:
-                ingestor.metrics.dead_letters.labels(reason=letter.reason).inc()
-        result = await ingestor.ingest(items, received_at=received_at)
+            await runtime.writer.write_records((), letters)
+        result = await runtime.ingestor.ingest(items, received_at=received_at)
         summary.events += len(chunk)
         summary.matched += result.matched
         summary.records += len(result.records)
@@ -128,7 +126,7 @@ async def replay(
     chunk_size: int = CHUNK,
     access_files: Sequence[Path] = (),
 ) -> ReplaySummary:
-    """Feed ``files`` in order through the Ingestor into the configured sinks, then the
+    """Feed ``files`` in order through the audit ingestor into the configured sinks, then the
     ``access_files`` through the access pipeline (which learns the ingresses from the first)."""
     sizes = []
     for path in [*files, *access_files]:
@@ -142,19 +140,13 @@ async def replay(
         # The default sinks follow access.enabled: access records get their own file here too.
         config = replace(config, access=replace(config.access, enabled=True))
     summary = ReplaySummary(files=len(files))
-    ingestor = Ingestor(config, event_time=True)  # detection windows on the events' own time
-    await ingestor.open()
+    # Detection windows and access windows on the events' own time.
+    runtime = await Runtime.open(config, replay=True, access=bool(access_files))
     try:
         known = await asyncio.to_thread(existing_record_ids, config)
         summary.already_recorded = len(known)
-        ingestor.deduper.remember(known)
+        runtime.deduper.remember(known)
         del known
-        access = None
-        if access_files:
-            from webhook.access.service import AccessService
-
-            access = AccessService(ingestor, clock=None, dedupe=ingestor.deduper)
-            await access.open()
         bar = progress_bar() if show_progress else None
         if bar is not None:
             bar.start()
@@ -162,17 +154,17 @@ async def replay(
             for path, size in zip(files, sizes[: len(files)], strict=True):
                 task = bar.add_task(path.name, total=size) if bar is not None else None
                 tracker = (bar, task) if bar is not None and task is not None else None
-                await _replay_file(ingestor, path, summary, tracker, chunk_size)
+                await _replay_file(runtime, path, summary, tracker, chunk_size)
         finally:
             if bar is not None:
                 bar.stop()
-        if access is not None:
+        if runtime.access is not None:
             from webhook.commands.replay_access import replay_access
 
-            summary.access = await replay_access(access, access_files)
+            summary.access = await replay_access(runtime.access, access_files)
     finally:
         # What is not delivered by then stays in the spool and goes out with the next run.
-        await ingestor.aclose(drain_timeout_s=DRAIN_TIMEOUT_S)
+        await runtime.aclose(drain_timeout_s=DRAIN_TIMEOUT_S)
     return summary
 
 

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import structlog
 from aiohttp import web
@@ -32,21 +32,26 @@ from webhook.errors import (
     UnsupportedMediaTypeError,
     WebhookError,
 )
-from webhook.events import decode_event_list
 from webhook.metrics import Metrics
-from webhook.pipeline.ingestor import Ingestor
 from webhook.pipeline.stages import utc_now
+from webhook.runtime import Runtime
 from webhook.server.auth import Authenticator
 from webhook.server.batch_log import BatchSums, FoldingLog, Rejections, write_accepted, write_rejected
 from webhook.server.http_errors import harden_edges, json_answer, set_server_header
 from webhook.server.listener import ConnectionLimits, ListenerSite, Watched, raise_open_files_limit
 from webhook.server.tls import TlsFiles, TlsReloader
+from webhook.sources.syslog import start_syslog
 
-if TYPE_CHECKING:
-    from webhook.access.service import AccessService
-    from webhook.sources.syslog import SyslogListeners
-
-__all__ = ["CONFIG", "RUNTIME", "RunningServer", "Runtime", "create_app", "start_server"]
+__all__ = [
+    "CONFIG",
+    "METRICS",
+    "RUNTIME",
+    "STATE",
+    "RunningServer",
+    "ServerState",
+    "create_app",
+    "start_server",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -57,28 +62,22 @@ _LOST_BATCH: Final = (BadRequestError, BodyTooLargeError, BodyTimeoutError, Unsu
 
 
 @dataclass(slots=True)
-class Runtime:
-    """What the handlers share, created at start-up and closed at shutdown."""
+class ServerState:
+    """What the handlers keep between requests (the services they call are the ``Runtime``'s)."""
 
-    ingestor: Ingestor
     authenticator: Authenticator
     in_flight: int = 0
     stopping: bool = False
-    access: AccessService | None = None  # access.enabled: the access-log pipeline (#12)
-    syslog: SyslogListeners | None = None
     # batch.accepted and batch.rejected: a line per request, folded beyond 10 a second
     accepted_log: FoldingLog[None, BatchSums] = field(default_factory=lambda: FoldingLog(write_accepted))
     rejected_log: FoldingLog[tuple[str, int], Rejections] = field(
         default_factory=lambda: FoldingLog(write_rejected)
     )
 
-    @property
-    def metrics(self) -> Metrics:
-        return self.ingestor.metrics
-
 
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
+STATE = web.AppKey("state", ServerState)
 RUNTIME = web.AppKey("runtime", Runtime)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -90,7 +89,13 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
     app[CONFIG] = config
     app[METRICS] = Metrics()
+    # One context per resource: a start that fails half way closes what it opened.
+    app.cleanup_ctx.append(_server_state)
     app.cleanup_ctx.append(_runtime)
+    if config.access.enabled and (
+        config.access.syslog.udp is not None or config.access.syslog.tcp is not None
+    ):
+        app.cleanup_ctx.append(_syslog)
     app.on_response_prepare.append(set_server_header)
     app.on_shutdown.append(_mark_stopping)
     app.on_response_prepare.append(_answered)
@@ -124,51 +129,41 @@ def tls_files_for(config: Config) -> TlsFiles | None:
     return TlsFiles(cert_file=tls.cert_file, key_file=tls.key_file, client_ca_file=tls.client_ca_file)
 
 
-async def _runtime(app: web.Application) -> AsyncIterator[None]:
+async def _server_state(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    authenticator = authenticator_for(config)
-    ingestor = Ingestor(config, app[METRICS])
-    await ingestor.open()
-    app[RUNTIME] = runtime = Runtime(ingestor=ingestor, authenticator=authenticator)
-    if config.access.enabled:
-        await _start_access(runtime, ingestor)
-    poll = asyncio.create_task(_poll(authenticator, config))
+    app[STATE] = state = ServerState(authenticator=authenticator_for(config))
+    poll = asyncio.create_task(_poll(state.authenticator, config))
     try:
         yield
     finally:
         poll.cancel()
-        runtime.accepted_log.flush()
-        runtime.rejected_log.flush()
-        await _stop_access(runtime)
-        # Local sinks catch up in moments; remote ones resume from their cursors on restart.
-        await ingestor.aclose(drain_timeout_s=min(5.0, config.server.shutdown_timeout_s / 2))
+        state.accepted_log.flush()
+        state.rejected_log.flush()
 
 
-async def _start_access(runtime: Runtime, ingestor: Ingestor) -> None:
-    from webhook.access.service import AccessService
-    from webhook.sources.syslog import start_syslog
-
-    if shared := shared_audit_files(ingestor.config):
+async def _runtime(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    if config.access.enabled and (shared := shared_audit_files(config)):
         # A configured sinks list: say once that access lines can rotate audit records away.
         log.warning("access.records_share_audit_file", sinks=shared)
-    runtime.access = AccessService(ingestor)
-    await runtime.access.open()
-    syslog = ingestor.config.access.syslog
-    if syslog.udp is not None or syslog.tcp is not None:
-        try:
-            runtime.syslog = await start_syslog(runtime.access, ingestor.config.access)
-        except BaseException:
-            await runtime.access.aclose()
-            await ingestor.aclose()
-            raise
+    app[RUNTIME] = runtime = await Runtime.open(config, app[METRICS])
+    try:
+        yield
+    finally:
+        # Local sinks catch up in moments; remote ones resume from their cursors on restart.
+        await runtime.aclose(drain_timeout_s=min(5.0, config.server.shutdown_timeout_s / 2))
 
 
-async def _stop_access(runtime: Runtime) -> None:
-    """Stop listening, then summarize the open window and write what is pending."""
-    if runtime.syslog is not None:
-        await runtime.syslog.aclose()
-    if runtime.access is not None:
-        await runtime.access.aclose()
+async def _syslog(app: web.Application) -> AsyncIterator[None]:
+    """Stop listening first, so that the access service summarizes a window nothing adds to."""
+    access = app[RUNTIME].access
+    if access is None:  # access.enabled is checked before this context is added
+        raise RuntimeError("the access service is not running")
+    listeners = await start_syslog(access, app[CONFIG].access)
+    try:
+        yield
+    finally:
+        await listeners.aclose()
 
 
 async def _poll(authenticator: Authenticator, config: Config) -> None:
@@ -194,8 +189,8 @@ async def _answered(request: web.Request, response: web.StreamResponse) -> None:
 
 
 async def _mark_stopping(app: web.Application) -> None:
-    if RUNTIME in app:
-        app[RUNTIME].stopping = True
+    if STATE in app:
+        app[STATE].stopping = True
 
 
 def _error_response(exc: WebhookError, **headers: str) -> web.Response:
@@ -214,8 +209,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             # Gone before we could answer: the client's doing, counted and folded, not logged.
             gone = ClientGoneError("the client closed the connection")
             request.app[METRICS].rejects.labels(reason=gone.code).inc()
-            if RUNTIME in request.app:
-                request.app[RUNTIME].rejected_log.add((gone.code, gone.http_status), Rejections(requests=1))
+            if STATE in request.app:
+                request.app[STATE].rejected_log.add((gone.code, gone.http_status), Rejections(requests=1))
             return rejection_response(gone)
         correlation_id = uuid.uuid4().hex
         log.error(
@@ -238,23 +233,23 @@ def _client_gone(request: web.Request) -> bool:
 
 
 async def receive_batch(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    metrics = runtime.metrics
+    state = request.app[STATE]
+    metrics = request.app[METRICS]
     started = time.perf_counter()
     metrics.in_flight.inc()
-    runtime.in_flight += 1
+    state.in_flight += 1
     try:
-        response = await _receive_batch(request, runtime)
+        response = await _receive_batch(request, state)
     except WebhookError as exc:
         metrics.rejects.labels(reason=exc.code).inc()
-        runtime.rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
+        state.rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
         if isinstance(exc, _LOST_BATCH):
             # The apiserver retries these, then drops the batch: leave a trace of the gap.
-            await runtime.ingestor.reject(exc, received_at=utc_now())
+            await request.app[RUNTIME].writer.reject(exc, received_at=utc_now())
         response = rejection_response(exc)
     finally:
         metrics.in_flight.dec()
-        runtime.in_flight -= 1
+        state.in_flight -= 1
     metrics.latency.labels(code=str(response.status)).observe(time.perf_counter() - started)
     return response
 
@@ -270,18 +265,18 @@ def rejection_response(exc: WebhookError) -> web.Response:
 
 
 async def read_admitted_body(
-    request: web.Request, runtime: Runtime, *, content_types: frozenset[str], type_error: str
+    request: web.Request, state: ServerState, *, content_types: frozenset[str], type_error: str
 ) -> bytes:
     """Authenticate, check method, Content-Type, concurrency and size, then read the body in time.
 
     What every ingest endpoint (``/audit``, ``/ingest/access``) does before its own work."""
     server = request.app[CONFIG].server
-    _authenticate(request, runtime)
+    _authenticate(request, state)
     if request.method != "POST":
         raise MethodNotAllowedError(f"method {request.method} is not allowed; use POST")
     if request.content_type not in content_types:
         raise UnsupportedMediaTypeError(type_error)
-    if runtime.in_flight > server.max_concurrent_requests:
+    if state.in_flight > server.max_concurrent_requests:
         raise OverloadedError(f"more than {server.max_concurrent_requests} requests in flight")
     limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -324,24 +319,16 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response:
+async def _receive_batch(request: web.Request, state: ServerState) -> web.Response:
     server = request.app[CONFIG].server
     body = await read_admitted_body(
-        request, runtime, content_types=_JSON_TYPES, type_error="Content-Type must be application/json"
+        request, state, content_types=_JSON_TYPES, type_error="Content-Type must be application/json"
     )
-    received_at = utc_now()
-    ingestor = runtime.ingestor
-    if ingestor.prepare_pool.wants(body):
-        # A large batch is decoded, filtered and redacted by a worker process (server.workers).
-        result = await ingestor.ingest_body(
-            body, received_at=received_at, max_events=server.max_events_per_request
-        )
-    else:
-        items = decode_event_list(body, max_events=server.max_events_per_request)
-        del body  # the decoded items are all we keep; let a large body go before processing
-        result = await ingestor.ingest(items, received_at=received_at)
-    runtime.metrics.batches.inc()
-    runtime.accepted_log.add(
+    result = await request.app[RUNTIME].ingestor.ingest_body(
+        body, received_at=utc_now(), max_events=server.max_events_per_request
+    )
+    request.app[METRICS].batches.inc()
+    state.accepted_log.add(
         None,
         BatchSums(
             batches=1,
@@ -373,18 +360,18 @@ async def readyz(request: web.Request) -> web.Response:
     a caller without the ``/audit`` credentials sees only whether each part is ok (or, with
     ``server.auth.protect_metrics``, only the status and the problems)."""
     runtime = request.app[RUNTIME]
-    problems = await runtime.ingestor.problems()
-    if runtime.stopping:
+    problems = runtime.problems()
+    if request.app[STATE].stopping:
         problems["server"] = "shutting down"
     status, code = ("not ready", 503) if problems else ("ready", 200)
     body: dict[str, object] = {"status": status, **({"problems": problems} if problems else {})}
-    trusted = _authenticated(request, runtime)
+    trusted = _authenticated(request, request.app[STATE])
     if trusted or not request.app[CONFIG].server.auth.protect_metrics:
-        sinks = await runtime.ingestor.sink_status()
+        sinks = await runtime.sink_status()
         # The state store is reported, not required: without it records are still written, undiffed.
-        state = runtime.ingestor.state
-        detail = await state.problem()
-        state_status: dict[str, Any] = {"store": state.name, "ok": detail is None, "detail": detail or ""}
+        store = runtime.state
+        detail = await store.problem()
+        state_status: dict[str, Any] = {"store": store.name, "ok": detail is None, "detail": detail or ""}
         if not trusted:
             for part in (*sinks.values(), state_status):
                 del part["detail"]
@@ -396,10 +383,10 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     if request.app[CONFIG].server.auth.protect_metrics:
         try:
-            _authenticate(request, request.app[RUNTIME])
+            _authenticate(request, request.app[STATE])
         except WebhookError as exc:
             request.app[METRICS].rejects.labels(reason=exc.code).inc()
-            request.app[RUNTIME].rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
+            request.app[STATE].rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
             return rejection_response(exc)
     body = generate_latest(request.app[METRICS].registry)
     response = web.Response(body=body)
@@ -408,17 +395,17 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def _authenticate(request: web.Request, runtime: Runtime) -> None:
+def _authenticate(request: web.Request, state: ServerState) -> None:
     """The ``/audit`` check: raises UnauthorizedError (401) or ForbiddenError (403)."""
-    runtime.authenticator.authenticate(
+    state.authenticator.authenticate(
         authorization=request.headers.get("Authorization"),
         peercert=request.transport.get_extra_info("peercert") if request.transport else None,
     )
 
 
-def _authenticated(request: web.Request, runtime: Runtime) -> bool:
+def _authenticated(request: web.Request, state: ServerState) -> bool:
     try:
-        _authenticate(request, runtime)
+        _authenticate(request, state)
     except WebhookError:
         return False
     return True
@@ -459,9 +446,13 @@ async def start_server(config: Config) -> RunningServer:
         keepalive_timeout=server.keepalive_timeout_s,
         shutdown_timeout=server.shutdown_timeout_s,
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        await runner.cleanup()  # what did start (the runtime, the listeners) is closed again
+        raise
     app = runner.app
-    harden_edges(runner, app[RUNTIME].rejected_log, app[METRICS], reloader.context if reloader else None)
+    harden_edges(runner, app[STATE].rejected_log, app[METRICS], reloader.context if reloader else None)
     # Accepts through the connection cap and the handshake and first-request timeouts.
     limits = ConnectionLimits(
         max_connections=server.max_connections,

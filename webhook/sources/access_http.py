@@ -16,13 +16,19 @@ from webhook.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
     OverloadedError,
-    SpoolFullError,
-    StorageError,
     UnsupportedMediaTypeError,
     WebhookError,
 )
 from webhook.pipeline.stages import DeadLetter, utc_now
-from webhook.server.app import CONFIG, RUNTIME, Runtime, read_admitted_body, rejection_response
+from webhook.server.app import (
+    CONFIG,
+    METRICS,
+    RUNTIME,
+    STATE,
+    ServerState,
+    read_admitted_body,
+    rejection_response,
+)
 from webhook.server.batch_log import Rejections
 from webhook.server.http_errors import json_answer
 from webhook.sources.access_body import IngestError, decode_body
@@ -52,41 +58,39 @@ async def receive_access(request: web.Request) -> web.Response:
     200 once the kept records, the closed windows' summaries and the dead letters are durable;
     503 + Retry-After when they cannot be kept, so the shipper sends the body again (the
     records' ids are stable, so a resent body adds no duplicates downstream)."""
-    runtime = request.app[RUNTIME]
-    metrics = runtime.metrics
-    runtime.in_flight += 1
+    state = request.app[STATE]
+    state.in_flight += 1
     try:
-        response = await _receive_access(request, runtime)
+        response = await _receive_access(request, state)
     except WebhookError as exc:
-        metrics.rejects.labels(reason=exc.code).inc()
+        request.app[METRICS].rejects.labels(reason=exc.code).inc()
         # Folded with /audit's refusals: a wrong shipper token or junk cannot flood the log.
-        runtime.rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
+        state.rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
         if isinstance(exc, _LOST_BODY):
-            await runtime.ingestor.reject(exc, received_at=utc_now())
+            await request.app[RUNTIME].writer.reject(exc, received_at=utc_now())
         response = rejection_response(exc)
     finally:
-        runtime.in_flight -= 1
+        state.in_flight -= 1
     return response
 
 
-async def _receive_access(request: web.Request, runtime: Runtime) -> web.Response:
+async def _receive_access(request: web.Request, state: ServerState) -> web.Response:
     server = request.app[CONFIG].server
     body = await read_admitted_body(
         request,
-        runtime,
+        state,
         content_types=_ACCESS_TYPES,
         type_error="Content-Type must be application/json, application/x-ndjson or text/plain",
     )
+    runtime = request.app[RUNTIME]
     access = runtime.access
     if access is None:  # the route exists only with access.enabled
         raise OverloadedError("access logs are not ready")
     # Refuse before counting: a body counted in the windows and then refused would be counted
     # again when the shipper resends it.
-    problems = await runtime.ingestor.problems()
-    if problems:
-        detail = "; ".join(f"{k}: {v}" for k, v in problems.items())
-        full = problems.get("spool", "").startswith("full")
-        raise (SpoolFullError if full else StorageError)(f"cannot keep records now: {detail}")
+    refusal = runtime.writer.refusal()
+    if refusal is not None:
+        raise refusal
     received_at = utc_now()
     lines = []
     rejected = []

@@ -28,7 +28,7 @@ from webhook.config import Config
 from webhook.events import check_event, decode_event_list
 from webhook.filter import DEFAULT_FILTER, compile_filter
 from webhook.pipeline.ingestor import Ingestor
-from webhook.record.audit import to_json
+from webhook.record.line import to_json
 
 __all__ = ["main", "stage_costs"]
 

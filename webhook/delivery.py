@@ -21,9 +21,10 @@ import structlog
 from webhook.errors import SinkError, StorageError
 from webhook.metrics import Metrics
 from webhook.pipeline.stages import DeadLetter, dead_letter_json, utc_now
+from webhook.record.line import RecordLine
 from webhook.sinks.base import Health, PartialDeliveryError, Sink, SinkSettings
 from webhook.spool.appendlog import AppendLog
-from webhook.spool.segments import Spool, SpooledRecord
+from webhook.spool.segments import Spool
 
 __all__ = ["SinkWorker"]
 
@@ -32,7 +33,7 @@ log = structlog.get_logger(__name__)
 _IDLE_S = 1.0
 
 
-def _age_s(record: SpooledRecord) -> float:
+def _age_s(record: RecordLine) -> float:
     """Seconds since ingress-audit received the record (0 if the field is unreadable)."""
     try:
         received = datetime.fromisoformat(record.record["received_at"])
@@ -92,7 +93,7 @@ class SinkWorker:
             )
         return Health(True)
 
-    def _update_lag(self, oldest: SpooledRecord | None) -> None:
+    def _update_lag(self, oldest: RecordLine | None) -> None:
         records, size = self.spool.lag(self.name)
         labels = {"sink": self.name}
         self.metrics.sink_lag_records.labels(**labels).set(records)
@@ -134,7 +135,7 @@ class SinkWorker:
                 log.warning("spool.cursor_write_failed", sink=self.name, errno=exc.errno)
             self._update_lag(None)
 
-    async def _deliver(self, records: Sequence[SpooledRecord]) -> None:
+    async def _deliver(self, records: Sequence[RecordLine]) -> None:
         """Return once every record is delivered or dead-lettered."""
         pending = list(records)
         attempt = 0
@@ -192,7 +193,7 @@ class SinkWorker:
                 "sink.send_failed", sink=self.name, code=exc.code, attempt=attempt + 1, reason=exc.message
             )
 
-    async def _reject(self, refused: list[tuple[SpooledRecord, str]]) -> None:
+    async def _reject(self, refused: list[tuple[RecordLine, str]]) -> None:
         """Records the sink will never take: into the dead letters, whole (they are redacted)."""
         if not refused:
             return

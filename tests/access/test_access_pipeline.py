@@ -11,7 +11,8 @@ from access_lines import T0, nginx_line, pipeline
 
 from webhook.access.pipeline import MAX_DEAD_LETTERS_PER_WINDOW
 from webhook.access.settings import AccessConfig, AccessKeepConfig
-from webhook.record.audit import record_schema, to_json
+from webhook.record.audit import record_schema
+from webhook.record.line import to_json
 
 VALIDATOR = jsonschema.Draft202012Validator(
     record_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER

@@ -28,6 +28,7 @@ from webhook.errors import ConfigError, StorageError
 from webhook.pipeline.ingestor import Ingestor
 from webhook.pipeline.stages import DeadLetter, utc_now
 from webhook.record.access import replica_name
+from webhook.record.line import ACCESS, ACCESS_SUMMARY
 from webhook.state import StateError
 
 __all__ = ["DROP_REASONS", "MAX_PENDING_RECORDS", "WRITE_EVERY_S", "AccessService", "build_access_parser"]
@@ -204,11 +205,11 @@ class AccessService:
             return
         if self._dedupe is not None:
             self._dedupe.remember(r.id for r in records)
-        summaries = sum(1 for r in records if r.type == "access_summary")
+        summaries = sum(1 for r in records if r.type == ACCESS_SUMMARY)
         if summaries:
-            self.metrics.access_records.labels(type="access_summary").inc(summaries)
+            self.metrics.access_records.labels(type=ACCESS_SUMMARY).inc(summaries)
         if len(records) > summaries:
-            self.metrics.access_records.labels(type="access").inc(len(records) - summaries)
+            self.metrics.access_records.labels(type=ACCESS).inc(len(records) - summaries)
         for listener in self.listeners:
             listener(records)
 

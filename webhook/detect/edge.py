@@ -36,6 +36,7 @@ from webhook.detect.settings import DetectionsConfig, Exceptions, RuleSettings
 from webhook.detect.windows import LruMap, Window
 from webhook.filter import Matcher
 from webhook.record.alert import AlertActor, AlertObject
+from webhook.record.line import ACCESS, ACCESS_SUMMARY, AUDIT
 
 __all__ = [
     "EDGE_RULES",
@@ -122,7 +123,7 @@ class EdgeRule(Rule):
     """A rule over access records: exceptions match the client address and the ingress namespace
     (``users`` and ``groups`` name Kubernetes identities, which access logs do not carry)."""
 
-    consumes: ClassVar[frozenset[str]] = frozenset({"access"})
+    consumes: ClassVar[frozenset[str]] = frozenset({ACCESS})
 
     def __init__(self, settings: RuleSettings, *, max_keys: int, exceptions: Exceptions) -> None:
         super().__init__(settings, max_keys=max_keys, exceptions=exceptions)
@@ -244,7 +245,7 @@ class _SummaryRule(EdgeRule):
     """Reads window summaries: each hit is a whole window that crossed the line, so the engine
     fires at ``threshold`` such windows within ``window_s`` (1: the first one)."""
 
-    consumes: ClassVar[frozenset[str]] = frozenset({"access_summary"})
+    consumes: ClassVar[frozenset[str]] = frozenset({ACCESS_SUMMARY})
 
     def trips(self, window: Window) -> bool:
         return len(window) >= self.windows
@@ -582,7 +583,7 @@ class ChangeCorrelation(EdgeRule):
     """
 
     id = "change-correlation"
-    consumes: ClassVar[frozenset[str]] = frozenset({"audit", "access_summary"})
+    consumes: ClassVar[frozenset[str]] = frozenset({AUDIT, ACCESS_SUMMARY})
 
     def __init__(self, settings: RuleSettings, *, max_keys: int, exceptions: Exceptions) -> None:
         super().__init__(settings, max_keys=max_keys, exceptions=exceptions)
@@ -601,7 +602,7 @@ class ChangeCorrelation(EdgeRule):
         return len(window) >= 1
 
     def match(self, record: Record, now: float) -> list[Hit]:
-        if record.get("type") == "audit":
+        if record.get("type") == AUDIT:
             if self.changes is None:  # no access logs (yet): nothing to correlate with
                 return []
             change = _change_of(record)

@@ -27,7 +27,7 @@ from webhook.metrics import Metrics
 from webhook.pipeline.record_metrics import RecordMetrics
 from webhook.pipeline.stages import BatchResult, DeadLetter, Pipeline, dead_letter_json
 from webhook.pipeline.workers import PreparePool, prepare_body
-from webhook.record.audit import to_json
+from webhook.record.line import to_json
 from webhook.redact.redactor import Redactor, load_or_create_key
 from webhook.sinks import sink_types
 from webhook.spool.appendlog import AppendLog, ensure_private_dir

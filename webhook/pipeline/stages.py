@@ -42,7 +42,8 @@ from webhook.enrich.rules import FindingRules, change_findings
 from webhook.errors import EventTooDeepError, EventTooLargeError, MalformedEventError
 from webhook.events import check_event, event_ref
 from webhook.filter import compile_filter
-from webhook.record.audit import SCHEMA_VERSION, Record, record_id, to_json
+from webhook.record.audit import Record, record_id
+from webhook.record.line import SCHEMA_VERSION, to_json
 from webhook.redact.redactor import RedactionResult, Redactor
 from webhook.state.base import StoredObject, is_newer
 

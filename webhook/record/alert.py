@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from webhook.core.findings import Severity
+from webhook.record.line import ALERT, RecordHeader
 
 __all__ = [
     "MAX_RECORDS",
@@ -52,9 +53,8 @@ class AlertObject:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Alert:
-    schema_version: int = 1
-    type: Literal["alert"] = "alert"
+class Alert(RecordHeader):
+    type: Literal["alert"] = ALERT
     id: str
     fingerprint: str
     cluster: str

@@ -23,6 +23,7 @@ import orjson
 from webhook.commands.replay import open_log
 from webhook.commands.tail import RecordsNotFoundError
 from webhook.record.files import rotated
+from webhook.record.line import ALERT, AUDIT, DEAD_LETTER
 from webhook.review.collect import Collector, ReportOptions
 from webhook.review.describe import record_time
 from webhook.review.render import Report, render
@@ -99,7 +100,7 @@ class _RecentIds:
 
 
 def _wanted(doc: dict[str, Any], kind: str, clusters: frozenset[str]) -> bool:
-    return not clusters or kind == "dead_letter" or (cl := _cluster_of(doc)) is None or cl in clusters
+    return not clusters or kind == DEAD_LETTER or (cl := _cluster_of(doc)) is None or cl in clusters
 
 
 def newest_record(docs: Iterable[dict[str, Any] | None], clusters: Sequence[str] = ()) -> datetime | None:
@@ -109,7 +110,7 @@ def newest_record(docs: Iterable[dict[str, Any] | None], clusters: Sequence[str]
     wanted = frozenset(clusters)
     newest: datetime | None = None
     for doc in docs:
-        if doc is None or str(doc.get("type") or "audit") != "audit" or not _wanted(doc, "audit", wanted):
+        if doc is None or str(doc.get("type") or AUDIT) != AUDIT or not _wanted(doc, AUDIT, wanted):
             continue
         when = record_time(doc)
         if when is not None and (newest is None or when > newest):
@@ -125,32 +126,32 @@ def collect(docs: Iterable[dict[str, Any] | None], options: ReportOptions) -> Co
         if doc is None:
             c.quality[("unreadable_lines", None)] += 1
             continue
-        kind = str(doc.get("type") or "audit")
+        kind = str(doc.get("type") or AUDIT)
         if not _wanted(doc, kind, wanted):
             continue
         when = own = record_time(doc)
         if when is None or own is None:
             c.quality[("records_without_time", kind)] += 1
             continue
-        if kind == "audit":
+        if kind == AUDIT:
             if isinstance(rid := doc.get("id"), str) and recent.seen(rid, when):
                 c.quality[("duplicate_records", None)] += 1
                 continue
             c.hold(when)
-        elif kind == "alert":
+        elif kind == ALERT:
             when = recent.time_of(doc.get("records")) or when  # the records' time, not the detection's
         if when >= options.until:
             continue
-        if kind == "audit":
+        if kind == AUDIT:
             c.certificates(doc, when)
         if when < options.since:
             continue
         c.types[kind] += 1
-        if kind == "audit":
+        if kind == AUDIT:
             c.audit(doc, when)
-        elif kind == "alert":
+        elif kind == ALERT:
             c.alert(doc, own, records_at=when)
-        elif kind == "dead_letter":
+        elif kind == DEAD_LETTER:
             c.dead_letter(doc)
     return c
 

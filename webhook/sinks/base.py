@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from webhook.errors import SinkError
-from webhook.spool.segments import SpooledRecord
+from webhook.record.line import RecordLine
 
 __all__ = [
     "BatchOptions",
@@ -24,12 +24,8 @@ __all__ = [
     "Sink",
     "SinkError",
     "SinkSettings",
-    "SpooledRecord",
     "record_time",
 ]
-
-# every record and alert line starts so (their dataclasses' first two fields)
-_TYPE_PREFIX: Final = b'{"schema_version":1,"type":"'
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,18 +57,9 @@ class SinkSettings:
     record_types: frozenset[str] | None = None  # None: every type (audit, alert, ...)
     options: Any = None
 
-    def wants(self, record: SpooledRecord) -> bool:
-        """Whether this sink takes the record, by its ``type``; cheap for the common line shape."""
-        types = self.record_types
-        if types is None:
-            return True
-        line = record.line
-        if line.startswith(_TYPE_PREFIX):
-            end = line.find(b'"', len(_TYPE_PREFIX))
-            if end > 0:
-                return line[len(_TYPE_PREFIX) : end].decode("utf-8", "replace") in types
-        kind = record.record.get("type")
-        return isinstance(kind, str) and kind in types
+    def wants(self, line: RecordLine) -> bool:
+        """Whether this sink takes the record, by its ``type``."""
+        return self.record_types is None or line.type in self.record_types
 
 
 class PartialDeliveryError(SinkError):
@@ -96,7 +83,7 @@ class Sink(Protocol):
     async def open(self) -> None:
         """Connect or create what is needed; a failure here is retried by the delivery loop."""
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         """Deliver all of it or raise SinkError(retryable=...)."""
 
     async def health(self) -> Health:

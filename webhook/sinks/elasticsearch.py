@@ -17,8 +17,9 @@ import orjson
 import structlog
 
 from webhook.errors import SinkError
+from webhook.record.line import RecordLine
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord, record_time
+from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, record_time
 from webhook.sinks.http import (
     URL_PATTERN,
     ClientOptions,
@@ -77,16 +78,16 @@ class ElasticsearchSink:
     async def open(self) -> None:
         await self._client.open()
 
-    def _body(self, batch: Sequence[SpooledRecord]) -> bytes:
+    def _body(self, batch: Sequence[RecordLine]) -> bytes:
         parts = []
         op = self.options.op_type
         for record in batch:
             doc = record.record
             action = {op: {"_index": index_name(self.options.index, doc), "_id": doc["id"]}}
-            parts.append(orjson.dumps(action) + b"\n" + record.line + b"\n")
+            parts.append(orjson.dumps(action) + b"\n" + record.json + b"\n")
         return b"".join(parts)
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         if not batch:
             return
         answer = await self._client.request(

@@ -20,8 +20,9 @@ import orjson
 import structlog
 
 from webhook.errors import SinkError
+from webhook.record.line import RecordLine
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord, record_time
+from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, record_time
 from webhook.sinks.http import (
     URL_PATTERN,
     Answer,
@@ -115,12 +116,12 @@ class SplunkHecSink:
         if self.options.ack:
             self._headers["X-Splunk-Request-Channel"] = str(uuid.uuid4())
 
-    def _event(self, record: SpooledRecord) -> bytes:
+    def _event(self, record: RecordLine) -> bytes:
         host = self.options.host or record.record.get("cluster") or "ingress-audit"
         head = b'{"time":' + event_time(record.record).encode() + b',"host":' + orjson.dumps(host)
-        return head + b"," + self._meta + b',"event":' + record.line + b"}"
+        return head + b"," + self._meta + b',"event":' + record.json + b"}"
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         if not batch:
             return
         body = b"\n".join(self._event(record) for record in batch)

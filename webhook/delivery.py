@@ -20,7 +20,8 @@ import structlog
 
 from webhook.errors import SinkError, StorageError
 from webhook.metrics import Metrics
-from webhook.pipeline.stages import DeadLetter, dead_letter_json, utc_now
+from webhook.pipeline.stages import utc_now
+from webhook.record.dead_letter import DeadLetter, dead_letter_json
 from webhook.record.line import RecordLine
 from webhook.sinks.base import Health, PartialDeliveryError, Sink, SinkSettings
 from webhook.spool.appendlog import AppendLog

@@ -33,7 +33,7 @@ from webhook.access.request_metrics import (
     latency_slot,
 )
 from webhook.access.settings import AccessConfig
-from webhook.pipeline.stages import DeadLetter, utc_now
+from webhook.pipeline.stages import utc_now
 from webhook.record.access import (
     AccessRecord,
     AccessRequest,
@@ -44,6 +44,7 @@ from webhook.record.access import (
     access_record_id,
     summary_id,
 )
+from webhook.record.dead_letter import DeadLetter
 
 __all__ = ["MAX_DEAD_LETTERS_PER_WINDOW", "AccessBatch", "AccessPipeline", "Line", "iso"]
 

@@ -26,8 +26,9 @@ from webhook.access.settings import AccessConfig
 from webhook.dedupe import Deduper
 from webhook.errors import ConfigError, StorageError
 from webhook.pipeline.ingestor import Ingestor
-from webhook.pipeline.stages import DeadLetter, utc_now
+from webhook.pipeline.stages import utc_now
 from webhook.record.access import replica_name
+from webhook.record.dead_letter import DeadLetter
 from webhook.record.line import ACCESS, ACCESS_SUMMARY
 from webhook.state import StateError
 

@@ -31,7 +31,7 @@ from webhook.core.jsonscan import ScanError, top_members
 from webhook.errors import BadRequestError, MalformedEventError, WebhookError
 from webhook.events import API_VERSIONS, check_event, decode_event, decode_event_list, event_ref
 from webhook.pipeline.ingestor import Ingestor
-from webhook.pipeline.stages import DeadLetter, dead_letter_json
+from webhook.record.dead_letter import DeadLetter, dead_letter_json
 from webhook.record.files import open_maybe_gzip, rotated
 
 if TYPE_CHECKING:

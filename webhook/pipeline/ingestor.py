@@ -25,8 +25,9 @@ from webhook.detect.feed import AlertFeed
 from webhook.errors import SpoolFullError, StorageError, WebhookError
 from webhook.metrics import Metrics
 from webhook.pipeline.record_metrics import RecordMetrics
-from webhook.pipeline.stages import BatchResult, DeadLetter, Pipeline, dead_letter_json
+from webhook.pipeline.stages import BatchResult, Pipeline
 from webhook.pipeline.workers import PreparePool, prepare_body
+from webhook.record.dead_letter import DeadLetter, dead_letter_json
 from webhook.record.line import to_json
 from webhook.redact.redactor import Redactor, load_or_create_key
 from webhook.sinks import sink_types

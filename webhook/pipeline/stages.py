@@ -43,29 +43,16 @@ from webhook.errors import EventTooDeepError, EventTooLargeError, MalformedEvent
 from webhook.events import check_event, event_ref
 from webhook.filter import compile_filter
 from webhook.record.audit import Record, record_id
-from webhook.record.line import SCHEMA_VERSION, to_json
+from webhook.record.dead_letter import DeadLetter
+from webhook.record.line import to_json
 from webhook.redact.redactor import RedactionResult, Redactor
 from webhook.state.base import StoredObject, is_newer
 
-__all__ = ["BatchResult", "DeadLetter", "Pipeline", "dead_letter_json", "utc_now"]
+__all__ = ["BatchResult", "Pipeline", "utc_now"]
 
 log = structlog.get_logger(__name__)
 
 _INTERNAL: Final = "internal"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeadLetter:
-    """Why an event (or a whole batch) was not recorded; never holds a value from its body."""
-
-    reason: str
-    detail: str
-    received_at: str
-    index: int | None = None
-    event: dict[str, Any] = field(default_factory=dict)
-    record: dict[str, Any] | None = None  # a record a sink refused for good (already redacted)
-    schema_version: int = SCHEMA_VERSION
-    type: str = "dead_letter"
 
 
 @dataclass(slots=True)
@@ -95,10 +82,6 @@ class BatchResult:
 def utc_now() -> str:
     """Now, as the records write times: RFC 3339, microseconds, UTC, ``Z``."""
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def dead_letter_json(letters: Sequence[DeadLetter]) -> bytes:
-    return b"".join(orjson.dumps(letter) + b"\n" for letter in letters)
 
 
 class Pipeline:

@@ -21,7 +21,8 @@ from webhook.errors import (
     UnsupportedMediaTypeError,
     WebhookError,
 )
-from webhook.pipeline.stages import DeadLetter, utc_now
+from webhook.pipeline.stages import utc_now
+from webhook.record.dead_letter import DeadLetter
 from webhook.server.app import CONFIG, RUNTIME, Runtime, read_admitted_body, rejection_response
 from webhook.server.batch_log import Rejections
 from webhook.server.http_errors import json_answer

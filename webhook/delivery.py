@@ -14,15 +14,14 @@ import asyncio
 import random
 import time
 from collections.abc import Sequence
-from datetime import datetime
 
 import structlog
 
 from webhook.errors import SinkError, StorageError
 from webhook.metrics import Metrics
-from webhook.pipeline.stages import utc_now
 from webhook.record.dead_letter import DeadLetter, dead_letter_json
 from webhook.record.line import RecordLine
+from webhook.record.time import now, parse_time
 from webhook.sinks.base import Health, PartialDeliveryError, Sink, SinkSettings
 from webhook.spool.appendlog import AppendLog
 from webhook.spool.segments import Spool
@@ -34,13 +33,11 @@ log = structlog.get_logger(__name__)
 _IDLE_S = 1.0
 
 
-def _age_s(record: RecordLine) -> float:
-    """Seconds since ingress-audit received the record (0 if the field is unreadable)."""
-    try:
-        received = datetime.fromisoformat(record.record["received_at"])
-    except (KeyError, TypeError, ValueError):
-        return 0.0
-    return max(time.time() - received.timestamp(), 0.0)
+def _age_s(line: RecordLine) -> float:
+    """Seconds since ingress-audit received the record (0 if the field is unreadable); the
+    line's fields are parsed once, and shared with the sink."""
+    received = parse_time(line.record.get("received_at"))
+    return max(time.time() - received.timestamp(), 0.0) if received is not None else 0.0
 
 
 class SinkWorker:
@@ -198,12 +195,12 @@ class SinkWorker:
         """Records the sink will never take: into the dead letters, whole (they are redacted)."""
         if not refused:
             return
-        now = utc_now()
+        received_at = now()
         letters = [
             DeadLetter(
                 reason="sink-rejected",
                 detail=f"{self.name}: {reason}"[:500],
-                received_at=now,
+                received_at=received_at,
                 record=record.record,
             )
             for record, reason in refused

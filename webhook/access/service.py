@@ -26,10 +26,10 @@ from webhook.access.settings import AccessConfig
 from webhook.dedupe import Deduper
 from webhook.errors import ConfigError, StorageError
 from webhook.pipeline.ingestor import Ingestor
-from webhook.pipeline.stages import utc_now
 from webhook.record.access import replica_name
 from webhook.record.dead_letter import DeadLetter
 from webhook.record.line import ACCESS, ACCESS_SUMMARY
+from webhook.record.time import now
 from webhook.state import StateError
 
 __all__ = ["DROP_REASONS", "MAX_PENDING_RECORDS", "WRITE_EVERY_S", "AccessService", "build_access_parser"]
@@ -176,9 +176,9 @@ class AccessService:
     def _process(
         self, lines: Sequence[Line], *, input: str, where: str, parser: Parser | None = None
     ) -> AccessBatch:
-        now = self._clock() if self._clock is not None else None
+        clock = self._clock() if self._clock is not None else None
         batch = self.pipeline.process(
-            lines, input=input, received_at=utc_now(), now=now, where=where, parser=parser
+            lines, input=input, received_at=now(), now=clock, where=where, parser=parser
         )
         batch.summaries = self.pipeline.flush(self.now())
         self._count(batch, input)

@@ -20,7 +20,6 @@ import math
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
@@ -33,6 +32,7 @@ from webhook.events import API_VERSIONS, check_event, decode_event, decode_event
 from webhook.pipeline.ingestor import Ingestor
 from webhook.record.dead_letter import DeadLetter, dead_letter_json
 from webhook.record.files import open_maybe_gzip, rotated
+from webhook.record.time import now
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -91,10 +91,6 @@ class _Bad:
     reason: str
     detail: str
     ref: dict[str, Any]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _as_webhook_item(event: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +211,7 @@ async def _replay_file(
     position = [0]
     events = read_events(path, position)
     while chunk := await asyncio.to_thread(_take, events, chunk_size):
-        received_at = _now()
+        received_at = now()
         items = [e for e in chunk if not isinstance(e, _Bad)]
         letters = [
             DeadLetter(reason=e.reason, detail=e.detail, received_at=received_at, event=e.ref)

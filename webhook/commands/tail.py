@@ -26,6 +26,7 @@ import orjson
 from webhook.core.visible import visible_doc, visible_json_line
 from webhook.errors import WebhookError
 from webhook.record.files import rotated
+from webhook.record.time import record_time
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -106,15 +107,6 @@ def _any(patterns: Sequence[str], *values: Any) -> bool:
     )
 
 
-def _when(record: dict[str, Any]) -> datetime | None:
-    for key in ("time", "received_at"):
-        value = record.get(key)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return datetime.fromisoformat(value)
-    return None
-
-
 def compile_filter(spec: TailFilter) -> Callable[[dict[str, Any]], bool]:
     """One predicate over a parsed record, built once."""
     floor = SEVERITIES.index(spec.severity) if spec.severity else None
@@ -148,7 +140,7 @@ def compile_filter(spec: TailFilter) -> Callable[[dict[str, Any]], bool]:
         ):
             return False
         if spec.since is not None:
-            when = _when(record)
+            when = record_time(record)
             if when is None or when < spec.since:
                 return False
         return True

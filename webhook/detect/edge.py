@@ -25,7 +25,6 @@ import ipaddress
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
 import orjson
@@ -37,6 +36,7 @@ from webhook.detect.windows import LruMap, Window
 from webhook.filter import Matcher
 from webhook.record.alert import AlertActor, AlertObject
 from webhook.record.line import ACCESS, ACCESS_SUMMARY, AUDIT
+from webhook.record.time import parse_time
 
 __all__ = [
     "EDGE_RULES",
@@ -73,13 +73,8 @@ def _int(value: object) -> int:
 
 
 def _seconds(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    when = parse_time(value)
+    return when.timestamp() if when is not None else None
 
 
 def _ingress(doc: Record) -> AlertObject | None:

@@ -23,7 +23,8 @@ from webhook.core.findings import Severity
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.windows import LruMap, Window
 from webhook.metrics import Metrics
-from webhook.record.alert import MAX_RECORDS, Alert, Status, alert_id, fingerprint, rfc3339
+from webhook.record.alert import MAX_RECORDS, Alert, Status, alert_id, fingerprint
+from webhook.record.time import format_time
 
 __all__ = ["Detector", "RecordView"]
 
@@ -323,10 +324,10 @@ class Detector:
             count=firing.count,
             threshold=rule.threshold,
             window_s=rule.window_s,
-            starts_at=rfc3339(firing.starts_at),
-            ends_at=rfc3339(ends_at) if ends_at is not None else None,
-            time=rfc3339(now),
-            received_at=rfc3339(self._wall()),
+            starts_at=format_time(firing.starts_at),
+            ends_at=format_time(ends_at) if ends_at is not None else None,
+            time=format_time(now),
+            received_at=format_time(self._wall()),
             records=tuple(firing.records),
             records_total=firing.records_total,
             change=hit.change,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -48,7 +47,7 @@ from webhook.record.line import to_json
 from webhook.redact.redactor import RedactionResult, Redactor
 from webhook.state.base import StoredObject, is_newer
 
-__all__ = ["BatchResult", "Pipeline", "utc_now"]
+__all__ = ["BatchResult", "Pipeline"]
 
 log = structlog.get_logger(__name__)
 
@@ -77,11 +76,6 @@ class BatchResult:
     received_at: str = ""
     pending: list[Prepared] = field(default_factory=list)
     state_updates: dict[str, StoredObject] = field(default_factory=dict)
-
-
-def utc_now() -> str:
-    """Now, as the records write times: RFC 3339, microseconds, UTC, ``Z``."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Pipeline:

@@ -11,7 +11,6 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import orjson
@@ -28,7 +27,6 @@ __all__ = [
     "alert_id",
     "alert_json",
     "fingerprint",
-    "rfc3339",
 ]
 
 Status = Literal["firing", "resolved"]
@@ -91,11 +89,6 @@ def fingerprint(cluster: str, detection: str, labels: Mapping[str, str]) -> str:
 def alert_id(fingerprint: str, status: Status, anchor: str, emission: int) -> str:
     """A UUIDv5 of the instance, what started it (its first record's id) and which emission."""
     return str(uuid.uuid5(_ID_NAMESPACE, f"{fingerprint}/{status}/{anchor}/{emission}"))
-
-
-def rfc3339(seconds: float) -> str:
-    """Seconds since the epoch as the records write times: microseconds, UTC, ``Z``."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def alert_json(alert: Alert) -> bytes:

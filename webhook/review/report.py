@@ -24,8 +24,8 @@ from webhook.commands.replay import open_log
 from webhook.commands.tail import RecordsNotFoundError
 from webhook.record.files import rotated
 from webhook.record.line import ALERT, AUDIT, DEAD_LETTER
+from webhook.record.time import record_time
 from webhook.review.collect import Collector, ReportOptions
-from webhook.review.describe import record_time
 from webhook.review.render import Report, render
 from webhook.review.sections import assemble
 

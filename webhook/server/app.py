@@ -35,7 +35,7 @@ from webhook.errors import (
 from webhook.events import decode_event_list
 from webhook.metrics import Metrics
 from webhook.pipeline.ingestor import Ingestor
-from webhook.pipeline.stages import utc_now
+from webhook.record.time import now
 from webhook.server.auth import Authenticator
 from webhook.server.batch_log import BatchSums, FoldingLog, Rejections, write_accepted, write_rejected
 from webhook.server.http_errors import harden_edges, json_answer, set_server_header
@@ -250,7 +250,7 @@ async def receive_batch(request: web.Request) -> web.Response:
         runtime.rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
         if isinstance(exc, _LOST_BATCH):
             # The apiserver retries these, then drops the batch: leave a trace of the gap.
-            await runtime.ingestor.reject(exc, received_at=utc_now())
+            await runtime.ingestor.reject(exc, received_at=now())
         response = rejection_response(exc)
     finally:
         metrics.in_flight.dec()
@@ -329,7 +329,7 @@ async def _receive_batch(request: web.Request, runtime: Runtime) -> web.Response
     body = await read_admitted_body(
         request, runtime, content_types=_JSON_TYPES, type_error="Content-Type must be application/json"
     )
-    received_at = utc_now()
+    received_at = now()
     ingestor = runtime.ingestor
     if ingestor.prepare_pool.wants(body):
         # A large batch is decoded, filtered and redacted by a worker process (server.workers).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from webhook.errors import SinkError
@@ -24,7 +23,6 @@ __all__ = [
     "Sink",
     "SinkError",
     "SinkSettings",
-    "record_time",
 ]
 
 
@@ -90,16 +88,3 @@ class Sink(Protocol):
         """Do what send does, minus the data."""
 
     async def aclose(self) -> None: ...
-
-
-def record_time(record: Mapping[str, Any]) -> datetime:
-    """The record's ``time``, else its ``received_at`` (always set), as an aware UTC datetime."""
-    for key in ("time", "received_at"):
-        value = record.get(key)
-        if isinstance(value, str):
-            try:
-                when = datetime.fromisoformat(value)
-            except ValueError:
-                continue
-            return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
-    return datetime.now(UTC)

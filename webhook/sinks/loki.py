@@ -16,8 +16,9 @@ from typing import Any, Final
 import orjson
 
 from webhook.record.line import RecordLine
+from webhook.record.time import record_time
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, SinkSettings, record_time
+from webhook.sinks.base import Health, SinkSettings
 from webhook.sinks.http import (
     URL_PATTERN,
     ClientOptions,
@@ -82,7 +83,8 @@ def labels_of(record: Mapping[str, Any], names: Sequence[str], static: Mapping[s
 
 def timestamp_ns(record: Mapping[str, Any]) -> int:
     """The record's ``time`` (else ``received_at``) in nanoseconds since the epoch, exactly."""
-    return (record_time(record) - _EPOCH) // timedelta(microseconds=1) * 1000
+    when = record_time(record) or datetime.now(UTC)
+    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 def push_body(batch: Sequence[RecordLine], names: Sequence[str], static: Mapping[str, str]) -> bytes:

@@ -21,8 +21,9 @@ import structlog
 
 from webhook.errors import SinkError
 from webhook.record.line import RecordLine
+from webhook.record.time import record_time
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, record_time
+from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings
 from webhook.sinks.http import (
     URL_PATTERN,
     Answer,
@@ -80,7 +81,7 @@ class HecOptions:
 
 def event_time(record: Mapping[str, Any]) -> str:
     """Seconds since the epoch with microseconds, as JSON number text, from ``time`` or ``received_at``."""
-    micros = record_time(record) - _EPOCH
+    micros = (record_time(record) or datetime.now(UTC)) - _EPOCH  # now: a record with no time
     seconds, rest = divmod(micros // timedelta(microseconds=1), 1_000_000)
     return f"{seconds}.{rest:06d}"
 

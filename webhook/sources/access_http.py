@@ -21,8 +21,8 @@ from webhook.errors import (
     UnsupportedMediaTypeError,
     WebhookError,
 )
-from webhook.pipeline.stages import utc_now
 from webhook.record.dead_letter import DeadLetter
+from webhook.record.time import now
 from webhook.server.app import CONFIG, RUNTIME, Runtime, read_admitted_body, rejection_response
 from webhook.server.batch_log import Rejections
 from webhook.server.http_errors import json_answer
@@ -63,7 +63,7 @@ async def receive_access(request: web.Request) -> web.Response:
         # Folded with /audit's refusals: a wrong shipper token or junk cannot flood the log.
         runtime.rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
         if isinstance(exc, _LOST_BODY):
-            await runtime.ingestor.reject(exc, received_at=utc_now())
+            await runtime.ingestor.reject(exc, received_at=now())
         response = rejection_response(exc)
     finally:
         runtime.in_flight -= 1
@@ -88,7 +88,7 @@ async def _receive_access(request: web.Request, runtime: Runtime) -> web.Respons
         detail = "; ".join(f"{k}: {v}" for k, v in problems.items())
         full = problems.get("spool", "").startswith("full")
         raise (SpoolFullError if full else StorageError)(f"cannot keep records now: {detail}")
-    received_at = utc_now()
+    received_at = now()
     lines = []
     rejected = []
     # Stops at line max_events_per_request + 1 with a 413, before splitting the rest.

@@ -21,17 +21,18 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from webhook.config import Config, DedupeConfig
 from webhook.core.jsonscan import ScanError, top_members
-from webhook.errors import BadRequestError, MalformedEventError, WebhookError
+from webhook.errors import BadRequestError, MalformedEventError
 from webhook.events import API_VERSIONS, check_event, decode_event, decode_event_list, event_ref
 from webhook.pipeline.ingestor import Ingestor
 from webhook.record.dead_letter import DeadLetter, dead_letter_json
-from webhook.record.files import open_maybe_gzip, rotated
+from webhook.record.files import UnreadableFileError, open_maybe_gzip, record_ids, with_backups
+from webhook.record.line import ALERT
 from webhook.record.time import now
 
 if TYPE_CHECKING:
@@ -40,22 +41,14 @@ if TYPE_CHECKING:
     from webhook.commands.replay_access import AccessReplaySummary
 
 __all__ = [
-    "ReplayInputError",
     "ReplaySummary",
     "existing_record_ids",
-    "open_log",
     "read_events",
     "replay",
 ]
 
 CHUNK: Final = 400
 _LOG_KEYS: Final = ("kind", "apiVersion")
-
-
-class ReplayInputError(WebhookError):
-    """An input file cannot be opened or decompressed; named by path, never quoting content."""
-
-    code = "input"
 
 
 @dataclass(slots=True)
@@ -133,17 +126,9 @@ def _decode(line: bytes, where: str) -> Iterator[dict[str, Any] | _Bad]:
             yield _Bad(exc.code, f"{where}: {exc.message}", event_ref(item))
 
 
-def open_log(path: Path) -> tuple[BinaryIO, BinaryIO]:
-    """(the raw file, the stream of its lines): gzip is recognised by its magic bytes."""
-    try:
-        return open_maybe_gzip(path)
-    except OSError as exc:
-        raise ReplayInputError(f"cannot read {path}: {exc.strerror}") from None
-
-
 def read_events(path: Path, raw_position: list[int] | None = None) -> Iterator[dict[str, Any] | _Bad]:
     """Every event of a log-backend file (plain or gzip), or a ``_Bad`` naming file and line."""
-    raw, stream = open_log(path)
+    raw, stream = open_maybe_gzip(path)
     with raw, stream:
         lineno = 0
         try:
@@ -154,7 +139,7 @@ def read_events(path: Path, raw_position: list[int] | None = None) -> Iterator[d
                     yield from _decode(line, f"{path.name}:{lineno}")
         except (OSError, EOFError) as exc:
             where = f"{path}: after line {lineno}"
-            raise ReplayInputError(f"{where}: cannot read further ({type(exc).__name__})") from None
+            raise UnreadableFileError(f"{where}: cannot read further ({type(exc).__name__})") from None
 
 
 DRAIN_TIMEOUT_S = 600.0
@@ -162,34 +147,17 @@ DRAIN_TIMEOUT_S = 600.0
 
 def _sink_files(config: Config) -> list[Path]:
     """JSONL sink files (rotated ones too) and the spool's segments (records not delivered yet)."""
-    files = sorted(config.in_data_dir(config.spool.path).glob("*.seg"))
+    files = [p for p in sorted(config.in_data_dir(config.spool.path).glob("*.seg")) if p.is_file()]
     for sink in config.sinks:
-        if sink.type != "jsonl":
-            continue
-        path = config.in_data_dir(sink.options.path)
-        files.append(path)
-        files.extend(rotated(path))  # .N and .N.gz, as tail and report read them
-    return [p for p in files if p.is_file()]
+        if sink.type == "jsonl":
+            files.extend(with_backups(config.in_data_dir(sink.options.path)))
+    return files
 
 
 def existing_record_ids(config: Config) -> set[str]:
-    """The ids of the records (not the alerts) in every JSONL sink file, rotated ones included."""
-    ids: set[str] = set()
-    for path in _sink_files(config):
-        raw, stream = open_maybe_gzip(path)
-        with raw, stream:
-            for line in stream:
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if (
-                    isinstance(record, dict)
-                    and isinstance(record.get("id"), str)
-                    and record.get("type") != "alert"  # alerts are not events: never replayed
-                ):
-                    ids.add(record["id"])
-    return ids
+    """The ids of the records (not the alerts: they are not events, never replayed) in every
+    JSONL sink file, rotated ones included."""
+    return record_ids(_sink_files(config), skip={ALERT})
 
 
 def _take(events: Iterator[dict[str, Any] | _Bad], size: int) -> list[dict[str, Any] | _Bad]:
@@ -268,7 +236,7 @@ async def replay(
         try:
             sizes.append(path.stat().st_size)
         except OSError as exc:
-            raise ReplayInputError(f"cannot read {path}: {exc.strerror}") from None
+            raise UnreadableFileError(f"cannot read {path}: {exc.strerror}") from None
     # Everything already recorded must stay known for the whole replay: no expiry, no eviction.
     config = replace(config, dedupe=DedupeConfig(max_entries=sys.maxsize, ttl_s=math.inf))
     if access_files and not config.access.enabled:

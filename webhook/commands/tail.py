@@ -24,8 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import orjson
 
 from webhook.core.visible import visible_doc, visible_json_line
-from webhook.errors import WebhookError
-from webhook.record.files import rotated
+from webhook.record.files import RecordsNotFoundError, rotated
 from webhook.record.time import record_time
 
 if TYPE_CHECKING:
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEVERITIES",
-    "RecordsNotFoundError",
     "TailFilter",
     "compile_filter",
     "follow",
@@ -58,12 +56,6 @@ _BLOCK: Final = 64 * 1024
 _READ: Final = 1024 * 1024
 
 Line = tuple[bytes, dict[str, Any]]
-
-
-class RecordsNotFoundError(WebhookError):
-    """The records file is not there (with ``--no-follow``; otherwise tail waits for it)."""
-
-    code = "not-found"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

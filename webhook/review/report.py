@@ -13,56 +13,24 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
-
-from webhook.commands.replay import open_log
-from webhook.commands.tail import RecordsNotFoundError
-from webhook.record.files import rotated
+from webhook.record.files import read_records, record_files
 from webhook.record.line import ALERT, AUDIT, DEAD_LETTER
 from webhook.record.time import record_time
 from webhook.review.collect import Collector, ReportOptions
 from webhook.review.render import Report, render
 from webhook.review.sections import assemble
 
-__all__ = ["ReportOptions", "build_report", "newest_record", "read_lines", "report_files", "run"]
+__all__ = ["ReportOptions", "build_report", "newest_record", "run"]
 
 _PLAIN_WIDTH: Final = 160
 _RECENT_IDS: Final = 100_000  # about 15 MB of ids and times
 _DEFAULT_PERIOD: Final = timedelta(days=7)
 _TICK: Final = timedelta(microseconds=1)  # ``until`` is excluded: the newest record is in
-
-
-def report_files(paths: Sequence[Path]) -> list[Path]:
-    """Each path's rotated backups, oldest first, then the path itself; only those that exist."""
-    files: list[Path] = []
-    for path in paths:
-        files += reversed(rotated(path))
-        if path.is_file():
-            files.append(path)
-    if not files:
-        raise RecordsNotFoundError(f"no records file at {', '.join(map(str, paths))}")
-    return files
-
-
-def read_lines(files: Iterable[Path]) -> Iterator[dict[str, Any] | None]:
-    """Each line's JSON object, one at a time; ``None`` for a line that is not one."""
-    for path in files:
-        raw, stream = open_log(path)
-        with raw, stream:
-            for line in stream:
-                if not line.strip():
-                    continue
-                try:
-                    doc = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    yield None
-                    continue
-                yield doc if isinstance(doc, dict) else None
 
 
 def _cluster_of(doc: dict[str, Any]) -> str | None:
@@ -178,11 +146,11 @@ def run(
     """Read, aggregate, write. Without ``since``, the period is the seven days up to
     ``until``, else up to the newest audit record (the files are then read twice), else now."""
     now = now or datetime.now(UTC)
-    files = report_files(paths)
+    files = record_files(paths)
     basis = "given"
     if since is None:
         if until is None:
-            newest = newest_record(read_lines(files), clusters)
+            newest = newest_record(read_records(files), clusters)
             until, basis = (newest + _TICK, "newest-record") if newest else (now, "now")
         since = until - _DEFAULT_PERIOD
     options = ReportOptions(
@@ -194,7 +162,7 @@ def run(
         clusters=tuple(clusters),
         basis=basis,
     )
-    report = build_report(read_lines(files), options, sources=files)
+    report = build_report(read_records(files), options, sources=files)
     if output is not None:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "w", encoding="utf-8") as f:

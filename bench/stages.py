@@ -27,7 +27,7 @@ from bench.report import table
 from webhook.config import Config
 from webhook.events import check_event, decode_event_list
 from webhook.filter import DEFAULT_FILTER, compile_filter
-from webhook.record.audit import to_json
+from webhook.record.line import to_json
 from webhook.runtime import Runtime
 
 __all__ = ["main", "stage_costs"]

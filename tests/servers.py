@@ -36,7 +36,7 @@ import orjson
 import pytest
 import trustme
 
-from webhook.spool.segments import SpooledRecord
+from webhook.record.line import RecordLine
 
 __all__ = [
     "Alertmanager",
@@ -644,9 +644,9 @@ def make_record(**fields: Any) -> dict[str, Any]:
     return doc
 
 
-def spooled(*docs: dict[str, Any]) -> list[SpooledRecord]:
+def spooled(*docs: dict[str, Any]) -> list[RecordLine]:
     """Records as the delivery loop hands them to a sink."""
-    return [SpooledRecord(orjson.dumps(doc)) for doc in docs]
+    return [RecordLine(orjson.dumps(doc)) for doc in docs]
 
 
 # -- ingress-audit itself --------------------------------------------------------------------

@@ -11,8 +11,8 @@ import pytest
 from conftest import Client, delivered, event_list, make_config, make_event
 
 from webhook.errors import SinkError
+from webhook.record.line import RecordLine
 from webhook.server.app import create_app
-from webhook.sinks.base import SpooledRecord
 from webhook.sinks.jsonl import JsonlSink
 from webhook.spool.settings import SpoolConfig
 
@@ -37,7 +37,7 @@ async def test_a_dead_sink_fills_the_spool_then_503_then_recovery(
     down = True
     real_send = JsonlSink.send
 
-    async def flaky(self: JsonlSink, batch: Sequence[SpooledRecord]) -> None:
+    async def flaky(self: JsonlSink, batch: Sequence[RecordLine]) -> None:
         if down:
             raise SinkError("simulated outage")
         await real_send(self, batch)

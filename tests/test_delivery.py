@@ -19,9 +19,10 @@ import pytest
 from webhook.delivery import SinkWorker
 from webhook.errors import SinkError
 from webhook.metrics import Metrics
+from webhook.record.line import RecordLine
 from webhook.sinks.base import BatchOptions, Health, PartialDeliveryError, RetryOptions, SinkSettings
 from webhook.spool.appendlog import AppendLog
-from webhook.spool.segments import Spool, SpooledRecord
+from webhook.spool.segments import Spool
 
 FAST_RETRY = RetryOptions(initial_backoff_s=0.005, max_backoff_s=0.02)
 
@@ -38,7 +39,7 @@ class ScriptedSink:
     async def open(self) -> None:
         pass
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         self.attempts += 1
         if self.errors:
             raise self.errors.pop(0)

@@ -9,8 +9,9 @@ from conftest import capture_events, make_event
 
 from webhook.config import Config
 from webhook.dedupe import Deduper
-from webhook.pipeline.stages import DeadLetter, Pipeline, dead_letter_json
+from webhook.pipeline.stages import Pipeline
 from webhook.record.audit import Record
+from webhook.record.dead_letter import DeadLetter, dead_letter_json
 from webhook.redact.redactor import Redactor
 from webhook.runtime import pipeline_settings
 

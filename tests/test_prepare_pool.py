@@ -29,7 +29,7 @@ from conftest import (
 from webhook.config import Config
 from webhook.errors import BodyTooLargeError, NotJSONError, OverloadedError
 from webhook.pipeline.workers import MIN_BODY_BYTES
-from webhook.record.audit import to_json
+from webhook.record.line import to_json
 from webhook.redact.leaks import scan
 from webhook.runtime import Runtime
 from webhook.server.app import create_app

@@ -12,7 +12,8 @@ from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.errors import MalformedEventError
 from webhook.pipeline.stages import Pipeline
-from webhook.record.audit import SCHEMA_VERSION, Record, record_id, record_schema, to_json
+from webhook.record.audit import Record, record_id, record_schema
+from webhook.record.line import SCHEMA_VERSION, to_json
 from webhook.redact.redactor import Redactor
 from webhook.runtime import pipeline_settings
 

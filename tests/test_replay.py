@@ -18,9 +18,9 @@ import orjson
 import pytest
 from conftest import capture_events, dead_letters_in, make_config, make_event, read_jsonl, records_in
 
-from webhook.commands._audit_logs import ReplayInputError
 from webhook.commands.replay import replay
 from webhook.config import Config
+from webhook.record.files import UnreadableFileError
 from webhook.runtime import Runtime
 from webhook.sinks.base import BatchOptions, SinkSettings
 from webhook.sinks.jsonl import JsonlOptions
@@ -106,6 +106,23 @@ async def test_twice_with_a_gzipd_backup(config: Config) -> None:
 
     assert second.records == 0
     assert second.already_recorded == first.records
+
+
+async def test_a_record_only_in_an_older_gzipd_backup_is_known(config: Config) -> None:
+    """A record id found only in ``records.jsonl.2.gz`` (no ``.1``, no ``.2``) is already
+    recorded: replay reads the backups that ``tail`` and ``report`` read, by one naming rule."""
+    first = await replay(config, [SAMPLE])
+    live = config.data_dir / "records.jsonl"
+    (config.data_dir / "records.jsonl.2.gz").write_bytes(gzip.compress(live.read_bytes()))
+    live.write_bytes(b"")
+    for gone in [*config.data_dir.glob("state.sqlite3*"), *config.data_dir.glob("spool/*.seg")]:
+        gone.unlink()
+
+    second = await replay(config, [SAMPLE])
+
+    assert second.records == 0
+    assert second.already_recorded == first.records
+    assert read_jsonl(live) == []
 
 
 async def test_rotated_and_gzip_files(config: Config, tmp_path: Path) -> None:
@@ -197,7 +214,7 @@ async def test_eventlist_lines_are_accepted(config: Config) -> None:
 
 async def test_missing_file_is_an_error_before_anything_is_written(config: Config, tmp_path: Path) -> None:
     """A file that cannot be read stops the replay before it starts, naming the path."""
-    with pytest.raises(ReplayInputError, match=r"cannot read .*missing\.log"):
+    with pytest.raises(UnreadableFileError, match=r"cannot read .*missing\.log"):
         await replay(config, [SAMPLE, tmp_path / "missing.log"])
 
     assert not config.data_dir.exists()

@@ -19,8 +19,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import captured_bodies, make_config, post_capture, records_in, scenario_secrets, settle
 
 from webhook.commands.report import write
+from webhook.record.files import read_records, record_files
 from webhook.review.render import FORMATS, Report, render, to_dict
-from webhook.review.report import ReportOptions, build_report, read_lines, report_files, report_for
+from webhook.review.report import ReportOptions, build_report, report_for
 from webhook.server.app import create_app
 
 SCRIPT = Path(sys.executable).parent / "ingress-audit"
@@ -58,8 +59,8 @@ def options(**overrides: Any) -> ReportOptions:
 
 
 def scenario_report(data_dir: Path, **overrides: Any) -> Report:
-    files = report_files([data_dir / "records.jsonl", data_dir / "dead-letter.jsonl"])
-    return build_report(read_lines(files), options(**overrides), sources=files)
+    files = record_files([data_dir / "records.jsonl", data_dir / "dead-letter.jsonl"])
+    return build_report(read_records(files), options(**overrides), sources=files)
 
 
 def rows(report: Report, key: str) -> list[dict[str, Any]]:
@@ -394,8 +395,8 @@ def test_reads_rotated_and_gzipped_backups(tmp_path: Path) -> None:
     (tmp_path / "records.jsonl.1").write_bytes(encoded[1])
     path.write_bytes(encoded[2] + b"not json\n" + encoded[2])  # redelivered: counted once
 
-    files = report_files([path])
-    report = build_report(read_lines(files), options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW))
+    files = record_files([path])
+    report = build_report(read_records(files), options(since=datetime(2026, 11, 1, tzinfo=UTC), until=NOW))
 
     assert [p.name for p in files] == ["records.jsonl.2.gz", "records.jsonl.1", "records.jsonl"]
     assert summary(report)["audit_records"] == 3

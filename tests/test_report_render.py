@@ -24,9 +24,10 @@ from conftest import make_config, settle
 from servers import need_binary
 
 from webhook.commands.replay_server import replay_to_server
+from webhook.record.files import read_records, record_files
 from webhook.review.html import SEVERITY_COLOURS
 from webhook.review.render import Report, render
-from webhook.review.report import ReportOptions, build_report, read_lines, report_files
+from webhook.review.report import ReportOptions, build_report
 from webhook.server.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -361,13 +362,13 @@ def test_the_readmes_report_examples_run_on_the_quick_start(quick_start: Path) -
 
 
 def quick_start_report(quick_start: Path, **overrides: Any) -> Report:
-    files = report_files([quick_start / "ingress-audit-data" / "records.jsonl"])
+    files = record_files([quick_start / "ingress-audit-data" / "records.jsonl"])
     base: dict[str, Any] = {
         "since": datetime(2026, 11, 1, tzinfo=UTC),
         "until": datetime(2026, 12, 1, tzinfo=UTC),
         "now": NOW,
     }
-    return build_report(read_lines(files), ReportOptions(**(base | overrides)), sources=files)
+    return build_report(read_records(files), ReportOptions(**(base | overrides)), sources=files)
 
 
 def _json(report: Report) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import asyncio
 import random
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,13 @@ import structlog
 
 from webhook.errors import SinkError, StorageError
 from webhook.metrics import Metrics
-from webhook.pipeline.stages import DeadLetter, dead_letter_json, utc_now
+from webhook.record.dead_letter import DeadLetter, dead_letter_json
+from webhook.record.line import RecordLine
+from webhook.record.time import now, parse_time
 from webhook.sinks import sink_types
 from webhook.sinks.base import Health, PartialDeliveryError, Sink, SinkSettings
 from webhook.spool.appendlog import AppendLog
-from webhook.spool.segments import Spool, SpooledRecord
+from webhook.spool.segments import Spool
 
 __all__ = ["SinkWorker", "SinkWorkers"]
 
@@ -35,13 +36,11 @@ log = structlog.get_logger(__name__)
 _IDLE_S = 1.0
 
 
-def _age_s(record: SpooledRecord) -> float:
-    """Seconds since ingress-audit received the record (0 if the field is unreadable)."""
-    try:
-        received = datetime.fromisoformat(record.record["received_at"])
-    except (KeyError, TypeError, ValueError):
-        return 0.0
-    return max(time.time() - received.timestamp(), 0.0)
+def _age_s(line: RecordLine) -> float:
+    """Seconds since ingress-audit received the record (0 if the field is unreadable); the
+    line's fields are parsed once, and shared with the sink."""
+    received = parse_time(line.record.get("received_at"))
+    return max(time.time() - received.timestamp(), 0.0) if received is not None else 0.0
 
 
 class SinkWorker:
@@ -95,7 +94,7 @@ class SinkWorker:
             )
         return Health(True)
 
-    def _update_lag(self, oldest: SpooledRecord | None) -> None:
+    def _update_lag(self, oldest: RecordLine | None) -> None:
         records, size = self.spool.lag(self.name)
         labels = {"sink": self.name}
         self.metrics.sink_lag_records.labels(**labels).set(records)
@@ -137,7 +136,7 @@ class SinkWorker:
                 log.warning("spool.cursor_write_failed", sink=self.name, errno=exc.errno)
             self._update_lag(None)
 
-    async def _deliver(self, records: Sequence[SpooledRecord]) -> None:
+    async def _deliver(self, records: Sequence[RecordLine]) -> None:
         """Return once every record is delivered or dead-lettered."""
         pending = list(records)
         attempt = 0
@@ -195,16 +194,16 @@ class SinkWorker:
                 "sink.send_failed", sink=self.name, code=exc.code, attempt=attempt + 1, reason=exc.message
             )
 
-    async def _reject(self, refused: list[tuple[SpooledRecord, str]]) -> None:
+    async def _reject(self, refused: list[tuple[RecordLine, str]]) -> None:
         """Records the sink will never take: into the dead letters, whole (they are redacted)."""
         if not refused:
             return
-        now = utc_now()
+        received_at = now()
         letters = [
             DeadLetter(
                 reason="sink-rejected",
                 detail=f"{self.name}: {reason}"[:500],
-                received_at=now,
+                received_at=received_at,
                 record=record.record,
             )
             for record, reason in refused

@@ -11,7 +11,8 @@ from access_lines import T0, nginx_line, pipeline
 
 from webhook.access.pipeline import MAX_DEAD_LETTERS_PER_WINDOW
 from webhook.access.settings import AccessConfig, AccessKeepConfig
-from webhook.record.audit import record_schema, to_json
+from webhook.record.audit import record_schema
+from webhook.record.line import to_json
 
 VALIDATOR = jsonschema.Draft202012Validator(
     record_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
@@ -50,7 +51,7 @@ def test_only_kept_requests_become_records_and_all_count() -> None:
     assert (host["scope"], host["host"], host["requests"]) == ("host", "shop.example.com", 10)
     assert host["statuses"] == {"2xx": 6, "4xx": 3, "5xx": 1}
     assert host["auth_failures"] == 3
-    assert host["window_start"] == "2026-11-25T21:00:00.000Z"
+    assert host["window_start"] == "2026-11-25T21:00:00.000000Z"
     assert host["latency"]["p50_ms"] >= 12.0
     assert clients["clients"] == [
         {"ip": "203.0.113.7", "trust": "untrusted", "requests": 10, "auth_failures": 3}
@@ -154,6 +155,6 @@ def test_future_times_are_clamped_and_late_lines_counted() -> None:
     p.process([nginx_line(t=T0 + 1)], input="http", received_at="x", now=T0 + 71)
     second = p.flush(T0 + 200)
 
-    assert [s.window_start for s in first if s.scope == "clients"] == ["2026-11-25T21:00:00.000Z"]
+    assert [s.window_start for s in first if s.scope == "clients"] == ["2026-11-25T21:00:00.000000Z"]
     late = [s for s in second if s.scope == "clients"]
-    assert [(s.window_start, s.late) for s in late] == [("2026-11-25T21:01:00.000Z", 1)]
+    assert [(s.window_start, s.late) for s in late] == [("2026-11-25T21:01:00.000000Z", 1)]

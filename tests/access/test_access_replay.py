@@ -74,8 +74,8 @@ def test_replay_access_after_the_change(tmp_path: Path) -> None:
     by_window = {(r["window_start"], r["host"] or r["upstream"]): r for r in hosts}
     assert len(hosts) == len(by_window) == 2  # the second replay wrote nothing again
     # The index holds the ingresses as the audit replay left them: the old backend is unknown.
-    before = by_window[("2026-11-24T14:20:00.000Z", "shop-shop-frontend-80")]
-    after = by_window[("2026-11-24T14:21:00.000Z", "www.shop.example.test")]
+    before = by_window[("2026-11-24T14:20:00.000000Z", "shop-shop-frontend-80")]
+    after = by_window[("2026-11-24T14:21:00.000000Z", "www.shop.example.test")]
     assert before["statuses"] == {"2xx": 30}
     assert after["statuses"] == {"2xx": 10, "5xx": 20}
     assert before["ingress"] is None

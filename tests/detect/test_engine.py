@@ -21,7 +21,8 @@ from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.metrics import Metrics
 from webhook.pipeline.stages import Pipeline
 from webhook.record.alert import alert_json
-from webhook.record.audit import Record, record_id, record_schema, to_json
+from webhook.record.audit import Record, record_id, record_schema
+from webhook.record.line import to_json
 from webhook.redact.redactor import Redactor
 from webhook.runtime import pipeline_settings
 

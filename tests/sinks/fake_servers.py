@@ -26,8 +26,8 @@ from aiohttp.test_utils import TestServer
 from conftest import make_event
 
 from webhook.config import Config, parse_config
-from webhook.record.audit import Record, record_id, to_json
-from webhook.spool.segments import SpooledRecord
+from webhook.record.audit import Record, record_id
+from webhook.record.line import RecordLine
 
 __all__ = [
     "FakeElasticsearch",
@@ -408,17 +408,15 @@ def events(count: int, *, start: int = 0, **fields: Any) -> list[dict[str, Any]]
     ]
 
 
-def sample_records(count: int, **fields: Any) -> list[SpooledRecord]:
+def sample_records(count: int, **fields: Any) -> list[RecordLine]:
     """Records as the delivery loop hands them to a sink: spooled JSON lines."""
     return [
-        SpooledRecord(
-            to_json(
-                Record.from_event(
-                    event,
-                    record_id=record_id(event["auditID"], event["stage"], "digest"),
-                    cluster="test-cluster",
-                    received_at="2026-11-24T14:21:00.000000Z",
-                )
+        RecordLine.of(
+            Record.from_event(
+                event,
+                record_id=record_id(event["auditID"], event["stage"], "digest"),
+                cluster="test-cluster",
+                received_at="2026-11-24T14:21:00.000000Z",
             )
         )
         for event in events(count, **fields)

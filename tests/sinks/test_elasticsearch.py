@@ -67,7 +67,7 @@ async def test_a_bulk_request_indexes_by_record_id(aiohttp_server: AiohttpServer
     assert seen.body.endswith(b"\n")
     for action, source, record in zip(lines[::2], lines[1::2], batch, strict=True):
         assert orjson.loads(action) == {"index": {"_index": "audit-2026.11.24", "_id": record.record["id"]}}
-        assert source == record.line
+        assert source == record.json
     assert sorted(fake.indices["audit-2026.11.24"]) == sorted(r.record["id"] for r in batch)
 
 

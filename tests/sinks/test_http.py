@@ -65,7 +65,7 @@ async def test_a_batch_is_one_json_array_with_headers_and_bearer_token(
 
     assert fake.records == [r.record for r in batch]
     (seen,) = fake.requests
-    assert seen.body == b"[" + b",".join(r.line for r in batch) + b"]"
+    assert seen.body == b"[" + b",".join(r.json for r in batch) + b"]"
     assert seen.headers["Content-Type"] == "application/json"
     assert seen.headers["X-Team"] == "infra"
     assert seen.headers["User-Agent"].startswith("ingress-audit/")
@@ -87,7 +87,7 @@ async def test_ndjson_gzip_and_basic_auth(aiohttp_server: AiohttpServer, tmp_pat
     assert fake.records == [r.record for r in batch]
     assert fake.requests[0].headers["Content-Encoding"] == "gzip"
     assert fake.requests[0].headers["Content-Type"] == "application/x-ndjson"
-    assert fake.requests[0].body == b"".join(r.line + b"\n" for r in batch)  # as decompressed
+    assert fake.requests[0].body == b"".join(r.json + b"\n" for r in batch)  # as decompressed
 
 
 @pytest.mark.parametrize(

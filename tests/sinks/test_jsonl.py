@@ -10,10 +10,10 @@ import pytest
 from conftest import find_event, read_jsonl
 
 from webhook.errors import StorageError
-from webhook.record.audit import Record, record_id, to_json
+from webhook.record.audit import Record, record_id
+from webhook.record.line import RecordLine, to_json
 from webhook.sinks.base import Sink, SinkError
 from webhook.sinks.jsonl import JsonlOptions, JsonlSink
-from webhook.spool.segments import SpooledRecord
 
 
 def records(*names: str) -> list[Record]:
@@ -38,9 +38,9 @@ async def opened(tmp_path: Path, options: JsonlOptions | None = None) -> JsonlSi
     return sink
 
 
-def spooled(batch: list[Record]) -> list[SpooledRecord]:
+def spooled(batch: list[Record]) -> list[RecordLine]:
     """Records as the delivery loop hands them to a sink: their spooled JSON lines."""
-    return [SpooledRecord(to_json(record)) for record in batch]
+    return [RecordLine.of(record) for record in batch]
 
 
 async def test_one_record_per_line_in_order(tmp_path: Path) -> None:

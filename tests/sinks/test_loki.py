@@ -87,7 +87,7 @@ async def test_a_push_groups_streams_by_label_set_sorted_by_time(aiohttp_server:
         for ts, line in values:
             assert int(ts) == timestamp_ns(orjson.loads(line))
     assert sorted(line for values in streams.values() for _, line in values) == sorted(
-        r.line.decode() for r in batch
+        r.json.decode() for r in batch
     )
     assert fake.requests[0].headers["X-Scope-OrgID"] == "team-a"
 

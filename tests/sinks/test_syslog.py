@@ -55,8 +55,8 @@ def test_the_message_is_rfc5424_with_escaped_structured_data() -> None:
 
     header, rest = message.split(b" [", 1)
     assert header == b"<134>1 2026-11-24T14:20:40.463683Z node-1 ingress-audit - audit"
-    assert rest.endswith(b"] " + record.line)
-    sd = rest.removesuffix(b"] " + record.line)
+    assert rest.endswith(b"] " + record.json)
+    sd = rest.removesuffix(b"] " + record.json)
     assert b' name="a\\"b\\]c\\\\d" ' in sd
     assert f'id="{doc["id"]}"'.encode() in sd
     assert b"impersonated" not in sd  # null fields are left out

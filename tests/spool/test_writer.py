@@ -10,7 +10,7 @@ import pytest
 
 from webhook.errors import BodyTimeoutError, SpoolFullError, StorageError
 from webhook.metrics import Metrics
-from webhook.pipeline.stages import DeadLetter
+from webhook.record.dead_letter import DeadLetter
 from webhook.spool.appendlog import AppendLog
 from webhook.spool.segments import Spool
 from webhook.spool.writer import RecordWriter

@@ -15,7 +15,6 @@ import fnmatch
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -33,7 +32,6 @@ from webhook.access.request_metrics import (
     latency_slot,
 )
 from webhook.access.settings import AccessConfig
-from webhook.pipeline.stages import DeadLetter, utc_now
 from webhook.record.access import (
     AccessRecord,
     AccessRequest,
@@ -44,8 +42,10 @@ from webhook.record.access import (
     access_record_id,
     summary_id,
 )
+from webhook.record.dead_letter import DeadLetter
+from webhook.record.time import format_time, now
 
-__all__ = ["MAX_DEAD_LETTERS_PER_WINDOW", "AccessBatch", "AccessPipeline", "Line", "iso"]
+__all__ = ["MAX_DEAD_LETTERS_PER_WINDOW", "AccessBatch", "AccessPipeline", "Line"]
 
 Line = bytes | str | Mapping[str, Any]
 Parser = Callable[[Line], AccessEntry]
@@ -53,10 +53,6 @@ Parser = Callable[[Line], AccessEntry]
 MAX_DEAD_LETTERS_PER_WINDOW: Final = 100
 _NO_HOST: Final = "-"
 _UNKNOWN_UPSTREAM: Final = "upstream-default-backend"
-
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _globs(patterns: Sequence[str]) -> Callable[[str], re.Match[str] | None] | None:
@@ -243,7 +239,7 @@ class AccessPipeline:
         return AccessRecord(
             id=access_record_id(self.cluster, raw.rstrip(b"\r\n")),
             cluster=self.cluster,
-            time=entry.time.isoformat().replace("+00:00", "Z") if entry.time is not None else None,
+            time=format_time(entry.time) if entry.time is not None else None,
             received_at=received_at,
             input=input,
             format=entry.format,
@@ -307,8 +303,8 @@ class AccessPipeline:
         return [summary for window in closed for summary in self._summaries(window)]
 
     def _summaries(self, window: ClosedWindow) -> list[AccessSummary]:
-        start, end = iso(window.start), iso(window.end)
-        made = utc_now()
+        start, end = format_time(window.start), format_time(window.end)
+        made = now()
         summaries = []
         total = 0
         for key, stats in window.hosts.items():

@@ -26,9 +26,10 @@ from webhook.access.settings import AccessConfig
 from webhook.dedupe import Deduper
 from webhook.errors import ConfigError, StorageError
 from webhook.metrics import Metrics
-from webhook.pipeline.stages import DeadLetter
 from webhook.record.access import replica_name
-from webhook.record.time import utc_now
+from webhook.record.dead_letter import DeadLetter
+from webhook.record.line import ACCESS, ACCESS_SUMMARY
+from webhook.record.time import now
 from webhook.spool.writer import RecordWriter
 from webhook.state import StateError, StateStore
 
@@ -178,9 +179,9 @@ class AccessService:
     def _process(
         self, lines: Sequence[Line], *, input: str, where: str, parser: Parser | None = None
     ) -> AccessBatch:
-        now = self._clock() if self._clock is not None else None
+        clock = self._clock() if self._clock is not None else None
         batch = self.pipeline.process(
-            lines, input=input, received_at=utc_now(), now=now, where=where, parser=parser
+            lines, input=input, received_at=now(), now=clock, where=where, parser=parser
         )
         batch.summaries = self.pipeline.flush(self.now())
         self._count(batch, input)
@@ -208,11 +209,11 @@ class AccessService:
             return
         if self._dedupe is not None:
             self._dedupe.remember(r.id for r in records)
-        summaries = sum(1 for r in records if r.type == "access_summary")
+        summaries = sum(1 for r in records if r.type == ACCESS_SUMMARY)
         if summaries:
-            self.metrics.access_records.labels(type="access_summary").inc(summaries)
+            self.metrics.access_records.labels(type=ACCESS_SUMMARY).inc(summaries)
         if len(records) > summaries:
-            self.metrics.access_records.labels(type="access").inc(len(records) - summaries)
+            self.metrics.access_records.labels(type=ACCESS).inc(len(records) - summaries)
         for listener in self.listeners:
             listener(records)
 

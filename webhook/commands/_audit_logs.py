@@ -12,37 +12,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from webhook.core.jsonscan import ScanError, top_members
-from webhook.errors import BadRequestError, MalformedEventError, WebhookError
+from webhook.errors import BadRequestError, MalformedEventError
 from webhook.events import API_VERSIONS, check_event, decode_event, decode_event_list, event_ref
-from webhook.record.files import open_maybe_gzip
+from webhook.record.files import UnreadableFileError, open_maybe_gzip
 
 if TYPE_CHECKING:
     from webhook.commands.replay_access import AccessReplaySummary
 
 __all__ = [
     "BadLine",
-    "ReplayInputError",
     "ReplaySummary",
-    "open_log",
     "progress_bar",
     "read_events",
     "take",
 ]
 
 _LOG_KEYS: Final = ("kind", "apiVersion")
-
-
-class ReplayInputError(WebhookError):
-    """An input file cannot be opened or decompressed; named by path, never quoting content."""
-
-    code = "input"
 
 
 @dataclass(slots=True)
@@ -120,17 +112,9 @@ def _decode(line: bytes, where: str) -> Iterator[dict[str, Any] | BadLine]:
             yield BadLine(exc.code, f"{where}: {exc.message}", event_ref(item))
 
 
-def open_log(path: Path) -> tuple[BinaryIO, BinaryIO]:
-    """(the raw file, the stream of its lines): gzip is recognised by its magic bytes."""
-    try:
-        return open_maybe_gzip(path)
-    except OSError as exc:
-        raise ReplayInputError(f"cannot read {path}: {exc.strerror}") from None
-
-
 def read_events(path: Path, raw_position: list[int] | None = None) -> Iterator[dict[str, Any] | BadLine]:
     """Every event of a log-backend file (plain or gzip), or a ``BadLine`` naming file and line."""
-    raw, stream = open_log(path)
+    raw, stream = open_maybe_gzip(path)
     with raw, stream:
         lineno = 0
         try:
@@ -141,7 +125,7 @@ def read_events(path: Path, raw_position: list[int] | None = None) -> Iterator[d
                     yield from _decode(line, f"{path.name}:{lineno}")
         except (OSError, EOFError) as exc:
             where = f"{path}: after line {lineno}"
-            raise ReplayInputError(f"{where}: cannot read further ({type(exc).__name__})") from None
+            raise UnreadableFileError(f"{where}: cannot read further ({type(exc).__name__})") from None
 
 
 def take(events: Iterator[dict[str, Any] | BadLine], size: int) -> list[dict[str, Any] | BadLine]:

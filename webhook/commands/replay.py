@@ -18,16 +18,12 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
-
-import orjson
 
 from webhook.commands import _args
 from webhook.commands._audit_logs import (
     BadLine,
-    ReplayInputError,
     ReplaySummary,
     progress_bar,
     read_events,
@@ -37,8 +33,10 @@ from webhook.commands.replay_server import ClientCredentials, replay_to_server
 from webhook.config import Config, load_config, with_overrides
 from webhook.dedupe import DedupeConfig
 from webhook.log import configure_logging
-from webhook.pipeline.stages import DeadLetter
-from webhook.record.files import open_maybe_gzip, rotated
+from webhook.record.dead_letter import DeadLetter
+from webhook.record.files import UnreadableFileError, record_ids, with_backups
+from webhook.record.line import ALERT
+from webhook.record.time import now
 from webhook.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -49,43 +47,22 @@ __all__ = ["add_arguments", "existing_record_ids", "replay", "run"]
 CHUNK: Final = 400
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 DRAIN_TIMEOUT_S = 600.0
 
 
 def _sink_files(config: Config) -> list[Path]:
     """JSONL sink files (rotated ones too) and the spool's segments (records not delivered yet)."""
-    files = sorted(config.in_data_dir(config.spool.path).glob("*.seg"))
+    files = [p for p in sorted(config.in_data_dir(config.spool.path).glob("*.seg")) if p.is_file()]
     for sink in config.sinks:
-        if sink.type != "jsonl":
-            continue
-        path = config.in_data_dir(sink.options.path)
-        files.append(path)
-        files.extend(rotated(path))  # .N and .N.gz, as tail and report read them
-    return [p for p in files if p.is_file()]
+        if sink.type == "jsonl":
+            files.extend(with_backups(config.in_data_dir(sink.options.path)))
+    return files
 
 
 def existing_record_ids(config: Config) -> set[str]:
-    """The ids of the records (not the alerts) in every JSONL sink file, rotated ones included."""
-    ids: set[str] = set()
-    for path in _sink_files(config):
-        raw, stream = open_maybe_gzip(path)
-        with raw, stream:
-            for line in stream:
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if (
-                    isinstance(record, dict)
-                    and isinstance(record.get("id"), str)
-                    and record.get("type") != "alert"  # alerts are not events: never replayed
-                ):
-                    ids.add(record["id"])
-    return ids
+    """The ids of the records (not the alerts: they are not events, never replayed) in every
+    JSONL sink file, rotated ones included."""
+    return record_ids(_sink_files(config), skip={ALERT})
 
 
 async def _replay_file(
@@ -98,7 +75,7 @@ async def _replay_file(
     position = [0]
     events = read_events(path, position)
     while chunk := await asyncio.to_thread(take, events, chunk_size):
-        received_at = _now()
+        received_at = now()
         items = [e for e in chunk if not isinstance(e, BadLine)]
         letters = [
             DeadLetter(reason=e.reason, detail=e.detail, received_at=received_at, event=e.ref)
@@ -133,7 +110,7 @@ async def replay(
         try:
             sizes.append(path.stat().st_size)
         except OSError as exc:
-            raise ReplayInputError(f"cannot read {path}: {exc.strerror}") from None
+            raise UnreadableFileError(f"cannot read {path}: {exc.strerror}") from None
     # Everything already recorded must stay known for the whole replay: no expiry, no eviction.
     config = replace(config, dedupe=DedupeConfig(max_entries=sys.maxsize, ttl_s=math.inf))
     if access_files and not config.access.enabled:

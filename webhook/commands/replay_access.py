@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Final
 
 from webhook.access.service import AccessService
-from webhook.commands._audit_logs import ReplayInputError, open_log
+from webhook.record.files import UnreadableFileError
+from webhook.record.files import read_lines as numbered_lines
 
 __all__ = ["CHUNK_LINES", "AccessReplaySummary", "read_lines", "replay_access"]
 
@@ -40,25 +41,17 @@ class AccessReplaySummary:
 
 def read_lines(path: Path) -> Iterator[tuple[int, list[bytes]]]:
     """(first line number, lines) chunks of a plain or gzip'd file; blank lines skipped."""
-    raw, stream = open_log(path)
-    with raw, stream:
-        chunk: list[bytes] = []
-        first = lineno = 0
-        try:
-            for lineno, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                if not chunk:
-                    first = lineno
-                chunk.append(line.rstrip(b"\r\n"))
-                if len(chunk) >= CHUNK_LINES:
-                    yield first, chunk
-                    chunk = []
-        except (OSError, EOFError) as exc:
-            where = f"{path}: after line {lineno}"
-            raise ReplayInputError(f"{where}: cannot read further ({type(exc).__name__})") from None
-        if chunk:
+    chunk: list[bytes] = []
+    first = 0
+    for lineno, line in numbered_lines(path):
+        if not chunk:
+            first = lineno
+        chunk.append(line.rstrip(b"\r\n"))
+        if len(chunk) >= CHUNK_LINES:
             yield first, chunk
+            chunk = []
+    if chunk:
+        yield first, chunk
 
 
 def _next(lines: Iterator[tuple[int, list[bytes]]]) -> tuple[int, list[bytes]] | None:
@@ -70,7 +63,7 @@ async def replay_access(service: AccessService, files: Sequence[Path]) -> Access
     summary = AccessReplaySummary(files=len(files))
     for path in files:
         if not path.is_file():
-            raise ReplayInputError(f"cannot read {path}: not a file")
+            raise UnreadableFileError(f"cannot read {path}: not a file")
     for path in files:
         lines = read_lines(path)
         while (chunk := await asyncio.to_thread(_next, lines)) is not None:

@@ -27,12 +27,11 @@ from rich.text import Text
 
 from webhook.commands import _args
 from webhook.core.visible import visible_doc, visible_json_line
-from webhook.errors import WebhookError
-from webhook.record.files import rotated
+from webhook.record.files import RecordsNotFoundError, rotated
+from webhook.record.time import record_time
 
 __all__ = [
     "SEVERITIES",
-    "RecordsNotFoundError",
     "TailFilter",
     "add_arguments",
     "compile_filter",
@@ -55,12 +54,6 @@ _BLOCK: Final = 64 * 1024
 _READ: Final = 1024 * 1024
 
 Line = tuple[bytes, dict[str, Any]]
-
-
-class RecordsNotFoundError(WebhookError):
-    """The records file is not there (with ``--no-follow``; otherwise tail waits for it)."""
-
-    code = "not-found"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,15 +80,6 @@ def _any(patterns: Sequence[str], *values: Any) -> bool:
     return any(
         isinstance(v, str) and fnmatch.fnmatchcase(v, p) for p in patterns for v in values if v is not None
     )
-
-
-def _when(record: dict[str, Any]) -> datetime | None:
-    for key in ("time", "received_at"):
-        value = record.get(key)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return datetime.fromisoformat(value)
-    return None
 
 
 def compile_filter(spec: TailFilter) -> Callable[[dict[str, Any]], bool]:
@@ -131,7 +115,7 @@ def compile_filter(spec: TailFilter) -> Callable[[dict[str, Any]], bool]:
         ):
             return False
         if spec.since is not None:
-            when = _when(record)
+            when = record_time(record)
             if when is None or when < spec.since:
                 return False
         return True

@@ -15,6 +15,7 @@ from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import WEEKDAYS, ChangeWindow, DeploymentIdentities, Exceptions, RuleSettings
 from webhook.filter import Matcher
 from webhook.record.alert import AlertObject
+from webhook.record.time import parse_time
 
 __all__ = ["DRIFT_TARGETS", "DriftChangeWindow", "DriftIdentity", "zone"]
 
@@ -140,15 +141,7 @@ def _compile_window(window: ChangeWindow) -> _Window:
 
 
 def _event_time(record: Record, now: float) -> datetime:
-    value = record.get("time")
-    if isinstance(value, str):
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return when if when.tzinfo else when.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(now, UTC)
+    return parse_time(record.get("time")) or datetime.fromtimestamp(now, UTC)
 
 
 class DriftChangeWindow(Rule):

@@ -25,7 +25,6 @@ import ipaddress
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
 import orjson
@@ -36,6 +35,8 @@ from webhook.detect.settings import DetectionsConfig, Exceptions, RuleSettings
 from webhook.detect.windows import LruMap, Window
 from webhook.filter import Matcher
 from webhook.record.alert import AlertActor, AlertObject
+from webhook.record.line import ACCESS, ACCESS_SUMMARY, AUDIT
+from webhook.record.time import parse_time
 
 __all__ = [
     "EDGE_RULES",
@@ -72,13 +73,8 @@ def _int(value: object) -> int:
 
 
 def _seconds(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    when = parse_time(value)
+    return when.timestamp() if when is not None else None
 
 
 def _ingress(doc: Record) -> AlertObject | None:
@@ -122,7 +118,7 @@ class EdgeRule(Rule):
     """A rule over access records: exceptions match the client address and the ingress namespace
     (``users`` and ``groups`` name Kubernetes identities, which access logs do not carry)."""
 
-    consumes: ClassVar[frozenset[str]] = frozenset({"access"})
+    consumes: ClassVar[frozenset[str]] = frozenset({ACCESS})
 
     def __init__(self, settings: RuleSettings, *, max_keys: int, exceptions: Exceptions) -> None:
         super().__init__(settings, max_keys=max_keys, exceptions=exceptions)
@@ -244,7 +240,7 @@ class _SummaryRule(EdgeRule):
     """Reads window summaries: each hit is a whole window that crossed the line, so the engine
     fires at ``threshold`` such windows within ``window_s`` (1: the first one)."""
 
-    consumes: ClassVar[frozenset[str]] = frozenset({"access_summary"})
+    consumes: ClassVar[frozenset[str]] = frozenset({ACCESS_SUMMARY})
 
     def trips(self, window: Window) -> bool:
         return len(window) >= self.windows
@@ -582,7 +578,7 @@ class ChangeCorrelation(EdgeRule):
     """
 
     id = "change-correlation"
-    consumes: ClassVar[frozenset[str]] = frozenset({"audit", "access_summary"})
+    consumes: ClassVar[frozenset[str]] = frozenset({AUDIT, ACCESS_SUMMARY})
 
     def __init__(self, settings: RuleSettings, *, max_keys: int, exceptions: Exceptions) -> None:
         super().__init__(settings, max_keys=max_keys, exceptions=exceptions)
@@ -601,7 +597,7 @@ class ChangeCorrelation(EdgeRule):
         return len(window) >= 1
 
     def match(self, record: Record, now: float) -> list[Hit]:
-        if record.get("type") == "audit":
+        if record.get("type") == AUDIT:
             if self.changes is None:  # no access logs (yet): nothing to correlate with
                 return []
             change = _change_of(record)

@@ -11,10 +11,12 @@ caller: wall time when serving, the records' own time in replays.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -23,11 +25,25 @@ from webhook.core.findings import Severity
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.windows import LruMap, Window
 from webhook.metrics import Metrics
-from webhook.record.alert import MAX_RECORDS, Alert, Status, alert_id, fingerprint, rfc3339
+from webhook.record.alert import MAX_RECORDS, Alert, Status
+from webhook.record.time import format_time
 
-__all__ = ["Detector", "RecordView"]
+__all__ = ["Detector", "RecordView", "alert_id", "fingerprint"]
 
 log = structlog.get_logger(__name__)
+
+_ID_NAMESPACE: Final = uuid.UUID("0c4f3d0e-7b52-4d51-a7a4-3f6b5e9e2d17")
+
+
+def fingerprint(cluster: str, detection: str, labels: Mapping[str, str]) -> str:
+    """Hex, the same for every record of one alert instance: the detection and its labels."""
+    text = orjson.dumps([cluster, detection, sorted(labels.items())])
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
+def alert_id(fingerprint: str, status: Status, anchor: str, emission: int) -> str:
+    """A UUIDv5 of the instance, what started it (its first record's id) and which emission."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{fingerprint}/{status}/{anchor}/{emission}"))
 
 
 class RecordView(Mapping[str, Any]):
@@ -323,10 +339,10 @@ class Detector:
             count=firing.count,
             threshold=rule.threshold,
             window_s=rule.window_s,
-            starts_at=rfc3339(firing.starts_at),
-            ends_at=rfc3339(ends_at) if ends_at is not None else None,
-            time=rfc3339(now),
-            received_at=rfc3339(self._wall()),
+            starts_at=format_time(firing.starts_at),
+            ends_at=format_time(ends_at) if ends_at is not None else None,
+            time=format_time(now),
+            received_at=format_time(self._wall()),
             records=tuple(firing.records),
             records_total=firing.records_total,
             change=hit.change,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
@@ -23,6 +22,7 @@ from webhook.detect.engine import Detector
 from webhook.errors import StorageError
 from webhook.metrics import Metrics
 from webhook.record.alert import Alert, alert_json
+from webhook.record.time import parse_time
 from webhook.spool.segments import Spool
 
 __all__ = ["AlertFeed", "record_seconds"]
@@ -36,12 +36,8 @@ def record_seconds(record: Mapping[str, Any] | Any) -> float | None:
     """A record's own ``time`` (else ``received_at``) in seconds since the epoch."""
     for name in ("time", "received_at"):
         value = record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
-        if isinstance(value, str):
-            try:
-                when = datetime.fromisoformat(value)
-            except ValueError:
-                continue
-            return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+        if (when := parse_time(value)) is not None:
+            return when.timestamp()
     return None
 
 

@@ -19,6 +19,7 @@ from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.detect.windows import Window
 from webhook.filter import Matcher
 from webhook.record.alert import AlertActor, AlertObject
+from webhook.record.line import AUDIT
 
 __all__ = ["Excepted", "Hit", "Rule"]
 
@@ -70,7 +71,7 @@ class Rule:
     """One detection. Subclasses set ``id`` and implement ``match`` and ``text``."""
 
     id: ClassVar[str]
-    consumes: ClassVar[frozenset[str]] = frozenset({"audit"})
+    consumes: ClassVar[frozenset[str]] = frozenset({AUDIT})
 
     def __init__(self, settings: RuleSettings, *, max_keys: int, exceptions: Exceptions) -> None:
         self.settings = settings

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -42,29 +41,17 @@ from webhook.enrich.settings import ActorsConfig, ChangeConfig, FindingsConfig
 from webhook.errors import EventTooDeepError, EventTooLargeError, MalformedEventError
 from webhook.events import check_event, event_ref
 from webhook.filter import FilterSpec, compile_filter
-from webhook.record.audit import SCHEMA_VERSION, Record, record_id, to_json
+from webhook.record.audit import Record, record_id
+from webhook.record.dead_letter import DeadLetter
+from webhook.record.line import to_json
 from webhook.redact.redactor import RedactionResult, Redactor
 from webhook.state.base import StoredObject, is_newer
 
-__all__ = ["BatchResult", "DeadLetter", "Pipeline", "PipelineSettings", "dead_letter_json", "utc_now"]
+__all__ = ["BatchResult", "Pipeline", "PipelineSettings"]
 
 log = structlog.get_logger(__name__)
 
 _INTERNAL: Final = "internal"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeadLetter:
-    """Why an event (or a whole batch) was not recorded; never holds a value from its body."""
-
-    reason: str
-    detail: str
-    received_at: str
-    index: int | None = None
-    event: dict[str, Any] = field(default_factory=dict)
-    record: dict[str, Any] | None = None  # a record a sink refused for good (already redacted)
-    schema_version: int = SCHEMA_VERSION
-    type: str = "dead_letter"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,15 +90,6 @@ class BatchResult:
     received_at: str = ""
     pending: list[Prepared] = field(default_factory=list)
     state_updates: dict[str, StoredObject] = field(default_factory=dict)
-
-
-def utc_now() -> str:
-    """Now, as the records write times: RFC 3339, microseconds, UTC, ``Z``."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def dead_letter_json(letters: Sequence[DeadLetter]) -> bytes:
-    return b"".join(orjson.dumps(letter) + b"\n" for letter in letters)
 
 
 class Pipeline:

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from webhook.record.audit import SCHEMA_VERSION
+from webhook.record.line import ACCESS, ACCESS_SUMMARY, RecordHeader
 
 __all__ = [
     "AccessClient",
@@ -96,9 +96,8 @@ class AccessIngress:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AccessRecord:
-    schema_version: int = SCHEMA_VERSION
-    type: Literal["access"] = "access"
+class AccessRecord(RecordHeader):
+    type: Literal["access"] = ACCESS
     id: str
     cluster: str
     time: str | None  # when the controller logged the request
@@ -131,9 +130,8 @@ class ClientCount:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AccessSummary:
-    schema_version: int = SCHEMA_VERSION
-    type: Literal["access_summary"] = "access_summary"
+class AccessSummary(RecordHeader):
+    type: Literal["access_summary"] = ACCESS_SUMMARY
     id: str
     cluster: str
     replica: str | None = None  # who counted: replicas each summarize the lines they received

@@ -1,22 +1,21 @@
 """The alert record: what a fired detection writes to the spool, next to the audit records.
 
-Its JSON shape is a contract (docs/record.md, ``record.schema.json``): fields may be added,
-never renamed or dropped. Ids are derived from what triggered the alert, so the same input
-always yields the same ids, and a sink that dedupes by id dedupes alerts too.
+Its JSON shape is a contract (docs/record.md, ``schema.json``): fields may be added, never
+renamed or dropped. The detector (webhook/detect/engine.py) derives ids from what triggered the
+alert, so the same input always yields the same ids, and a sink that dedupes by id dedupes
+alerts too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import orjson
 
 from webhook.core.findings import Severity
+from webhook.record.line import ALERT, RecordHeader
 
 __all__ = [
     "MAX_RECORDS",
@@ -24,16 +23,12 @@ __all__ = [
     "AlertActor",
     "AlertObject",
     "Status",
-    "alert_id",
     "alert_json",
-    "fingerprint",
-    "rfc3339",
 ]
 
 Status = Literal["firing", "resolved"]
 
 MAX_RECORDS: Final = 20
-_ID_NAMESPACE: Final = uuid.UUID("0c4f3d0e-7b52-4d51-a7a4-3f6b5e9e2d17")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,9 +47,8 @@ class AlertObject:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Alert:
-    schema_version: int = 1
-    type: Literal["alert"] = "alert"
+class Alert(RecordHeader):
+    type: Literal["alert"] = ALERT
     id: str
     fingerprint: str
     cluster: str
@@ -82,22 +76,6 @@ class Alert:
     effect: Mapping[str, Any] | None = None
 
 
-def fingerprint(cluster: str, detection: str, labels: Mapping[str, str]) -> str:
-    """Hex, the same for every record of one alert instance: the detection and its labels."""
-    text = orjson.dumps([cluster, detection, sorted(labels.items())])
-    return hashlib.blake2b(text, digest_size=16).hexdigest()
-
-
-def alert_id(fingerprint: str, status: Status, anchor: str, emission: int) -> str:
-    """A UUIDv5 of the instance, what started it (its first record's id) and which emission."""
-    return str(uuid.uuid5(_ID_NAMESPACE, f"{fingerprint}/{status}/{anchor}/{emission}"))
-
-
-def rfc3339(seconds: float) -> str:
-    """Seconds since the epoch as the records write times: microseconds, UTC, ``Z``."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def alert_json(alert: Alert) -> bytes:
-    """One alert as a compact JSON line body (no trailing newline), like ``record.to_json``."""
+    """One alert as a compact JSON line body (no trailing newline), like ``record.line.to_json``."""
     return orjson.dumps(alert)

@@ -1,7 +1,8 @@
 """The normalized record: one per kept event, versioned, documented in docs/record.md.
 
-Consumers rely on it, so within ``SCHEMA_VERSION`` changes are additive only. The JSON Schema
-ships as ``record.schema.json`` next to this module (``ingress-audit schema`` prints it).
+Consumers rely on it, so within ``SCHEMA_VERSION`` (webhook/record/line.py) changes are additive
+only. The JSON Schema ships as ``schema.json`` next to this module (``ingress-audit schema``
+prints it).
 Records never carry the raw request or response objects, only fields derived from them.
 """
 
@@ -26,21 +27,19 @@ from webhook.enrich.objects import IngressSummary, ingress_summary, object_of
 from webhook.enrich.secrets import SecretList, SecretSummary, secret_findings, secret_list, secret_summary
 from webhook.errors import MalformedEventError
 from webhook.events import opt_object, opt_str
+from webhook.record.line import AUDIT, RecordHeader
 from webhook.redact.redactor import SecretDetails
 from webhook.redact.request_uri import redact_request_uri
 
 __all__ = [
-    "SCHEMA_VERSION",
     "ObjectRef",
     "Outcome",
     "Record",
     "Redaction",
     "record_id",
     "record_schema",
-    "to_json",
 ]
 
-SCHEMA_VERSION: Final = 1
 _ID_NAMESPACE: Final = uuid.UUID("5b0f6a52-3c1e-4c8e-9a57-0d6f2b1c7e41")
 _MESSAGE_LIMIT: Final = 1024
 _SECRET_RESOURCES: Final = frozenset({"secrets"})
@@ -76,9 +75,8 @@ class Redaction:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Record:
-    schema_version: int = SCHEMA_VERSION
-    type: Literal["audit"] = "audit"
+class Record(RecordHeader):
+    type: Literal["audit"] = AUDIT
     id: str
     audit_id: str
     stage: str
@@ -206,11 +204,6 @@ def _outcome(event: dict[str, Any], object_ref: ObjectRef | None) -> Outcome:
         decision=decision if isinstance(decision, str) else None,
         authorization_reason=reason if isinstance(reason, str) and reason else None,
     )
-
-
-def to_json(record: object) -> bytes:
-    """One record (of any type: audit, access, ...) as compact JSON, without a trailing newline."""
-    return orjson.dumps(record)
 
 
 @functools.cache

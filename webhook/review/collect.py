@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Generic, TypeVar
 
+from webhook.record.time import parse_time
 from webhook.review.describe import (
     WRITES,
     actor_name,
@@ -24,7 +25,6 @@ from webhook.review.describe import (
     get,
     object_key,
     object_ref,
-    parse_time,
     secret_keys,
     secret_type,
 )

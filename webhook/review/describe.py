@@ -6,8 +6,6 @@ operation paths and Secret key names only.
 
 from __future__ import annotations
 
-import contextlib
-from datetime import datetime
 from typing import Any, Final
 
 __all__ = [
@@ -20,8 +18,6 @@ __all__ = [
     "object_key",
     "object_name",
     "object_ref",
-    "parse_time",
-    "record_time",
     "secret_keys",
     "secret_type",
 ]
@@ -41,25 +37,6 @@ def get(doc: Any, *path: str) -> Any:
 def _obj(doc: dict[str, Any]) -> dict[str, Any]:
     obj = doc.get("object")
     return obj if isinstance(obj, dict) else {}
-
-
-def record_time(doc: dict[str, Any]) -> datetime | None:
-    """The record's own time: ``time`` (or ``stage_timestamp``), else when it was received."""
-    for key in ("time", "stage_timestamp", "received_at"):
-        if (when := parse_time(doc.get(key))) is not None:
-            return when
-    return None
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 time with its offset, or None for anything else (a naive time included)."""
-    if not isinstance(value, str):
-        return None
-    with contextlib.suppress(ValueError):
-        when = datetime.fromisoformat(value)
-        if when.tzinfo is not None:
-            return when
-    return None
 
 
 def category(doc: dict[str, Any], secret_types: dict[str, str | None] | None = None) -> str | None:

@@ -11,54 +11,23 @@ Dead letters are summarized; other record types are counted and otherwise ignore
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
-
-from webhook.commands._audit_logs import open_log
-from webhook.commands.tail import RecordsNotFoundError
-from webhook.record.files import rotated
+from webhook.record.files import read_records, record_files
+from webhook.record.line import ALERT, AUDIT, DEAD_LETTER
+from webhook.record.time import record_time
 from webhook.review.collect import Collector, ReportOptions
-from webhook.review.describe import record_time
 from webhook.review.render import Report
 from webhook.review.sections import assemble
 
-__all__ = ["ReportOptions", "build_report", "newest_record", "read_lines", "report_files", "report_for"]
+__all__ = ["ReportOptions", "build_report", "newest_record", "report_for"]
 
 _RECENT_IDS: Final = 100_000  # about 15 MB of ids and times
 _DEFAULT_PERIOD: Final = timedelta(days=7)
 _TICK: Final = timedelta(microseconds=1)  # ``until`` is excluded: the newest record is in
-
-
-def report_files(paths: Sequence[Path]) -> list[Path]:
-    """Each path's rotated backups, oldest first, then the path itself; only those that exist."""
-    files: list[Path] = []
-    for path in paths:
-        files += reversed(rotated(path))
-        if path.is_file():
-            files.append(path)
-    if not files:
-        raise RecordsNotFoundError(f"no records file at {', '.join(map(str, paths))}")
-    return files
-
-
-def read_lines(files: Iterable[Path]) -> Iterator[dict[str, Any] | None]:
-    """Each line's JSON object, one at a time; ``None`` for a line that is not one."""
-    for path in files:
-        raw, stream = open_log(path)
-        with raw, stream:
-            for line in stream:
-                if not line.strip():
-                    continue
-                try:
-                    doc = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    yield None
-                    continue
-                yield doc if isinstance(doc, dict) else None
 
 
 def _cluster_of(doc: dict[str, Any]) -> str | None:
@@ -96,7 +65,7 @@ class _RecentIds:
 
 
 def _wanted(doc: dict[str, Any], kind: str, clusters: frozenset[str]) -> bool:
-    return not clusters or kind == "dead_letter" or (cl := _cluster_of(doc)) is None or cl in clusters
+    return not clusters or kind == DEAD_LETTER or (cl := _cluster_of(doc)) is None or cl in clusters
 
 
 def newest_record(docs: Iterable[dict[str, Any] | None], clusters: Sequence[str] = ()) -> datetime | None:
@@ -106,7 +75,7 @@ def newest_record(docs: Iterable[dict[str, Any] | None], clusters: Sequence[str]
     wanted = frozenset(clusters)
     newest: datetime | None = None
     for doc in docs:
-        if doc is None or str(doc.get("type") or "audit") != "audit" or not _wanted(doc, "audit", wanted):
+        if doc is None or str(doc.get("type") or AUDIT) != AUDIT or not _wanted(doc, AUDIT, wanted):
             continue
         when = record_time(doc)
         if when is not None and (newest is None or when > newest):
@@ -122,32 +91,32 @@ def collect(docs: Iterable[dict[str, Any] | None], options: ReportOptions) -> Co
         if doc is None:
             c.quality[("unreadable_lines", None)] += 1
             continue
-        kind = str(doc.get("type") or "audit")
+        kind = str(doc.get("type") or AUDIT)
         if not _wanted(doc, kind, wanted):
             continue
         when = own = record_time(doc)
         if when is None or own is None:
             c.quality[("records_without_time", kind)] += 1
             continue
-        if kind == "audit":
+        if kind == AUDIT:
             if isinstance(rid := doc.get("id"), str) and recent.seen(rid, when):
                 c.quality[("duplicate_records", None)] += 1
                 continue
             c.hold(when)
-        elif kind == "alert":
+        elif kind == ALERT:
             when = recent.time_of(doc.get("records")) or when  # the records' time, not the detection's
         if when >= options.until:
             continue
-        if kind == "audit":
+        if kind == AUDIT:
             c.certificates(doc, when)
         if when < options.since:
             continue
         c.types[kind] += 1
-        if kind == "audit":
+        if kind == AUDIT:
             c.audit(doc, when)
-        elif kind == "alert":
+        elif kind == ALERT:
             c.alert(doc, own, records_at=when)
-        elif kind == "dead_letter":
+        elif kind == DEAD_LETTER:
             c.dead_letter(doc)
     return c
 
@@ -172,11 +141,11 @@ def report_for(
     """The report of the records files at ``paths``. Without ``since``, the period is the seven
     days up to ``until``, else up to the newest audit record (the files are then read twice),
     else now."""
-    files = report_files(paths)
+    files = record_files(paths)
     basis = "given"
     if since is None:
         if until is None:
-            newest = newest_record(read_lines(files), clusters)
+            newest = newest_record(read_records(files), clusters)
             until, basis = (newest + _TICK, "newest-record") if newest else (now, "now")
         since = until - _DEFAULT_PERIOD
     options = ReportOptions(
@@ -188,4 +157,4 @@ def report_for(
         clusters=tuple(clusters),
         basis=basis,
     )
-    return build_report(read_lines(files), options, sources=files)
+    return build_report(read_records(files), options, sources=files)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from webhook.record.line import ALERT, AUDIT, DEAD_LETTER
 from webhook.review.collect import SEVERITIES, SEVERITY_RANK, Collector, ReportOptions
 from webhook.review.render import Column, Report, Section, stamp, text
 from webhook.review.text import (
@@ -24,7 +25,7 @@ from webhook.review.text import (
 __all__ = ["CATEGORIES", "assemble"]
 
 CATEGORIES: Final = ("ingress", "ingress-class", "tls-secret", "secret", "dns", "gateway")
-_KNOWN: Final = frozenset({"audit", "alert", "dead_letter"})
+_KNOWN: Final = frozenset({AUDIT, ALERT, DEAD_LETTER})
 
 
 def _snake(name: str) -> str:

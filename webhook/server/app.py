@@ -33,7 +33,7 @@ from webhook.errors import (
     WebhookError,
 )
 from webhook.metrics import Metrics
-from webhook.pipeline.stages import utc_now
+from webhook.record.time import now
 from webhook.runtime import Runtime
 from webhook.server.auth import Authenticator
 from webhook.server.batch_log import BatchSums, FoldingLog, Rejections, write_accepted, write_rejected
@@ -245,7 +245,7 @@ async def receive_batch(request: web.Request) -> web.Response:
         state.rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
         if isinstance(exc, _LOST_BATCH):
             # The apiserver retries these, then drops the batch: leave a trace of the gap.
-            await request.app[RUNTIME].writer.reject(exc, received_at=utc_now())
+            await request.app[RUNTIME].writer.reject(exc, received_at=now())
         response = rejection_response(exc)
     finally:
         metrics.in_flight.dec()
@@ -325,7 +325,7 @@ async def _receive_batch(request: web.Request, state: ServerState) -> web.Respon
         request, state, content_types=_JSON_TYPES, type_error="Content-Type must be application/json"
     )
     result = await request.app[RUNTIME].ingestor.ingest_body(
-        body, received_at=utc_now(), max_events=server.max_events_per_request
+        body, received_at=now(), max_events=server.max_events_per_request
     )
     request.app[METRICS].batches.inc()
     state.accepted_log.add(

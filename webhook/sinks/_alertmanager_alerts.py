@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
 
+from webhook.record.time import format_time, parse_time
+
 __all__ = [
     "PLACEHOLDERS",
     "SEVERITIES",
@@ -114,15 +116,10 @@ def _time(record: Mapping[str, Any], key: str) -> datetime | None:
 
 
 def _parse_time(value: str, key: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadAlertError(f"alert record: {key} is not an RFC 3339 time") from None
-    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _rfc3339(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    when = parse_time(value)
+    if when is None:
+        raise BadAlertError(f"alert record: {key} is not an RFC 3339 time")
+    return when
 
 
 def _ms(when: datetime) -> str:
@@ -293,10 +290,10 @@ def to_alert(record: Mapping[str, Any], shape: AlertShape) -> dict[str, Any]:
     alert: dict[str, Any] = {
         "labels": labels,
         "annotations": {k: v for k, v in annotations.items() if v},
-        "startsAt": _rfc3339(starts_at),
+        "startsAt": format_time(starts_at),
     }
     if ends_at is not None:
-        alert["endsAt"] = _rfc3339(ends_at)
+        alert["endsAt"] = format_time(ends_at)
     if shape.generator_url is not None:
         alert["generatorURL"] = shape.generator_url.render(values)
     return alert

@@ -19,6 +19,7 @@ import orjson
 import structlog
 
 from webhook.errors import ConfigError, SinkError
+from webhook.record.line import ALERT, RecordLine
 from webhook.sinks import SinkType
 from webhook.sinks._alertmanager_alerts import (
     PLACEHOLDERS,
@@ -28,7 +29,7 @@ from webhook.sinks._alertmanager_alerts import (
     LinkTemplate,
     to_alert,
 )
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings
 from webhook.sinks.http import (
     URL_PATTERN,
     ClientOptions,
@@ -66,14 +67,13 @@ class AlertmanagerSink:
     async def open(self) -> None:
         await self._client.open()
 
-    def _wanted(self, record: SpooledRecord) -> bool:
-        doc = record.record
-        if doc.get("type") != "alert":
+    def _wanted(self, record: RecordLine) -> bool:
+        if record.type != ALERT:
             return False
-        severity = doc.get("severity")
+        severity = record.record.get("severity")
         return severity not in SEVERITIES or SEVERITIES.index(severity) >= self._floor  # bad ones: refused
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         alerts: list[tuple[int, dict[str, Any]]] = []
         rejected: dict[int, str] = {}
         for index, record in enumerate(batch):

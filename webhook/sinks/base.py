@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from webhook.errors import SinkError
-from webhook.spool.segments import SpooledRecord
+from webhook.record.line import RecordLine
 
 __all__ = [
     "BatchOptions",
@@ -24,12 +23,7 @@ __all__ = [
     "Sink",
     "SinkError",
     "SinkSettings",
-    "SpooledRecord",
-    "record_time",
 ]
-
-# every record and alert line starts so (their dataclasses' first two fields)
-_TYPE_PREFIX: Final = b'{"schema_version":1,"type":"'
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,18 +55,9 @@ class SinkSettings:
     record_types: frozenset[str] | None = None  # None: every type (audit, alert, ...)
     options: Any = None
 
-    def wants(self, record: SpooledRecord) -> bool:
-        """Whether this sink takes the record, by its ``type``; cheap for the common line shape."""
-        types = self.record_types
-        if types is None:
-            return True
-        line = record.line
-        if line.startswith(_TYPE_PREFIX):
-            end = line.find(b'"', len(_TYPE_PREFIX))
-            if end > 0:
-                return line[len(_TYPE_PREFIX) : end].decode("utf-8", "replace") in types
-        kind = record.record.get("type")
-        return isinstance(kind, str) and kind in types
+    def wants(self, line: RecordLine) -> bool:
+        """Whether this sink takes the record, by its ``type``."""
+        return self.record_types is None or line.type in self.record_types
 
 
 class PartialDeliveryError(SinkError):
@@ -96,23 +81,10 @@ class Sink(Protocol):
     async def open(self) -> None:
         """Connect or create what is needed; a failure here is retried by the delivery loop."""
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         """Deliver all of it or raise SinkError(retryable=...)."""
 
     async def health(self) -> Health:
         """Do what send does, minus the data."""
 
     async def aclose(self) -> None: ...
-
-
-def record_time(record: Mapping[str, Any]) -> datetime:
-    """The record's ``time``, else its ``received_at`` (always set), as an aware UTC datetime."""
-    for key in ("time", "received_at"):
-        value = record.get(key)
-        if isinstance(value, str):
-            try:
-                when = datetime.fromisoformat(value)
-            except ValueError:
-                continue
-            return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
-    return datetime.now(UTC)

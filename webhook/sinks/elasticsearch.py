@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -17,8 +18,10 @@ import orjson
 import structlog
 
 from webhook.errors import SinkError
+from webhook.record.line import RecordLine
+from webhook.record.time import record_time
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord, record_time
+from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings
 from webhook.sinks.http import (
     URL_PATTERN,
     ClientOptions,
@@ -52,7 +55,9 @@ def index_name(pattern: str, record: Mapping[str, Any]) -> str:
         kind = record.get("type")
         safe = _NOT_INDEX_SAFE.sub("_", kind.lower()) if isinstance(kind, str) else "_"
         pattern = pattern.replace("{type}", safe)
-    return record_time(record).strftime(pattern) if "%" in pattern else pattern
+    if "%" not in pattern:
+        return pattern
+    return (record_time(record) or datetime.now(UTC)).strftime(pattern)
 
 
 def _item_result(item: Any) -> tuple[int, str]:
@@ -77,16 +82,16 @@ class ElasticsearchSink:
     async def open(self) -> None:
         await self._client.open()
 
-    def _body(self, batch: Sequence[SpooledRecord]) -> bytes:
+    def _body(self, batch: Sequence[RecordLine]) -> bytes:
         parts = []
         op = self.options.op_type
         for record in batch:
             doc = record.record
             action = {op: {"_index": index_name(self.options.index, doc), "_id": doc["id"]}}
-            parts.append(orjson.dumps(action) + b"\n" + record.line + b"\n")
+            parts.append(orjson.dumps(action) + b"\n" + record.json + b"\n")
         return b"".join(parts)
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         if not batch:
             return
         answer = await self._client.request(

@@ -23,8 +23,9 @@ import structlog
 
 from webhook import __version__
 from webhook.errors import ConfigError, SinkError
+from webhook.record.line import RecordLine
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, SinkSettings
 
 __all__ = [
     "URL_PATTERN",
@@ -321,13 +322,13 @@ class HttpSink:
     async def open(self) -> None:
         await self._client.open()
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         if not batch:
             return
         if self.options.format == "json":
-            body = b"[" + b",".join(record.line for record in batch) + b"]"
+            body = b"[" + b",".join(record.json for record in batch) + b"]"
         else:
-            body = b"".join(record.line + b"\n" for record in batch)
+            body = b"".join(record.json + b"\n" for record in batch)
         headers = {"Content-Type": _CONTENT_TYPES[self.options.format]}
         answer = await self._client.request("POST", self.options.url, what="POST", body=body, headers=headers)
         raise_for_answer(answer, "the endpoint")

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from webhook.errors import SinkError, StorageError
+from webhook.record.line import RecordLine
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, SinkSettings
 from webhook.spool.appendlog import AppendLog
 
 __all__ = ["JsonlOptions", "JsonlSink"]
@@ -42,9 +43,9 @@ class JsonlSink:
         except StorageError as exc:  # e.g. a symlink planted in its place: say so, and retry
             raise SinkError(exc.message, retryable=True) from None
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         try:
-            await self._log.append(b"".join(record.line + b"\n" for record in batch))
+            await self._log.append(b"".join(record.json + b"\n" for record in batch))
         except StorageError as exc:
             raise SinkError(exc.message, retryable=True) from None
 

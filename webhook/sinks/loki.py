@@ -15,8 +15,10 @@ from typing import Any, Final
 
 import orjson
 
+from webhook.record.line import RecordLine
+from webhook.record.time import record_time
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, SinkSettings, SpooledRecord, record_time
+from webhook.sinks.base import Health, SinkSettings
 from webhook.sinks.http import (
     URL_PATTERN,
     ClientOptions,
@@ -81,14 +83,15 @@ def labels_of(record: Mapping[str, Any], names: Sequence[str], static: Mapping[s
 
 def timestamp_ns(record: Mapping[str, Any]) -> int:
     """The record's ``time`` (else ``received_at``) in nanoseconds since the epoch, exactly."""
-    return (record_time(record) - _EPOCH) // timedelta(microseconds=1) * 1000
+    when = record_time(record) or datetime.now(UTC)
+    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
-def push_body(batch: Sequence[SpooledRecord], names: Sequence[str], static: Mapping[str, str]) -> bytes:
+def push_body(batch: Sequence[RecordLine], names: Sequence[str], static: Mapping[str, str]) -> bytes:
     streams: dict[tuple[tuple[str, str], ...], list[tuple[int, str]]] = {}
     for record in batch:
         key = tuple(sorted(labels_of(record.record, names, static).items()))
-        streams.setdefault(key, []).append((timestamp_ns(record.record), record.line.decode("utf-8")))
+        streams.setdefault(key, []).append((timestamp_ns(record.record), record.json.decode("utf-8")))
     return orjson.dumps(
         {
             "streams": [
@@ -118,7 +121,7 @@ class LokiSink:
     async def open(self) -> None:
         await self._client.open()
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         if not batch:
             return
         body = push_body(batch, self.options.labels, dict(self.options.static_labels))

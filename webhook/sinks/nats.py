@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import structlog
 
 from webhook.errors import ConfigError, SinkError
+from webhook.record.line import RecordLine
 from webhook.sinks import SinkType
 from webhook.sinks._tls import ClientTls, client_context, parse_client_tls
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -175,7 +176,7 @@ class NatsSink:
         except nats.js.errors.BadRequestError:
             await js.stream_info(stream.name)  # another replica was faster: fine if it exists now
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         js = self._opened()
         results = await asyncio.gather(*(self._publish(js, r) for r in batch), return_exceptions=True)
         retry: list[int] = []
@@ -201,11 +202,11 @@ class NatsSink:
             rejected=rejected,
         )
 
-    async def _publish(self, js: JetStreamContext, record: SpooledRecord) -> None:
+    async def _publish(self, js: JetStreamContext, record: RecordLine) -> None:
         doc = record.record
         await js.publish(
             subject_of(self.options.subject, doc),
-            record.line,
+            record.json,
             timeout=self.options.ack_timeout_s,
             stream=self.options.expected_stream,
             headers={"Nats-Msg-Id": str(doc.get("id", ""))},

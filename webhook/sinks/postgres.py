@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 import structlog
 
 from webhook.errors import ConfigError, SinkError
+from webhook.record.line import RecordLine
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings
 
 if TYPE_CHECKING:
     import asyncpg
@@ -235,7 +236,7 @@ class PostgresSink:
                 await conn.execute(self._set_version, self.options.table, version)
                 log.info("postgres.migrated", sink=self.name, version=version)
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         import asyncpg
 
         if not batch:
@@ -243,7 +244,7 @@ class PostgresSink:
         if self._pool is None:  # dropped after asyncpg lost track of its connections
             await self.open()
         pool = self._opened()
-        lines = [record.line.decode("utf-8", "replace") for record in batch]
+        lines = [record.json.decode("utf-8", "replace") for record in batch]
         try:
             async with pool.acquire(timeout=self.options.connect_timeout_s) as conn:
                 try:

@@ -20,8 +20,10 @@ import orjson
 import structlog
 
 from webhook.errors import SinkError
+from webhook.record.line import RecordLine
+from webhook.record.time import record_time
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord, record_time
+from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings
 from webhook.sinks.http import (
     URL_PATTERN,
     Answer,
@@ -79,7 +81,7 @@ class HecOptions:
 
 def event_time(record: Mapping[str, Any]) -> str:
     """Seconds since the epoch with microseconds, as JSON number text, from ``time`` or ``received_at``."""
-    micros = record_time(record) - _EPOCH
+    micros = (record_time(record) or datetime.now(UTC)) - _EPOCH  # now: a record with no time
     seconds, rest = divmod(micros // timedelta(microseconds=1), 1_000_000)
     return f"{seconds}.{rest:06d}"
 
@@ -115,12 +117,12 @@ class SplunkHecSink:
         if self.options.ack:
             self._headers["X-Splunk-Request-Channel"] = str(uuid.uuid4())
 
-    def _event(self, record: SpooledRecord) -> bytes:
+    def _event(self, record: RecordLine) -> bytes:
         host = self.options.host or record.record.get("cluster") or "ingress-audit"
         head = b'{"time":' + event_time(record.record).encode() + b',"host":' + orjson.dumps(host)
-        return head + b"," + self._meta + b',"event":' + record.line + b"}"
+        return head + b"," + self._meta + b',"event":' + record.json + b"}"
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         if not batch:
             return
         body = b"\n".join(self._event(record) for record in batch)

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from webhook.errors import SinkError
+from webhook.record.line import RecordLine
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, SinkSettings
 
 __all__ = ["StdoutOptions", "StdoutSink"]
 
@@ -35,9 +36,9 @@ class StdoutSink:
         self._stream.write(data)
         self._stream.flush()
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         try:
-            await asyncio.to_thread(self._write, b"".join(record.line + b"\n" for record in batch))
+            await asyncio.to_thread(self._write, b"".join(record.json + b"\n" for record in batch))
         except (OSError, ValueError) as exc:  # a closed pipe, or a closed stream
             raise SinkError(f"cannot write to standard output: {type(exc).__name__}") from None
 

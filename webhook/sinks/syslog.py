@@ -21,9 +21,10 @@ from typing import Any, Final, Literal
 import structlog
 
 from webhook.errors import ConfigError, SinkError
+from webhook.record.line import ALERT, RecordLine
 from webhook.sinks import SinkType
 from webhook.sinks._tls import ClientTls, client_context, parse_client_tls
-from webhook.sinks.base import Health, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, SinkSettings
 
 __all__ = ["FACILITIES", "SyslogOptions", "SyslogSink", "SyslogTls", "format_message", "severity_of"]
 
@@ -81,7 +82,7 @@ def severity_of(record: Mapping[str, Any]) -> int:
 
     A firing alert maps its own severity (critical 2, high 3, medium 4, low 5, info 6); a
     resolved one is info."""
-    if record.get("type") == "alert":
+    if record.get("type") == ALERT:
         if record.get("status") != "firing":
             return INFO
         return _ALERT_SEVERITIES.get(str(record.get("severity")), WARNING)
@@ -141,13 +142,13 @@ def _timestamp(record: Mapping[str, Any]) -> str:
     return "-"
 
 
-def format_message(record: SpooledRecord, *, facility: int, hostname: str, sd_id: str) -> bytes:
+def format_message(record: RecordLine, *, facility: int, hostname: str, sd_id: str) -> bytes:
     """One RFC 5424 message (no framing): the key fields as structured data, the record as MSG."""
     doc = record.record
     pri = facility * 8 + severity_of(doc)
-    msgid = _NOT_PRINTABLE.sub("_", str(doc.get("type") or "-"))[:32]
+    msgid = _NOT_PRINTABLE.sub("_", record.type or "-")[:32]
     header = f"<{pri}>1 {_timestamp(doc)} {hostname} {APP_NAME} - {msgid} {_structured_data(doc, sd_id)} "
-    return header.encode("utf-8", "replace") + record.line
+    return header.encode("utf-8", "replace") + record.json
 
 
 def _frame(message: bytes) -> bytes:
@@ -193,7 +194,7 @@ class SyslogSink:
         else:
             await self._connection()
 
-    async def send(self, batch: Sequence[SpooledRecord]) -> None:
+    async def send(self, batch: Sequence[RecordLine]) -> None:
         messages = [
             format_message(r, facility=self._facility, hostname=self._hostname, sd_id=self.options.sd_id)
             for r in batch

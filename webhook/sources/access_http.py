@@ -19,7 +19,8 @@ from webhook.errors import (
     UnsupportedMediaTypeError,
     WebhookError,
 )
-from webhook.pipeline.stages import DeadLetter, utc_now
+from webhook.record.dead_letter import DeadLetter
+from webhook.record.time import now
 from webhook.server.app import (
     CONFIG,
     METRICS,
@@ -67,7 +68,7 @@ async def receive_access(request: web.Request) -> web.Response:
         # Folded with /audit's refusals: a wrong shipper token or junk cannot flood the log.
         state.rejected_log.add((exc.code, exc.http_status), Rejections(requests=1))
         if isinstance(exc, _LOST_BODY):
-            await request.app[RUNTIME].writer.reject(exc, received_at=utc_now())
+            await request.app[RUNTIME].writer.reject(exc, received_at=now())
         response = rejection_response(exc)
     finally:
         state.in_flight -= 1
@@ -91,7 +92,7 @@ async def _receive_access(request: web.Request, state: ServerState) -> web.Respo
     refusal = runtime.writer.refusal()
     if refusal is not None:
         raise refusal
-    received_at = utc_now()
+    received_at = now()
     lines = []
     rejected = []
     # Stops at line max_events_per_request + 1 with a 413, before splitting the rest.

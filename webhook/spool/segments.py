@@ -21,16 +21,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 import structlog
 
 from webhook.errors import ConfigError, SpoolFullError, StorageError
+from webhook.record.line import RecordLine
 from webhook.spool.appendlog import ensure_private_dir, fsync_dir, open_private
 from webhook.spool.groupcommit import GroupCommit, write_whole
 
-__all__ = ["Position", "Spool", "SpoolBatch", "SpooledRecord"]
+__all__ = ["Position", "Spool", "SpoolBatch"]
 
 log = structlog.get_logger(__name__)
 
@@ -47,25 +47,9 @@ class Position:
     seq: int
 
 
-class SpooledRecord:
-    """One record as spooled: its JSON line, parsed on first use."""
-
-    __slots__ = ("_doc", "line")
-
-    def __init__(self, line: bytes) -> None:
-        self.line = line
-        self._doc: dict[str, Any] | None = None
-
-    @property
-    def record(self) -> dict[str, Any]:
-        if self._doc is None:
-            self._doc = orjson.loads(self.line)
-        return self._doc
-
-
 @dataclass(slots=True)
 class SpoolBatch:
-    records: list[SpooledRecord]
+    records: list[RecordLine]
     end: Position
 
 
@@ -254,7 +238,7 @@ class Spool:
         """Up to ``max_events`` committed records after the sink's cursor (no waiting)."""
         cursor = self._cursors[name]
         position, end = cursor.position, self._end
-        records: list[SpooledRecord] = []
+        records: list[RecordLine] = []
         size = 0
         while position < end and len(records) < max_events and size < max_bytes:
             limit = end.offset if position.segment == end.segment else self._segments[position.segment]
@@ -274,7 +258,7 @@ class Spool:
                 if len(records) >= max_events or (records and size + len(line) > max_bytes):
                     full = True
                     break
-                records.append(SpooledRecord(line))
+                records.append(RecordLine(line))
                 size += len(line) + 1
                 offset += len(line) + 1
                 seq += 1

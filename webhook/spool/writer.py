@@ -16,8 +16,8 @@ import structlog
 
 from webhook.errors import SpoolFullError, StorageError, WebhookError
 from webhook.metrics import Metrics
-from webhook.pipeline.stages import DeadLetter, dead_letter_json
-from webhook.record.audit import to_json
+from webhook.record.dead_letter import DeadLetter, dead_letter_json
+from webhook.record.line import to_json
 from webhook.spool.appendlog import AppendLog
 from webhook.spool.segments import Spool
 

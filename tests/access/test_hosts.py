@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from access_lines import ingress_object
 
+from tests.access.access_lines import ingress_object
 from webhook.access.clients import ClientClassifier, parse_ip, status_class
 from webhook.access.hosts import HostIndex
 from webhook.state.base import StoredObject

@@ -7,8 +7,8 @@ from typing import Any
 
 import jsonschema
 import orjson
-from access_lines import T0, nginx_line, pipeline
 
+from tests.access.access_lines import T0, nginx_line, pipeline
 from webhook.access.pipeline import MAX_DEAD_LETTERS_PER_WINDOW
 from webhook.access.settings import AccessConfig, AccessKeepConfig
 from webhook.record.audit import record_schema, to_json

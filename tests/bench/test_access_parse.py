@@ -1,20 +1,13 @@
 """bench.access_parse: its generated lines all parse, so the figure it prints means something.
 
-bench/ is not installed (it runs from a checkout), so the repository root goes on sys.path.
+bench/ is not installed (it runs from a checkout); the checkout is on sys.path because tests/ is a package.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from typing import Final
-
 import pytest
 
-REPO: Final = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-from bench.access_parse import lines_for, main, measure  # noqa: E402
+from bench.access_parse import lines_for, main, measure
 
 
 @pytest.mark.parametrize("fmt", ["nginx-ingress", "combined", "nginx-ingress-json", "traefik-json"])

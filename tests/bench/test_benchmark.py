@@ -1,6 +1,6 @@
 """The benchmark (bench/): its generator, its statistics, and a smoke run so that it cannot rot.
 
-bench/ is not installed (it runs from a checkout), so the repository root goes on sys.path.
+bench/ is not installed (it runs from a checkout); the checkout is on sys.path because tests/ is a package.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from typing import Final
 import orjson
 import pytest
 
-REPO: Final = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.certs import main as certs_bench  # noqa: E402
-from bench.certs import tls_secrets  # noqa: E402
-from bench.generate import STAMP, build_pool, load_captures  # noqa: E402
-from bench.profile import read_profile  # noqa: E402
-from bench.report import percentile, slope  # noqa: E402
-from bench.spool_choice import main as spool_choice  # noqa: E402
-from bench.stages import stage_costs  # noqa: E402
-from webhook.events import check_event  # noqa: E402
-from webhook.filter import DEFAULT_FILTER, compile_filter  # noqa: E402
+from bench.certs import main as certs_bench
+from bench.certs import tls_secrets
+from bench.generate import STAMP, build_pool, load_captures
+from bench.profile import read_profile
+from bench.report import percentile, slope
+from bench.spool_choice import main as spool_choice
+from bench.stages import stage_costs
+from tests.paths import ROOT
+from webhook.events import check_event
+from webhook.filter import DEFAULT_FILTER, compile_filter
 
 KEEP = compile_filter(DEFAULT_FILTER)
 CAPTURES = load_captures()
@@ -164,7 +162,7 @@ def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> 
     figures_file = tmp_path / "figures.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--json", str(figures_file)],
-        cwd=REPO,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=180,
@@ -203,7 +201,7 @@ def test_access_mode_smoke_counts_every_line(tmp_path: Path) -> None:
     figures_file = tmp_path / "access.json"
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--mode", "access", "--smoke", "--json", str(figures_file)],
-        cwd=REPO,
+        cwd=ROOT,
         capture_output=True,
         timeout=120,
         check=False,

@@ -11,6 +11,7 @@ import pytest
 import trustme
 import yaml
 
+from tests.paths import ROOT
 from webhook.cli import main
 from webhook.commands.render import WebhookClient, apiserver_flags, audit_policy, webhook_kubeconfig
 from webhook.config import Config, load_config
@@ -235,7 +236,7 @@ def test_apiserver_flags_stay_within_the_configs_limits(tmp_path: Path) -> None:
 
 def test_render_apiserver_flags_takes_the_config_as_deploy_md_says(tmp_path: Path, capsys: Any) -> None:
     """docs/deploy.md renders all three files with ``--config manifests/static-pod/config.yaml``."""
-    config = Path(__file__).resolve().parents[1] / "manifests" / "static-pod" / "config.yaml"
+    config = ROOT / "manifests" / "static-pod" / "config.yaml"
 
     assert main(["render", "apiserver-flags", "--config", str(config)]) == 0
     assert "--audit-webhook-mode=batch" in capsys.readouterr().out

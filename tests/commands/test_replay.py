@@ -16,8 +16,9 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import capture_events, dead_letters_in, make_config, make_event, read_jsonl, records_in
 
+from tests.conftest import capture_events, dead_letters_in, make_config, make_event, read_jsonl, records_in
+from tests.paths import ROOT
 from webhook.commands._audit_logs import ReplayInputError
 from webhook.commands.replay import replay
 from webhook.config import Config
@@ -25,7 +26,6 @@ from webhook.pipeline.ingestor import Ingestor
 from webhook.sinks.base import BatchOptions, SinkSettings
 from webhook.sinks.jsonl import JsonlOptions
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "audit.log"
 SCRIPT = Path(sys.executable).parent / "ingress-audit"
 MARKER = "do-not-copy-this-7f3k9q"

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from access_lines import nginx_line
-from conftest import CAPTURES, delivered, make_config, post_capture, read_jsonl, records_in
-from test_access_http import access_config, fluent_bit
-from test_replay import run_cli
 
+from tests.access.access_lines import nginx_line
+from tests.commands.test_replay import run_cli
+from tests.conftest import CAPTURES, delivered, make_config, post_capture, read_jsonl, records_in
+from tests.sources.test_access_http import access_config, fluent_bit
 from webhook.commands.replay import replay
 from webhook.server.app import RUNTIME, create_app
 

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import trustme
 from aiohttp import web
-from conftest import Client, delivered, make_config
-from pki import make_pki
 
+from tests.conftest import Client, delivered, make_config
+from tests.paths import ROOT
+from tests.pki import make_pki
 from webhook.commands.replay_server import ClientCredentials, ReplaySendError, replay_to_server
 from webhook.config import Config
 from webhook.server.app import create_app, start_server
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "audit.log"
 
 

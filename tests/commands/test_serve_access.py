@@ -8,9 +8,10 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from access_lines import nginx_line
-from conftest import read_jsonl
-from servers import Serve, free_port, wait_until
+
+from tests.access.access_lines import nginx_line
+from tests.conftest import read_jsonl
+from tests.servers import Serve, free_port, wait_until
 
 
 def _parsed(port: int) -> float:

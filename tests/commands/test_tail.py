@@ -18,8 +18,9 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import make_config, read_jsonl
 
+from tests.conftest import make_config, read_jsonl
+from tests.paths import ROOT
 from webhook.cli import main
 from webhook.commands._args import parse_since
 from webhook.commands.replay import replay
@@ -27,7 +28,6 @@ from webhook.commands.tail import TailFilter, compile_filter, history, render
 from webhook.detect.settings import DetectionsConfig
 from webhook.spool.appendlog import AppendLog
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "ingress-audit"
 DEADLINE_S = 15.0
 

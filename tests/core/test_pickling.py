@@ -6,8 +6,8 @@ import pickle
 from typing import Any
 
 import orjson
-from conftest import capture_events, captured_bodies
 
+from tests.conftest import capture_events, captured_bodies
 from webhook.config import Config
 from webhook.core.findings import Finding
 from webhook.dedupe import Deduper

@@ -4,7 +4,7 @@ The captured scenario creates ``shop/shop-web`` (A05) and patches it (A14 at 14:
 removed, host www.shop.example.test, backend shop-frontend:8443). Access lines for that host
 after the patch carry a 5xx jump: one ``change-correlation`` alert names the patch (actor,
 record id, diff) and the effect; without the change only ``edge-5xx-spike`` fires; with the
-change but no shift, nothing correlates. Then a real nginx (test_access_nginx_live.py) sends
+change but no shift, nothing correlates. Then a real nginx (tests/sources/test_syslog_nginx.py) sends
 401s and dead-upstream 502s over syslog, and the brute-force and 5xx alerts are in the JSONL.
 """
 
@@ -16,14 +16,14 @@ from typing import Any
 
 import jsonschema
 import orjson
-from access_lines import ingress_object, nginx_line
-from conftest import CAPTURES, alerts_in, delivered, event_list, make_event, post_capture, records_in
-from test_access_http import access_config, fluent_bit
-from test_access_nginx_live import DEAD, GOOD, MISSING, UNAUTHORIZED, _config, _drive, _lines_parsed
-from test_access_nginx_live import nginx as nginx  # the fixture, for pytest
-from test_access_replay import AFTER, BEFORE, CHANGE_CAPTURES, _access_file, _audit_file
-from test_replay import run_cli
 
+from tests.access.access_lines import ingress_object, nginx_line
+from tests.commands.test_replay import run_cli
+from tests.commands.test_replay_access import AFTER, BEFORE, CHANGE_CAPTURES, _access_file, _audit_file
+from tests.conftest import CAPTURES, alerts_in, delivered, event_list, make_event, post_capture, records_in
+from tests.sources.test_access_http import access_config, fluent_bit
+from tests.sources.test_syslog_nginx import DEAD, GOOD, MISSING, UNAUTHORIZED, _config, _drive, _lines_parsed
+from tests.sources.test_syslog_nginx import nginx as nginx  # the fixture, for pytest
 from webhook.config import Config
 from webhook.record.audit import record_schema
 from webhook.server.app import RUNTIME, create_app

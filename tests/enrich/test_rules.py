@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.paths import ROOT
 from webhook.core.findings import Finding
 from webhook.enrich.actor import Actor, Identity, classify
 from webhook.enrich.catalog import CATALOG
@@ -16,7 +16,6 @@ from webhook.enrich.dns import corefile_change
 from webhook.enrich.rules import FindingRules, change_findings
 from webhook.state import object_key
 
-ROOT = Path(__file__).resolve().parents[2]
 NGINX = "nginx.ingress.kubernetes.io/"
 RULES = FindingRules(
     internal_hosts=("*.svc", "*.svc.cluster.local"),

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from conftest import CAPTURES, delivered, make_config, make_event, post_capture
 
+from tests.conftest import CAPTURES, delivered, make_config, make_event, post_capture
 from webhook.server.app import create_app
 
 
@@ -43,7 +43,7 @@ def _ingress(name: str, host: str, secret: str, audit_id: str) -> dict[str, Any]
 async def test_hosts_outside_the_certificate_are_flagged(aiohttp_client: Any, tmp_path: Path) -> None:
     """A03 stores shop-tls (SANs shop.example.test, www.shop.example.test); an Ingress using it
     for a host it covers raises nothing, for another host raises tls-host-not-in-certificate."""
-    from conftest import event_list
+    from tests.conftest import event_list
 
     config = make_config(tmp_path)
     client: TestClient[Any, Any] = await aiohttp_client(create_app(config))

@@ -9,11 +9,19 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from conftest import captured_bodies, event_list, make_config, make_event, post_capture, records_in, settle
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
 
+from tests.conftest import (
+    captured_bodies,
+    event_list,
+    make_config,
+    make_event,
+    post_capture,
+    records_in,
+    settle,
+)
 from webhook.core.findings import Finding
 from webhook.enrich.catalog import CATALOG
 from webhook.enrich.settings import ActorsConfig, FindingsConfig

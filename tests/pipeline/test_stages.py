@@ -5,8 +5,8 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import capture_events, make_event
 
+from tests.conftest import capture_events, make_event
 from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.pipeline.ingestor import pipeline_settings

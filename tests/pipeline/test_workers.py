@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import (
+
+from tests.conftest import (
     capture_events,
     captured_bodies,
     delivered,
@@ -25,7 +26,6 @@ from conftest import (
     make_event,
     scenario_secrets,
 )
-
 from webhook.config import Config
 from webhook.errors import BodyTooLargeError, NotJSONError, OverloadedError
 from webhook.pipeline.ingestor import Ingestor

@@ -6,8 +6,8 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
-from conftest import find_event, make_event
 
+from tests.conftest import find_event, make_event
 from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.errors import MalformedEventError

@@ -10,8 +10,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
-from secret_shapes import SCENARIO
 
+from tests.secret_shapes import SCENARIO
 from webhook.redact.certs import (
     CACHE,
     CertificateCache,

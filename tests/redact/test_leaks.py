@@ -13,8 +13,8 @@ from typing import Final
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from secret_shapes import CAPTURES, SCENARIO
 
+from tests.secret_shapes import CAPTURES, SCENARIO
 from webhook.cli import main
 from webhook.redact.leaks import Leak, encodings, named_encodings, scan
 

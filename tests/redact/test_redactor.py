@@ -15,7 +15,8 @@ import pytest
 import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from secret_shapes import (
+
+from tests.secret_shapes import (
     LAST_APPLIED,
     SCENARIO,
     SHAPES,
@@ -28,7 +29,6 @@ from secret_shapes import (
     captured_bodies,
     secret_object,
 )
-
 from webhook.errors import ConfigError
 from webhook.redact.leaks import encodings, scan
 from webhook.redact.redactor import RedactionResult, Redactor, load_or_create_key

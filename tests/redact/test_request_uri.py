@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import event_list, make_config, make_event, records_in, settle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import event_list, make_config, make_event, records_in, settle
 from webhook.redact.request_uri import MARKER, redact_request_uri
 from webhook.server.app import create_app
 

@@ -20,16 +20,16 @@ import jsonschema
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import make_config, settle
-from servers import need_binary
 
+from tests.conftest import make_config, settle
+from tests.paths import ROOT
+from tests.servers import need_binary
 from webhook.commands.replay_server import replay_to_server
 from webhook.review.html import SEVERITY_COLOURS
 from webhook.review.render import Report, render
 from webhook.review.report import ReportOptions, build_report, read_lines, report_files
 from webhook.server.app import create_app
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "ingress-audit"
 NOW = datetime(2027, 3, 1, tzinfo=UTC)  # months after the example's events
 

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import captured_bodies, make_config, post_capture, records_in, scenario_secrets, settle
 
+from tests.conftest import captured_bodies, make_config, post_capture, records_in, scenario_secrets, settle
 from webhook.commands.report import write
 from webhook.review.render import FORMATS, Report, render, to_dict
 from webhook.review.report import ReportOptions, build_report, read_lines, report_files, report_for

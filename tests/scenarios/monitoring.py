@@ -13,6 +13,8 @@ import orjson
 import yaml
 from prometheus_client import CollectorRegistry
 
+from tests.paths import ROOT
+
 __all__ = [
     "DASHBOARD",
     "PROMETHEUS_NAMES",
@@ -26,7 +28,6 @@ __all__ = [
     "rules",
 ]
 
-ROOT: Final = Path(__file__).resolve().parents[1]
 RULES: Final = ROOT / "config" / "prometheus-rules.yaml"
 DASHBOARD: Final = ROOT / "config" / "grafana-dashboard.json"
 # Series Prometheus makes itself (scrape health, alert state), not ingress-audit.

@@ -14,9 +14,17 @@ from typing import Any, Final
 import aiohttp
 import pytest
 import yaml
-from conftest import capture_bytes, capture_events, capture_headers, capture_path, captured_bodies, event_list
-from monitoring import RULES, access_lines, dashboard_exprs
-from servers import Prometheus, Serve, free_port, running_prometheus
+
+from tests.conftest import (
+    capture_bytes,
+    capture_events,
+    capture_headers,
+    capture_path,
+    captured_bodies,
+    event_list,
+)
+from tests.scenarios.monitoring import RULES, access_lines, dashboard_exprs
+from tests.servers import Prometheus, Serve, free_port, running_prometheus
 
 ALERT_TIMEOUT_S: Final = 30.0
 JSON: Final = {"Content-Type": "application/json"}

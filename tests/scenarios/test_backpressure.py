@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Client, delivered, event_list, make_config, make_event
 
+from tests.conftest import Client, delivered, event_list, make_config, make_event
 from webhook.errors import SinkError
 from webhook.server.app import create_app
 from webhook.sinks.base import SpooledRecord

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import Client, captured_bodies, delivered, event_list, make_config
 
+from tests.conftest import Client, captured_bodies, delivered, event_list, make_config
 from webhook.events import check_event
 from webhook.filter import DEFAULT_FILTER, compile_filter
 from webhook.server.app import create_app

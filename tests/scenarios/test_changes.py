@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+from pytest_aiohttp import AiohttpClient
+
+from tests.conftest import (
     Client,
     captured_bodies,
     make_config,
@@ -17,8 +19,6 @@ from conftest import (
     records_in,
     settle,
 )
-from pytest_aiohttp import AiohttpClient
-
 from webhook.config import Config
 from webhook.server.app import create_app
 from webhook.state.settings import StateConfig

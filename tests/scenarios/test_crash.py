@@ -22,9 +22,9 @@ from typing import Any
 import aiohttp
 import orjson
 import yaml
-from conftest import captured_bodies, event_list, make_event, read_jsonl, settle
-from servers import Postgres, Serve, free_port, wait_drained
 
+from tests.conftest import captured_bodies, event_list, make_event, read_jsonl, settle
+from tests.servers import Postgres, Serve, free_port, wait_drained
 from webhook.config import parse_config
 from webhook.server.app import create_app
 

@@ -2,7 +2,7 @@
 
 The data dir (spool, cursors, records, dead letters, state) is a 4 MiB tmpfs, else a
 loop-mounted ext4 image; both need root. Where neither can be mounted the test skips (fails
-under CI): tests/test_server.py and tests/test_spool.py cover ENOSPC with a patched os.write.
+under CI): tests/server/test_app.py and tests/spool/test_segments.py cover ENOSPC with a patched os.write.
 Space "returns" when a filler file is deleted, as when an operator frees the volume.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import event_list, make_event, read_jsonl
 
+from tests.conftest import event_list, make_event, read_jsonl
 from webhook.config import parse_config
 from webhook.server.app import RUNTIME, create_app
 

@@ -1,5 +1,5 @@
 """The Dockerfile, checked statically: there is no Docker engine on the development machines
-or in CI. tests/test_image.py builds and runs the image with buildah where it can (as root).
+or in CI. tests/scenarios/test_image.py builds and runs the image with buildah where it can (as root).
 
 What can be checked without building: hadolint finds nothing (at any level), the runtime stage
 runs as a fixed non-root numeric UID that matches the manifests, carries no build tools or pip
@@ -25,9 +25,9 @@ from typing import Final
 import pytest
 import yaml
 
+from tests.paths import ROOT
 from webhook.config import Config
 
-ROOT: Final = Path(__file__).resolve().parents[1]
 DOCKERFILE: Final = ROOT / "Dockerfile"
 UID: Final = 10001
 DEADLINE_S: Final = 20.0

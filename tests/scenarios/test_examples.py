@@ -12,15 +12,15 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from conftest import make_config, read_jsonl, settle
-from servers import need_binary
 
+from tests.conftest import make_config, read_jsonl, settle
+from tests.paths import ROOT
+from tests.servers import need_binary
 from webhook.commands.render import Profile, audit_policy
 from webhook.commands.replay_server import replay_to_server
 from webhook.config import Config, load_config
 from webhook.server.app import create_app
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "apiserver-v1.26"
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import CAPTURES, Client, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import CAPTURES, Client, make_config
 from webhook.config import Config
 from webhook.events import check_event
 from webhook.filter import DEFAULT_FILTER, compile_filter

@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from conftest import Client, dead_letters_in, delivered, event_list, make_config, make_event
 from structlog.testing import capture_logs
 
+from tests.conftest import Client, dead_letters_in, delivered, event_list, make_config, make_event
 from webhook.config import Config
 from webhook.server.app import create_app
 

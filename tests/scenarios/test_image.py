@@ -28,7 +28,8 @@ from typing import Any, Final
 
 import orjson
 import pytest
-from conftest import (
+
+from tests.conftest import (
     SCENARIO,
     capture_bytes,
     capture_headers,
@@ -37,9 +38,9 @@ from conftest import (
     read_jsonl,
     scenario_index,
 )
-from servers import free_port, need_binary, spawn, wait_until
+from tests.paths import ROOT
+from tests.servers import free_port, need_binary, spawn, wait_until
 
-ROOT: Final = Path(__file__).resolve().parents[1]
 SUITE: Final = "bookworm"
 BASE_IMAGE: Final = f"localhost/ingress-audit-python-base:{SUITE}"
 IMAGE: Final = "localhost/ingress-audit:test"

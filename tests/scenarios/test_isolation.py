@@ -21,7 +21,10 @@ from typing import Any, Final
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import (
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import (
     CAPTURES,
     Client,
     capture_events,
@@ -31,9 +34,6 @@ from conftest import (
     make_config,
     make_event,
 )
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
-
 from webhook.config import Config
 from webhook.errors import MalformedEventError
 from webhook.events import check_event

@@ -27,16 +27,16 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import trustme
 import yaml
-from conftest import read_jsonl
-from monitoring import exported_names
-from servers import Serve, free_port, wait_until
 
+from tests.conftest import read_jsonl
+from tests.paths import ROOT
+from tests.scenarios.monitoring import exported_names
+from tests.servers import Serve, free_port, wait_until
 from webhook.access.settings import AccessConfig, check_syslog_listen, split_address
 from webhook.commands.render import WebhookClient, audit_policy, webhook_kubeconfig
 from webhook.config import Config, check_listen, load_config
 from webhook.metrics import Metrics
 
-ROOT: Final = Path(__file__).resolve().parents[1]
 MANIFESTS: Final = ROOT / "manifests"
 KUSTOMIZATIONS: Final = ("base", "overlays/single", "overlays/cert-manager", "overlays/ha", "example")
 STATIC_POD: Final = MANIFESTS / "static-pod" / "ingress-audit.yaml"

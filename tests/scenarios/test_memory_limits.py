@@ -28,8 +28,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from conftest import event_list, make_event
-from servers import Certs, free_port, make_certs, wait_until
+
+from tests.conftest import event_list, make_event
+from tests.servers import Certs, free_port, make_certs, wait_until
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

@@ -11,11 +11,13 @@ from typing import Any, Final
 
 import pytest
 import yaml
-from conftest import captured_bodies, make_config, post_capture, settle
-from monitoring import (
+from pytest_aiohttp import AiohttpClient
+
+from tests.conftest import captured_bodies, make_config, post_capture, settle
+from tests.paths import ROOT
+from tests.scenarios.monitoring import (
     DASHBOARD,
     PROMETHEUS_NAMES,
-    ROOT,
     RULES,
     access_lines,
     dashboard,
@@ -26,9 +28,7 @@ from monitoring import (
     rule_exprs,
     rules,
 )
-from pytest_aiohttp import AiohttpClient
-from servers import require_binary
-
+from tests.servers import require_binary
 from webhook.access.settings import AccessConfig, AccessSyslogConfig
 from webhook.metrics import Metrics
 from webhook.server.app import METRICS, create_app

@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import orjson
 import yaml
-from conftest import event_list, make_event, read_jsonl
-from servers import Certs, Postgres, Serve, free_port, running_postgres, wait_drained
 
+from tests.conftest import event_list, make_event, read_jsonl
+from tests.servers import Certs, Postgres, Serve, free_port, running_postgres, wait_drained
 from webhook.sinks.base import BatchOptions
 
 JSON = {"Content-Type": "application/json"}

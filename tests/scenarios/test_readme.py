@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
+from tests.paths import ROOT
 from webhook.cli import _parser
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: str = "") -> Iterator[tuple[str, set[str]]]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import orjson
-from conftest import FIXTURES, SCENARIO, scenario_secrets
 
+from tests.conftest import FIXTURES, SCENARIO, scenario_secrets
+from tests.paths import ROOT
 from webhook.events import check_event
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "audit.log"
 
 

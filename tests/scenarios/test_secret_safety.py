@@ -17,10 +17,12 @@ from typing import Any, Final
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import CAPTURES, dead_letters_in, make_config, scenario_secrets, settle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from secret_shapes import (
+from structlog.testing import capture_logs
+
+from tests.conftest import CAPTURES, dead_letters_in, make_config, scenario_secrets, settle
+from tests.secret_shapes import (
     KEYS,
     LAST_APPLIED,
     SHAPES,
@@ -31,8 +33,6 @@ from secret_shapes import (
     copied_values,
     go_json,
 )
-from structlog.testing import capture_logs
-
 from webhook.redact.leaks import encodings, scan
 from webhook.server.app import create_app
 
@@ -143,8 +143,7 @@ async def test_a_secrets_stored_state_and_its_diffs_hold_no_value(tmp_path: Path
     """Create, update, delete a Secret: the state store and the diffs hold fingerprints only."""
     import base64
 
-    from conftest import make_event
-
+    from tests.conftest import make_event
     from webhook.server.app import RUNTIME
 
     values = ["s3cr3t-first-value-Q9", "s3cr3t-second-value-Z7"]
@@ -291,7 +290,7 @@ def _review_secret(values: tuple[str, ...], rv: str, *, padding: int) -> dict[st
 
 
 def _review_event(n: int, verb: str, obj: dict[str, Any]) -> dict[str, Any]:
-    from conftest import make_event
+    from tests.conftest import make_event
 
     return make_event(
         verb=verb,

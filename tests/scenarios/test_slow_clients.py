@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
-from conftest import event_list, make_config, make_event
 
+from tests.conftest import event_list, make_config, make_event
 from webhook.server.app import start_server
 
 

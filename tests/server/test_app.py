@@ -25,7 +25,10 @@ import jsonschema
 import orjson
 import pytest
 import yaml
-from conftest import (
+from pytest_aiohttp import AiohttpClient
+from structlog.testing import capture_logs
+
+from tests.conftest import (
     CAPTURES,
     SCENARIO,
     Client,
@@ -47,9 +50,6 @@ from conftest import (
     scenario_steps,
     settle,
 )
-from pytest_aiohttp import AiohttpClient
-from structlog.testing import capture_logs
-
 from webhook.config import Config
 from webhook.record.audit import record_schema
 from webhook.server.app import RUNTIME, create_app

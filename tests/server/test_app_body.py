@@ -11,8 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from conftest import event_list, make_config, make_event
-
+from tests.conftest import event_list, make_config, make_event
 from webhook.server.app import create_app
 
 MiB = 1024 * 1024

@@ -2,7 +2,7 @@
 
 Every case: the documented answer, a dead letter for what is refused or dropped, and a server
 that records the next valid batch. The memory side of the large ones (I19, I20, I29-I31) is in
-tests/test_memory_limits.py; these check the answers.
+tests/scenarios/test_memory_limits.py; these check the answers.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Client, dead_letters_in, delivered, event_list, make_config, make_event
 
+from tests.conftest import Client, dead_letters_in, delivered, event_list, make_config, make_event
 from webhook.config import Config
 from webhook.server.app import create_app
 

@@ -25,12 +25,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pki import make_pki
 
+from tests.paths import ROOT
+from tests.pki import make_pki
 from webhook.config import Config
 from webhook.server.app import RunningServer, start_server
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = (ROOT / "examples" / "eventlist.json").read_bytes()
 TOKEN = "review-token-0123456789abcdefghijklmnop"
 SUBJECT = "kube-apiserver-audit"

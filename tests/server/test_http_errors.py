@@ -20,14 +20,14 @@ from typing import Any
 import orjson
 import pytest
 import trustme
-from pki import Pki, make_pki
 from structlog.testing import capture_logs
 
+from tests.paths import ROOT
+from tests.pki import Pki, make_pki
 from webhook.access.settings import AccessConfig, AccessSyslogConfig
 from webhook.config import Config
 from webhook.server.app import METRICS, RunningServer, start_server
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = (ROOT / "examples" / "eventlist.json").read_bytes()
 TOKEN = "edge-token-for-tests-0123456789abcdef"
 

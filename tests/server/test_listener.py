@@ -13,9 +13,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import event_list, make_config, make_event
-from servers import Certs
 
+from tests.conftest import event_list, make_config, make_event
+from tests.servers import Certs
 from webhook.config import Config
 from webhook.server.app import METRICS, RunningServer, start_server
 from webhook.server.settings import TlsConfig

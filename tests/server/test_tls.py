@@ -16,6 +16,7 @@ import pytest
 import trustme
 from cryptography import x509
 
+from tests.paths import ROOT
 from webhook.config import Config
 from webhook.errors import ConfigError
 from webhook.server.app import RUNTIME, RunningServer, start_server
@@ -23,7 +24,6 @@ from webhook.server.auth import Authenticator
 from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
 from webhook.server.tls import TlsFiles, TlsReloader, build_context
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = (ROOT / "examples" / "eventlist.json").read_bytes()
 TOKEN = "token-for-tests-0123456789abcdef"
 JSON = {"Content-Type": "application/json"}

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from access_lines import nginx_line
-from conftest import dead_letters_in, delivered, make_config
 
+from tests.access.access_lines import nginx_line
+from tests.conftest import dead_letters_in, delivered, make_config
 from webhook.access.settings import AccessConfig, AccessSyslogConfig
 from webhook.config import Config, _sink
 from webhook.server.app import RUNTIME, create_app

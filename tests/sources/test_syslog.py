@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 import structlog
-from access_lines import nginx_line
-from conftest import CAPTURES, make_config, post_capture, read_jsonl, settle
-from servers import free_port
 
+from tests.access.access_lines import nginx_line
+from tests.conftest import CAPTURES, make_config, post_capture, read_jsonl, settle
+from tests.servers import free_port
 from webhook.access.settings import AccessConfig, AccessRateLimitConfig, AccessSyslogConfig
 from webhook.config import Config, _sink, default_sinks
 from webhook.server.app import RUNTIME, create_app

@@ -17,10 +17,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from access_lines import ingress_object, nginx_line
-from conftest import delivered, event_list, make_config, make_event
-from servers import free_port, need_binary, port_open, spawn, stop_process, wait_until
 
+from tests.access.access_lines import ingress_object, nginx_line
+from tests.conftest import delivered, event_list, make_config, make_event
+from tests.servers import free_port, need_binary, port_open, spawn, stop_process, wait_until
 from webhook.access.settings import AccessConfig, AccessSyslogConfig
 from webhook.config import Config
 from webhook.server.app import RUNTIME, create_app

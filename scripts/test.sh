@@ -56,5 +56,6 @@ status=0
 .venv/bin/ruff check . || status=1
 .venv/bin/ruff format --check . || status=1
 .venv/bin/mypy || status=1
+.venv/bin/lint-imports --no-cache || status=1
 .venv/bin/pytest "$@" || status=$?
 exit "$status"

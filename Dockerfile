@@ -5,7 +5,7 @@
 #     -v "$PWD/config.yaml:/etc/ingress-audit/config.yaml:ro" -p 9440:9440 ingress-audit:dev
 #
 # Without Docker: buildah on a Python base made with debootstrap, passed as PYTHON_IMAGE (see
-# docs/deploy.md, "Building the image without Docker"; tests/test_image.py does it).
+# docs/deploy.md, "Building the image without Docker"; tests/scenarios/test_image.py does it).
 #
 # Runs as UID/GID 10001 on a read-only root filesystem: only the data dir (data_dir in the
 # config, /var/lib/ingress-audit in manifests/) and /tmp must be writable volumes. The config

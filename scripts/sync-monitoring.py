@@ -4,7 +4,7 @@
 config/prometheus-rules.yaml and config/grafana-dashboard.json are the sources; the
 PrometheusRule and the dashboard file the component's ConfigMap is generated from are copies
 (kustomize reads files only below the component). ``--check`` changes nothing and exits 1
-when a copy is stale; tests/test_monitoring.py runs it.
+when a copy is stale; tests/scenarios/test_monitoring.py runs it.
 """
 
 from __future__ import annotations

@@ -17,15 +17,15 @@ import orjson
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient
-from redis_server import redis_url  # noqa: F401 - fixture
-from servers import (  # noqa: F401 - fixtures
+
+from tests.redis_server import redis_url  # noqa: F401 - fixture
+from tests.servers import (  # noqa: F401 - fixtures
     alertmanager_server,
     nats_server,
     postgres_server,
     rsyslog_server,
     server_certs,
 )
-
 from webhook.config import Config, jsonl_sink_for
 from webhook.server.app import RUNTIME
 from webhook.server.settings import ServerConfig

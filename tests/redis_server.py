@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import free_port, need_binary, port_open, spawn, stop_process, wait_until
+
+from tests.servers import free_port, need_binary, port_open, spawn, stop_process, wait_until
 
 __all__ = ["redis_url"]
 

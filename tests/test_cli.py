@@ -17,8 +17,8 @@ import aiohttp
 import orjson
 import pytest
 import trustme
-from conftest import CAPTURES, capture_headers, capture_path, find_event, read_jsonl
 
+from tests.conftest import CAPTURES, capture_headers, capture_path, find_event, read_jsonl
 from webhook.cli import main
 from webhook.config import config_schema
 from webhook.record.audit import record_schema

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
+
 SCRIPT = Path(sys.executable).parent / "ingress-audit"
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import trustme
 import yaml
-from conftest import make_event
 
+from tests.conftest import make_event
 from webhook.access.settings import AccessConfig, AccessRateLimitConfig
 from webhook.cli import main
 from webhook.config import (

@@ -5,8 +5,8 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import CAPTURES, captured_bodies, event_list, make_event
 
+from tests.conftest import CAPTURES, captured_bodies, event_list, make_event
 from webhook.errors import (
     BadRequestError,
     BodyTooLargeError,

@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import find_event, make_event
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import find_event, make_event
 from webhook.filter import (
     DEFAULT_FILTER,
     FilterSpec,

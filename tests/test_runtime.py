@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import capture_events, make_config, records_in
-from servers import free_port
 
+from tests.conftest import capture_events, make_config, records_in
+from tests.servers import free_port
 from webhook.access.settings import AccessConfig, AccessSyslogConfig
 from webhook.errors import ConfigError
 from webhook.runtime import Runtime

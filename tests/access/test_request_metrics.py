@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from access_lines import T0, ingress_object, nginx_line, pipeline
-from test_access_http import NDJSON, access_config, fluent_bit
-
+from tests.access.access_lines import T0, ingress_object, nginx_line, pipeline
+from tests.sources.test_access_http import NDJSON, access_config, fluent_bit
 from webhook.access.hosts import HostIndex
 from webhook.access.request_metrics import LATENCY_BOUNDS, observe
 from webhook.access.service import DROP_REASONS

@@ -5,8 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Final
 
-from servers import make_record
-
+from tests.servers import make_record
 from webhook.config import Config, parse_config
 from webhook.detect.audit import build_rules
 from webhook.detect.engine import Detector

@@ -8,11 +8,11 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
-from conftest import capture_events, captured_bodies, find_event
-from detect_records import T0, audit, detector
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
+from tests.conftest import capture_events, captured_bodies, find_event
+from tests.detect.detect_records import T0, audit, detector
 from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.detect.engine import Detector, RecordView

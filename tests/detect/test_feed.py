@@ -10,7 +10,9 @@ from typing import Any
 
 import orjson
 from aiohttp.test_utils import TestClient
-from conftest import (
+from structlog.testing import capture_logs
+
+from tests.conftest import (
     CAPTURES,
     alerts_in,
     capture_events,
@@ -20,9 +22,7 @@ from conftest import (
     records_in,
     settle,
 )
-from detect_records import T0, audit
-from structlog.testing import capture_logs
-
+from tests.detect.detect_records import T0, audit
 from webhook.commands.replay import replay
 from webhook.config import Config, parse_config
 from webhook.detect.engine import Detector

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from detect_records import T0, audit, detector
 
+from tests.detect.detect_records import T0, audit, detector
 from webhook.detect.engine import Detector
 from webhook.record.alert import Alert
 

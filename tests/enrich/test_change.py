@@ -6,8 +6,8 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import make_event
 
+from tests.conftest import make_event
 from webhook.enrich.change import ChangeOptions, compute_change, observe, referenced_secret_keys
 from webhook.enrich.diff import compile_ignore, diff_objects, pointer
 from webhook.enrich.dns import corefile_change

@@ -3,8 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import find_event, make_event
 
+from tests.conftest import find_event, make_event
 from webhook.enrich.objects import (
     Backend,
     IngressPath,

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import find_event, make_event, scenario_secrets
 
+from tests.conftest import find_event, make_event, scenario_secrets
 from webhook.enrich.actor import actor_of
 from webhook.enrich.secrets import key_changes, secret_findings, secret_list, secret_summary
 from webhook.redact.redactor import Redactor

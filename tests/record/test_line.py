@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import orjson
 import pytest
-from conftest import make_event
 
+from tests.conftest import make_event
 from webhook.record.access import AccessClient, AccessRecord, AccessRequest, AccessSummary
 from webhook.record.alert import Alert
 from webhook.record.audit import Record, record_id

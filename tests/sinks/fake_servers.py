@@ -23,8 +23,8 @@ import orjson
 import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from conftest import make_event
 
+from tests.conftest import make_event
 from webhook.config import Config, parse_config
 from webhook.record.audit import Record, record_id
 from webhook.record.line import RecordLine

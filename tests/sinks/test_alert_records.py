@@ -14,11 +14,11 @@ from typing import Any
 
 import nats
 import orjson
-from conftest import CAPTURES, alerts_in, post_capture, read_jsonl, records_in, settle
-from fake_servers import FakeElasticsearch, FakeHec, FakeLoki, FakeReceiver, base_url
 from pytest_aiohttp import AiohttpClient, AiohttpServer
-from servers import Alertmanager, NatsServer, Postgres, Rsyslog
 
+from tests.conftest import CAPTURES, alerts_in, post_capture, read_jsonl, records_in, settle
+from tests.servers import Alertmanager, NatsServer, Postgres, Rsyslog
+from tests.sinks.fake_servers import FakeElasticsearch, FakeHec, FakeLoki, FakeReceiver, base_url
 from webhook.config import parse_config
 from webhook.server.app import create_app
 from webhook.sinks.syslog import ERROR, severity_of

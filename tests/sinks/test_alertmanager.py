@@ -19,11 +19,11 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from conftest import Client, alerts_in, dead_letters_in, event_list, records_in, settle
-from fake_servers import app_config, base_url, events
 from pytest_aiohttp import AiohttpClient, AiohttpServer
-from servers import Alertmanager, Certs, make_record, running_alertmanager, spooled
 
+from tests.conftest import Client, alerts_in, dead_letters_in, event_list, records_in, settle
+from tests.servers import Alertmanager, Certs, make_record, running_alertmanager, spooled
+from tests.sinks.fake_servers import app_config, base_url, events
 from webhook.config import parse_config
 from webhook.errors import ConfigError, SinkError
 from webhook.server.app import RUNTIME, create_app

@@ -13,8 +13,10 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Client, dead_letters_in, event_list, records_in, settle
-from fake_servers import (
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from tests.conftest import Client, dead_letters_in, event_list, records_in, settle
+from tests.sinks.fake_servers import (
     FakeElasticsearch,
     Fault,
     app_config,
@@ -23,8 +25,6 @@ from fake_servers import (
     sample_records,
     tls_setup,
 )
-from pytest_aiohttp import AiohttpClient, AiohttpServer
-
 from webhook.config import parse_config
 from webhook.errors import ConfigError, SinkError
 from webhook.server.app import create_app

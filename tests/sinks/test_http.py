@@ -16,11 +16,20 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Client, event_list, records_in, settle
-from fake_servers import FakeReceiver, Fault, app_config, base_url, events, sample_records, tls_setup
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from structlog.testing import capture_logs
 
+from tests.conftest import Client, event_list, records_in, settle
+from tests.paths import ROOT
+from tests.sinks.fake_servers import (
+    FakeReceiver,
+    Fault,
+    app_config,
+    base_url,
+    events,
+    sample_records,
+    tls_setup,
+)
 from webhook.cli import main
 from webhook.config import parse_config
 from webhook.errors import ConfigError, SinkError
@@ -412,7 +421,7 @@ def test_check_config_rejects_an_unknown_option(tmp_path: Path, capsys: pytest.C
 
 def test_every_example_in_docs_sinks_md_is_a_valid_config() -> None:
     """The YAML blocks users copy from docs/sinks.md pass validation, for every sink type."""
-    text = (Path(__file__).resolve().parents[2] / "docs" / "sinks.md").read_text("utf-8")
+    text = (ROOT / "docs" / "sinks.md").read_text("utf-8")
     blocks = [block.split("```", 1)[0] for block in text.split("```yaml\n")[1:]]
     assert len(blocks) >= 7
     for block in blocks:

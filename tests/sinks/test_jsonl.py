@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import find_event, read_jsonl
 
+from tests.conftest import find_event, read_jsonl
 from webhook.errors import StorageError
 from webhook.record.audit import Record, record_id
 from webhook.record.line import RecordLine, to_json

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Client, event_list, records_in, settle
-from fake_servers import FakeLoki, Fault, app_config, base_url, events, sample_records, tls_setup
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
+from tests.conftest import Client, event_list, records_in, settle
+from tests.sinks.fake_servers import FakeLoki, Fault, app_config, base_url, events, sample_records, tls_setup
 from webhook.config import parse_config
 from webhook.errors import ConfigError, SinkError
 from webhook.server.app import create_app

@@ -16,12 +16,12 @@ import nats
 import nkeys  # type: ignore[import-untyped]
 import orjson
 import pytest
-from conftest import captured_bodies, post_capture, read_jsonl, settle
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
-from servers import Certs, NatsServer, make_record, running_nats, spooled
 from structlog.testing import capture_logs
 
+from tests.conftest import captured_bodies, post_capture, read_jsonl, settle
+from tests.servers import Certs, NatsServer, make_record, running_nats, spooled
 from webhook.config import parse_config
 from webhook.errors import ConfigError, SinkError
 from webhook.server.app import create_app

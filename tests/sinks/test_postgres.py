@@ -14,7 +14,9 @@ import asyncpg
 import orjson
 import pytest
 import trustme
-from conftest import (
+from structlog.testing import capture_logs
+
+from tests.conftest import (
     captured_bodies,
     dead_letters_in,
     event_list,
@@ -23,9 +25,7 @@ from conftest import (
     read_jsonl,
     settle,
 )
-from servers import Certs, Postgres, free_port, make_record, spooled
-from structlog.testing import capture_logs
-
+from tests.servers import Certs, Postgres, free_port, make_record, spooled
 from webhook.config import parse_config
 from webhook.errors import SinkError
 from webhook.server.app import create_app

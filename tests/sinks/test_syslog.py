@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 import trustme
-from conftest import captured_bodies, post_capture, read_jsonl, settle
-from servers import Certs, Rsyslog, make_record, spooled, wait_until
 
+from tests.conftest import captured_bodies, post_capture, read_jsonl, settle
+from tests.servers import Certs, Rsyslog, make_record, spooled, wait_until
 from webhook.config import parse_config
 from webhook.errors import SinkError
 from webhook.server.app import create_app

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
-from conftest import capture_events, captured_bodies
+
+from tests.conftest import capture_events, captured_bodies
 
 __all__ = [
     "BLOB_CONTAINER",

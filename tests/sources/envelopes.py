@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
-from conftest import captured_bodies
 
+from tests.conftest import captured_bodies
 from webhook.core.jsonscan import elements, top_members
 
 __all__ = [

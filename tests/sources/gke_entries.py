@@ -12,8 +12,8 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import orjson
-from conftest import capture_events
 
+from tests.conftest import capture_events
 from webhook.filter import is_final_event
 
 __all__ = [

@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 import pytest
-from aks_records import (
+
+from tests.conftest import capture_events, captured_bodies, scenario_secrets
+from tests.sources.aks_records import (
     aks_record,
     blob_lines,
     envelope,
@@ -19,8 +21,6 @@ from aks_records import (
     resource_id,
     scenario_events,
 )
-from conftest import capture_events, captured_bodies, scenario_secrets
-
 from webhook.errors import ConfigError
 from webhook.sources.aks import (
     LOG_CUT_BYTES,

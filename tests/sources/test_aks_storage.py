@@ -21,18 +21,25 @@ from typing import Any, Final
 
 import orjson
 import pytest
-from aks_records import aks_record, blob_lines, blob_name, event_log, record_line, scenario_events
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
-from servers import free_port, port_open, spawn, stop_process, wait_until
 from structlog.testing import capture_logs
 
+from tests.paths import ROOT
+from tests.servers import free_port, port_open, spawn, stop_process, wait_until
+from tests.sources.aks_records import (
+    aks_record,
+    blob_lines,
+    blob_name,
+    event_log,
+    record_line,
+    scenario_events,
+)
 from webhook.errors import ConfigError, StorageError
 from webhook.sources.aks_storage import AksStorageFollower, AksStorageOptions
 from webhook.sources.cloud import CloudEvent, CloudReject
 
-REPO: Final = Path(__file__).resolve().parents[2]
 # Azurite's well-known development account: public, documented, useless anywhere else.
 ACCOUNT: Final = "devstoreaccount1"
 KEY: Final = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -44,7 +51,7 @@ def need_azurite() -> list[str]:
     """The command that starts Azurite's blob service; fails under CI, skips elsewhere."""
     message = "azurite not found: npm install --prefix .tools/azurite azurite (scripts/test.sh does)"
     node = shutil.which("node")
-    for candidate in (REPO / ".tools/azurite/node_modules/.bin/azurite-blob", shutil.which("azurite-blob")):
+    for candidate in (ROOT / ".tools/azurite/node_modules/.bin/azurite-blob", shutil.which("azurite-blob")):
         if node and candidate and os.path.isfile(candidate):
             return [str(candidate)]
     if os.environ.get("CI"):

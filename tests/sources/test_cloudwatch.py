@@ -7,9 +7,15 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import captured_bodies, scenario_secrets
-from envelopes import CONTROL_MESSAGE, capture_event_bytes, cwl_message, gz, scenario_event_bytes
 
+from tests.conftest import captured_bodies, scenario_secrets
+from tests.sources.envelopes import (
+    CONTROL_MESSAGE,
+    capture_event_bytes,
+    cwl_message,
+    gz,
+    scenario_event_bytes,
+)
 from webhook.record.files import open_maybe_gzip
 from webhook.sources.cloud import CloudEvent, CloudReject
 from webhook.sources.cloudwatch import (

@@ -9,8 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import captured_bodies, scenario_secrets
-from envelopes import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import captured_bodies, scenario_secrets
+from tests.sources.envelopes import (
     AUDIT_STREAM,
     CONTROL_MESSAGE,
     capture_event_bytes,
@@ -20,9 +23,6 @@ from envelopes import (
     record,
     scenario_event_bytes,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from webhook.dedupe import Deduper
 from webhook.errors import BadRequestError
 from webhook.record.audit import record_id

@@ -4,8 +4,8 @@ import hmac
 from pathlib import Path
 
 import pytest
-from conftest import scenario_secrets
 
+from tests.conftest import scenario_secrets
 from webhook.errors import ConfigError
 from webhook.sources.firehose_keys import MAX_KEY_BYTES, FirehoseGrant, FirehoseKey, FirehoseKeys
 

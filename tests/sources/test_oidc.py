@@ -24,13 +24,13 @@ import pytest
 import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from conftest import scenario_secrets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from pytest_aiohttp import AiohttpServer
 from structlog.testing import capture_logs
 
+from tests.conftest import scenario_secrets
 from webhook.errors import ConfigError
 from webhook.sources.jwks import JwksFile, JwksUrl, parse_jwks
 from webhook.sources.oidc import KeySource, PushAuthError, PushVerifier, VerifiedPush

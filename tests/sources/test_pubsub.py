@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
-from conftest import captured_bodies, event_list, make_config, records_in, scenario_secrets, settle
-from gke_entries import CLUSTER, final_events, http_to_grpc, log_entry, push_body
 from pytest_aiohttp import AiohttpClient
 
+from tests.conftest import captured_bodies, event_list, make_config, records_in, scenario_secrets, settle
+from tests.sources.gke_entries import CLUSTER, final_events, http_to_grpc, log_entry, push_body
 from webhook.errors import BadRequestError
 from webhook.redact.leaks import scan
 from webhook.server.app import create_app

@@ -1,5 +1,5 @@
 """Every finding id with its default severity: the config is checked against this list, and
-docs/findings.md documents each one (tests/enrich/test_findings.py keeps them in step)."""
+docs/findings.md documents each one (tests/enrich/test_rules.py keeps them in step)."""
 
 from __future__ import annotations
 

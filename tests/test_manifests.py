@@ -31,9 +31,10 @@ from conftest import read_jsonl
 from monitoring import exported_names
 from servers import Serve, free_port, wait_until
 
-from webhook.access.settings import AccessConfig, check_syslog_listen, split_address
+from webhook.access.settings import AccessConfig, check_syslog_listen
 from webhook.commands.render import WebhookClient, audit_policy, webhook_kubeconfig
 from webhook.config import Config, check_listen, load_config
+from webhook.core.net import split_address
 from webhook.metrics import Metrics
 
 ROOT: Final = Path(__file__).resolve().parents[1]

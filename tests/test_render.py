@@ -14,8 +14,9 @@ import yaml
 from webhook.cli import main
 from webhook.commands.render import WebhookClient, apiserver_flags, audit_policy, webhook_kubeconfig
 from webhook.config import AuthConfig, Config, ServerConfig, TlsConfig, load_config
+from webhook.core.patterns import Matcher
 from webhook.errors import ConfigError
-from webhook.filter import FilterSpec, Matcher, Rule
+from webhook.filter import FilterSpec, Rule
 
 TOKEN = "render-token-0123456789abcdef"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import ipaddress
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from webhook.access.settings import AccessConfig, parse_access
+from webhook.core.net import is_loopback, parse_networks
+from webhook.core.patterns import Matcher
 from webhook.detect.settings import (
     ChangeWindow,
     DeploymentIdentities,
@@ -26,7 +27,7 @@ from webhook.detect.settings import (
 )
 from webhook.enrich.catalog import CATALOG
 from webhook.errors import ConfigError
-from webhook.filter import DEFAULT_FILTER, FilterSpec, Matcher, Rule
+from webhook.filter import DEFAULT_FILTER, FilterSpec, Rule
 from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
 
@@ -53,7 +54,6 @@ __all__ = [
     "config_schema",
     "default_sinks",
     "describe",
-    "is_loopback",
     "jsonl_sink_for",
     "load_config",
     "parse_config",
@@ -385,14 +385,10 @@ def _change(raw: Mapping[str, Any] | None) -> ChangeConfig:
 
 def _actors(raw: Mapping[str, Any] | None) -> ActorsConfig:
     options = {key: tuple(value) for key, value in (raw or {}).items()}
-    problems = []
-    for index, cidr in enumerate(options.get("trusted_cidrs", ())):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            problems.append(f"$.actors.trusted_cidrs[{index}]: not an IP network")
-    if problems:
-        raise ConfigError("actors section is not valid", tuple(problems))
+    try:
+        parse_networks(options.get("trusted_cidrs", ()), where="$.actors.trusted_cidrs")
+    except ConfigError as exc:
+        raise ConfigError("actors section is not valid", exc.errors) from None
     return ActorsConfig(**options)
 
 
@@ -415,11 +411,10 @@ def _findings(raw: Mapping[str, Any] | None) -> FindingsConfig:
 
 def _exceptions(raw: Mapping[str, Any] | None, path: str, problems: list[str]) -> Exceptions:
     options = {key: tuple(value) for key, value in (raw or {}).items()}
-    for index, cidr in enumerate(options.get("source_cidrs", ())):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            problems.append(f"{path}.source_cidrs[{index}]: not an IP network")
+    try:
+        parse_networks(options.get("source_cidrs", ()), where=f"{path}.source_cidrs")
+    except ConfigError as exc:
+        problems.extend(exc.errors)
     return Exceptions(**options)
 
 
@@ -552,15 +547,6 @@ def unauthenticated_tls(config: Config) -> bool:
         and not server.auth.bearer_token_files
         and not is_loopback(server.host)
     )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _dead_letter(raw: Mapping[str, Any] | None) -> DeadLetterConfig:

@@ -14,7 +14,8 @@ from typing import Any, Final, Literal
 
 import yaml
 
-from webhook.config import Config, is_loopback
+from webhook.config import Config
+from webhook.core.net import is_loopback
 from webhook.errors import ConfigError
 from webhook.filter import Rule
 

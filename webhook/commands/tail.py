@@ -8,7 +8,6 @@ is printed once. Stops quietly on Ctrl-C and when the reader of a pipe goes away
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
 import re
 import select
@@ -23,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import orjson
 
+from webhook.core.patterns import Matcher
 from webhook.core.visible import visible_doc, visible_json_line
 from webhook.errors import WebhookError
 from webhook.record.files import rotated
@@ -100,12 +100,6 @@ def _get(record: Any, *path: str) -> Any:
     return value
 
 
-def _any(patterns: Sequence[str], *values: Any) -> bool:
-    return any(
-        isinstance(v, str) and fnmatch.fnmatchcase(v, p) for p in patterns for v in values if v is not None
-    )
-
-
 def _when(record: dict[str, Any]) -> datetime | None:
     for key in ("time", "received_at"):
         value = record.get(key)
@@ -118,30 +112,31 @@ def _when(record: dict[str, Any]) -> datetime | None:
 def compile_filter(spec: TailFilter) -> Callable[[dict[str, Any]], bool]:
     """One predicate over a parsed record, built once."""
     floor = SEVERITIES.index(spec.severity) if spec.severity else None
+    namespaces, resources = Matcher(spec.namespaces), Matcher(spec.resources)
+    users, verbs, finding_ids = Matcher(spec.users), Matcher(spec.verbs), Matcher(spec.findings)
 
     def keep(record: dict[str, Any]) -> bool:
         obj = record.get("object") if isinstance(record.get("object"), dict) else {}
-        if spec.namespaces and not _any(spec.namespaces, _get(obj, "namespace")):
+        if spec.namespaces and not namespaces(_get(obj, "namespace")):
             return False
         if spec.resources:
             resource, group = _get(obj, "resource"), _get(obj, "api_group")
             dotted = f"{resource}.{group}" if resource and group else None
-            if not _any(spec.resources, resource, dotted):
+            if not (resources(resource) or resources(dotted)):
                 return False
-        if spec.users and not _any(
-            spec.users,
-            _get(record, "actor", "user", "username"),
-            _get(record, "actor", "impersonated", "username"),
-            _get(record, "actor", "username"),  # an alert's
+        if spec.users and not (
+            users(_get(record, "actor", "user", "username"))
+            or users(_get(record, "actor", "impersonated", "username"))
+            or users(_get(record, "actor", "username"))  # an alert's
         ):
             return False
-        if spec.verbs and not _any(spec.verbs, record.get("verb")):
+        if spec.verbs and not verbs(record.get("verb")):
             return False
         findings = [f for f in record.get("findings") or () if isinstance(f, dict)]
         if record.get("type") == "alert":  # its finding (or detection) and its own severity
             finding = _get(record, "labels", "finding") or record.get("detection")
             findings = [{"id": finding, "severity": record.get("severity")}]
-        if spec.findings and not any(_any(spec.findings, f.get("id")) for f in findings):
+        if spec.findings and not any(finding_ids(f.get("id")) for f in findings):
             return False
         if floor is not None and not any(
             f.get("severity") in SEVERITIES and SEVERITIES.index(f["severity"]) >= floor for f in findings

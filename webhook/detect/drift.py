@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from webhook.core.patterns import Matcher
 from webhook.detect.fields import Record, actor_of, as_mapping, identity, is_change, object_of, where
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import WEEKDAYS, ChangeWindow, DeploymentIdentities, Exceptions, RuleSettings
-from webhook.filter import Matcher
 from webhook.record.alert import AlertObject
 
 __all__ = ["DRIFT_TARGETS", "DriftChangeWindow", "DriftIdentity", "zone"]

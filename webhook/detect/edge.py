@@ -21,7 +21,6 @@ IngressClass to that change: one alert per (host, change), naming both.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,11 +29,12 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from webhook.detect.fields import Record, actor_of, as_mapping, as_text, is_change, object_of
+from webhook.core.net import parse_networks
+from webhook.core.patterns import Matcher
+from webhook.detect.fields import Record, actor_of, as_mapping, as_text, in_networks, is_change, object_of
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import DetectionsConfig, Exceptions, RuleSettings
 from webhook.detect.windows import LruMap, Window
-from webhook.filter import Matcher
 from webhook.record.alert import AlertActor, AlertObject
 
 __all__ = [
@@ -128,7 +128,7 @@ class EdgeRule(Rule):
         super().__init__(settings, max_keys=max_keys, exceptions=exceptions)
         sets = (exceptions, settings.exceptions)
         self._namespaces = Matcher(tuple(n for s in sets for n in s.namespaces))
-        self._networks = tuple(ipaddress.ip_network(c, strict=False) for s in sets for c in s.source_cidrs)
+        self._networks = parse_networks([c for s in sets for c in s.source_cidrs], where="source_cidrs")
 
     def hits(self, record: Record, now: float) -> list[Hit]:
         return self.match(record, now)  # each rule checks exceptions on what it keys by
@@ -136,11 +136,7 @@ class EdgeRule(Rule):
     def skip_client(self, ip: str | None) -> bool:
         if not ip or not self._networks:
             return False
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in network for network in self._networks)
+        return in_networks(ip, self._networks)
 
     def skip_object(self, obj: AlertObject | None) -> bool:
         return obj is not None and self._namespaces(obj.namespace)

@@ -10,12 +10,12 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from webhook.core.net import Network
 from webhook.record.alert import AlertActor, AlertObject
 
 __all__ = [
     "CHANGES",
     "READS",
-    "Network",
     "Record",
     "actor_of",
     "as_mapping",
@@ -24,7 +24,6 @@ __all__ = [
     "identity",
     "in_networks",
     "is_change",
-    "networks",
     "object_of",
     "source_ips",
     "succeeded",
@@ -32,7 +31,6 @@ __all__ = [
 ]
 
 Record = Mapping[str, Any]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 CHANGES: Final = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 READS: Final = frozenset({"get", "list", "watch"})
@@ -100,10 +98,6 @@ def where(obj: AlertObject | None) -> str:
     if obj.name:
         return f"{kind} {obj.namespace}/{obj.name}" if obj.namespace else f"{kind} {obj.name}"
     return f"{kind} in {obj.namespace}" if obj.namespace else f"{kind} in all namespaces"
-
-
-def networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
 def in_networks(ip: str, networks: Sequence[Network]) -> bool:

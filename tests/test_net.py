@@ -44,7 +44,7 @@ def test_split_address(address: str, expected: tuple[str, int]) -> None:
 @pytest.mark.parametrize("address", ["5514", ":5514", "host:", "host:x", "host:65536"])
 def test_split_address_refuses(address: str) -> None:
     """No port, no host, a port that is not a number or is out of range: ValueError."""
-    with pytest.raises(ValueError, match="host:port|out of range"):
+    with pytest.raises(ValueError, match=r"host:port|out of range"):
         split_address(address)
 
 

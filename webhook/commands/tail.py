@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import orjson
 
 from webhook.core.patterns import Matcher
+from webhook.core.values import as_dict
 from webhook.core.visible import visible_doc, visible_json_line
 from webhook.errors import WebhookError
 from webhook.record.files import rotated
@@ -358,19 +359,15 @@ def render(record: dict[str, Any]) -> Text:
     return line
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _render_access(line: Text, record: dict[str, Any]) -> None:
     """An access request (client, request, status) or a window (requests by status class)."""
-    ingress = _dict(record.get("ingress"))
+    ingress = as_dict(record.get("ingress"))
     where = "/".join(str(p) for p in (ingress.get("namespace"), ingress.get("name")) if p)
     if record.get("type") == "access":
         client = _get(record, "client", "ip") or "-"
         trust = _get(record, "client", "trust") or ""
         line.append(f"{client!s:<22}", style="bold red" if trust == "untrusted" else "bold")
-        request = _dict(record.get("request"))
+        request = as_dict(record.get("request"))
         line.append(f"  {request.get('method') or '-'!s:<7}", style="cyan")
         line.append(f"  {request.get('host') or '-'}{request.get('path') or ''}")
         code = request.get("status")
@@ -380,7 +377,7 @@ def _render_access(line: Text, record: dict[str, Any]) -> None:
         line.append(f"{'window':<22}", style="bold")
         line.append(f"  {scope!s:<7}", style="cyan")
         line.append(f"  {record.get('host') or record.get('upstream') or ''}".rstrip())
-        statuses = _dict(record.get("statuses"))
+        statuses = as_dict(record.get("statuses"))
         counts = " ".join(f"{k}:{v}" for k, v in sorted(statuses.items()))
         line.append(f"  {record.get('requests', 0)} requests {counts}".rstrip())
         if record.get("auth_failures"):

@@ -11,7 +11,8 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from webhook.core.patterns import Matcher
-from webhook.detect.fields import Record, actor_of, as_mapping, identity, is_change, object_of, where
+from webhook.core.values import as_mapping
+from webhook.detect.fields import Record, actor_of, identity, is_change, object_of, where
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import WEEKDAYS, ChangeWindow, DeploymentIdentities, Exceptions, RuleSettings
 from webhook.record.alert import AlertObject

@@ -31,7 +31,8 @@ import orjson
 
 from webhook.core.net import parse_networks
 from webhook.core.patterns import Matcher
-from webhook.detect.fields import Record, actor_of, as_mapping, as_text, in_networks, is_change, object_of
+from webhook.core.values import as_mapping, as_nonempty_str
+from webhook.detect.fields import Record, actor_of, in_networks, is_change, object_of
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import DetectionsConfig, Exceptions, RuleSettings
 from webhook.detect.windows import LruMap, Window
@@ -83,13 +84,13 @@ def _seconds(value: object) -> float | None:
 
 def _ingress(doc: Record) -> AlertObject | None:
     ingress = doc.get("ingress")
-    if not isinstance(ingress, Mapping) or not as_text(ingress.get("name")):
+    if not isinstance(ingress, Mapping) or not as_nonempty_str(ingress.get("name")):
         return None
     return AlertObject(
         api_group=_INGRESS_GROUP,
         resource="ingresses",
-        namespace=as_text(ingress.get("namespace")),
-        name=as_text(ingress.get("name")),
+        namespace=as_nonempty_str(ingress.get("namespace")),
+        name=as_nonempty_str(ingress.get("name")),
     )
 
 
@@ -164,7 +165,7 @@ class BruteForceClient(EdgeRule):
             return []
         if self.skip_client(ip) or self.skip_object(obj):
             return []
-        username = as_text(request.get("remote_user"))
+        username = as_nonempty_str(request.get("remote_user"))
         actor = AlertActor(username=username, kind="client", source_ips=(ip,))
         namespace = obj.namespace if obj else None
         return [
@@ -192,8 +193,8 @@ class BruteForceHost(EdgeRule):
             return []
         if self.skip_client(ip) or self.skip_object(obj):
             return []
-        upstream = as_text(as_mapping(record.get("upstream")).get("name"))
-        labels = _target(as_text(request.get("host")), obj, upstream)
+        upstream = as_nonempty_str(as_mapping(record.get("upstream")).get("name"))
+        labels = _target(as_nonempty_str(request.get("host")), obj, upstream)
         actor = AlertActor(username=None, kind="client", source_ips=(ip,) if ip else ())
         namespace = obj.namespace if obj else None
         return [Hit(labels=labels, actor=actor, object=obj, namespace=namespace, note=_line(request))]
@@ -221,8 +222,10 @@ class SensitiveAccess(EdgeRule):
             return []
         if self.skip_client(ip) or self.skip_object(obj):
             return []
-        labels = {"client_ip": ip, **_target(as_text(request.get("host")), obj, None)}
-        actor = AlertActor(username=as_text(request.get("remote_user")), kind="client", source_ips=(ip,))
+        labels = {"client_ip": ip, **_target(as_nonempty_str(request.get("host")), obj, None)}
+        actor = AlertActor(
+            username=as_nonempty_str(request.get("remote_user")), kind="client", source_ips=(ip,)
+        )
         namespace = obj.namespace if obj else None
         return [Hit(labels=labels, actor=actor, object=obj, namespace=namespace, note=_line(request))]
 
@@ -369,9 +372,9 @@ def _host_window(record: Record) -> _HostWindow | None:
     if start is None or end is None or end <= start:
         return None
     statuses = as_mapping(record.get("statuses"))
-    host = as_text(record.get("host"))
+    host = as_nonempty_str(record.get("host"))
     obj = _ingress(record)
-    labels = _target(host if host != "*" else None, obj, as_text(record.get("upstream")))
+    labels = _target(host if host != "*" else None, obj, as_nonempty_str(record.get("upstream")))
     if host == "*":
         host = ""
     elif host in ("-", "(other)"):

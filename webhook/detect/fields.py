@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from webhook.core.net import Network
+from webhook.core.values import as_int, as_mapping, as_nonempty_str
 from webhook.record.alert import AlertActor, AlertObject
 
 __all__ = [
@@ -18,8 +19,6 @@ __all__ = [
     "READS",
     "Record",
     "actor_of",
-    "as_mapping",
-    "as_text",
     "code_of",
     "identity",
     "in_networks",
@@ -36,17 +35,8 @@ CHANGES: Final = frozenset({"create", "update", "patch", "delete", "deletecollec
 READS: Final = frozenset({"get", "list", "watch"})
 
 
-def as_mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def as_text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def code_of(record: Record) -> int | None:
-    code = as_mapping(record.get("outcome")).get("code")
-    return code if isinstance(code, int) and not isinstance(code, bool) else None
+    return as_int(as_mapping(record.get("outcome")).get("code"))
 
 
 def succeeded(record: Record) -> bool:
@@ -73,8 +63,8 @@ def identity(record: Record, *, effective: bool) -> Mapping[str, Any]:
 def actor_of(record: Record, *, effective: bool = False) -> AlertActor:
     who = identity(record, effective=effective)
     return AlertActor(
-        username=as_text(who.get("username")),
-        kind=as_text(who.get("kind")),
+        username=as_nonempty_str(who.get("username")),
+        kind=as_nonempty_str(who.get("kind")),
         source_ips=tuple(source_ips(record)[:10]),
     )
 
@@ -84,10 +74,10 @@ def object_of(record: Record) -> AlertObject | None:
     if not isinstance(obj, Mapping):
         return None
     return AlertObject(
-        api_group=as_text(obj.get("api_group")) or "",
-        resource=as_text(obj.get("resource")),
-        namespace=as_text(obj.get("namespace")),
-        name=as_text(obj.get("name")),
+        api_group=as_nonempty_str(obj.get("api_group")) or "",
+        resource=as_nonempty_str(obj.get("resource")),
+        namespace=as_nonempty_str(obj.get("namespace")),
+        name=as_nonempty_str(obj.get("name")),
     )
 
 

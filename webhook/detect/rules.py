@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 from webhook.core.findings import Severity
 from webhook.core.net import parse_networks
 from webhook.core.patterns import Matcher
-from webhook.detect.fields import Record, as_mapping, identity, in_networks, source_ips
+from webhook.core.values import as_mapping
+from webhook.detect.fields import Record, identity, in_networks, source_ips
 from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.detect.windows import Window
 from webhook.record.alert import AlertActor, AlertObject

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import orjson
 
+from webhook.core.values import as_str
 from webhook.redact import meta as meta
 from webhook.redact import shapes as shapes
 from webhook.redact.certs import Finding, inspect_certificates
@@ -29,7 +30,6 @@ from webhook.redact.values import (
     decoded,
     is_dropped,
     is_watch_event,
-    opt_str,
     plain,
 )
 
@@ -260,9 +260,9 @@ class Walk:
         metadata = metadata if isinstance(metadata, dict) else {}
         details = SecretDetails(
             source=path,
-            name=opt_str(metadata.get("name")),
-            namespace=opt_str(metadata.get("namespace")),
-            type=opt_str(value.get("type")),
+            name=as_str(metadata.get("name")),
+            namespace=as_str(metadata.get("namespace")),
+            type=as_str(value.get("type")),
             keys=tuple(keys),
             certificates=report.certificates,
             key_matches_certificate=report.key_matches_certificate,

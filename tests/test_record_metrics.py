@@ -15,8 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
 
 from webhook.config import ActorsConfig, FindingsConfig
-from webhook.core.findings import Finding
-from webhook.enrich.catalog import CATALOG
+from webhook.core.findings import CATALOG, Finding
 from webhook.filter import FilterSpec, Rule
 from webhook.metrics import Metrics
 from webhook.pipeline.cert_expiry import CertificateExpiry

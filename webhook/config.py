@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from webhook.access.settings import AccessConfig, parse_access
+from webhook.core.findings import CATALOG
 from webhook.core.net import is_loopback, parse_networks
 from webhook.core.patterns import Matcher
 from webhook.detect.settings import (
@@ -25,7 +26,6 @@ from webhook.detect.settings import (
     Exceptions,
     default_rules,
 )
-from webhook.enrich.catalog import CATALOG
 from webhook.errors import ConfigError
 from webhook.filter import DEFAULT_FILTER, FilterSpec, Rule
 from webhook.sinks import sink_types

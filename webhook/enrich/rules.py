@@ -13,12 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
-from webhook.core.findings import Finding, Severity
+from webhook.core.findings import CATALOG, Finding, Severity
 from webhook.core.net import parse_networks
 from webhook.core.patterns import Matcher
 from webhook.enrich.actor import Actor, SourceTrust, Trust
 from webhook.enrich.annotations import nginx_findings, traefik_findings
-from webhook.enrich.catalog import CATALOG
 from webhook.enrich.diff import pointer
 from webhook.enrich.dns import DnsChange
 from webhook.enrich.gateway import ROUTE_KINDS, gateway_summary, is_default_class, route_summary

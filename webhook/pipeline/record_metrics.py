@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final, get_args
 
-from webhook.core.findings import SEVERITIES
+from webhook.core.findings import CATALOG, SEVERITIES
 from webhook.enrich.actor import ActorKind
-from webhook.enrich.catalog import CATALOG
 from webhook.filter import DEFAULT_FILTER
 from webhook.metrics import Metrics
 from webhook.record.audit import Record

@@ -13,6 +13,10 @@ import orjson
 import yaml
 from prometheus_client import CollectorRegistry
 
+from webhook.access.request_metrics import RequestMetrics
+from webhook.metrics import Metrics
+from webhook.pipeline.record_metrics import RecordMetrics
+
 __all__ = [
     "DASHBOARD",
     "PROMETHEUS_NAMES",
@@ -24,6 +28,7 @@ __all__ = [
     "metric_names",
     "rule_exprs",
     "rules",
+    "served_registry",
 ]
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -47,6 +52,14 @@ _IDENT: Final = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(\s*\()?")
 _KEYWORDS: Final = frozenset(
     {"and", "or", "unless", "bool", "offset", "by", "without", "group_left", "group_right", "inf", "nan"}
 )
+
+
+def served_registry() -> CollectorRegistry:
+    """Every metric ``serve`` can export: the kernel's, and the collectors its stages register."""
+    metrics = Metrics()
+    RecordMetrics(metrics)
+    RequestMetrics(metrics)
+    return metrics.registry
 
 
 def access_lines(requests: Sequence[tuple[int, float]], *, bad: int = 0, first: int = 0) -> bytes:

@@ -28,14 +28,13 @@ import pytest
 import trustme
 import yaml
 from conftest import read_jsonl
-from monitoring import exported_names
+from monitoring import exported_names, served_registry
 from servers import Serve, free_port, wait_until
 
 from webhook.access.settings import AccessConfig, check_syslog_listen
 from webhook.commands.render import WebhookClient, audit_policy, webhook_kubeconfig
 from webhook.config import Config, check_listen, load_config
 from webhook.core.net import split_address
-from webhook.metrics import Metrics
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 MANIFESTS: Final = ROOT / "manifests"
@@ -388,7 +387,7 @@ def test_certificate_names_the_service_address(kustomization: str) -> None:
 
 def exported_metric_names() -> set[str]:
     """Every sample name ingress-audit exports, labelled series included."""
-    return exported_names(Metrics().registry)
+    return exported_names(served_registry())
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import structlog
 
 from webhook.access.hosts import INGRESS_PREFIXES, HostIndex
 from webhook.access.pipeline import AccessBatch, AccessPipeline, Line, Parser
-from webhook.access.request_metrics import observe
+from webhook.access.request_metrics import RequestMetrics
 from webhook.access.settings import AccessConfig
 from webhook.dedupe import Deduper
 from webhook.errors import ConfigError, StorageError
@@ -66,6 +66,7 @@ class AccessService:
         self.ingestor = ingestor
         self.config = config.access
         self.metrics = ingestor.metrics
+        self._requests = RequestMetrics(self.metrics)
         self.index = index or HostIndex()
         self.pipeline = AccessPipeline(
             config.access,
@@ -195,7 +196,7 @@ class AccessService:
             if batch.suppressed:
                 metrics.access_unparsed.labels(input=input, reason="suppressed").inc(batch.suppressed)
         for ingress, slots in self.pipeline.take_request_counts().items():
-            observe(metrics, ingress, slots)
+            self._requests.observe(ingress, slots)
         if batch.summaries:
             metrics.access_windows.inc(len({s.window_start for s in batch.summaries}))
 

@@ -18,8 +18,9 @@ import orjson
 import pytest
 from conftest import capture_events, dead_letters_in, make_config, make_event, read_jsonl, records_in
 
-from webhook.commands.replay import ReplayInputError, replay
+from webhook.commands.replay import replay
 from webhook.config import Config
+from webhook.errors import ReplayInputError
 from webhook.pipeline.ingestor import Ingestor
 from webhook.sinks.base import BatchOptions, SinkSettings
 from webhook.sinks.jsonl import JsonlOptions

@@ -19,8 +19,9 @@ from aiohttp import web
 from conftest import Client, delivered, make_config
 from pki import make_pki
 
-from webhook.commands.replay_server import ClientCredentials, ReplaySendError, replay_to_server
+from webhook.commands.replay_server import ClientCredentials, replay_to_server
 from webhook.config import Config
+from webhook.errors import ReplaySendError
 from webhook.server.app import create_app, start_server
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,10 +18,10 @@ from datetime import datetime
 
 import structlog
 
-from webhook.errors import SinkError, StorageError
+from webhook.errors import PartialDeliveryError, SinkError, StorageError
 from webhook.metrics import Metrics
 from webhook.pipeline.stages import DeadLetter, dead_letter_json, utc_now
-from webhook.sinks.base import Health, PartialDeliveryError, Sink, SinkSettings
+from webhook.sinks.base import Health, Sink, SinkSettings
 from webhook.spool.appendlog import AppendLog
 from webhook.spool.segments import Spool, SpooledRecord
 

@@ -25,11 +25,10 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from servers import Alertmanager, Certs, make_record, running_alertmanager, spooled
 
 from webhook.config import parse_config
-from webhook.errors import ConfigError, SinkError
+from webhook.errors import ConfigError, PartialDeliveryError, SinkError
 from webhook.server.app import RUNTIME, create_app
 from webhook.sinks._alertmanager_alerts import AlertShape, LinkTemplate, alertname, to_alert
 from webhook.sinks.alertmanager import AlertmanagerOptions, AlertmanagerSink
-from webhook.sinks.base import PartialDeliveryError
 from webhook.sinks.http import ClientOptions
 
 JSON = {"Content-Type": "application/json"}

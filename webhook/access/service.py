@@ -24,11 +24,10 @@ from webhook.access.pipeline import AccessBatch, AccessPipeline, Line, Parser
 from webhook.access.request_metrics import RequestMetrics
 from webhook.access.settings import AccessConfig
 from webhook.dedupe import Deduper
-from webhook.errors import ConfigError, StorageError
+from webhook.errors import ConfigError, StateError, StorageError
 from webhook.pipeline.ingestor import Ingestor
 from webhook.pipeline.stages import DeadLetter, utc_now
 from webhook.record.access import replica_name
-from webhook.state import StateError
 
 __all__ = ["DROP_REASONS", "MAX_PENDING_RECORDS", "WRITE_EVERY_S", "AccessService", "build_access_parser"]
 

@@ -28,7 +28,7 @@ import orjson
 
 from webhook.config import Config, DedupeConfig
 from webhook.core.jsonscan import ScanError, top_members
-from webhook.errors import BadRequestError, MalformedEventError, WebhookError
+from webhook.errors import BadRequestError, MalformedEventError, ReplayInputError
 from webhook.events import API_VERSIONS, check_event, decode_event, decode_event_list, event_ref
 from webhook.pipeline.ingestor import Ingestor
 from webhook.pipeline.stages import DeadLetter, dead_letter_json
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from webhook.commands.replay_access import AccessReplaySummary
 
 __all__ = [
-    "ReplayInputError",
     "ReplaySummary",
     "existing_record_ids",
     "open_log",
@@ -50,12 +49,6 @@ __all__ = [
 
 CHUNK: Final = 400
 _LOG_KEYS: Final = ("kind", "apiVersion")
-
-
-class ReplayInputError(WebhookError):
-    """An input file cannot be opened or decompressed; named by path, never quoting content."""
-
-    code = "input"
 
 
 @dataclass(slots=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Final
 
 from webhook.access.service import AccessService
-from webhook.commands.replay import ReplayInputError, open_log
+from webhook.commands.replay import open_log
+from webhook.errors import ReplayInputError
 
 __all__ = ["CHUNK_LINES", "AccessReplaySummary", "read_lines", "replay_access"]
 

@@ -25,7 +25,7 @@ import orjson
 from webhook.core.patterns import Matcher
 from webhook.core.values import as_dict
 from webhook.core.visible import visible_doc, visible_json_line
-from webhook.errors import WebhookError
+from webhook.errors import RecordsNotFoundError
 from webhook.record.files import rotated
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEVERITIES",
-    "RecordsNotFoundError",
     "TailFilter",
     "compile_filter",
     "follow",
@@ -58,12 +57,6 @@ _BLOCK: Final = 64 * 1024
 _READ: Final = 1024 * 1024
 
 Line = tuple[bytes, dict[str, Any]]
-
-
-class RecordsNotFoundError(WebhookError):
-    """The records file is not there (with ``--no-follow``; otherwise tail waits for it)."""
-
-    code = "not-found"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

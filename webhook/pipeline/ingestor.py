@@ -22,7 +22,7 @@ from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.delivery import SinkWorker
 from webhook.detect.feed import AlertFeed
-from webhook.errors import SpoolFullError, StorageError, WebhookError
+from webhook.errors import SpoolFullError, StateError, StorageError, WebhookError
 from webhook.metrics import Metrics
 from webhook.pipeline.record_metrics import RecordMetrics
 from webhook.pipeline.stages import BatchResult, DeadLetter, Pipeline, dead_letter_json
@@ -32,7 +32,7 @@ from webhook.redact.redactor import Redactor, load_or_create_key
 from webhook.sinks import sink_types
 from webhook.spool.appendlog import AppendLog, ensure_private_dir
 from webhook.spool.segments import Spool
-from webhook.state import StateError, StateStore, open_store
+from webhook.state import StateStore, open_store
 from webhook.state.behind import WriteBehind
 
 __all__ = ["Ingestor"]

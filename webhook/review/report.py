@@ -21,7 +21,7 @@ from typing import Any, Final
 import orjson
 
 from webhook.commands.replay import open_log
-from webhook.commands.tail import RecordsNotFoundError
+from webhook.errors import RecordsNotFoundError
 from webhook.record.files import rotated
 from webhook.review.collect import Collector, ReportOptions
 from webhook.review.describe import record_time

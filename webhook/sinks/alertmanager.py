@@ -18,7 +18,7 @@ from typing import Any, Final
 import orjson
 import structlog
 
-from webhook.errors import ConfigError, SinkError
+from webhook.errors import ConfigError, PartialDeliveryError, SinkError
 from webhook.sinks import SinkType
 from webhook.sinks._alertmanager_alerts import (
     PLACEHOLDERS,
@@ -28,7 +28,7 @@ from webhook.sinks._alertmanager_alerts import (
     LinkTemplate,
     to_alert,
 )
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, SinkSettings, SpooledRecord
 from webhook.sinks.http import (
     URL_PATTERN,
     ClientOptions,

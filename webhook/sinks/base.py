@@ -19,7 +19,6 @@ from webhook.spool.segments import SpooledRecord
 __all__ = [
     "BatchOptions",
     "Health",
-    "PartialDeliveryError",
     "RetryOptions",
     "Sink",
     "SinkError",
@@ -73,15 +72,6 @@ class SinkSettings:
                 return line[len(_TYPE_PREFIX) : end].decode("utf-8", "replace") in types
         kind = record.record.get("type")
         return isinstance(kind, str) and kind in types
-
-
-class PartialDeliveryError(SinkError):
-    """Some records were delivered; ``retry`` lists indexes to resend, ``rejected`` the refused."""
-
-    def __init__(self, message: str, *, retry: Sequence[int], rejected: Mapping[int, str]) -> None:
-        super().__init__(message, retryable=bool(retry))
-        self.retry = tuple(retry)
-        self.rejected = dict(rejected)
 
 
 @dataclass(frozen=True, slots=True)

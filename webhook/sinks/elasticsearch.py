@@ -16,9 +16,9 @@ from typing import Any, Final, Literal
 import orjson
 import structlog
 
-from webhook.errors import SinkError
+from webhook.errors import PartialDeliveryError, SinkError
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord, record_time
+from webhook.sinks.base import Health, SinkSettings, SpooledRecord, record_time
 from webhook.sinks.http import (
     URL_PATTERN,
     ClientOptions,

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import structlog
 
-from webhook.errors import ConfigError, SinkError
+from webhook.errors import ConfigError, PartialDeliveryError, SinkError
 from webhook.sinks import SinkType
 from webhook.sinks._tls import ClientTls, client_context, parse_client_tls
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, SinkSettings, SpooledRecord
 
 if TYPE_CHECKING:
     from nats.aio.client import Client

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from webhook.errors import ConfigError, SinkError
+from webhook.errors import ConfigError, PartialDeliveryError, SinkError
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings, SpooledRecord
+from webhook.sinks.base import Health, SinkSettings, SpooledRecord
 
 if TYPE_CHECKING:
     import asyncpg

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from webhook.state.base import StateError, StateStore, StoredObject, is_newer, object_key, open_store
+from webhook.state.base import StateStore, StoredObject, is_newer, object_key, open_store
 
-__all__ = ["StateError", "StateStore", "StoredObject", "is_newer", "object_key", "open_store"]
+__all__ = ["StateStore", "StoredObject", "is_newer", "object_key", "open_store"]

@@ -11,19 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from webhook.errors import WebhookError
-
 if TYPE_CHECKING:
     from webhook.config import StateConfig
 
-__all__ = ["StateError", "StateStore", "StoredObject", "is_newer", "object_key", "open_store"]
-
-
-class StateError(WebhookError):
-    """The state store cannot be reached; records are written without a baseline meanwhile."""
-
-    code = "state"
-    http_status = 503
+__all__ = ["StateStore", "StoredObject", "is_newer", "object_key", "open_store"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,7 +18,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from webhook.state.base import StateError, StoredObject
+from webhook.errors import StateError
+from webhook.state.base import StoredObject
 
 __all__ = ["RedisStore"]
 

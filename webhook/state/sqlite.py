@@ -18,9 +18,9 @@ from typing import Any, Final
 
 import orjson
 
-from webhook.errors import StorageError
+from webhook.errors import StateError, StorageError
 from webhook.spool.appendlog import open_private
-from webhook.state.base import StateError, StoredObject, is_newer
+from webhook.state.base import StoredObject, is_newer
 
 __all__ = ["SqliteStore"]
 

@@ -20,7 +20,7 @@ import orjson
 from webhook.core.values import as_str
 from webhook.redact import meta as meta
 from webhook.redact import shapes as shapes
-from webhook.redact.certs import Finding, inspect_certificates
+from webhook.redact.certs import CertificateCache, Finding, inspect_certificates
 from webhook.redact.meta import LAST_APPLIED, Needles
 from webhook.redact.model import KeyFingerprint, SecretDetails
 from webhook.redact.values import (
@@ -57,8 +57,10 @@ class Walk:
         *,
         now: Callable[[], datetime],
         expiry_warning_days: int,
+        certificates: CertificateCache,
     ) -> None:
         self.fingerprint = fingerprint
+        self._certificates = certificates
         self.secrets: list[SecretDetails] = []
         self.dropped: list[str] = []
         self._now = now
@@ -255,6 +257,7 @@ class Walk:
             now=self._moment,
             expiry_warning_days=self._expiry_warning_days,
             path=path,
+            cache=self._certificates,
         )
         metadata = value.get("metadata")
         metadata = metadata if isinstance(metadata, dict) else {}

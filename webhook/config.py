@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from webhook.access.settings import AccessConfig, parse_access
 from webhook.core.findings import CATALOG
 from webhook.core.net import is_loopback, parse_networks
+from webhook.core.paths import in_data_dir
 from webhook.core.patterns import Matcher
 from webhook.detect.settings import (
     ChangeWindow,
@@ -255,7 +256,7 @@ class Config:
 
     def in_data_dir(self, path: Path) -> Path:
         """Relative paths in the config are relative to the data dir."""
-        return path if path.is_absolute() else self.data_dir / path
+        return in_data_dir(self.data_dir, path)
 
 
 @functools.cache

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from webhook.core.paths import in_data_dir
 from webhook.errors import StateError, StorageError
 from webhook.spool.appendlog import open_private
 from webhook.state.base import StateStore, StoredObject, is_newer
@@ -46,9 +47,11 @@ _CHUNK: Final = 500  # under SQLite's limit of bound parameters
 
 
 def build(config: StateConfig, *, data_dir: Path, cluster: str, dedupe_ttl_s: float) -> StateStore:
-    path = config.path if config.path.is_absolute() else data_dir / config.path
     return SqliteStore(
-        path, max_objects=config.max_objects, max_age_s=config.max_age_s, dedupe_ttl_s=dedupe_ttl_s
+        in_data_dir(data_dir, config.path),
+        max_objects=config.max_objects,
+        max_age_s=config.max_age_s,
+        dedupe_ttl_s=dedupe_ttl_s,
     )
 
 

@@ -192,7 +192,7 @@ class FindingsConfig:
 
 
 # With access logs on, the default sinks keep them in their own file (and rotation), so that
-# a flood of access lines cannot rotate the audit history away (#17). Alerts are few and
+# a flood of access lines cannot rotate the audit history away. Alerts are few and
 # stay with the audit records.
 AUDIT_RECORD_TYPES: Final = ("audit", "alert")
 ACCESS_RECORD_TYPES: Final = ("access", "access_summary")

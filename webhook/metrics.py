@@ -153,7 +153,7 @@ class Metrics:
             ["resource"],
             registry=r,
         )
-        # Access logs (#12): labels are inputs, reasons, status classes and at most
+        # Access logs: labels are inputs, reasons, status classes and at most
         # access.max_metric_ingresses ingress names (then "other"), never clients or hosts.
         self.access_lines = Counter(
             "ingress_audit_access_lines",

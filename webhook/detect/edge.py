@@ -1,4 +1,4 @@
-"""Detections over access logs (#12): the edge of the cluster, through the same engine and alerts.
+"""Detections over access logs: the edge of the cluster, through the same engine and alerts.
 
 Which signal each rule reads, and so how soon it can fire:
 

@@ -65,7 +65,7 @@ class Runtime:
     authenticator: Authenticator
     in_flight: int = 0
     stopping: bool = False
-    access: AccessService | None = None  # access.enabled: the access-log pipeline (#12)
+    access: AccessService | None = None  # access.enabled: the access-log pipeline
     syslog: SyslogListeners | None = None
     # batch.accepted and batch.rejected: a line per request, folded beyond 10 a second
     accepted_log: FoldingLog[None, BatchSums] = field(default_factory=lambda: FoldingLog(write_accepted))

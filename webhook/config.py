@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from webhook.access.settings import AccessConfig, parse_access
 from webhook.core.findings import CATALOG
-from webhook.core.net import is_loopback, parse_networks
+from webhook.core.net import NetworkError, is_loopback, parse_networks
 from webhook.core.paths import in_data_dir
 from webhook.core.patterns import Matcher
 from webhook.detect.settings import (
@@ -388,8 +388,8 @@ def _actors(raw: Mapping[str, Any] | None) -> ActorsConfig:
     options = {key: tuple(value) for key, value in (raw or {}).items()}
     try:
         parse_networks(options.get("trusted_cidrs", ()), where="$.actors.trusted_cidrs")
-    except ConfigError as exc:
-        raise ConfigError("actors section is not valid", exc.errors) from None
+    except NetworkError as exc:
+        raise ConfigError("actors section is not valid", exc.problems) from None
     return ActorsConfig(**options)
 
 
@@ -414,8 +414,8 @@ def _exceptions(raw: Mapping[str, Any] | None, path: str, problems: list[str]) -
     options = {key: tuple(value) for key, value in (raw or {}).items()}
     try:
         parse_networks(options.get("source_cidrs", ()), where=f"{path}.source_cidrs")
-    except ConfigError as exc:
-        problems.extend(exc.errors)
+    except NetworkError as exc:
+        problems.extend(exc.problems)
     return Exceptions(**options)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from webhook.core.net import is_loopback, parse_networks, split_address
+from webhook.core.net import NetworkError, is_loopback, parse_networks, split_address
 from webhook.errors import ConfigError
 
 __all__ = [
@@ -95,8 +95,8 @@ def parse_access(raw: Mapping[str, Any] | None) -> AccessConfig:
     for key in ("trusted_cidrs", "trusted_proxies"):
         try:
             parse_networks(getattr(config, key), where=f"$.access.{key}")
-        except ConfigError as exc:
-            problems.extend(exc.errors)
+        except NetworkError as exc:
+            problems.extend(exc.problems)
     for key in ("udp", "tcp"):
         address = getattr(syslog, key)
         if address is None:

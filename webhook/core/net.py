@@ -1,7 +1,8 @@
 """Addresses and networks as the config writes them: CIDR lists, ``host:port``, loopback.
 
 One parser for every CIDR list, so that each reports a bad entry the same way: by its place in
-the config (``$.actors.trusted_cidrs[2]``), never by its value.
+the config (``$.actors.trusted_cidrs[2]``), never by its value. Its error is a ValueError (this
+layer knows no config): the config loader turns it into a ConfigError listing the problems.
 """
 
 from __future__ import annotations
@@ -9,17 +10,23 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from webhook.errors import ConfigError
-
-__all__ = ["Network", "is_loopback", "parse_networks", "split_address"]
+__all__ = ["Network", "NetworkError", "is_loopback", "parse_networks", "split_address"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class NetworkError(ValueError):
+    """Entries of a CIDR list that are not networks; ``problems`` names each by its place."""
+
+    def __init__(self, problems: tuple[str, ...]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 def parse_networks(values: Iterable[str], *, where: str) -> tuple[Network, ...]:
     """Each value as a network, host bits allowed (``10.0.0.1/8``); a bare address is a /32 or /128.
 
-    Raises ConfigError whose ``errors`` name each bad entry as ``where[index]: not an IP network``.
+    Raises NetworkError whose ``problems`` name each bad entry as ``where[index]: not an IP network``.
     """
     networks: list[Network] = []
     problems: list[str] = []
@@ -29,7 +36,7 @@ def parse_networks(values: Iterable[str], *, where: str) -> tuple[Network, ...]:
         except ValueError:
             problems.append(f"{where}[{index}]: not an IP network")
     if problems:
-        raise ConfigError(f"{where} is not valid", tuple(problems))
+        raise NetworkError(tuple(problems))
     return tuple(networks)
 
 

@@ -11,6 +11,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
+from webhook.errors import ConfigError
 from webhook.state.base import StateStore, StoredObject, is_newer, object_key
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StateStore", "StoredObject", "is_newer", "object_key", "open_store"]
 
-_MODULES: Final = {"memory": "memory", "sqlite": "sqlite", "redis": "redis"}
+_TYPES: Final = frozenset({"memory", "sqlite", "redis"})  # each the name of its module here
 
 
 class _Build(Protocol):
@@ -29,5 +30,7 @@ class _Build(Protocol):
 
 def open_store(config: StateConfig, *, data_dir: Path, cluster: str, dedupe_ttl_s: float) -> StateStore:
     """Build the configured store; call its ``open()`` (if any) before use."""
-    build: _Build = importlib.import_module(f"webhook.state.{_MODULES[config.type]}").build
+    if config.type not in _TYPES:  # the schema allows no other; never import an arbitrary name
+        raise ConfigError("state.type: unknown store type")
+    build: _Build = importlib.import_module(f"webhook.state.{config.type}").build
     return build(config, data_dir=data_dir, cluster=cluster, dedupe_ttl_s=dedupe_ttl_s)

@@ -17,10 +17,10 @@ import orjson
 import pytest
 
 from webhook.delivery import SinkWorker
-from webhook.errors import SinkError
+from webhook.errors import PartialDeliveryError, SinkError
 from webhook.metrics import Metrics
 from webhook.record.line import RecordLine
-from webhook.sinks.base import BatchOptions, Health, PartialDeliveryError, RetryOptions, SinkSettings
+from webhook.sinks.base import BatchOptions, Health, RetryOptions, SinkSettings
 from webhook.spool.appendlog import AppendLog
 from webhook.spool.segments import Spool
 

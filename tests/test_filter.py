@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import find_event, make_event
+from webhook.core.patterns import Matcher
 from webhook.filter import (
     DEFAULT_FILTER,
     FilterSpec,
-    Matcher,
     Rule,
     compile_filter,
     is_final_event,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import ipaddress
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from webhook.access.settings import AccessConfig, parse_access
+from webhook.core.findings import CATALOG
+from webhook.core.net import NetworkError, is_loopback, parse_networks
+from webhook.core.paths import in_data_dir
+from webhook.core.patterns import Matcher
 from webhook.dedupe import DedupeConfig
 from webhook.detect.settings import (
     ChangeWindow,
@@ -27,10 +30,9 @@ from webhook.detect.settings import (
     Exceptions,
     default_rules,
 )
-from webhook.enrich.catalog import CATALOG
 from webhook.enrich.settings import ActorsConfig, ChangeConfig, FindingsConfig
 from webhook.errors import ConfigError
-from webhook.filter import DEFAULT_FILTER, FilterSpec, Matcher, Rule
+from webhook.filter import DEFAULT_FILTER, FilterSpec, Rule
 from webhook.log import LogConfig
 from webhook.redact.settings import RedactionConfig
 from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
@@ -48,7 +50,6 @@ __all__ = [
     "config_schema",
     "default_sinks",
     "describe",
-    "is_loopback",
     "jsonl_sink_for",
     "load_config",
     "parse_config",
@@ -62,6 +63,8 @@ T = TypeVar("T")
 # With access logs on, the default sinks keep them in their own file (and rotation), so that
 # a flood of access lines cannot rotate the audit history away. Alerts are few and stay with
 # the audit records.
+# a flood of access lines cannot rotate the audit history away. Alerts are few and
+# stay with the audit records.
 AUDIT_RECORD_TYPES: Final = ("audit", "alert")
 ACCESS_RECORD_TYPES: Final = ("access", "access_summary")
 
@@ -117,7 +120,7 @@ class Config:
 
     def in_data_dir(self, path: Path) -> Path:
         """Relative paths in the config are relative to the data dir."""
-        return path if path.is_absolute() else self.data_dir / path
+        return in_data_dir(self.data_dir, path)
 
 
 @functools.cache
@@ -233,14 +236,10 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
 
 def _actors(raw: Mapping[str, Any] | None) -> ActorsConfig:
     options = {key: tuple(value) for key, value in (raw or {}).items()}
-    problems = []
-    for index, cidr in enumerate(options.get("trusted_cidrs", ())):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            problems.append(f"$.actors.trusted_cidrs[{index}]: not an IP network")
-    if problems:
-        raise ConfigError("actors section is not valid", tuple(problems))
+    try:
+        parse_networks(options.get("trusted_cidrs", ()), where="$.actors.trusted_cidrs")
+    except NetworkError as exc:
+        raise ConfigError("actors section is not valid", exc.problems) from None
     return ActorsConfig(**options)
 
 
@@ -263,11 +262,10 @@ def _findings(raw: Mapping[str, Any] | None) -> FindingsConfig:
 
 def _exceptions(raw: Mapping[str, Any] | None, path: str, problems: list[str]) -> Exceptions:
     options = {key: tuple(value) for key, value in (raw or {}).items()}
-    for index, cidr in enumerate(options.get("source_cidrs", ())):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            problems.append(f"{path}.source_cidrs[{index}]: not an IP network")
+    try:
+        parse_networks(options.get("source_cidrs", ()), where=f"{path}.source_cidrs")
+    except NetworkError as exc:
+        problems.extend(exc.problems)
     return Exceptions(**options)
 
 
@@ -403,15 +401,6 @@ def unauthenticated_tls(config: Config) -> bool:
         and not server.auth.bearer_token_files
         and not is_loopback(server.host)
     )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _sink(raw: Mapping[str, Any]) -> SinkSettings:

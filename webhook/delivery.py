@@ -19,13 +19,13 @@ from typing import Any
 
 import structlog
 
-from webhook.errors import SinkError, StorageError
+from webhook.errors import PartialDeliveryError, SinkError, StorageError
 from webhook.metrics import Metrics
 from webhook.record.dead_letter import DeadLetter, dead_letter_json
 from webhook.record.line import RecordLine
 from webhook.record.time import now, parse_time
 from webhook.sinks import sink_types
-from webhook.sinks.base import Health, PartialDeliveryError, Sink, SinkSettings
+from webhook.sinks.base import Health, Sink, SinkSettings
 from webhook.spool.appendlog import AppendLog
 from webhook.spool.segments import Spool
 

@@ -21,15 +21,21 @@
     │   ├── EventTooLargeError        event-too-large
     │   ├── EventNotJSONError         event-not-json   its bytes do not decode (the rest of the body does)
     │   └── EventTooDeepError         event-too-deep   nested deeper than an event can be handled
-    └── StorageError                  storage          503  we cannot keep the batch durably
-        ├── SpoolFullError            spool-full       503  the spool is at its cap (a sink is behind)
-        └── SinkError                 sink             (a sink could not deliver; never an answer)
+    ├── StateError                    state            503  the state store failed (records kept, no baseline)
+    ├── StorageError                  storage          503  we cannot keep the batch durably
+    │   ├── SpoolFullError            spool-full       503  the spool is at its cap (a sink is behind)
+    │   └── SinkError                 sink             (a sink could not deliver; never an answer)
+    │       └── PartialDeliveryError  sink             some records delivered: which to resend, which refused
+    ├── RecordsNotFoundError          not-found        (tail, report: the records file is not there)
+    ├── UnreadableFileError           input            (a records or log file cannot be read)
+    └── ReplaySendError               send             (replay --server: a batch refused for good)
 
 Messages name a field or a path, never a value taken from the request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 __all__ = [
@@ -47,11 +53,16 @@ __all__ = [
     "NotEventListError",
     "NotJSONError",
     "OverloadedError",
+    "PartialDeliveryError",
+    "RecordsNotFoundError",
+    "ReplaySendError",
     "SinkError",
     "SpoolFullError",
+    "StateError",
     "StorageError",
     "UnauthorizedError",
     "UndecodableBodyError",
+    "UnreadableFileError",
     "UnsupportedMediaTypeError",
     "UnsupportedVersionError",
     "WebhookError",
@@ -175,6 +186,13 @@ class EventTooDeepError(MalformedEventError):
     code = "event-too-deep"
 
 
+class StateError(WebhookError):
+    """The state store cannot be reached; records are written without a baseline meanwhile."""
+
+    code = "state"
+    http_status = 503
+
+
 class StorageError(WebhookError):
     """We cannot keep the batch durably; 503 makes the apiserver retry it later."""
 
@@ -201,3 +219,31 @@ class SinkError(StorageError):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+
+
+class PartialDeliveryError(SinkError):
+    """Some records were delivered; ``retry`` lists indexes to resend, ``rejected`` the refused."""
+
+    def __init__(self, message: str, *, retry: Sequence[int], rejected: Mapping[int, str]) -> None:
+        super().__init__(message, retryable=bool(retry))
+        self.retry = tuple(retry)
+        self.rejected = dict(rejected)
+
+
+class RecordsNotFoundError(WebhookError):
+    """The records file is not there (with ``--no-follow``; otherwise tail waits for it)."""
+
+    code = "not-found"
+
+
+class UnreadableFileError(WebhookError):
+    """A file (of records, or a log to replay) cannot be opened or decompressed; named by its
+    path, never quoting its content."""
+
+    code = "input"
+
+
+class ReplaySendError(WebhookError):
+    """The server refused a batch for good, or stayed unavailable."""
+
+    code = "send"

@@ -8,16 +8,15 @@ may have the wrong type) and never raises.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
+
+from webhook.core.patterns import Matcher
 
 __all__ = [
     "DEFAULT_FILTER",
     "FilterSpec",
-    "Matcher",
     "Predicate",
     "Rule",
     "compile_filter",
@@ -25,33 +24,6 @@ __all__ = [
 ]
 
 Predicate = Callable[[dict[str, Any]], bool]
-
-_GLOB_CHARS: Final = frozenset("*?[")
-
-
-@dataclass(frozen=True, slots=True)
-class Matcher:
-    """A set of exact strings and shell-style patterns (``kube-*``)."""
-
-    patterns: tuple[str, ...]
-    _exact: frozenset[str] = field(init=False, repr=False, compare=False)
-    _regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        exact = frozenset(p for p in self.patterns if not _GLOB_CHARS & set(p))
-        globs = [fnmatch.translate(p) for p in self.patterns if _GLOB_CHARS & set(p)]
-        object.__setattr__(self, "_exact", exact)
-        object.__setattr__(self, "_regex", re.compile("|".join(globs)) if globs else None)
-
-    def __call__(self, value: object) -> bool:
-        if not isinstance(value, str):
-            return False
-        if value in self._exact:
-            return True
-        return self._regex is not None and self._regex.match(value) is not None
-
-    def any_of(self, values: object) -> bool:
-        return isinstance(values, list) and any(self(v) for v in values)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

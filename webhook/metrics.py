@@ -2,6 +2,8 @@
 
 Every label takes its values from a fixed set (docs/operations.md lists them): never a user,
 an address, a namespace or an object name. webhook/pipeline/record_metrics.py counts what the records say.
+A stage whose figures are a collector of its own (certificate expiry, access latency) registers
+it on ``registry`` when it is built, so this module knows no stage.
 """
 
 from __future__ import annotations
@@ -15,9 +17,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
 )
-
-from webhook.access.request_metrics import AccessLatency
-from webhook.pipeline.cert_expiry import CertificateExpiry
 
 __all__ = ["Metrics"]
 
@@ -154,9 +153,7 @@ class Metrics:
             ["resource"],
             registry=r,
         )
-        self.certificates = CertificateExpiry()
-        r.register(self.certificates)
-        # Access logs (#12): labels are inputs, reasons, status classes and at most
+        # Access logs: labels are inputs, reasons, status classes and at most
         # access.max_metric_ingresses ingress names (then "other"), never clients or hosts.
         self.access_lines = Counter(
             "ingress_audit_access_lines",
@@ -182,8 +179,6 @@ class Metrics:
             ["ingress", "status"],
             registry=r,
         )
-        self.access_latency = AccessLatency()
-        r.register(self.access_latency)
         self.access_records = Counter(
             "ingress_audit_access_records_written",
             "Access records written to the spool, by type (access, access_summary).",

@@ -8,7 +8,7 @@ from typing import Any
 from tests.access.access_lines import T0, ingress_object, nginx_line, pipeline
 from tests.sources.test_access_http import NDJSON, access_config, fluent_bit
 from webhook.access.hosts import HostIndex
-from webhook.access.request_metrics import LATENCY_BOUNDS, observe
+from webhook.access.request_metrics import LATENCY_BOUNDS, RequestMetrics
 from webhook.access.service import DROP_REASONS
 from webhook.access.settings import AccessConfig
 from webhook.metrics import Metrics
@@ -23,8 +23,9 @@ def counted(config: AccessConfig | None = None, index: HostIndex | None = None, 
     p = pipeline(config, index)
     p.process(list(lines), input="http", received_at="x", now=T0 + 60)
     metrics = Metrics()
+    requests = RequestMetrics(metrics)
     for ingress, slots in p.take_request_counts().items():
-        observe(metrics, ingress, slots)
+        requests.observe(ingress, slots)
     return metrics
 
 

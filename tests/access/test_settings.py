@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.access.settings import AccessConfig, split_address
+from webhook.access.settings import AccessConfig
 from webhook.config import Config, check_listen, parse_config
+from webhook.core.net import split_address
 from webhook.errors import ConfigError
 
 

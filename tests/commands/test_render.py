@@ -15,8 +15,9 @@ from tests.paths import ROOT
 from webhook.cli import main
 from webhook.commands.render import WebhookClient, apiserver_flags, audit_policy, webhook_kubeconfig
 from webhook.config import Config, load_config
+from webhook.core.patterns import Matcher
 from webhook.errors import ConfigError
-from webhook.filter import FilterSpec, Matcher, Rule
+from webhook.filter import FilterSpec, Rule
 from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
 
 TOKEN = "render-token-0123456789abcdef"

@@ -21,7 +21,7 @@ from tests.conftest import capture_events, dead_letters_in, make_config, make_ev
 from tests.paths import ROOT
 from webhook.commands.replay import replay
 from webhook.config import Config
-from webhook.record.files import UnreadableFileError
+from webhook.errors import UnreadableFileError
 from webhook.runtime import Runtime
 from webhook.sinks.base import BatchOptions, SinkSettings
 from webhook.sinks.jsonl import JsonlOptions

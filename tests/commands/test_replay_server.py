@@ -20,8 +20,9 @@ from aiohttp import web
 from tests.conftest import Client, delivered, make_config
 from tests.paths import ROOT
 from tests.pki import make_pki
-from webhook.commands.replay_server import ClientCredentials, ReplaySendError, replay_to_server
+from webhook.commands.replay_server import ClientCredentials, replay_to_server
 from webhook.config import Config
+from webhook.errors import ReplaySendError
 from webhook.server.app import create_app, start_server
 
 SAMPLE = ROOT / "examples" / "audit.log"

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from tests.paths import ROOT
-from webhook.core.findings import Finding
+from webhook.core.findings import CATALOG, Finding
 from webhook.enrich.actor import Actor, Identity, classify
-from webhook.enrich.catalog import CATALOG
 from webhook.enrich.dns import corefile_change
 from webhook.enrich.rules import FindingRules, change_findings
 from webhook.state import object_key

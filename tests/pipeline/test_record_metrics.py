@@ -22,8 +22,7 @@ from tests.conftest import (
     records_in,
     settle,
 )
-from webhook.core.findings import Finding
-from webhook.enrich.catalog import CATALOG
+from webhook.core.findings import CATALOG, Finding
 from webhook.enrich.settings import ActorsConfig, FindingsConfig
 from webhook.filter import FilterSpec, Rule
 from webhook.metrics import Metrics

@@ -8,9 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from webhook.errors import RecordsNotFoundError, UnreadableFileError
 from webhook.record.files import (
-    RecordsNotFoundError,
-    UnreadableFileError,
     backup,
     open_maybe_gzip,
     read_lines,

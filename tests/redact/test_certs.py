@@ -13,7 +13,6 @@ from cryptography.x509.oid import NameOID
 
 from tests.secret_shapes import SCENARIO
 from webhook.redact.certs import (
-    CACHE,
     CertificateCache,
     CertificateError,
     CertificateInfo,
@@ -24,6 +23,7 @@ from webhook.redact.certs import (
     private_key_matches,
 )
 from webhook.redact.leaks import encodings
+from webhook.redact.redactor import Redactor
 
 NOW: Final = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FIXTURE_CRT: Final = (SCENARIO / "manifests" / "tls.crt").read_bytes()
@@ -369,9 +369,10 @@ def test_a_key_check_is_remembered_from_the_second_sight() -> None:
     assert counts == [(1, 0), (1, 1), (1, 1)]
 
 
-def test_the_process_cache_has_a_bound() -> None:
-    """The cache the redaction stage uses by default holds 4,096 chains and 4,096 key checks."""
-    assert CACHE.chains.size == CACHE.key_matches.size == 4096
+def test_the_redactors_cache_has_a_bound() -> None:
+    """The cache a redactor keeps holds 4,096 chains and 4,096 key checks."""
+    cache = Redactor(b"k" * 32).certificates
+    assert cache.chains.size == cache.key_matches.size == 4096
 
 
 def test_expiry_is_worked_out_against_now_for_a_cached_certificate() -> None:

@@ -14,6 +14,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from tests.paths import ROOT
+from webhook.access.request_metrics import RequestMetrics
+from webhook.metrics import Metrics
+from webhook.pipeline.record_metrics import RecordMetrics
 
 __all__ = [
     "DASHBOARD",
@@ -26,6 +29,7 @@ __all__ = [
     "metric_names",
     "rule_exprs",
     "rules",
+    "served_registry",
 ]
 
 RULES: Final = ROOT / "config" / "prometheus-rules.yaml"
@@ -48,6 +52,14 @@ _IDENT: Final = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(\s*\()?")
 _KEYWORDS: Final = frozenset(
     {"and", "or", "unless", "bool", "offset", "by", "without", "group_left", "group_right", "inf", "nan"}
 )
+
+
+def served_registry() -> CollectorRegistry:
+    """Every metric ``serve`` can export: the kernel's, and the collectors its stages register."""
+    metrics = Metrics()
+    RecordMetrics(metrics)
+    RequestMetrics(metrics)
+    return metrics.registry
 
 
 def access_lines(requests: Sequence[tuple[int, float]], *, bad: int = 0, first: int = 0) -> bytes:

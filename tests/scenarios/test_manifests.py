@@ -30,12 +30,12 @@ import yaml
 
 from tests.conftest import read_jsonl
 from tests.paths import ROOT
-from tests.scenarios.monitoring import exported_names
+from tests.scenarios.monitoring import exported_names, served_registry
 from tests.servers import Serve, free_port, wait_until
-from webhook.access.settings import AccessConfig, check_syslog_listen, split_address
+from webhook.access.settings import AccessConfig, check_syslog_listen
 from webhook.commands.render import WebhookClient, audit_policy, webhook_kubeconfig
 from webhook.config import Config, check_listen, load_config
-from webhook.metrics import Metrics
+from webhook.core.net import split_address
 
 MANIFESTS: Final = ROOT / "manifests"
 KUSTOMIZATIONS: Final = ("base", "overlays/single", "overlays/cert-manager", "overlays/ha", "example")
@@ -387,7 +387,7 @@ def test_certificate_names_the_service_address(kustomization: str) -> None:
 
 def exported_metric_names() -> set[str]:
     """Every sample name ingress-audit exports, labelled series included."""
-    return exported_names(Metrics().registry)
+    return exported_names(served_registry())
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,10 @@ from tests.scenarios.monitoring import (
     metric_names,
     rule_exprs,
     rules,
+    served_registry,
 )
 from tests.servers import require_binary
 from webhook.access.settings import AccessConfig, AccessSyslogConfig
-from webhook.metrics import Metrics
 from webhook.server.app import METRICS, create_app
 
 COMPONENT: Final = ROOT / "manifests" / "components" / "monitoring"
@@ -81,7 +81,7 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def exported() -> set[str]:
     """The names a fresh registry can export; the live app's are checked against these below."""
-    return exported_names(Metrics().registry)
+    return exported_names(served_registry())
 
 
 def test_rules_pass_promtool_check() -> None:
@@ -153,7 +153,7 @@ def test_every_metric_is_documented() -> None:
     the page of the feature, such as access-logs.md)."""
     text = "".join(path.read_text() for path in sorted((ROOT / "docs").glob("*.md")))
     suffix = {"counter": "_total", "gauge": "", "histogram": ""}
-    for family in Metrics().registry.collect():
+    for family in served_registry().collect():
         assert f"`{family.name}{suffix[family.type]}`" in text, family.name
 
 

@@ -25,11 +25,10 @@ from tests.conftest import Client, alerts_in, dead_letters_in, event_list, recor
 from tests.servers import Alertmanager, Certs, make_record, running_alertmanager, spooled
 from tests.sinks.fake_servers import app_config, base_url, events
 from webhook.config import parse_config
-from webhook.errors import ConfigError, SinkError
+from webhook.errors import ConfigError, PartialDeliveryError, SinkError
 from webhook.server.app import RUNTIME, create_app
 from webhook.sinks._alertmanager_alerts import AlertShape, LinkTemplate, alertname, to_alert
 from webhook.sinks.alertmanager import AlertmanagerOptions, AlertmanagerSink
-from webhook.sinks.base import PartialDeliveryError
 from webhook.sinks.http import ClientOptions
 
 JSON = {"Content-Type": "application/json"}

@@ -26,9 +26,8 @@ from tests.sinks.fake_servers import (
     tls_setup,
 )
 from webhook.config import parse_config
-from webhook.errors import ConfigError, SinkError
+from webhook.errors import ConfigError, PartialDeliveryError, SinkError
 from webhook.server.app import create_app
-from webhook.sinks.base import PartialDeliveryError
 from webhook.sinks.elasticsearch import ElasticsearchOptions, ElasticsearchSink, index_name
 from webhook.sinks.http import ClientOptions, TokenAuth
 

@@ -23,9 +23,8 @@ from structlog.testing import capture_logs
 from tests.conftest import captured_bodies, post_capture, read_jsonl, settle
 from tests.servers import Certs, NatsServer, make_record, running_nats, spooled
 from webhook.config import parse_config
-from webhook.errors import ConfigError, SinkError
+from webhook.errors import ConfigError, PartialDeliveryError, SinkError
 from webhook.server.app import create_app
-from webhook.sinks.base import PartialDeliveryError
 from webhook.sinks.nats import NatsOptions, NatsSink, NatsTls, StreamOptions, subject_of
 
 

@@ -27,9 +27,8 @@ from tests.conftest import (
 )
 from tests.servers import Certs, Postgres, free_port, make_record, spooled
 from webhook.config import parse_config
-from webhook.errors import SinkError
+from webhook.errors import PartialDeliveryError, SinkError
 from webhook.server.app import create_app
-from webhook.sinks.base import PartialDeliveryError
 from webhook.sinks.postgres import MIGRATIONS, PostgresOptions, PostgresSink, classify
 
 

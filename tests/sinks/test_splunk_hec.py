@@ -19,9 +19,8 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from tests.conftest import Client, event_list, records_in, settle
 from tests.sinks.fake_servers import FakeHec, Fault, app_config, base_url, events, sample_records, tls_setup
 from webhook.config import parse_config
-from webhook.errors import ConfigError, SinkError
+from webhook.errors import ConfigError, PartialDeliveryError, SinkError
 from webhook.server.app import create_app
-from webhook.sinks.base import PartialDeliveryError
 from webhook.sinks.http import ClientOptions, TokenAuth
 from webhook.sinks.splunk_hec import HecOptions, SplunkHecSink, event_time
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 
-from webhook.state.base import StateError, StoredObject
+from webhook.errors import StateError
+from webhook.state.base import StoredObject
 from webhook.state.behind import WriteBehind
 from webhook.state.memory import MemoryStore
 

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from typing import Final
 
 from webhook.access.entry import AccessEntry
+from webhook.core.net import Network, parse_networks
 from webhook.record.access import AccessClient, Trust
 
 __all__ = ["ClientClassifier", "parse_ip", "status_class"]
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
@@ -49,10 +49,6 @@ def parse_ip(text: str) -> Address | None:
         return None
 
 
-def _networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
-
-
 def _inside(address: Address, networks: tuple[Network, ...]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
@@ -61,8 +57,8 @@ def _inside(address: Address, networks: tuple[Network, ...]) -> bool:
 
 class ClientClassifier:
     def __init__(self, trusted_cidrs: Sequence[str], trusted_proxies: Sequence[str] = ()) -> None:
-        self._trusted = _networks(trusted_cidrs)
-        self._proxies = _networks(trusted_proxies)
+        self._trusted = parse_networks(trusted_cidrs, where="trusted_cidrs")
+        self._proxies = parse_networks(trusted_proxies, where="trusted_proxies")
         self.has_proxies = bool(self._proxies)
         self._cache: dict[str, Trust] = {}
 

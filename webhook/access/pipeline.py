@@ -11,8 +11,6 @@ file and rotate the audit dead letters away.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -32,6 +30,7 @@ from webhook.access.request_metrics import (
     latency_slot,
 )
 from webhook.access.settings import AccessConfig
+from webhook.core.patterns import Matcher
 from webhook.record.access import (
     AccessRecord,
     AccessRequest,
@@ -53,12 +52,6 @@ Parser = Callable[[Line], AccessEntry]
 MAX_DEAD_LETTERS_PER_WINDOW: Final = 100
 _NO_HOST: Final = "-"
 _UNKNOWN_UPSTREAM: Final = "upstream-default-backend"
-
-
-def _globs(patterns: Sequence[str]) -> Callable[[str], re.Match[str] | None] | None:
-    if not patterns:
-        return None
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
 
 
 @dataclass(slots=True)
@@ -95,8 +88,8 @@ class AccessPipeline:
         )
         keep = config.keep
         self._statuses = frozenset(keep.statuses)
-        self._sensitive_host = _globs(keep.sensitive_hosts)
-        self._sensitive_path = _globs(keep.sensitive_paths)
+        self._sensitive_host = Matcher(keep.sensitive_hosts) if keep.sensitive_hosts else None
+        self._sensitive_path = Matcher(keep.sensitive_paths) if keep.sensitive_paths else None
         self._dead_letters_left = MAX_DEAD_LETTERS_PER_WINDOW
         # Requests per ingress rule by status class, 401/403 and latency, for the metrics
         # (take_request_counts; the slots are webhook/access/request_metrics.py's).

@@ -2,7 +2,7 @@
 
 The pipeline adds each line to a flat list of slots per ingress rule (one dict lookup and a few
 index increments per line, see ``AccessPipeline.process``); the service hands the lists to
-``observe`` after every batch. Labels are the pipeline's ingress labels (at most
+``RequestMetrics.observe`` after every batch. Labels are the pipeline's ingress labels (at most
 ``access.max_metric_ingresses`` names, then ``other``, and ``none``), so the series stay
 bounded: 6 classes + 2 statuses + ``len(LATENCY_BOUNDS) + 3`` histogram series per ingress.
 """
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from webhook.metrics import Metrics
+from webhook.metrics import Metrics
 
 __all__ = [
     "CLASS_NAMES",
@@ -28,8 +27,8 @@ __all__ = [
     "SLOTS",
     "UNAUTHORIZED",
     "AccessLatency",
+    "RequestMetrics",
     "latency_slot",
-    "observe",
 ]
 
 CLASS_NAMES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
@@ -86,16 +85,25 @@ class AccessLatency(Collector):
         yield family
 
 
-def observe(metrics: Metrics, ingress: str, slots: Sequence[float]) -> None:
-    """Add one ingress's slots (see the module doc) to the metrics.
+class RequestMetrics:
+    """The per-ingress series on one ``Metrics``; registers its latency histogram there."""
 
-    Every status class and both auth-failure series of an ingress exist from its first line on,
-    at 0 where nothing was counted: ``increase()`` ignores the first sample of a series, so a
-    series born with a burst of 403s (or 5xx) would hide that burst from the alert rules."""
-    for name, n in zip(CLASS_NAMES, slots, strict=False):
-        metrics.access_requests.labels(ingress=ingress, status_class=name).inc(n)
-    metrics.access_auth_failures.labels(ingress=ingress, status="401").inc(slots[UNAUTHORIZED])
-    metrics.access_auth_failures.labels(ingress=ingress, status="403").inc(slots[FORBIDDEN])
-    buckets = slots[LATENCY:LATENCY_SUM]
-    if any(buckets):
-        metrics.access_latency.add(ingress, buckets, slots[LATENCY_SUM])
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self.latency = AccessLatency()
+        metrics.registry.register(self.latency)
+
+    def observe(self, ingress: str, slots: Sequence[float]) -> None:
+        """Add one ingress's slots (see the module doc) to the metrics.
+
+        Every status class and both auth-failure series of an ingress exist from its first line
+        on, at 0 where nothing was counted: ``increase()`` ignores the first sample of a series,
+        so a series born with a burst of 403s (or 5xx) would hide that burst from the alert rules."""
+        metrics = self._metrics
+        for name, n in zip(CLASS_NAMES, slots, strict=False):
+            metrics.access_requests.labels(ingress=ingress, status_class=name).inc(n)
+        metrics.access_auth_failures.labels(ingress=ingress, status="401").inc(slots[UNAUTHORIZED])
+        metrics.access_auth_failures.labels(ingress=ingress, status="403").inc(slots[FORBIDDEN])
+        buckets = slots[LATENCY:LATENCY_SUM]
+        if any(buckets):
+            self.latency.add(ingress, buckets, slots[LATENCY_SUM])

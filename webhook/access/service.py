@@ -21,17 +21,17 @@ import structlog
 
 from webhook.access.hosts import INGRESS_PREFIXES, HostIndex
 from webhook.access.pipeline import AccessBatch, AccessPipeline, Line, Parser
-from webhook.access.request_metrics import observe
+from webhook.access.request_metrics import RequestMetrics
 from webhook.access.settings import AccessConfig
 from webhook.dedupe import Deduper
-from webhook.errors import ConfigError, StorageError
+from webhook.errors import ConfigError, StateError, StorageError
 from webhook.metrics import Metrics
 from webhook.record.access import replica_name
 from webhook.record.dead_letter import DeadLetter
 from webhook.record.line import ACCESS, ACCESS_SUMMARY
 from webhook.record.time import now
 from webhook.spool.writer import RecordWriter
-from webhook.state import StateError, StateStore
+from webhook.state import StateStore
 
 __all__ = ["DROP_REASONS", "MAX_PENDING_RECORDS", "WRITE_EVERY_S", "AccessService", "build_access_parser"]
 
@@ -76,6 +76,7 @@ class AccessService:
         self.writer = writer
         self.state = state
         self.metrics = metrics
+        self._requests = RequestMetrics(metrics)
         self.index = index if index is not None else HostIndex()  # an empty index is falsy
         self.pipeline = AccessPipeline(
             config,
@@ -200,7 +201,7 @@ class AccessService:
             if batch.suppressed:
                 metrics.access_unparsed.labels(input=input, reason="suppressed").inc(batch.suppressed)
         for ingress, slots in self.pipeline.take_request_counts().items():
-            observe(metrics, ingress, slots)
+            self._requests.observe(ingress, slots)
         if batch.summaries:
             metrics.access_windows.inc(len({s.window_start for s in batch.summaries}))
 

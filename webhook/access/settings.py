@@ -7,11 +7,11 @@ address unless ``syslog.allow_remote`` says the network in between is trusted.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from webhook.core.net import NetworkError, is_loopback, parse_networks, split_address
 from webhook.errors import ConfigError
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "AccessSyslogConfig",
     "check_syslog_listen",
     "parse_access",
-    "split_address",
 ]
 
 DEFAULT_MAX_LINE_BYTES: Final = 65536
@@ -78,27 +77,6 @@ class AccessConfig:
     keep: AccessKeepConfig = field(default_factory=AccessKeepConfig)
 
 
-def _networks(values: tuple[str, ...], where: str, problems: list[str]) -> None:
-    for index, cidr in enumerate(values):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            problems.append(f"$.access.{where}[{index}]: not an IP network")
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` into its parts; raises ValueError."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError("expected host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    number = int(port)
-    if number > 65535:
-        raise ValueError("port out of range")
-    return host, number
-
-
 def parse_access(raw: Mapping[str, Any] | None) -> AccessConfig:
     """Build the section from schema-valid YAML; raises ConfigError naming each bad entry."""
     options = dict(raw or {})
@@ -114,8 +92,11 @@ def parse_access(raw: Mapping[str, Any] | None) -> AccessConfig:
         options["field_map"] = dict(options["field_map"])
     config = AccessConfig(**options, syslog=syslog, keep=keep)
     problems: list[str] = []
-    _networks(config.trusted_cidrs, "trusted_cidrs", problems)
-    _networks(config.trusted_proxies, "trusted_proxies", problems)
+    for key in ("trusted_cidrs", "trusted_proxies"):
+        try:
+            parse_networks(getattr(config, key), where=f"$.access.{key}")
+        except NetworkError as exc:
+            problems.extend(exc.problems)
     for key in ("udp", "tcp"):
         address = getattr(syslog, key)
         if address is None:
@@ -131,8 +112,6 @@ def parse_access(raw: Mapping[str, Any] | None) -> AccessConfig:
 
 def check_syslog_listen(config: AccessConfig) -> None:
     """Syslog carries no credentials: only loopback unless ``allow_remote`` is set."""
-    from webhook.config import is_loopback
-
     if config.syslog.allow_remote:
         return
     for key in ("udp", "tcp"):

@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from webhook.core.jsonscan import ScanError, top_members
-from webhook.errors import BadRequestError, MalformedEventError
+from webhook.errors import BadRequestError, MalformedEventError, UnreadableFileError
 from webhook.events import API_VERSIONS, check_event, decode_event, decode_event_list, event_ref
-from webhook.record.files import UnreadableFileError, open_maybe_gzip
+from webhook.record.files import open_maybe_gzip
 
 if TYPE_CHECKING:
     from webhook.commands.replay_access import AccessReplaySummary

@@ -18,7 +18,8 @@ import yaml
 from cryptography import x509
 
 from webhook.commands import _args
-from webhook.config import Config, is_loopback, load_config
+from webhook.config import Config, load_config
+from webhook.core.net import is_loopback
 from webhook.errors import ConfigError
 from webhook.filter import Rule
 

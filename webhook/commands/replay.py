@@ -32,9 +32,10 @@ from webhook.commands._audit_logs import (
 from webhook.commands.replay_server import ClientCredentials, replay_to_server
 from webhook.config import Config, load_config, with_overrides
 from webhook.dedupe import DedupeConfig
+from webhook.errors import UnreadableFileError
 from webhook.log import configure_logging
 from webhook.record.dead_letter import DeadLetter
-from webhook.record.files import UnreadableFileError, record_ids, with_backups
+from webhook.record.files import record_ids, with_backups
 from webhook.record.line import ALERT
 from webhook.record.time import now
 from webhook.runtime import Runtime

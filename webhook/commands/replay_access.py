@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from webhook.access.service import AccessService
-from webhook.record.files import UnreadableFileError
+from webhook.errors import UnreadableFileError
 from webhook.record.files import read_lines as numbered_lines
 
 __all__ = ["CHUNK_LINES", "AccessReplaySummary", "read_lines", "replay_access"]

@@ -24,21 +24,15 @@ import aiohttp
 import orjson
 
 from webhook.commands._audit_logs import BadLine, ReplaySummary, progress_bar, read_events, take
-from webhook.errors import ConfigError, WebhookError
+from webhook.errors import ConfigError, ReplaySendError
 
-__all__ = ["ClientCredentials", "ReplaySendError", "replay_to_server"]
+__all__ = ["ClientCredentials", "replay_to_server"]
 
 _ATTEMPTS: Final = 30
 _TIMEOUT: Final = aiohttp.ClientTimeout(total=60)
 # Answers that say "later": the server is busy or restarting. Every other non-200 is final.
 _RETRY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 _RESETS_MEAN_TLS: Final = 3
-
-
-class ReplaySendError(WebhookError):
-    """The server refused a batch for good, or stayed unavailable."""
-
-    code = "send"
 
 
 @dataclass(frozen=True)

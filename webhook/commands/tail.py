@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fnmatch
 import os
 import select
 import sys
@@ -26,8 +25,11 @@ from rich.console import Console
 from rich.text import Text
 
 from webhook.commands import _args
+from webhook.core.patterns import Matcher
+from webhook.core.values import as_dict
 from webhook.core.visible import visible_doc, visible_json_line
-from webhook.record.files import RecordsNotFoundError, rotated
+from webhook.errors import RecordsNotFoundError
+from webhook.record.files import rotated
 from webhook.record.time import record_time
 
 __all__ = [
@@ -76,39 +78,34 @@ def _get(record: Any, *path: str) -> Any:
     return value
 
 
-def _any(patterns: Sequence[str], *values: Any) -> bool:
-    return any(
-        isinstance(v, str) and fnmatch.fnmatchcase(v, p) for p in patterns for v in values if v is not None
-    )
-
-
 def compile_filter(spec: TailFilter) -> Callable[[dict[str, Any]], bool]:
     """One predicate over a parsed record, built once."""
     floor = SEVERITIES.index(spec.severity) if spec.severity else None
+    namespaces, resources = Matcher(spec.namespaces), Matcher(spec.resources)
+    users, verbs, finding_ids = Matcher(spec.users), Matcher(spec.verbs), Matcher(spec.findings)
 
     def keep(record: dict[str, Any]) -> bool:
         obj = record.get("object") if isinstance(record.get("object"), dict) else {}
-        if spec.namespaces and not _any(spec.namespaces, _get(obj, "namespace")):
+        if spec.namespaces and not namespaces(_get(obj, "namespace")):
             return False
         if spec.resources:
             resource, group = _get(obj, "resource"), _get(obj, "api_group")
             dotted = f"{resource}.{group}" if resource and group else None
-            if not _any(spec.resources, resource, dotted):
+            if not (resources(resource) or resources(dotted)):
                 return False
-        if spec.users and not _any(
-            spec.users,
-            _get(record, "actor", "user", "username"),
-            _get(record, "actor", "impersonated", "username"),
-            _get(record, "actor", "username"),  # an alert's
+        if spec.users and not (
+            users(_get(record, "actor", "user", "username"))
+            or users(_get(record, "actor", "impersonated", "username"))
+            or users(_get(record, "actor", "username"))  # an alert's
         ):
             return False
-        if spec.verbs and not _any(spec.verbs, record.get("verb")):
+        if spec.verbs and not verbs(record.get("verb")):
             return False
         findings = [f for f in record.get("findings") or () if isinstance(f, dict)]
         if record.get("type") == "alert":  # its finding (or detection) and its own severity
             finding = _get(record, "labels", "finding") or record.get("detection")
             findings = [{"id": finding, "severity": record.get("severity")}]
-        if spec.findings and not any(_any(spec.findings, f.get("id")) for f in findings):
+        if spec.findings and not any(finding_ids(f.get("id")) for f in findings):
             return False
         if floor is not None and not any(
             f.get("severity") in SEVERITIES and SEVERITIES.index(f["severity"]) >= floor for f in findings
@@ -325,19 +322,15 @@ def render(record: dict[str, Any]) -> Text:
     return line
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _render_access(line: Text, record: dict[str, Any]) -> None:
     """An access request (client, request, status) or a window (requests by status class)."""
-    ingress = _dict(record.get("ingress"))
+    ingress = as_dict(record.get("ingress"))
     where = "/".join(str(p) for p in (ingress.get("namespace"), ingress.get("name")) if p)
     if record.get("type") == "access":
         client = _get(record, "client", "ip") or "-"
         trust = _get(record, "client", "trust") or ""
         line.append(f"{client!s:<22}", style="bold red" if trust == "untrusted" else "bold")
-        request = _dict(record.get("request"))
+        request = as_dict(record.get("request"))
         line.append(f"  {request.get('method') or '-'!s:<7}", style="cyan")
         line.append(f"  {request.get('host') or '-'}{request.get('path') or ''}")
         code = request.get("status")
@@ -347,7 +340,7 @@ def _render_access(line: Text, record: dict[str, Any]) -> None:
         line.append(f"{'window':<22}", style="bold")
         line.append(f"  {scope!s:<7}", style="cyan")
         line.append(f"  {record.get('host') or record.get('upstream') or ''}".rstrip())
-        statuses = _dict(record.get("statuses"))
+        statuses = as_dict(record.get("statuses"))
         counts = " ".join(f"{k}:{v}" for k, v in sorted(statuses.items()))
         line.append(f"  {record.get('requests', 0)} requests {counts}".rstrip())
         if record.get("auth_failures"):

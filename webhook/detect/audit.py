@@ -8,12 +8,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from webhook.core.findings import SEVERITIES, Severity
+from webhook.core.values import as_mapping
 from webhook.detect.drift import DriftChangeWindow, DriftIdentity
 from webhook.detect.fields import (
     READS,
     Record,
     actor_of,
-    as_mapping,
     code_of,
     is_change,
     object_of,

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from webhook.detect.fields import Record, actor_of, as_mapping, identity, is_change, object_of, where
+from webhook.core.patterns import Matcher
+from webhook.core.values import as_mapping
+from webhook.detect.fields import Record, actor_of, identity, is_change, object_of, where
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import WEEKDAYS, ChangeWindow, DeploymentIdentities, Exceptions, RuleSettings
-from webhook.filter import Matcher
 from webhook.record.alert import AlertObject
 from webhook.record.time import parse_time
 

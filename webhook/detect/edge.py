@@ -1,4 +1,4 @@
-"""Detections over access logs (#12): the edge of the cluster, through the same engine and alerts.
+"""Detections over access logs: the edge of the cluster, through the same engine and alerts.
 
 Which signal each rule reads, and so how soon it can fire:
 
@@ -21,7 +21,6 @@ IngressClass to that change: one alert per (host, change), naming both.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,11 +28,13 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from webhook.detect.fields import Record, actor_of, as_mapping, as_text, is_change, object_of
+from webhook.core.net import parse_networks
+from webhook.core.patterns import Matcher
+from webhook.core.values import as_mapping, as_nonempty_str
+from webhook.detect.fields import Record, actor_of, in_networks, is_change, object_of
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import DetectionsConfig, Exceptions, RuleSettings
 from webhook.detect.windows import LruMap, Window
-from webhook.filter import Matcher
 from webhook.record.alert import AlertActor, AlertObject
 from webhook.record.line import ACCESS, ACCESS_SUMMARY, AUDIT
 from webhook.record.time import parse_time
@@ -79,13 +80,13 @@ def _seconds(value: object) -> float | None:
 
 def _ingress(doc: Record) -> AlertObject | None:
     ingress = doc.get("ingress")
-    if not isinstance(ingress, Mapping) or not as_text(ingress.get("name")):
+    if not isinstance(ingress, Mapping) or not as_nonempty_str(ingress.get("name")):
         return None
     return AlertObject(
         api_group=_INGRESS_GROUP,
         resource="ingresses",
-        namespace=as_text(ingress.get("namespace")),
-        name=as_text(ingress.get("name")),
+        namespace=as_nonempty_str(ingress.get("namespace")),
+        name=as_nonempty_str(ingress.get("name")),
     )
 
 
@@ -124,7 +125,7 @@ class EdgeRule(Rule):
         super().__init__(settings, max_keys=max_keys, exceptions=exceptions)
         sets = (exceptions, settings.exceptions)
         self._namespaces = Matcher(tuple(n for s in sets for n in s.namespaces))
-        self._networks = tuple(ipaddress.ip_network(c, strict=False) for s in sets for c in s.source_cidrs)
+        self._networks = parse_networks([c for s in sets for c in s.source_cidrs], where="source_cidrs")
 
     def hits(self, record: Record, now: float) -> list[Hit]:
         return self.match(record, now)  # each rule checks exceptions on what it keys by
@@ -132,11 +133,7 @@ class EdgeRule(Rule):
     def skip_client(self, ip: str | None) -> bool:
         if not ip or not self._networks:
             return False
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in network for network in self._networks)
+        return in_networks(ip, self._networks)
 
     def skip_object(self, obj: AlertObject | None) -> bool:
         return obj is not None and self._namespaces(obj.namespace)
@@ -164,7 +161,7 @@ class BruteForceClient(EdgeRule):
             return []
         if self.skip_client(ip) or self.skip_object(obj):
             return []
-        username = as_text(request.get("remote_user"))
+        username = as_nonempty_str(request.get("remote_user"))
         actor = AlertActor(username=username, kind="client", source_ips=(ip,))
         namespace = obj.namespace if obj else None
         return [
@@ -192,8 +189,8 @@ class BruteForceHost(EdgeRule):
             return []
         if self.skip_client(ip) or self.skip_object(obj):
             return []
-        upstream = as_text(as_mapping(record.get("upstream")).get("name"))
-        labels = _target(as_text(request.get("host")), obj, upstream)
+        upstream = as_nonempty_str(as_mapping(record.get("upstream")).get("name"))
+        labels = _target(as_nonempty_str(request.get("host")), obj, upstream)
         actor = AlertActor(username=None, kind="client", source_ips=(ip,) if ip else ())
         namespace = obj.namespace if obj else None
         return [Hit(labels=labels, actor=actor, object=obj, namespace=namespace, note=_line(request))]
@@ -221,8 +218,10 @@ class SensitiveAccess(EdgeRule):
             return []
         if self.skip_client(ip) or self.skip_object(obj):
             return []
-        labels = {"client_ip": ip, **_target(as_text(request.get("host")), obj, None)}
-        actor = AlertActor(username=as_text(request.get("remote_user")), kind="client", source_ips=(ip,))
+        labels = {"client_ip": ip, **_target(as_nonempty_str(request.get("host")), obj, None)}
+        actor = AlertActor(
+            username=as_nonempty_str(request.get("remote_user")), kind="client", source_ips=(ip,)
+        )
         namespace = obj.namespace if obj else None
         return [Hit(labels=labels, actor=actor, object=obj, namespace=namespace, note=_line(request))]
 
@@ -369,9 +368,9 @@ def _host_window(record: Record) -> _HostWindow | None:
     if start is None or end is None or end <= start:
         return None
     statuses = as_mapping(record.get("statuses"))
-    host = as_text(record.get("host"))
+    host = as_nonempty_str(record.get("host"))
     obj = _ingress(record)
-    labels = _target(host if host != "*" else None, obj, as_text(record.get("upstream")))
+    labels = _target(host if host != "*" else None, obj, as_nonempty_str(record.get("upstream")))
     if host == "*":
         host = ""
     elif host in ("-", "(other)"):

@@ -57,9 +57,10 @@ class RecordView(Mapping[str, Any]):
 
     __slots__ = ("_cache", "_names", "_record")
 
-    def __init__(self, record: Any) -> None:
+    def __init__(self, record: Any, names: tuple[str, ...] | None = None) -> None:
+        """``names``: the record class's field names, when the caller has them at hand."""
         self._record = record
-        self._names = _field_names(type(record))
+        self._names = names if names is not None else tuple(f.name for f in dataclasses.fields(record))
         self._cache: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> Any:
@@ -80,23 +81,6 @@ class RecordView(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._names)
-
-
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
-
-
-def _view(record: Any) -> Mapping[str, Any]:
-    if dataclasses.is_dataclass(record) and not isinstance(record, type):
-        return RecordView(record)
-    doc: Mapping[str, Any] = orjson.loads(orjson.dumps(record))
-    return doc
 
 
 class _Firing:
@@ -194,6 +178,17 @@ class Detector:
                 self._by_type.setdefault(record_type, []).append(state)
         self._spill: list[Alert] = []  # resolutions of evicted instances, returned with the next call
         self._now = 0.0
+        self._field_names: dict[type, tuple[str, ...]] = {}  # record class -> its fields, for views
+
+    def _view(self, record: Any) -> Mapping[str, Any]:
+        if dataclasses.is_dataclass(record) and not isinstance(record, type):
+            cls = type(record)
+            names = self._field_names.get(cls)
+            if names is None:
+                names = self._field_names[cls] = tuple(f.name for f in dataclasses.fields(cls))
+            return RecordView(record, names)
+        doc: Mapping[str, Any] = orjson.loads(orjson.dumps(record))
+        return doc
 
     @property
     def rules(self) -> list[Rule]:
@@ -205,7 +200,7 @@ class Detector:
 
     def observe(self, record: Mapping[str, Any] | Any, now: float) -> list[Alert]:
         """Count one record (its JSON dict, or a dataclass such as ``Record``) at time ``now``."""
-        doc: Mapping[str, Any] = record if isinstance(record, Mapping) else _view(record)
+        doc: Mapping[str, Any] = record if isinstance(record, Mapping) else self._view(record)
         states = self._by_type.get(doc.get("type"), ())  # type: ignore[arg-type]
         out: list[Alert] = []
         if not states:

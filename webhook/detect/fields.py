@@ -10,21 +10,19 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from webhook.core.net import Network
+from webhook.core.values import as_int, as_mapping, as_nonempty_str
 from webhook.record.alert import AlertActor, AlertObject
 
 __all__ = [
     "CHANGES",
     "READS",
-    "Network",
     "Record",
     "actor_of",
-    "as_mapping",
-    "as_text",
     "code_of",
     "identity",
     "in_networks",
     "is_change",
-    "networks",
     "object_of",
     "source_ips",
     "succeeded",
@@ -32,23 +30,13 @@ __all__ = [
 ]
 
 Record = Mapping[str, Any]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 CHANGES: Final = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 READS: Final = frozenset({"get", "list", "watch"})
 
 
-def as_mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def as_text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def code_of(record: Record) -> int | None:
-    code = as_mapping(record.get("outcome")).get("code")
-    return code if isinstance(code, int) and not isinstance(code, bool) else None
+    return as_int(as_mapping(record.get("outcome")).get("code"))
 
 
 def succeeded(record: Record) -> bool:
@@ -75,8 +63,8 @@ def identity(record: Record, *, effective: bool) -> Mapping[str, Any]:
 def actor_of(record: Record, *, effective: bool = False) -> AlertActor:
     who = identity(record, effective=effective)
     return AlertActor(
-        username=as_text(who.get("username")),
-        kind=as_text(who.get("kind")),
+        username=as_nonempty_str(who.get("username")),
+        kind=as_nonempty_str(who.get("kind")),
         source_ips=tuple(source_ips(record)[:10]),
     )
 
@@ -86,10 +74,10 @@ def object_of(record: Record) -> AlertObject | None:
     if not isinstance(obj, Mapping):
         return None
     return AlertObject(
-        api_group=as_text(obj.get("api_group")) or "",
-        resource=as_text(obj.get("resource")),
-        namespace=as_text(obj.get("namespace")),
-        name=as_text(obj.get("name")),
+        api_group=as_nonempty_str(obj.get("api_group")) or "",
+        resource=as_nonempty_str(obj.get("resource")),
+        namespace=as_nonempty_str(obj.get("namespace")),
+        name=as_nonempty_str(obj.get("name")),
     )
 
 
@@ -100,10 +88,6 @@ def where(obj: AlertObject | None) -> str:
     if obj.name:
         return f"{kind} {obj.namespace}/{obj.name}" if obj.namespace else f"{kind} {obj.name}"
     return f"{kind} in {obj.namespace}" if obj.namespace else f"{kind} in all namespaces"
-
-
-def networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
 def in_networks(ip: str, networks: Sequence[Network]) -> bool:

@@ -14,10 +14,12 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from webhook.core.findings import Severity
-from webhook.detect.fields import Record, as_mapping, identity, in_networks, networks, source_ips
+from webhook.core.net import parse_networks
+from webhook.core.patterns import Matcher
+from webhook.core.values import as_mapping
+from webhook.detect.fields import Record, identity, in_networks, source_ips
 from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.detect.windows import Window
-from webhook.filter import Matcher
 from webhook.record.alert import AlertActor, AlertObject
 from webhook.record.line import AUDIT
 
@@ -51,7 +53,7 @@ class Excepted:
         self.users = Matcher(tuple(u for s in sets for u in s.users))
         self.groups = Matcher(tuple(g for s in sets for g in s.groups))
         self.namespaces = Matcher(tuple(n for s in sets for n in s.namespaces))
-        self.networks = networks([c for s in sets for c in s.source_cidrs])
+        self.networks = parse_networks([c for s in sets for c in s.source_cidrs], where="source_cidrs")
         self._none = not (
             self.users.patterns or self.groups.patterns or self.namespaces.patterns or self.networks
         )

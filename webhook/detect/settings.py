@@ -107,7 +107,7 @@ def default_rules() -> dict[str, RuleSettings]:
 
 
 def edge_rules() -> dict[str, RuleSettings]:
-    """The detections over access logs (#12): thresholds per window of the access records."""
+    """The detections over access logs: thresholds per window of the access records."""
     return {
         "edge-brute-force-client": RuleSettings(threshold=20, window_s=60.0, severity="high"),
         "edge-brute-force-host": RuleSettings(threshold=100, window_s=60.0, severity="medium"),

@@ -12,7 +12,6 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from webhook.core.findings import Finding
-from webhook.enrich.catalog import NGINX_CVE_ANNOTATIONS
 from webhook.enrich.diff import pointer
 
 __all__ = ["annotations_of", "nginx_findings", "traefik_findings"]
@@ -21,6 +20,23 @@ NGINX: Final = "nginx.ingress.kubernetes.io/"
 TRAEFIK_MIDDLEWARES: Final = "traefik.ingress.kubernetes.io/router.middlewares"
 _AUTH_KINDS: Final = ("basicAuth", "forwardAuth", "digestAuth")
 _OPEN_RANGES: Final = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+# ingress-nginx annotations (without the ``nginx.ingress.kubernetes.io/`` prefix) that were
+# the injection point of a published CVE; docs/findings.md cites each advisory.
+NGINX_CVE_ANNOTATIONS: Final[dict[str, tuple[str, ...]]] = {
+    "configuration-snippet": ("CVE-2021-25742", "CVE-2023-5043"),
+    "server-snippet": ("CVE-2021-25742",),
+    "auth-snippet": ("CVE-2021-25742",),
+    "location-snippet": ("CVE-2021-25742",),
+    "stream-snippet": ("CVE-2021-25742",),
+    "modsecurity-snippet": ("CVE-2021-25742",),
+    "permanent-redirect": ("CVE-2023-5044",),
+    "auth-tls-match-cn": ("CVE-2025-1097",),
+    "mirror-target": ("CVE-2025-1098",),
+    "mirror-host": ("CVE-2025-1098",),
+    "auth-url": ("CVE-2025-24514",),
+    "auth-proxy-set-headers": ("CVE-2025-15566",),
+}
 
 Raise = Callable[[str, str, str], Finding]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from webhook.core.values import as_list, as_str
 from webhook.enrich.diff import DiffOp, IgnorePaths, diff_objects
 from webhook.state.base import StoredObject, object_key
 
@@ -74,15 +75,6 @@ def _meta(obj: object) -> dict[str, Any]:
     return {}
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _list(value: object) -> list[Any]:
-    """A list as is, anything else (a failed create may log ``listeners: 5``) as empty."""
-    return value if isinstance(value, list) else []
-
-
 def _succeeded(event: dict[str, Any]) -> bool:
     status = event.get("responseStatus")
     code = status.get("code") if isinstance(status, dict) else None
@@ -118,13 +110,13 @@ def new_object(event: dict[str, Any]) -> dict[str, Any] | None:
 def event_key(event: dict[str, Any]) -> str | None:
     """The state key of the one object an event is about (None for lists, watches, others)."""
     ref = _ref(event)
-    resource = _str(ref.get("resource"))
+    resource = as_str(ref.get("resource"))
     if resource is None or ref.get("subresource") not in _SUBRESOURCES:
         return None
-    name = _str(ref.get("name")) or _str(_meta(event.get("responseObject")).get("name"))
+    name = as_str(ref.get("name")) or as_str(_meta(event.get("responseObject")).get("name"))
     if not name:
         return None
-    return object_key(_str(ref.get("apiGroup")) or "", resource, _str(ref.get("namespace")), name)
+    return object_key(as_str(ref.get("apiGroup")) or "", resource, as_str(ref.get("namespace")), name)
 
 
 def _stripped(obj: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +133,7 @@ def observe(event: dict[str, Any], previous: StoredObject | None = None) -> Obse
     if not _succeeded(event) or _dry_run(event):
         return Observation(updates={})
     audit_id = str(event.get("auditID", ""))
-    when = _str(event.get("stageTimestamp"))
+    when = as_str(event.get("stageTimestamp"))
     if verb == "list":
         return Observation(updates=_list_items(event, audit_id, when))
     key = event_key(event)
@@ -157,10 +149,10 @@ def observe(event: dict[str, Any], previous: StoredObject | None = None) -> Obse
     if obj is None:
         if verb == "get":
             return Observation(updates={})  # a Table, or Metadata level: nothing learnt
-        ref_rv = _str(_ref(event).get("resourceVersion"))
+        ref_rv = as_str(_ref(event).get("resourceVersion"))
         known = StoredObject(object=None, resource_version=ref_rv, audit_id=audit_id, time=when)
         return Observation(updates={key: known})
-    rv = _str(_meta(obj).get("resourceVersion"))
+    rv = as_str(_meta(obj).get("resourceVersion"))
     return Observation(
         updates={key: StoredObject(object=_stripped(obj), resource_version=rv, audit_id=audit_id, time=when)}
     )
@@ -168,20 +160,20 @@ def observe(event: dict[str, Any], previous: StoredObject | None = None) -> Obse
 
 def _list_items(event: dict[str, Any], audit_id: str, when: str | None) -> dict[str, StoredObject]:
     ref = _ref(event)
-    resource = _str(ref.get("resource"))
+    resource = as_str(ref.get("resource"))
     response = event.get("responseObject")
     items = response.get("items") if isinstance(response, dict) else None
     if resource is None or not isinstance(items, list):
         return {}
-    group = _str(ref.get("apiGroup")) or ""
+    group = as_str(ref.get("apiGroup")) or ""
     found: dict[str, StoredObject] = {}
     for item in items:
         meta = _meta(item)
-        name = _str(meta.get("name"))
+        name = as_str(meta.get("name"))
         if not name:
             continue
-        key = object_key(group, resource, _str(meta.get("namespace")), name)
-        rv = _str(meta.get("resourceVersion"))
+        key = object_key(group, resource, as_str(meta.get("namespace")), name)
+        rv = as_str(meta.get("resourceVersion"))
         found[key] = StoredObject(object=_stripped(item), resource_version=rv, audit_id=audit_id, time=when)
     return found
 
@@ -211,9 +203,9 @@ def compute_change(
     if not available:
         return Change(baseline="unavailable")
     audit_id = str(event.get("auditID", ""))
-    when = _str(event.get("stageTimestamp"))
+    when = as_str(event.get("stageTimestamp"))
     new = None if verb == "delete" else new_object(event)
-    rv = _str(_meta(new).get("resourceVersion")) if new is not None else None
+    rv = as_str(_meta(new).get("resourceVersion")) if new is not None else None
     old = previous.object if previous is not None and not previous.deleted else None
     if previous is None or old is None or verb == "create":
         return Change(baseline="none", resource_version=rv)  # a create has no previous version
@@ -244,7 +236,7 @@ def referenced_secret_keys(event: dict[str, Any]) -> list[str]:
     obj = new_object(event)
     if obj is None:
         return []
-    namespace = _str(_meta(obj).get("namespace"))
+    namespace = as_str(_meta(obj).get("namespace"))
     spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
     assert isinstance(spec, dict)  # noqa: S101 - narrowed above
     names: list[tuple[str | None, str]] = []
@@ -252,16 +244,16 @@ def referenced_secret_keys(event: dict[str, Any]) -> list[str]:
     if kind == "Ingress":
         names.extend(
             (namespace, entry["secretName"])
-            for entry in _list(spec.get("tls"))
+            for entry in as_list(spec.get("tls"))
             if isinstance(entry, dict) and isinstance(entry.get("secretName"), str)
         )
     elif kind == "Gateway":
-        for listener in _list(spec.get("listeners")):
+        for listener in as_list(spec.get("listeners")):
             tls = listener.get("tls") if isinstance(listener, dict) else None
             refs = tls.get("certificateRefs") if isinstance(tls, dict) else None
             names.extend(
-                (_str(ref.get("namespace")) or namespace, ref["name"])
-                for ref in _list(refs)
+                (as_str(ref.get("namespace")) or namespace, ref["name"])
+                for ref in as_list(refs)
                 if isinstance(ref, dict)
                 and ref.get("kind", "Secret") == "Secret"
                 and isinstance(ref.get("name"), str)

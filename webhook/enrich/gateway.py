@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from webhook.core.values import as_dict, as_int, as_list, as_str, as_strs
+
 __all__ = [
     "BackendRef",
     "GatewaySummary",
@@ -22,22 +24,6 @@ __all__ = [
 
 DEFAULT_CLASS_ANNOTATION: Final = "ingressclass.kubernetes.io/is-default-class"
 ROUTE_KINDS: Final = frozenset({"HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute"})
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,77 +88,78 @@ class IngressClassSummary:
 
 
 def _ref(raw: object) -> ObjectRefSummary:
-    ref = _dict(raw)
+    ref = as_dict(raw)
     return ObjectRefSummary(
-        group=_str(ref.get("group", ref.get("apiGroup"))),
-        kind=_str(ref.get("kind")),
-        namespace=_str(ref.get("namespace")),
-        name=_str(ref.get("name")),
+        group=as_str(ref.get("group", ref.get("apiGroup"))),
+        kind=as_str(ref.get("kind")),
+        namespace=as_str(ref.get("namespace")),
+        name=as_str(ref.get("name")),
     )
 
 
 def gateway_summary(gateway: dict[str, Any]) -> GatewaySummary:
-    spec = _dict(gateway.get("spec"))
+    spec = as_dict(gateway.get("spec"))
     listeners = tuple(
         Listener(
-            name=_str(item.get("name")),
-            protocol=_str(item.get("protocol")),
-            port=_int(item.get("port")),
-            hostname=_str(item.get("hostname")),
-            tls_mode=_str(_dict(item.get("tls")).get("mode")) or ("Terminate" if item.get("tls") else None),
-            certificate_refs=tuple(_ref(r) for r in _list(_dict(item.get("tls")).get("certificateRefs"))),
+            name=as_str(item.get("name")),
+            protocol=as_str(item.get("protocol")),
+            port=as_int(item.get("port")),
+            hostname=as_str(item.get("hostname")),
+            tls_mode=as_str(as_dict(item.get("tls")).get("mode"))
+            or ("Terminate" if item.get("tls") else None),
+            certificate_refs=tuple(_ref(r) for r in as_list(as_dict(item.get("tls")).get("certificateRefs"))),
         )
-        for item in map(_dict, _list(spec.get("listeners")))
+        for item in map(as_dict, as_list(spec.get("listeners")))
     )
-    return GatewaySummary(gateway_class=_str(spec.get("gatewayClassName")), listeners=listeners)
+    return GatewaySummary(gateway_class=as_str(spec.get("gatewayClassName")), listeners=listeners)
 
 
 def route_summary(route: dict[str, Any]) -> RouteSummary:
-    spec = _dict(route.get("spec"))
+    spec = as_dict(route.get("spec"))
     backends = [
         BackendRef(
-            kind=_str(ref.get("kind")) or "Service",
-            namespace=_str(ref.get("namespace")),
-            name=_str(ref.get("name")),
-            port=_int(ref.get("port")),
+            kind=as_str(ref.get("kind")) or "Service",
+            namespace=as_str(ref.get("namespace")),
+            name=as_str(ref.get("name")),
+            port=as_int(ref.get("port")),
         )
-        for rule in map(_dict, _list(spec.get("rules")))
-        for ref in map(_dict, _list(rule.get("backendRefs")))
+        for rule in map(as_dict, as_list(spec.get("rules")))
+        for ref in map(as_dict, as_list(rule.get("backendRefs")))
     ]
     return RouteSummary(
-        kind=_str(route.get("kind")) or "",
+        kind=as_str(route.get("kind")) or "",
         parent_refs=tuple(
             ParentRef(
-                kind=_str(ref.get("kind")) or "Gateway",
-                namespace=_str(ref.get("namespace")),
-                name=_str(ref.get("name")),
-                section_name=_str(ref.get("sectionName")),
+                kind=as_str(ref.get("kind")) or "Gateway",
+                namespace=as_str(ref.get("namespace")),
+                name=as_str(ref.get("name")),
+                section_name=as_str(ref.get("sectionName")),
             )
-            for ref in map(_dict, _list(spec.get("parentRefs")))
+            for ref in map(as_dict, as_list(spec.get("parentRefs")))
         ),
-        hostnames=tuple(h for h in _list(spec.get("hostnames")) if isinstance(h, str)),
+        hostnames=as_strs(spec.get("hostnames")),
         backend_refs=tuple(dict.fromkeys(backends)),
     )
 
 
 def reference_grant_summary(grant: dict[str, Any]) -> ReferenceGrantSummary:
-    spec = _dict(grant.get("spec"))
+    spec = as_dict(grant.get("spec"))
     return ReferenceGrantSummary(
-        from_refs=tuple(_ref(r) for r in _list(spec.get("from"))),
-        to_refs=tuple(_ref(r) for r in _list(spec.get("to"))),
+        from_refs=tuple(_ref(r) for r in as_list(spec.get("from"))),
+        to_refs=tuple(_ref(r) for r in as_list(spec.get("to"))),
     )
 
 
 def is_default_class(ingress_class: dict[str, Any]) -> bool:
-    annotations = _dict(_dict(ingress_class.get("metadata")).get("annotations"))
+    annotations = as_dict(as_dict(ingress_class.get("metadata")).get("annotations"))
     return str(annotations.get(DEFAULT_CLASS_ANNOTATION, "")).lower() == "true"
 
 
 def ingress_class_summary(ingress_class: dict[str, Any]) -> IngressClassSummary:
-    spec = _dict(ingress_class.get("spec"))
+    spec = as_dict(ingress_class.get("spec"))
     parameters = spec.get("parameters")
     return IngressClassSummary(
-        controller=_str(spec.get("controller")),
+        controller=as_str(spec.get("controller")),
         parameters=_ref(parameters) if isinstance(parameters, dict) else None,
         is_default=is_default_class(ingress_class),
     )

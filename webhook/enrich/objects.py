@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from webhook.core.values import as_dict, as_list, as_str, as_strs
+
 __all__ = [
     "Backend",
     "IngressPath",
@@ -72,73 +74,58 @@ def object_of(event: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _strings(value: object) -> tuple[str, ...]:
-    return tuple(v for v in _list(value) if isinstance(v, str))
-
-
 def _backend(raw: object) -> Backend | None:
-    backend = _dict(raw)
+    backend = as_dict(raw)
     if not backend:
         return None
-    service = _dict(backend.get("service"))
+    service = as_dict(backend.get("service"))
     if service:
-        port = _dict(service.get("port"))
+        port = as_dict(service.get("port"))
         number = port.get("number")
         return Backend(
-            service=_str(service.get("name")),
-            port=number if isinstance(number, int) else _str(port.get("name")),
+            service=as_str(service.get("name")),
+            port=number if isinstance(number, int) else as_str(port.get("name")),
         )
-    resource = _dict(backend.get("resource"))
+    resource = as_dict(backend.get("resource"))
     if resource:
         parts = (
-            _str(resource.get("apiGroup")) or "",
-            _str(resource.get("kind")) or "",
-            _str(resource.get("name")) or "",
+            as_str(resource.get("apiGroup")) or "",
+            as_str(resource.get("kind")) or "",
+            as_str(resource.get("name")) or "",
         )
         return Backend(resource="/".join(parts))
     # networking.k8s.io/v1beta1 shape, still found in old manifests and last-applied annotations
     legacy_port = backend.get("servicePort")
     return Backend(
-        service=_str(backend.get("serviceName")),
+        service=as_str(backend.get("serviceName")),
         port=legacy_port if isinstance(legacy_port, int | str) else None,
     )
 
 
 def ingress_summary(ingress: dict[str, Any]) -> IngressSummary:
-    spec = _dict(ingress.get("spec"))
-    annotations = _dict(_dict(ingress.get("metadata")).get("annotations"))
+    spec = as_dict(ingress.get("spec"))
+    annotations = as_dict(as_dict(ingress.get("metadata")).get("annotations"))
     rules = tuple(
         IngressRule(
-            host=_str(rule.get("host")),
+            host=as_str(rule.get("host")),
             paths=tuple(
                 IngressPath(
-                    path=_str(path.get("path")),
-                    path_type=_str(path.get("pathType")),
+                    path=as_str(path.get("path")),
+                    path_type=as_str(path.get("pathType")),
                     backend=_backend(path.get("backend")),
                 )
-                for path in map(_dict, _list(_dict(rule.get("http")).get("paths")))
+                for path in map(as_dict, as_list(as_dict(rule.get("http")).get("paths")))
             ),
         )
-        for rule in map(_dict, _list(spec.get("rules")))
+        for rule in map(as_dict, as_list(spec.get("rules")))
     )
     tls = tuple(
-        IngressTLS(hosts=_strings(entry.get("hosts")), secret_name=_str(entry.get("secretName")))
-        for entry in map(_dict, _list(spec.get("tls")))
+        IngressTLS(hosts=as_strs(entry.get("hosts")), secret_name=as_str(entry.get("secretName")))
+        for entry in map(as_dict, as_list(spec.get("tls")))
     )
     return IngressSummary(
-        ingress_class=_str(spec.get("ingressClassName")) or _str(annotations.get(_LEGACY_CLASS_ANNOTATION)),
+        ingress_class=as_str(spec.get("ingressClassName"))
+        or as_str(annotations.get(_LEGACY_CLASS_ANNOTATION)),
         hosts=tuple(dict.fromkeys(rule.host for rule in rules if rule.host)),
         rules=rules,
         default_backend=_backend(spec.get("defaultBackend") or spec.get("backend")),

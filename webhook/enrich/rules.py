@@ -13,10 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
-from webhook.core.findings import Finding, Severity
+from webhook.core.findings import CATALOG, Finding, Severity
+from webhook.core.net import parse_networks
+from webhook.core.patterns import Matcher
 from webhook.enrich.actor import Actor, SourceTrust, Trust
 from webhook.enrich.annotations import nginx_findings, traefik_findings
-from webhook.enrich.catalog import CATALOG
 from webhook.enrich.diff import pointer
 from webhook.enrich.dns import DnsChange
 from webhook.enrich.gateway import ROUTE_KINDS, gateway_summary, is_default_class, route_summary
@@ -35,10 +36,6 @@ _DNS_IDS: Final = {
 }
 
 
-def _patterns(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(v.lower() for v in values)
-
-
 class FindingRules:
     """The config's findings and actors sections, compiled once."""
 
@@ -54,14 +51,14 @@ class FindingRules:
     ) -> None:
         self.disabled = frozenset(disabled)
         self.severity: dict[str, Severity] = dict(severity or {})  # type: ignore[arg-type]
-        self.internal_hosts = _patterns(internal_hosts)
-        self.networks = tuple(ipaddress.ip_network(c, strict=False) for c in trusted_cidrs)
-        self.automation_users = tuple(automation_users)
-        self.automation_groups = tuple(automation_groups)
+        self.internal_hosts = Matcher(tuple(h.lower() for h in internal_hosts))
+        self.networks = parse_networks(trusted_cidrs, where="actors.trusted_cidrs")
+        self.automation_users = Matcher(tuple(automation_users))
+        self.automation_groups = Matcher(tuple(automation_groups))
 
     def internal(self, host: str) -> bool:
         host = host.lower().rstrip(".")
-        return "." not in host or any(fnmatch.fnmatchcase(host, p) for p in self.internal_hosts)
+        return "." not in host or self.internal_hosts(host)
 
     def trust(self, ips: Sequence[str]) -> tuple[SourceTrust, ...]:
         found = []
@@ -78,9 +75,7 @@ class FindingRules:
         return tuple(found)
 
     def automation(self, username: str | None, groups: Sequence[str]) -> bool:
-        return any(fnmatch.fnmatchcase(username or "", p) for p in self.automation_users) or any(
-            fnmatch.fnmatchcase(g, p) for g in groups for p in self.automation_groups
-        )
+        return self.automation_users(username or "") or any(self.automation_groups(g) for g in groups)
 
     def make(self, finding_id: str, message: str, path: str | None = None) -> Finding:
         return Finding(id=finding_id, severity=CATALOG[finding_id], message=message, path=path)

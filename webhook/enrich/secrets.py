@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from webhook.core.findings import Finding
+from webhook.core.values import as_dict
 from webhook.enrich.actor import Actor
 from webhook.redact.certs import CertificateInfo
 from webhook.redact.redactor import KeyFingerprint, SecretDetails
@@ -67,10 +68,6 @@ def _primary(secrets: Sequence[SecretDetails]) -> SecretDetails | None:
     return None
 
 
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _json_pointer_key(path: object) -> tuple[str, str] | None:
     """``/data/tls.crt`` → ("data", "tls.crt"); RFC 6901 escapes undone."""
     if not isinstance(path, str):
@@ -94,7 +91,7 @@ def key_changes(event: dict[str, Any], summary_keys: Sequence[str]) -> KeyChange
         removed: set[str] = set()
         changed: set[str] = set()
         for op in request:
-            op = _dict(op)
+            op = as_dict(op)
             target = _json_pointer_key(op.get("path"))
             if target is None:
                 continue
@@ -119,7 +116,7 @@ def key_changes(event: dict[str, Any], summary_keys: Sequence[str]) -> KeyChange
         removed = set()
         changed = set()
         for field in ("data", "stringData"):
-            for key, value in _dict(request.get(field)).items():
+            for key, value in as_dict(request.get(field)).items():
                 (removed if value is None else changed).add(key)
         if not removed and not changed:
             return None
@@ -145,7 +142,7 @@ def secret_summary(event: dict[str, Any], secrets: Sequence[SecretDetails]) -> S
 
 def secret_list(event: dict[str, Any], secrets: Sequence[SecretDetails]) -> SecretList | None:
     """For a list or watch of secrets: which ones were read."""
-    response = _dict(event.get("responseObject"))
+    response = as_dict(event.get("responseObject"))
     if not str(response.get("kind", "")).endswith("List"):
         return None
     items = [d for d in secrets if _ITEM.fullmatch(d.source)]
@@ -160,13 +157,13 @@ def secret_findings(
 ) -> tuple[Finding, ...]:
     """Certificate findings of the event's Secrets, and a human listing secrets cluster-wide."""
     findings: list[Finding] = [finding for details in secrets for finding in details.findings]
-    ref = _dict(event.get("objectRef"))
+    ref = as_dict(event.get("objectRef"))
     if (
         ref.get("resource") == "secrets"
         and event.get("verb") in ("list", "watch")
         and not ref.get("namespace")
         and actor.effective.kind == "user"
-        and _dict(event.get("responseStatus")).get("code") in (None, 200)
+        and as_dict(event.get("responseStatus")).get("code") in (None, 200)
     ):
         findings.append(
             Finding(

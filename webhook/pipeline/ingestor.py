@@ -17,13 +17,14 @@ from typing import Any
 import structlog
 
 from webhook.dedupe import Deduper
+from webhook.errors import StateError
 from webhook.metrics import Metrics
 from webhook.pipeline.record_metrics import RecordMetrics
 from webhook.pipeline.stages import BatchResult, Pipeline
 from webhook.pipeline.workers import PreparePool, prepare_body
 from webhook.record.audit import Record
 from webhook.spool.writer import RecordWriter
-from webhook.state import StateError, StateStore
+from webhook.state import StateStore
 from webhook.state.behind import WriteBehind
 
 __all__ = ["AuditIngestor", "Observer"]

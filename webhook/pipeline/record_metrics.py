@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final, get_args
 
-from webhook.core.findings import SEVERITIES
+from webhook.core.findings import CATALOG, SEVERITIES
 from webhook.enrich.actor import ActorKind
-from webhook.enrich.catalog import CATALOG
 from webhook.filter import DEFAULT_FILTER
 from webhook.metrics import Metrics
+from webhook.pipeline.cert_expiry import CertificateExpiry
 from webhook.record.audit import Record
 
 __all__ = ["ACTOR_KINDS", "AUTH_REASONS", "OTHER", "RESOURCES", "WRITE_VERBS", "RecordMetrics"]
@@ -43,12 +43,15 @@ def _resource(record: Record) -> str:
 
 
 class RecordMetrics:
-    """Built once per ingestor; ``count`` takes each batch's records."""
+    """Built once per ingestor (it registers the certificate expiry gauge on the registry);
+    ``count`` takes each batch's records."""
 
     def __init__(
         self, metrics: Metrics, *, disabled: Iterable[str] = (), severity: Mapping[str, str] | None = None
     ) -> None:
         self._metrics = metrics
+        self.certificates = CertificateExpiry()
+        metrics.registry.register(self.certificates)
         self._severity = {**CATALOG, **(severity or {})}
         off = frozenset(disabled)
         for finding, level in self._severity.items():
@@ -87,7 +90,7 @@ class RecordMetrics:
         if ref is None or ref.name is None:
             return
         namespace = ref.namespace or ""
-        tracker = self._metrics.certificates
+        tracker = self.certificates
         if record.verb in ("delete", "deletecollection"):
             tracker.forget(namespace, ref.name)
             return

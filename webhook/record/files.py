@@ -17,11 +17,9 @@ from typing import Any, BinaryIO, Final, cast
 
 import orjson
 
-from webhook.errors import WebhookError
+from webhook.errors import RecordsNotFoundError, UnreadableFileError
 
 __all__ = [
-    "RecordsNotFoundError",
-    "UnreadableFileError",
     "backup",
     "open_maybe_gzip",
     "read_lines",
@@ -33,19 +31,6 @@ __all__ = [
 ]
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
-
-
-class RecordsNotFoundError(WebhookError):
-    """No records file is there to read."""
-
-    code = "not-found"
-
-
-class UnreadableFileError(WebhookError):
-    """A file (of records, or a log to replay) cannot be opened or decompressed; named by its
-    path, never quoting its content."""
-
-    code = "input"
 
 
 def backup(path: Path, index: int) -> Path:

@@ -26,7 +26,6 @@ from webhook.core.findings import Finding, Severity
 from webhook.core.pickling import plain_pickle
 
 __all__ = [
-    "CACHE",
     "CertificateCache",
     "CertificateError",
     "CertificateInfo",
@@ -155,10 +154,10 @@ _MISSING: Final = object()
 
 
 class CertificateCache:
-    """Per-process memory of certificate parses and key checks, so that a Secret seen again costs
+    """A redactor's memory of certificate parses and key checks, so that a Secret seen again costs
     a digest instead of an X.509 parse.
 
-    Keys are SHA-256 digests of a random per-process salt and the exact bytes (so a digest says
+    Keys are SHA-256 digests of a random salt of its own and the exact bytes (so a digest says
     nothing outside the process); values are the public details that records carry anyway, and
     whether a private key matches its certificate. No certificate or key bytes are kept, and
     nothing derived from the clock: days to expiry and the expiry findings are worked out at each
@@ -208,10 +207,6 @@ class CertificateCache:
         if more:
             digest.update(more)
         return digest.digest()
-
-
-CACHE: Final = CertificateCache()
-"""The process's cache; each worker process of the prepare pool has its own."""
 
 
 def _parse_chain(data: bytes) -> tuple[_Parsed, ...] | None:
@@ -345,7 +340,7 @@ def inspect_certificates(
     now: datetime,
     expiry_warning_days: int,
     path: str,
-    cache: CertificateCache | None = CACHE,
+    cache: CertificateCache | None = None,
 ) -> CertificateReport:
     """Read every certificate among a Secret's decoded values (``tls.crt``, ``ca.crt``, PEM).
 

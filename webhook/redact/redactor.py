@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from webhook.errors import ConfigError
 from webhook.redact import shapes as shapes
+from webhook.redact.certs import CertificateCache
 from webhook.redact.model import KeyFingerprint, SecretDetails
 from webhook.redact.walk import Walk
 from webhook.spool.appendlog import fsync_dir, read_secret_file
@@ -60,7 +61,7 @@ def _utcnow() -> datetime:
 class Redactor:
     """Built once at start-up; ``redact`` is pure apart from reading the clock for expiry."""
 
-    __slots__ = ("_expiry_warning_days", "_mac", "_now")
+    __slots__ = ("_expiry_warning_days", "_mac", "_now", "certificates")
 
     def __init__(
         self,
@@ -74,6 +75,8 @@ class Redactor:
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
         self._expiry_warning_days = expiry_warning_days
         self._now = now
+        # One per process (each worker builds its own redactor): the certificates seen before.
+        self.certificates = CertificateCache()
 
     def __repr__(self) -> str:
         return "Redactor(key=**********)"
@@ -86,7 +89,12 @@ class Redactor:
     def redact(self, event: dict[str, Any]) -> RedactionResult:
         ref = event.get("objectRef")
         strict = isinstance(ref, dict) and ref.get("resource") == "secrets"
-        walk = Walk(self.fingerprint, now=self._now, expiry_warning_days=self._expiry_warning_days)
+        walk = Walk(
+            self.fingerprint,
+            now=self._now,
+            expiry_warning_days=self._expiry_warning_days,
+            certificates=self.certificates,
+        )
         changes: dict[str, Any] = {}
         for field in _OBJECTS:
             value = event.get(field)

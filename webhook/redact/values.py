@@ -18,7 +18,6 @@ __all__ = [
     "decoded",
     "is_dropped",
     "is_watch_event",
-    "opt_str",
     "plain",
 ]
 
@@ -27,10 +26,6 @@ _SECRET_FIELDS: Final = frozenset(
     {"apiVersion", "kind", "metadata", "type", "immutable", "data", "stringData"}
 )
 _WATCH_FIELDS: Final = frozenset({"type", "object", "kind", "apiVersion"})
-
-
-def opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _opt_str(value: Any) -> bool:

@@ -17,9 +17,10 @@ from typing import Any, Final
 
 import orjson
 
+from webhook.core.values import as_str
 from webhook.redact import meta as meta
 from webhook.redact import shapes as shapes
-from webhook.redact.certs import Finding, inspect_certificates
+from webhook.redact.certs import CertificateCache, Finding, inspect_certificates
 from webhook.redact.meta import LAST_APPLIED, Needles
 from webhook.redact.model import KeyFingerprint, SecretDetails
 from webhook.redact.values import (
@@ -29,7 +30,6 @@ from webhook.redact.values import (
     decoded,
     is_dropped,
     is_watch_event,
-    opt_str,
     plain,
 )
 
@@ -57,8 +57,10 @@ class Walk:
         *,
         now: Callable[[], datetime],
         expiry_warning_days: int,
+        certificates: CertificateCache,
     ) -> None:
         self.fingerprint = fingerprint
+        self._certificates = certificates
         self.secrets: list[SecretDetails] = []
         self.dropped: list[str] = []
         self._now = now
@@ -255,14 +257,15 @@ class Walk:
             now=self._moment,
             expiry_warning_days=self._expiry_warning_days,
             path=path,
+            cache=self._certificates,
         )
         metadata = value.get("metadata")
         metadata = metadata if isinstance(metadata, dict) else {}
         details = SecretDetails(
             source=path,
-            name=opt_str(metadata.get("name")),
-            namespace=opt_str(metadata.get("namespace")),
-            type=opt_str(value.get("type")),
+            name=as_str(metadata.get("name")),
+            namespace=as_str(metadata.get("namespace")),
+            type=as_str(value.get("type")),
             keys=tuple(keys),
             certificates=report.certificates,
             key_matches_certificate=report.key_matches_certificate,

@@ -18,7 +18,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook.config import Config, check_listen, is_loopback, shared_audit_files, unauthenticated_tls
+from webhook.config import Config, check_listen, shared_audit_files, unauthenticated_tls
+from webhook.core.net import is_loopback
 from webhook.errors import (
     BadRequestError,
     BodyTimeoutError,

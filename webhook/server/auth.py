@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import structlog
 
+from webhook.core.patterns import Matcher
 from webhook.errors import ConfigError, ForbiddenError, UnauthorizedError
-from webhook.filter import Matcher
 from webhook.spool.appendlog import read_secret_file
 
 __all__ = ["Authenticator", "Principal", "cert_names"]

@@ -18,7 +18,7 @@ from typing import Any, Final
 import orjson
 import structlog
 
-from webhook.errors import ConfigError, SinkError
+from webhook.errors import ConfigError, PartialDeliveryError, SinkError
 from webhook.record.line import ALERT, RecordLine
 from webhook.sinks import SinkType
 from webhook.sinks._alertmanager_alerts import (
@@ -29,7 +29,7 @@ from webhook.sinks._alertmanager_alerts import (
     LinkTemplate,
     to_alert,
 )
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings
+from webhook.sinks.base import Health, SinkSettings
 from webhook.sinks.http import (
     URL_PATTERN,
     ClientOptions,

@@ -8,7 +8,7 @@ and which were refused for good (a bulk API that accepted some items).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,7 +18,6 @@ from webhook.record.line import RecordLine
 __all__ = [
     "BatchOptions",
     "Health",
-    "PartialDeliveryError",
     "RetryOptions",
     "Sink",
     "SinkError",
@@ -58,15 +57,6 @@ class SinkSettings:
     def wants(self, line: RecordLine) -> bool:
         """Whether this sink takes the record, by its ``type``."""
         return self.record_types is None or line.type in self.record_types
-
-
-class PartialDeliveryError(SinkError):
-    """Some records were delivered; ``retry`` lists indexes to resend, ``rejected`` the refused."""
-
-    def __init__(self, message: str, *, retry: Sequence[int], rejected: Mapping[int, str]) -> None:
-        super().__init__(message, retryable=bool(retry))
-        self.retry = tuple(retry)
-        self.rejected = dict(rejected)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from webhook.core.paths import in_data_dir
 from webhook.errors import SinkError, StorageError
 from webhook.record.line import RecordLine
 from webhook.sinks import SinkType
@@ -30,7 +31,7 @@ class JsonlOptions:
 class JsonlSink:
     def __init__(self, name: str, options: JsonlOptions, data_dir: Path) -> None:
         self.name = name
-        path = options.path if options.path.is_absolute() else data_dir / options.path
+        path = in_data_dir(data_dir, options.path)
         self._log = AppendLog(path, max_bytes=options.max_bytes, backups=options.backups, fsync=options.fsync)
 
     @property

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import structlog
 
-from webhook.errors import ConfigError, SinkError
+from webhook.errors import ConfigError, PartialDeliveryError, SinkError
 from webhook.record.line import RecordLine
 from webhook.sinks import SinkType
 from webhook.sinks._tls import ClientTls, client_context, parse_client_tls
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings
+from webhook.sinks.base import Health, SinkSettings
 
 if TYPE_CHECKING:
     from nats.aio.client import Client

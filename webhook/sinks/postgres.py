@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from webhook.errors import ConfigError, SinkError
+from webhook.errors import ConfigError, PartialDeliveryError, SinkError
 from webhook.record.line import RecordLine
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings
+from webhook.sinks.base import Health, SinkSettings
 
 if TYPE_CHECKING:
     import asyncpg

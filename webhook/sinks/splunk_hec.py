@@ -19,11 +19,11 @@ from typing import Any, Final
 import orjson
 import structlog
 
-from webhook.errors import SinkError
+from webhook.errors import PartialDeliveryError, SinkError
 from webhook.record.line import RecordLine
 from webhook.record.time import record_time
 from webhook.sinks import SinkType
-from webhook.sinks.base import Health, PartialDeliveryError, SinkSettings
+from webhook.sinks.base import Health, SinkSettings
 from webhook.sinks.http import (
     URL_PATTERN,
     Answer,

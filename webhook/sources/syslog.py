@@ -23,7 +23,8 @@ import structlog
 
 from webhook.access.pipeline import Line
 from webhook.access.service import AccessService
-from webhook.access.settings import AccessConfig, check_syslog_listen, split_address
+from webhook.access.settings import AccessConfig, check_syslog_listen
+from webhook.core.net import split_address
 from webhook.errors import ConfigError
 from webhook.sources.ratelimit import PeerLimiter
 from webhook.sources.syslog_frames import FrameError, SyslogDecoder, parse_syslog

@@ -9,20 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-from webhook.errors import WebhookError
-from webhook.state.settings import StateConfig
-
-__all__ = ["StateError", "StateStore", "StoredObject", "is_newer", "object_key", "open_store"]
-
-
-class StateError(WebhookError):
-    """The state store cannot be reached; records are written without a baseline meanwhile."""
-
-    code = "state"
-    http_status = 503
+__all__ = ["StateStore", "StoredObject", "is_newer", "object_key"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,27 +26,6 @@ class StoredObject:
     deleted: bool = False
     # A TLS Secret's leaf certificate names (read before redaction), for Ingress host checks.
     certificate_sans: tuple[str, ...] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "object": self.object,
-            "resource_version": self.resource_version,
-            "audit_id": self.audit_id,
-            "time": self.time,
-            "deleted": self.deleted,
-            "certificate_sans": list(self.certificate_sans) if self.certificate_sans is not None else None,
-        }
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> StoredObject:
-        return cls(
-            object=raw.get("object"),
-            resource_version=raw.get("resource_version"),
-            audit_id=raw.get("audit_id", ""),
-            time=raw.get("time"),
-            deleted=bool(raw.get("deleted", False)),
-            certificate_sans=tuple(sans) if isinstance(sans := raw.get("certificate_sans"), list) else None,
-        )
 
 
 def object_key(group: str, resource: str, namespace: str | None, name: str) -> str:
@@ -115,28 +83,3 @@ class StateStore(Protocol):
         """None when the store answers; else what is wrong (never a credential)."""
 
     async def aclose(self) -> None: ...
-
-
-def open_store(config: StateConfig, *, data_dir: Path, cluster: str, dedupe_ttl_s: float) -> StateStore:
-    """Build the configured store; call its ``open()`` (if any) before use."""
-    if config.type == "memory":
-        from webhook.state.memory import MemoryStore
-
-        return MemoryStore(max_objects=config.max_objects, dedupe_ttl_s=dedupe_ttl_s)
-    if config.type == "sqlite":
-        from webhook.state.sqlite import SqliteStore
-
-        path = config.path if config.path.is_absolute() else data_dir / config.path
-        return SqliteStore(
-            path, max_objects=config.max_objects, max_age_s=config.max_age_s, dedupe_ttl_s=dedupe_ttl_s
-        )
-    from webhook.state.redis import RedisStore
-
-    return RedisStore(
-        url=config.url,
-        password_file=config.password_file,
-        prefix=f"{config.key_prefix}:{cluster}:",
-        max_age_s=config.max_age_s,
-        dedupe_ttl_s=dedupe_ttl_s,
-        timeout_s=config.timeout_s,
-    )

@@ -20,7 +20,8 @@ from typing import Final
 
 import structlog
 
-from webhook.state.base import StateError, StateStore, StoredObject, is_newer
+from webhook.errors import StateError
+from webhook.state.base import StateStore, StoredObject, is_newer
 
 __all__ = ["WriteBehind"]
 

@@ -5,10 +5,19 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from webhook.state.base import StoredObject, is_newer
+from webhook.state.base import StateStore, StoredObject, is_newer
 
-__all__ = ["MemoryStore"]
+if TYPE_CHECKING:
+    from webhook.state.settings import StateConfig
+
+__all__ = ["MemoryStore", "build"]
+
+
+def build(config: StateConfig, *, data_dir: Path, cluster: str, dedupe_ttl_s: float) -> StateStore:
+    return MemoryStore(max_objects=config.max_objects, dedupe_ttl_s=dedupe_ttl_s)
 
 
 class MemoryStore:

@@ -12,15 +12,19 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from webhook.state.base import StateError, StoredObject
+from webhook.errors import StateError
+from webhook.state.base import StateStore, StoredObject
 
-__all__ = ["RedisStore"]
+if TYPE_CHECKING:
+    from webhook.state.settings import StateConfig
+
+__all__ = ["RedisStore", "build"]
 
 _PENDING_S: Final = 30.0  # shorter than the apiserver's retry schedule (~10, 16, 26, 35 s)
 
@@ -50,6 +54,17 @@ _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def build(config: StateConfig, *, data_dir: Path, cluster: str, dedupe_ttl_s: float) -> StateStore:
+    return RedisStore(
+        url=config.url,
+        password_file=config.password_file,
+        prefix=f"{config.key_prefix}:{cluster}:",
+        max_age_s=config.max_age_s,
+        dedupe_ttl_s=dedupe_ttl_s,
+        timeout_s=config.timeout_s,
+    )
 
 
 class RedisStore:

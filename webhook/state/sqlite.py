@@ -14,15 +14,19 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from webhook.errors import StorageError
+from webhook.core.paths import in_data_dir
+from webhook.errors import StateError, StorageError
 from webhook.spool.appendlog import open_private
-from webhook.state.base import StateError, StoredObject, is_newer
+from webhook.state.base import StateStore, StoredObject, is_newer
 
-__all__ = ["SqliteStore"]
+if TYPE_CHECKING:
+    from webhook.state.settings import StateConfig
+
+__all__ = ["SqliteStore", "build"]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -40,6 +44,15 @@ _INSERT: Final = (
 _EVICT_EVERY_S: Final = 60.0
 _READ_BUSY_MS: Final = 200  # a reader waits only while a crashed writer's WAL is recovered
 _CHUNK: Final = 500  # under SQLite's limit of bound parameters
+
+
+def build(config: StateConfig, *, data_dir: Path, cluster: str, dedupe_ttl_s: float) -> StateStore:
+    return SqliteStore(
+        in_data_dir(data_dir, config.path),
+        max_objects=config.max_objects,
+        max_age_s=config.max_age_s,
+        dedupe_ttl_s=dedupe_ttl_s,
+    )
 
 
 class SqliteStore:

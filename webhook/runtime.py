@@ -18,6 +18,7 @@ from typing import Any
 from webhook.access.hosts import HostIndex
 from webhook.access.service import AccessService
 from webhook.config import Config
+from webhook.core.files import ensure_private_dir
 from webhook.dedupe import Deduper
 from webhook.delivery import SinkWorkers
 from webhook.detect.audit import build_rules
@@ -31,7 +32,7 @@ from webhook.pipeline.stages import Pipeline, PipelineSettings
 from webhook.pipeline.workers import PreparePool, PrepareSettings
 from webhook.record.audit import Record
 from webhook.redact.redactor import Redactor, load_or_create_key
-from webhook.spool.appendlog import AppendLog, ensure_private_dir
+from webhook.spool.appendlog import AppendLog
 from webhook.spool.segments import Spool
 from webhook.spool.writer import RecordWriter
 from webhook.state import StateStore, open_store

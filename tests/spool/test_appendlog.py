@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from webhook.core.files import ensure_private_dir
 from webhook.errors import StorageError
-from webhook.spool.appendlog import AppendLog, ensure_private_dir
+from webhook.spool.appendlog import AppendLog
 
 
 def line(n: int, width: int = 40) -> bytes:

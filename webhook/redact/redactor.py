@@ -25,12 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from webhook.core.files import fsync_dir, read_secret_file
 from webhook.errors import ConfigError
 from webhook.redact import shapes as shapes
 from webhook.redact.certs import CertificateCache
 from webhook.redact.model import KeyFingerprint, SecretDetails
 from webhook.redact.walk import Walk
-from webhook.spool.appendlog import fsync_dir, read_secret_file
 
 __all__ = [
     "KeyFingerprint",

@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import structlog
 
+from webhook.core.files import read_secret_file
 from webhook.core.patterns import Matcher
 from webhook.errors import ConfigError, ForbiddenError, UnauthorizedError
-from webhook.spool.appendlog import read_secret_file
 
 __all__ = ["Authenticator", "Principal", "cert_names"]
 

@@ -21,9 +21,9 @@ import structlog
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
+from webhook.core.files import read_secret_file
 from webhook.errors import ConfigError
 from webhook.sources.aks import AllowedClusters
-from webhook.spool.appendlog import read_secret_file
 
 __all__ = ["AksStorageOptions", "StorageAccess", "error_fields"]
 

@@ -21,9 +21,9 @@ from typing import Final
 
 import orjson
 
+from webhook.core.files import ensure_private_dir, fsync_dir, open_private
 from webhook.errors import StorageError
 from webhook.sources.aks import cluster_of
-from webhook.spool.appendlog import ensure_private_dir, fsync_dir, open_private
 
 __all__ = ["BlobPath", "Position", "Positions", "iso"]
 

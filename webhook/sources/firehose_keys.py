@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from webhook.core.files import read_secret_file
 from webhook.errors import ConfigError
-from webhook.spool.appendlog import read_secret_file
 
 __all__ = ["ACCESS_KEY_HEADER", "MAX_KEY_BYTES", "FirehoseGrant", "FirehoseKey", "FirehoseKeys"]
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import orjson
 import structlog
 
+from webhook.core.files import ensure_private_dir, fsync_dir, open_private
 from webhook.errors import ConfigError, SpoolFullError, StorageError
 from webhook.record.line import RecordLine
-from webhook.spool.appendlog import ensure_private_dir, fsync_dir, open_private
 from webhook.spool.groupcommit import GroupCommit, write_whole
 
 __all__ = ["Position", "Spool", "SpoolBatch"]

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from webhook.core.files import open_private
 from webhook.core.paths import in_data_dir
 from webhook.errors import StateError, StorageError
-from webhook.spool.appendlog import open_private
 from webhook.state.base import StateStore, StoredObject, is_newer
 
 if TYPE_CHECKING:

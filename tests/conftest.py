@@ -7,7 +7,7 @@ The captures are the project's own test data, kept in the repository under
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -27,6 +27,10 @@ from tests.servers import (  # noqa: F401 - fixtures
     server_certs,
 )
 from webhook.config import Config, jsonl_sink_for
+from webhook.enrich.enricher import Enricher, Enrichment
+from webhook.enrich.settings import ActorsConfig, ChangeConfig, FindingsConfig
+from webhook.redact.model import SecretDetails
+from webhook.redact.redactor import RedactionResult
 from webhook.server.app import RUNTIME
 from webhook.server.settings import ServerConfig
 
@@ -43,6 +47,7 @@ __all__ = [
     "captured_bodies",
     "dead_letters_in",
     "delivered",
+    "enrichment_of",
     "event_list",
     "find_event",
     "iter_files",
@@ -62,6 +67,8 @@ SCENARIO: Final = FIXTURES / "scenario-a"
 CAPTURES: Final = SCENARIO / "captures"
 
 Client = TestClient[Any, Any]
+
+ENRICHER: Final = Enricher(change=ChangeConfig(), actors=ActorsConfig(), findings=FindingsConfig())
 
 # Hop-by-hop or computed by the client: sending the captured values would be wrong.
 _DROPPED_HEADERS: Final = frozenset({"host", "content-length"})
@@ -182,6 +189,14 @@ def make_event(
         }
     event.update(extra)
     return event
+
+
+def enrichment_of(
+    event: dict[str, Any], *, secrets: Sequence[SecretDetails] = (), dropped: Sequence[str] = ()
+) -> Enrichment:
+    """What the default config's enricher makes of ``event`` with nothing stored, given what
+    redaction reported for it."""
+    return ENRICHER.enrich(RedactionResult(event=event, secrets=tuple(secrets), dropped=tuple(dropped)), {})
 
 
 def event_list(*items: Any, api_version: str = "audit.k8s.io/v1") -> bytes:

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
-from tests.conftest import capture_events, captured_bodies, find_event
+from tests.conftest import capture_events, captured_bodies, enrichment_of, find_event
 from tests.detect.detect_records import T0, audit, detector
 from webhook.config import Config
 from webhook.dedupe import Deduper
@@ -239,6 +239,7 @@ def test_observe_takes_the_record_dataclass_too() -> None:
         record_id=record_id(event["auditID"], event["stage"], "x"),
         cluster="c",
         received_at="2026-11-24T14:21:42Z",
+        enrichment=enrichment_of(event),
     )
     d = detector({"rules": {"brute-force-source-ip": {"threshold": 1}}})
 

@@ -15,6 +15,7 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import (
     captured_bodies,
+    enrichment_of,
     event_list,
     make_config,
     make_event,
@@ -228,7 +229,10 @@ def test_unknown_finding_ids_and_severities_are_bounded() -> None:
     """A finding id outside the catalog counts as other, not as a series of its own."""
     metrics = Metrics()
     counter = RecordMetrics(metrics)
-    base = Record.from_event(make_event(), record_id="r", cluster="c", received_at="2026-11-24T14:20:41Z")
+    event = make_event()
+    base = Record.from_event(
+        event, record_id="r", cluster="c", received_at="2026-11-24T14:20:41Z", enrichment=enrichment_of(event)
+    )
     findings = (
         Finding(id="made-up-finding", severity="high", message="m"),
         Finding(id="tls-removed", severity="high", message="m"),

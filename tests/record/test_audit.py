@@ -7,7 +7,7 @@ import jsonschema
 import orjson
 import pytest
 
-from tests.conftest import find_event, make_event
+from tests.conftest import enrichment_of, find_event, make_event
 from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.errors import MalformedEventError
@@ -34,8 +34,7 @@ def build(event: dict[str, Any]) -> Record:
         record_id=record_id(event["auditID"], event["stage"], "d"),
         cluster="c",
         received_at=RECEIVED,
-        secrets=redacted.secrets,
-        dropped=redacted.dropped,
+        enrichment=enrichment_of(redacted.event, secrets=redacted.secrets, dropped=redacted.dropped),
     )
 
 

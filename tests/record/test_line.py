@@ -7,7 +7,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from tests.conftest import make_event
+from tests.conftest import enrichment_of, make_event
 from webhook.record.access import AccessClient, AccessRecord, AccessRequest, AccessSummary
 from webhook.record.alert import Alert
 from webhook.record.audit import Record, record_id
@@ -29,7 +29,11 @@ T = "2026-11-24T14:20:41.000000Z"
 def audit_record() -> Record:
     event = make_event()
     return Record.from_event(
-        event, record_id=record_id(event["auditID"], event["stage"], "d"), cluster="c", received_at=T
+        event,
+        record_id=record_id(event["auditID"], event["stage"], "d"),
+        cluster="c",
+        received_at=T,
+        enrichment=enrichment_of(event),
     )
 
 

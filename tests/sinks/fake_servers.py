@@ -24,7 +24,7 @@ import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import make_event
+from tests.conftest import enrichment_of, make_event
 from webhook.config import Config, parse_config
 from webhook.record.audit import Record, record_id
 from webhook.record.line import RecordLine
@@ -417,6 +417,7 @@ def sample_records(count: int, **fields: Any) -> list[RecordLine]:
                 record_id=record_id(event["auditID"], event["stage"], "digest"),
                 cluster="test-cluster",
                 received_at="2026-11-24T14:21:00.000000Z",
+                enrichment=enrichment_of(event),
             )
         )
         for event in events(count, **fields)

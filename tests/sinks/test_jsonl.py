@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import find_event, read_jsonl
+from tests.conftest import enrichment_of, find_event, read_jsonl
 from webhook.errors import StorageError
 from webhook.record.audit import Record, record_id
 from webhook.record.line import RecordLine, to_json
@@ -27,6 +27,7 @@ def records(*names: str) -> list[Record]:
                 record_id=record_id(event["auditID"], event["stage"], "d"),
                 cluster="c",
                 received_at="2026-11-24T14:20:41.000000Z",
+                enrichment=enrichment_of(event),
             )
         )
     return out

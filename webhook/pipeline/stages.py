@@ -3,40 +3,24 @@
 Two synchronous halves around the caller's I/O: ``prepare`` checks, filters, dedupes against
 the in-memory window and redacts; the caller then fetches, for the kept events only, the
 previous states named by ``lookups`` and the dedupe keys other replicas already recorded;
-``finish`` diffs, summarizes, raises findings and builds the records, and says which states
-to store once the records are durable. Work for an event that the filter drops stays minimal
-(a type check and the predicate), because that is ~95 % of traffic.
+``finish`` has the enricher (webhook/enrich/enricher.py) diff, summarize and raise findings,
+builds each record once from that, and says which states to store once the records are
+durable. Work for an event that the filter drops stays minimal (a type check and the
+predicate), because that is ~95 % of traffic.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
 import structlog
 
 from webhook.dedupe import Deduper
-from webhook.enrich.change import (
-    ChangeOptions,
-    compute_change,
-    event_key,
-    new_object,
-    observe,
-    referenced_secret_keys,
-)
-from webhook.enrich.diff import compile_ignore
-from webhook.enrich.dns import corefile_change, corefile_of, is_coredns
-from webhook.enrich.gateway import (
-    ROUTE_KINDS,
-    gateway_summary,
-    ingress_class_summary,
-    reference_grant_summary,
-    route_summary,
-)
-from webhook.enrich.rules import FindingRules, change_findings
+from webhook.enrich.enricher import Enricher
 from webhook.enrich.settings import ActorsConfig, ChangeConfig, FindingsConfig
 from webhook.errors import EventTooDeepError, EventTooLargeError, MalformedEventError
 from webhook.events import check_event, event_ref
@@ -99,21 +83,7 @@ class Pipeline:
         self._cluster = settings.cluster
         self._deduper = deduper
         self._max_event_bytes = settings.max_event_bytes
-        change = settings.change
-        self._change = ChangeOptions(
-            ignored=compile_ignore(change.ignore_paths),
-            max_value_bytes=change.max_value_bytes,
-            max_operations=change.max_operations,
-        )
-        findings, actors = settings.findings, settings.actors
-        self.rules = FindingRules(
-            disabled=findings.disabled,
-            severity=findings.severity,
-            internal_hosts=findings.internal_hosts,
-            trusted_cidrs=actors.trusted_cidrs,
-            automation_users=actors.automation_users,
-            automation_groups=actors.automation_groups,
-        )
+        self._enricher = Enricher(change=settings.change, actors=settings.actors, findings=settings.findings)
 
     def process(
         self, items: Sequence[Any], *, received_at: str, states: Mapping[str, StoredObject] | None = None
@@ -164,9 +134,7 @@ class Pipeline:
         pending = []
         for prepared in result.pending:
             try:
-                event = prepared.redacted.event
-                key = event_key(event)
-                mine = [key, *referenced_secret_keys(event)] if key is not None else []
+                mine = self._enricher.state_keys(prepared.redacted.event)
             except Exception as exc:  # noqa: BLE001 - one bad event must not cost the batch
                 self._failed(result, prepared.index, prepared.item, exc)
                 continue
@@ -217,65 +185,17 @@ class Pipeline:
 
     def _build(
         self, prepared: Prepared, current: Mapping[str, StoredObject], received_at: str, available: bool
-    ) -> tuple[Record, dict[str, StoredObject]]:
-        redacted = prepared.redacted
-        event = redacted.event
+    ) -> tuple[Record, Mapping[str, StoredObject]]:
+        """The record, built once and complete, and the states its event reveals."""
+        enrichment = self._enricher.enrich(prepared.redacted, current, available=available)
         record = Record.from_event(
-            event,
+            prepared.redacted.event,
             record_id=prepared.key,
             cluster=self._cluster,
             received_at=received_at,
-            secrets=redacted.secrets,
-            dropped=redacted.dropped,
+            enrichment=enrichment,
         )
-        key = event_key(event)
-        previous = current.get(key) if key is not None else None
-        change = compute_change(event, previous, self._change, available=available)
-        updates = observe(event, previous).updates if available else {}
-        if key in updates and record.secret is not None and updates[key].object is not None:
-            leaf = next(
-                (c for c in record.secret.certificates if c.key == "tls.crt" and c.position == 0), None
-            )
-            if leaf is not None:
-                updates[key] = replace(updates[key], certificate_sans=leaf.sans)
-        new = None if event.get("verb") == "delete" else new_object(event)
-        old = previous.object if change is not None and change.baseline == "state" and previous else None
-        kind = (new or old or {}).get("kind")
-        rules = self.rules
-        trust = rules.trust(record.actor.source_ips)
-        actor = replace(record.actor, source_ip_trust=trust)
-        dns = None
-        if change is not None and change.baseline in ("state", "none") and is_coredns(event):
-            dns = corefile_change(corefile_of(old), corefile_of(new))
-        findings = list(record.findings)
-        if change is not None and change.baseline != "late" and not record.dry_run:
-            referenced = [k for k in referenced_secret_keys(event) if k in current]
-            sans = {k: s for k in referenced if (s := current[k].certificate_sans) is not None}
-            findings += change_findings(
-                rules,
-                kind=kind,
-                old=old,
-                new=new,
-                actor=actor,
-                trust=trust,
-                known_secrets=frozenset(referenced),
-                secret_sans=sans,
-                dns=dns,
-            )
-        record = replace(
-            record,
-            actor=actor,
-            change=change,
-            gateway=gateway_summary(new) if new is not None and kind == "Gateway" else None,
-            route=route_summary(new) if new is not None and kind in ROUTE_KINDS else None,
-            reference_grant=reference_grant_summary(new)
-            if new is not None and kind == "ReferenceGrant"
-            else None,
-            ingress_class=ingress_class_summary(new) if new is not None and kind == "IngressClass" else None,
-            dns=dns,
-            findings=rules.apply(findings),
-        )
-        return record, updates
+        return record, enrichment.state_updates
 
 
 def _letter(reason: str, detail: str, index: int, item: Any, received_at: str) -> DeadLetter:

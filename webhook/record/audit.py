@@ -11,25 +11,22 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
 from webhook.core.findings import Finding
-from webhook.enrich.actor import Actor, actor_of
+from webhook.enrich.actor import Actor
 from webhook.enrich.change import Change
 from webhook.enrich.dns import DnsChange
+from webhook.enrich.enricher import Enrichment
 from webhook.enrich.gateway import GatewaySummary, IngressClassSummary, ReferenceGrantSummary, RouteSummary
-from webhook.enrich.objects import IngressSummary, ingress_summary, object_of
-from webhook.enrich.secrets import SecretList, SecretSummary, secret_findings, secret_list, secret_summary
+from webhook.enrich.objects import IngressSummary
+from webhook.enrich.secrets import SecretList, SecretSummary
 from webhook.errors import MalformedEventError
 from webhook.events import opt_object, opt_str
 from webhook.record.line import AUDIT, RecordHeader
-from webhook.redact.redactor import SecretDetails
-from webhook.redact.request_uri import redact_request_uri
 
 __all__ = [
     "ObjectRef",
@@ -112,18 +109,11 @@ class Record(RecordHeader):
         record_id: str,
         cluster: str,
         received_at: str,
-        secrets: Sequence[SecretDetails] = (),
-        dropped: Sequence[str] = (),
+        enrichment: Enrichment,
     ) -> Record:
-        """Build the record of a checked, redacted event; raises MalformedEventError naming a bad field.
-
-        ``secrets`` and ``dropped`` are what the redaction stage reported for this event.
-        """
-        request_uri: str = event["requestURI"]
-        query = parse_qs(urlsplit(request_uri).query)
+        """The record of a checked, redacted event and its enrichment, field by field; raises
+        MalformedEventError naming a bad field."""
         object_ref = _object_ref(event)
-        ingress = object_of(event, "Ingress")
-        actor = actor_of(event)
         return cls(
             id=record_id,
             audit_id=event["auditID"],
@@ -134,17 +124,23 @@ class Record(RecordHeader):
             request_received_at=opt_str(event, "requestReceivedTimestamp", "requestReceivedTimestamp"),
             received_at=received_at,
             verb=event["verb"],
-            dry_run="All" in query.get("dryRun", ()),
-            request_uri=redact_request_uri(request_uri, object_ref.subresource if object_ref else None),
-            field_manager=next(iter(query.get("fieldManager", ())), None),
+            dry_run=enrichment.dry_run,
+            request_uri=enrichment.request_uri,
+            field_manager=enrichment.field_manager,
             outcome=_outcome(event, object_ref),
             object=object_ref,
-            actor=actor,
-            ingress=ingress_summary(ingress) if ingress is not None else None,
-            secret=secret_summary(event, secrets),
-            secret_list=secret_list(event, secrets),
-            findings=secret_findings(event, actor, secrets),
-            redaction=Redaction(dropped=tuple(dropped)) if dropped else None,
+            actor=enrichment.actor,
+            ingress=enrichment.ingress,
+            secret=enrichment.secret,
+            secret_list=enrichment.secret_list,
+            findings=enrichment.findings,
+            redaction=Redaction(dropped=enrichment.dropped) if enrichment.dropped else None,
+            change=enrichment.change,
+            gateway=enrichment.gateway,
+            route=enrichment.route,
+            reference_grant=enrichment.reference_grant,
+            ingress_class=enrichment.ingress_class,
+            dns=enrichment.dns,
         )
 
 

@@ -1,6 +1,6 @@
 """Access-log parsing speed per format, one core, in-process: ``python -m bench.access_parse``.
 
-Issue 12 asks for 100,000 lines/s parsed *and aggregated* per core; parsing alone must leave
+The target is 100,000 lines/s parsed *and aggregated* per core; parsing alone must leave
 room for the rest. The lines are generated from a seed: one upstream, except 2% retries;
 10% IPv6 clients, 2% escaped user agents, 0.5% TLS probes; 60 distinct seconds of time
 stamps, as a busy controller writes in a minute. CPU time (not wall time) is measured, best of ``--repeat``.

@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "--mode",
         choices=["both", "batch", "blocking", "access"],
         default="both",
-        help="access: access-log lines parsed and aggregated per core, in-process (issue 12)",
+        help="access: access-log lines parsed and aggregated per core, in-process",
     )
     parser.add_argument(
         "--access-lines", type=int, default=2_000_000, help="access mode: lines (smoke: 20,000)"

@@ -748,8 +748,8 @@ def test_secret_writes_are_reviewed_under_the_metadata_policy() -> None:
 
 
 def test_control_characters_are_shown_not_sent() -> None:
-    """Security review #11: a username or object holding ESC sequences is printed as ``\\x1b``
-    in every text format, so it cannot erase lines or retitle the terminal."""
+    """The security review's terminal-escape finding: a username or object holding ESC sequences
+    is printed as ``\\x1b`` in every text format, so it cannot erase lines or retitle the terminal."""
     evil = "eve\x1b[1A\x1b[2K\x1b]0;PWNED\x07\x9b"
     docs = lines(
         audit(

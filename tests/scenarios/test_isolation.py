@@ -1,4 +1,4 @@
-"""Per-event isolation, all the way down: one event never costs its batch (#17, part 1).
+"""Per-event isolation, all the way down: one event never costs its batch.
 
 The regression tests reproduce findings 1 and 2 of the security review (a poisoned patch body,
 a failed Gateway create) through the real app, in the event loop and in a worker process. The

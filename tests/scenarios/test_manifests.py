@@ -675,7 +675,7 @@ def test_access_logs_component_config_receives_syslog(tmp_path: Path) -> None:
         f'203.0.113.7 - - [{when}] "POST /login HTTP/1.1" 401 0 "-" "curl/8.5.0" 310 0.002 '
         f"[shop-web-80] [] 10.244.1.7:8080 0 0.002 401 {'ab' * 16}"
     )
-    records = tmp_path / "data" / "access.jsonl"  # the default: their own file (#17)
+    records = tmp_path / "data" / "access.jsonl"  # the default: their own file
     serve = Serve(path, port)
     serve.start()
     try:

@@ -63,7 +63,7 @@ FINAL_STAGES: Final = frozenset({"ResponseComplete", "Panic"})
 
 
 def wanted_by_the_issue(event: dict[str, Any]) -> bool:
-    """The default rules as issue 4 states them, written independently of webhook.filter."""
+    """The default rules as the product states them, written independently of webhook.filter."""
     ref = event.get("objectRef") or {}
     group, resource = ref.get("apiGroup", ""), ref.get("resource")
     return (

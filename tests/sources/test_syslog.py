@@ -1,4 +1,4 @@
-"""The syslog listeners under abuse: forged floods, one loud peer, idle TCP holders (#17).
+"""The syslog listeners under abuse: forged floods, one loud peer, idle TCP holders.
 
 Everything goes to 127.0.0.1 (and 127.0.0.2, another loopback source) in bounded loops.
 """
@@ -96,7 +96,8 @@ async def test_a_forged_flood_does_not_rotate_audit_records_away(
     aiohttp_client: Any, tmp_path: Path, shared: bool
 ) -> None:
     """Y5: a paced flood of forged 401 lines over UDP rotates the access file, never the audit
-    records (with one shared file, as before #17, it pushes them out of records.jsonl)."""
+    records (with one shared file, as access and audit records once had, it pushes them out of
+    records.jsonl)."""
     udp = free_port(socket.SOCK_DGRAM)
     small = {"max_bytes": MiB // 2, "backups": 1}
     sinks = (

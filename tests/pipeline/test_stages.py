@@ -40,6 +40,16 @@ def test_a_captured_batch() -> None:
     assert len(result.keys) == 1  # remembered once the record is durable
 
 
+def test_a_batch_records_the_cluster_its_sender_proved() -> None:
+    """A batch from a sender bound to a cluster is recorded as that cluster's, not the default."""
+    pipe, _ = pipeline()
+    result = pipe.prepare(capture_events("0009.json"), received_at=RECEIVED, cluster="prod-eu")
+    pipe.finish(result, states={})
+    assert [r.cluster for r in result.records] == ["prod-eu"]
+    default = pipe.prepare(capture_events("0009.json"), received_at=RECEIVED)
+    assert default.cluster == "c"
+
+
 def test_request_received_is_not_a_second_record() -> None:
     """Both stages of a request in one batch: one record, from the final stage."""
     pipe, _ = pipeline()

@@ -59,16 +59,21 @@ class AuditIngestor:
         self._record_metrics = record_metrics
         self._observers = tuple(observers)
 
-    async def ingest_body(self, body: bytes, *, received_at: str, max_events: int) -> BatchResult:
+    async def ingest_body(
+        self, body: bytes, *, received_at: str, max_events: int, cluster: str | None = None
+    ) -> BatchResult:
         """``ingest`` for an EventList body: large ones are decoded, filtered and redacted by
         the worker processes (``server.workers``), the others here.
 
         Raises the ``BadRequestError`` of a body that is not an EventList and
-        ``BodyTooLargeError`` for more than ``max_events`` events."""
+        ``BodyTooLargeError`` for more than ``max_events`` events. ``cluster``: the cluster the
+        sender proved (None: the configured one)."""
         if not self._pool.wants(body):
             result = prepare_body(self.pipeline, body, received_at=received_at, max_events=max_events)
+            result.cluster = cluster or result.cluster
             return await self._ingest(result)
         result = await self._pool.prepare(body, received_at=received_at, max_events=max_events)
+        result.cluster = cluster or result.cluster
         pending = []
         for prepared in result.pending:  # the dedupe window is this process's
             if self._deduper.seen(prepared.key):
@@ -78,8 +83,10 @@ class AuditIngestor:
         result.pending = pending
         return await self._ingest(result)
 
-    async def ingest(self, items: Sequence[Any], *, received_at: str) -> BatchResult:
-        return await self._ingest(self.pipeline.prepare(items, received_at=received_at))
+    async def ingest(
+        self, items: Sequence[Any], *, received_at: str, cluster: str | None = None
+    ) -> BatchResult:
+        return await self._ingest(self.pipeline.prepare(items, received_at=received_at, cluster=cluster))
 
     async def _ingest(self, result: BatchResult) -> BatchResult:
         claimed = await self._with_state(result)

@@ -72,6 +72,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     received_at: str = ""
+    cluster: str = ""  # the cluster the sender proved; the configured one when it proves none
     pending: list[Prepared] = field(default_factory=list)
     state_updates: dict[str, StoredObject] = field(default_factory=dict)
 
@@ -93,8 +94,9 @@ class Pipeline:
         self.finish(result, states=states or {})
         return result
 
-    def prepare(self, items: Sequence[Any], *, received_at: str) -> BatchResult:
-        result = BatchResult(events=len(items), received_at=received_at)
+    def prepare(self, items: Sequence[Any], *, received_at: str, cluster: str | None = None) -> BatchResult:
+        """Check, filter, dedupe and redact: the half that needs no state (and runs in a worker)."""
+        result = BatchResult(events=len(items), received_at=received_at, cluster=cluster or self._cluster)
         keep = self._keep
         batch_keys: set[str] = set()
         for index, item in enumerate(items):
@@ -158,7 +160,7 @@ class Pipeline:
                 result.duplicates += 1  # another replica recorded it
                 continue
             try:
-                record, updates = self._build(prepared, current, result.received_at, available)
+                record, updates = self._build(prepared, current, result, available)
                 line = to_json(record)
                 newer = {k: state for k, state in updates.items() if is_newer(state, current.get(k))}
             except Exception as exc:  # noqa: BLE001 - one bad event must not cost the batch
@@ -184,15 +186,15 @@ class Pipeline:
         result.dead_letters.append(_letter(reason, detail, index, item, result.received_at))
 
     def _build(
-        self, prepared: Prepared, current: Mapping[str, StoredObject], received_at: str, available: bool
+        self, prepared: Prepared, current: Mapping[str, StoredObject], result: BatchResult, available: bool
     ) -> tuple[Record, Mapping[str, StoredObject]]:
         """The record, built once and complete, and the states its event reveals."""
         enrichment = self._enricher.enrich(prepared.redacted, current, available=available)
         record = Record.from_event(
             prepared.redacted.event,
             record_id=prepared.key,
-            cluster=self._cluster,
-            received_at=received_at,
+            cluster=result.cluster,
+            received_at=result.received_at,
             enrichment=enrichment,
         )
         return record, enrichment.state_updates

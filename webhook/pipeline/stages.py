@@ -72,7 +72,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     received_at: str = ""
-    cluster: str = ""  # the cluster the sender proved; the configured one when it proves none
+    cluster: str = ""  # the cluster the sender proved; empty: the configured one
     pending: list[Prepared] = field(default_factory=list)
     state_updates: dict[str, StoredObject] = field(default_factory=dict)
 
@@ -96,7 +96,7 @@ class Pipeline:
 
     def prepare(self, items: Sequence[Any], *, received_at: str, cluster: str | None = None) -> BatchResult:
         """Check, filter, dedupe and redact: the half that needs no state (and runs in a worker)."""
-        result = BatchResult(events=len(items), received_at=received_at, cluster=cluster or self._cluster)
+        result = BatchResult(events=len(items), received_at=received_at, cluster=cluster or "")
         keep = self._keep
         batch_keys: set[str] = set()
         for index, item in enumerate(items):
@@ -193,7 +193,7 @@ class Pipeline:
         record = Record.from_event(
             prepared.redacted.event,
             record_id=prepared.key,
-            cluster=result.cluster,
+            cluster=result.cluster or self._cluster,
             received_at=result.received_at,
             enrichment=enrichment,
         )

@@ -9,7 +9,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from webhook.server.batch_log import BatchSums, FoldingLog, Rejections, write_accepted, write_rejected
+from webhook.log import FoldingLog
+from webhook.server.batch_log import BatchSums, Rejections, write_accepted, write_rejected
 
 
 class Clock:

@@ -32,11 +32,12 @@ from webhook.errors import (
     UnsupportedMediaTypeError,
     WebhookError,
 )
+from webhook.log import FoldingLog
 from webhook.metrics import Metrics
 from webhook.pipeline.stages import utc_now
 from webhook.runtime import Runtime
 from webhook.server.auth import Authenticator
-from webhook.server.batch_log import BatchSums, FoldingLog, Rejections, write_accepted, write_rejected
+from webhook.server.batch_log import BatchSums, Rejections, write_accepted, write_rejected
 from webhook.server.http_errors import harden_edges, json_answer, set_server_header
 from webhook.server.listener import ConnectionLimits, ListenerSite, Watched, raise_open_files_limit
 from webhook.server.tls import TlsFiles, TlsReloader

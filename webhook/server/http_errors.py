@@ -19,8 +19,9 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from webhook.log import FoldingLog
 from webhook.metrics import Metrics
-from webhook.server.batch_log import FoldingLog, Rejections
+from webhook.server.batch_log import Rejections
 from webhook.sources.base import Answer
 
 __all__ = [

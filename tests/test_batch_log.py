@@ -10,7 +10,8 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from webhook.log import FoldingLog
-from webhook.server.batch_log import BatchSums, Rejections, write_accepted, write_rejected
+from webhook.server.batch_log import Rejections, write_rejected
+from webhook.sources.webhook import BatchSums, write_accepted
 
 
 class Clock:

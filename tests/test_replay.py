@@ -18,12 +18,12 @@ import orjson
 import pytest
 from conftest import capture_events, dead_letters_in, make_config, make_event, read_jsonl, records_in
 
-from webhook.commands._audit_logs import ReplayInputError
 from webhook.commands.replay import replay
 from webhook.config import Config
 from webhook.runtime import Runtime
 from webhook.sinks.base import BatchOptions, SinkSettings
 from webhook.sinks.jsonl import JsonlOptions
+from webhook.sources.logfile import ReplayInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "audit.log"

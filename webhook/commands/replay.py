@@ -1,5 +1,5 @@
 """``ingress-audit replay``: kube-apiserver log-backend files through the server's own ingest path
-(webhook/commands/_audit_logs.py reads them), or with ``--server`` to a running server
+(webhook/sources/logfile.py reads them), or with ``--server`` to a running server
 (webhook/commands/replay_server.py). An event gets the same record id as when the webhook
 delivered it, so a backfill that overlaps live records adds nothing.
 
@@ -25,14 +25,8 @@ from typing import TYPE_CHECKING, Final
 import orjson
 
 from webhook.commands import _args
-from webhook.commands._audit_logs import (
-    BadLine,
-    ReplayInputError,
-    ReplaySummary,
-    progress_bar,
-    read_events,
-    take,
-)
+from webhook.commands._audit_logs import ReplaySummary, progress_bar, take
+from webhook.commands.replay_access import replay_access
 from webhook.commands.replay_server import ClientCredentials, replay_to_server
 from webhook.config import Config, load_config, with_overrides
 from webhook.dedupe import DedupeConfig
@@ -40,6 +34,7 @@ from webhook.log import configure_logging
 from webhook.pipeline.stages import DeadLetter
 from webhook.record.files import open_maybe_gzip, rotated
 from webhook.runtime import Runtime
+from webhook.sources.logfile import BadLine, ReplayInputError, read_events
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -159,8 +154,6 @@ async def replay(
             if bar is not None:
                 bar.stop()
         if runtime.access is not None:
-            from webhook.commands.replay_access import replay_access
-
             summary.access = await replay_access(runtime.access, access_files)
     finally:
         # What is not delivered by then stays in the spool and goes out with the next run.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from webhook.access.service import AccessService
-from webhook.commands._audit_logs import ReplayInputError, open_log
+from webhook.sources.logfile import ReplayInputError, open_log
 
 __all__ = ["CHUNK_LINES", "AccessReplaySummary", "read_lines", "replay_access"]
 

@@ -18,13 +18,13 @@ from typing import Any, Final
 
 import orjson
 
-from webhook.commands._audit_logs import open_log
 from webhook.commands.tail import RecordsNotFoundError
 from webhook.record.files import rotated
 from webhook.review.collect import Collector, ReportOptions
 from webhook.review.describe import record_time
 from webhook.review.render import Report
 from webhook.review.sections import assemble
+from webhook.sources.logfile import open_log
 
 __all__ = ["ReportOptions", "build_report", "newest_record", "read_lines", "report_files", "report_for"]
 

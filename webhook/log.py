@@ -8,21 +8,38 @@ records as bare text with multi-line tracebacks between the JSON lines. Their re
 the same rule: the first line of the message as written in the library (never the arguments
 logged with it for interpolation) and, for an exception, its type and where it was raised,
 never its text (which can hold a URL, a row or a part of a request).
+
+Lines written once per request (``batch.accepted``, ``batch.rejected``) go through a
+``FoldingLog``: one line per request until requests come faster than a person reads, then one
+line a second sums them up. In batch mode an apiserver posts at most a few requests a second,
+and a line per request is what an operator wants to see. In blocking mode it posts one request
+per API call, thousands a second: a line each would flood the cluster's log pipeline with our
+own logs and cost the event loop a measurable share of its time; so would a sender with a wrong
+token, or anyone posting junk. So each line spends a token from a bucket that refills at
+``per_second`` (and holds as many); a request that finds it empty is added to a pending sum
+instead, logged ``interval_s`` after the first request it holds (one line per key: per reason
+and status for refusals). Every line says how many requests it covers (``batches``,
+``requests``), so summing any field over the lines gives the same total whatever was folded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar
 
 import orjson
 import structlog
 
-__all__ = ["LogConfig", "configure_logging"]
+__all__ = ["LINES_PER_SECOND", "FoldingLog", "LogConfig", "configure_logging"]
+
+LINES_PER_SECOND: Final = 10.0
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -101,3 +118,62 @@ def _raised_at(tb: TracebackType | None) -> str | None:
         tb = tb.tb_next
     code = tb.tb_frame.f_code
     return f"{os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
+
+
+class _Sums(Protocol):
+    def add(self, other: Self) -> None: ...
+
+
+K = TypeVar("K", bound=Hashable)
+S = TypeVar("S", bound=_Sums)
+
+
+class FoldingLog(Generic[K, S]):
+    """``add(key, sums)`` per request; ``write(key, sums)`` logs one line (see the module doc)."""
+
+    def __init__(
+        self,
+        write: Callable[[K, S], None],
+        *,
+        per_second: float = LINES_PER_SECOND,
+        interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._write = write
+        self.per_second = per_second
+        self.interval_s = interval_s
+        self._clock = clock
+        self._tokens = per_second
+        self._refilled = clock()
+        self._pending: dict[K, S] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, key: K, sums: S) -> None:
+        if not self._pending and self._take():
+            self._write(key, sums)
+            return
+        if not self._pending:
+            self._timer = asyncio.get_running_loop().call_later(self.interval_s, self.flush)
+        pending = self._pending.get(key)
+        if pending is None:
+            self._pending[key] = sums
+        else:
+            pending.add(sums)
+
+    def flush(self) -> None:
+        """Log the pending sums now, if there are any (the timer, and shutdown)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, {}
+        for key, sums in pending.items():
+            self._write(key, sums)
+
+    def _take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.per_second, self._tokens + (now - self._refilled) * self.per_second)
+        self._refilled = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True

@@ -52,7 +52,9 @@ from tests.conftest import (
 )
 from webhook.config import Config
 from webhook.record.audit import record_schema
-from webhook.server.app import RUNTIME, STATE, create_app
+from webhook.server.admission import STATE
+from webhook.server.app import RUNTIME, SOURCES, create_app
+from webhook.sources.webhook import WebhookSource
 
 JSON: Final = {"Content-Type": "application/json"}
 APISERVER: Final = "system:apiserver"
@@ -680,8 +682,10 @@ async def test_no_secret_value_is_written_or_logged(
 async def test_logs_are_one_line_per_batch_without_bodies(replay: Replay) -> None:
     """Logging is counts and codes: batch.accepted lines covering every POST (one each, or one
     summing several when they come faster than 10 a second), nothing from the events."""
+    source = replay.client.app[SOURCES]["/audit"]
+    assert isinstance(source, WebhookSource)
     with capture_logs() as flushed:
-        replay.client.app[STATE].accepted_log.flush()  # what shutdown does with a pending sum
+        source.accepted_log.flush()  # what shutdown does with a pending sum
     accepted = [entry for entry in [*replay.logs, *flushed] if entry["event"] == "batch.accepted"]
     assert sum(entry["batches"] for entry in accepted) == len(captured_bodies())
     assert sum(entry["records"] for entry in accepted) == len(replay.records)

@@ -9,7 +9,9 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from webhook.server.batch_log import BatchSums, FoldingLog, Rejections, write_accepted, write_rejected
+from webhook.log import FoldingLog
+from webhook.server.batch_log import Rejections, write_rejected
+from webhook.sources.webhook import BatchSums, write_accepted
 
 
 class Clock:

@@ -1,5 +1,5 @@
 """``ingress-audit replay``: kube-apiserver log-backend files through the server's own ingest path
-(webhook/commands/_audit_logs.py reads them), or with ``--server`` to a running server
+(webhook/sources/logfile.py reads them), or with ``--server`` to a running server
 (webhook/commands/replay_server.py). An event gets the same record id as when the webhook
 delivered it, so a backfill that overlaps live records adds nothing.
 
@@ -22,13 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from webhook.commands import _args
-from webhook.commands._audit_logs import (
-    BadLine,
-    ReplaySummary,
-    progress_bar,
-    read_events,
-    take,
-)
+from webhook.commands._audit_logs import ReplaySummary, progress_bar, take
+from webhook.commands.replay_access import replay_access
 from webhook.commands.replay_server import ClientCredentials, replay_to_server
 from webhook.config import Config, load_config, with_overrides
 from webhook.dedupe import DedupeConfig
@@ -39,6 +34,7 @@ from webhook.record.files import record_ids, with_backups
 from webhook.record.line import ALERT
 from webhook.record.time import now
 from webhook.runtime import Runtime
+from webhook.sources.logfile import BadLine, read_events
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -137,8 +133,6 @@ async def replay(
             if bar is not None:
                 bar.stop()
         if runtime.access is not None:
-            from webhook.commands.replay_access import replay_access
-
             summary.access = await replay_access(runtime.access, access_files)
     finally:
         # What is not delivered by then stays in the spool and goes out with the next run.

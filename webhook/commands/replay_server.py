@@ -23,8 +23,9 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from webhook.commands._audit_logs import BadLine, ReplaySummary, progress_bar, read_events, take
+from webhook.commands._audit_logs import ReplaySummary, progress_bar, take
 from webhook.errors import ConfigError, ReplaySendError
+from webhook.sources.logfile import BadLine, read_events
 
 __all__ = ["ClientCredentials", "replay_to_server"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,22 +20,15 @@ import structlog
 from webhook.core.files import read_secret_file
 from webhook.core.patterns import Matcher
 from webhook.errors import ConfigError, ForbiddenError, UnauthorizedError
+from webhook.sources.base import Principal
 
-__all__ = ["Authenticator", "Principal", "cert_names"]
+__all__ = ["Authenticator", "cert_names"]
 
 log = structlog.get_logger(__name__)
 _MAX_TOKEN_FILE_BYTES = 1024 * 1024  # tokens, one a line: far below
 
 _MIN_TOKEN_LENGTH = 16
 _MIN_DISTINCT = 8  # "aaaaaaaaaaaaaaaa" is long enough but guessable; random tokens pass at once
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """How a request authenticated: ``method`` is ``none``, ``client-cert`` or ``token``."""
-
-    method: str
-    name: str
 
 
 def cert_names(peercert: Mapping[str, Any]) -> tuple[str, ...]:

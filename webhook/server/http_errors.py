@@ -14,21 +14,24 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
-import orjson
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from webhook.log import FoldingLog
 from webhook.metrics import Metrics
-from webhook.server.batch_log import FoldingLog, Rejections
+from webhook.server.batch_log import Rejections
+from webhook.sources.base import Answer
 
 __all__ = [
     "BAD_HTTP",
     "SERVER_HEADER",
     "count_tls_failures",
     "harden_edges",
+    "json_answer",
     "quiet_errors",
+    "respond",
     "set_server_header",
     "tls_reason",
     "write_tls_failed",
@@ -60,17 +63,18 @@ async def set_server_header(request: web.Request, response: web.StreamResponse) 
     response.headers["Server"] = SERVER_HEADER
 
 
+def respond(answer: Answer) -> web.Response:
+    """A source's answer (or the server's own) as aiohttp sends it."""
+    return web.Response(
+        body=answer.body, status=answer.status, content_type="application/json", headers=answer.headers
+    )
+
+
 def json_answer(
     body: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    """Every JSON answer of the server: compact, one line, ending in a newline (a shell prompt
-    after ``curl`` starts on its own line)."""
-    return web.Response(
-        body=orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
+    """The server's own JSON answers, shaped as the sources' are (``Answer.json``)."""
+    return respond(Answer.json(body, status, headers))
 
 
 def harden_edges(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -29,7 +28,7 @@ from webhook.errors import ConfigError
 from webhook.sources.ratelimit import PeerLimiter
 from webhook.sources.syslog_frames import FrameError, SyslogDecoder, parse_syslog
 
-__all__ = ["EVICT_IDLE_S", "SyslogListeners", "start_syslog", "syslog_parser"]
+__all__ = ["EVICT_IDLE_S", "SyslogSource", "syslog_parser"]
 
 log = structlog.get_logger(__name__)
 
@@ -86,14 +85,52 @@ class _Udp(asyncio.DatagramProtocol):
         log.warning("access.syslog_udp_error", error=type(exc).__name__)
 
 
-@dataclass(slots=True)
-class SyslogListeners:
-    """The bound sockets; ``addresses`` maps ``udp``/``tcp`` to (host, port)."""
+class SyslogSource:
+    """The configured listeners, as one source; ``addresses`` maps ``udp``/``tcp`` to (host, port)
+    once started."""
 
-    addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
-    _udp: asyncio.DatagramTransport | None = None
-    _tcp: asyncio.Server | None = None
-    _connections: dict[asyncio.Task[None], float] = field(default_factory=dict)  # -> last read
+    name: str = "syslog"
+
+    def __init__(self, service: AccessService, config: AccessConfig) -> None:
+        self._service = service
+        self._config = config
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], float] = {}  # -> last read
+
+    async def start(self) -> None:
+        """Bind the configured listeners; raises ConfigError when an address cannot be used."""
+        config, service = self._config, self._service
+        check_syslog_listen(config)
+        loop = asyncio.get_running_loop()
+        for label in ("syslog-udp", "syslog-tcp"):  # at 0 from the start, for increase()
+            service.metrics.access_lines_dropped.labels(input=label, reason=_RATE_LIMITED)
+        udp_limiter = PeerLimiter(config.syslog.rate_limit, input="syslog-udp")
+        tcp_limiter = PeerLimiter(config.syslog.rate_limit, input="syslog-tcp")
+        try:
+            if config.syslog.udp is not None:
+                host, port = split_address(config.syslog.udp)
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _Udp(service, udp_limiter), local_addr=(host, port)
+                )
+                self._udp = transport
+                bound = transport.get_extra_info("sockname")
+                self.addresses["udp"] = (str(bound[0]), int(bound[1]))
+            if config.syslog.tcp is not None:
+                host, port = split_address(config.syslog.tcp)
+                self._tcp = await asyncio.start_server(
+                    lambda r, w: _connection(service, config, self, tcp_limiter, r, w),
+                    host,
+                    port,
+                    reuse_address=True,
+                )
+                bound = self._tcp.sockets[0].getsockname()
+                self.addresses["tcp"] = (str(bound[0]), int(bound[1]))
+        except OSError as exc:
+            await self.aclose()
+            raise ConfigError(f"cannot listen for syslog: {exc.strerror}") from None
+        log.info("access.syslog_listening", **{k: f"{h}:{p}" for k, (h, p) in self.addresses.items()})
 
     def _idlest(self, now: float) -> asyncio.Task[None] | None:
         """The connection idle longest, if idle for EVICT_IDLE_S at least."""
@@ -114,45 +151,10 @@ class SyslogListeners:
                 await self._tcp.wait_closed()
 
 
-async def start_syslog(service: AccessService, config: AccessConfig) -> SyslogListeners:
-    """Bind the configured listeners; raises ConfigError when an address cannot be used."""
-    check_syslog_listen(config)
-    listeners = SyslogListeners()
-    loop = asyncio.get_running_loop()
-    for label in ("syslog-udp", "syslog-tcp"):  # at 0 from the start, for increase()
-        service.metrics.access_lines_dropped.labels(input=label, reason=_RATE_LIMITED)
-    udp_limiter = PeerLimiter(config.syslog.rate_limit, input="syslog-udp")
-    tcp_limiter = PeerLimiter(config.syslog.rate_limit, input="syslog-tcp")
-    try:
-        if config.syslog.udp is not None:
-            host, port = split_address(config.syslog.udp)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Udp(service, udp_limiter), local_addr=(host, port)
-            )
-            listeners._udp = transport
-            bound = transport.get_extra_info("sockname")
-            listeners.addresses["udp"] = (str(bound[0]), int(bound[1]))
-        if config.syslog.tcp is not None:
-            host, port = split_address(config.syslog.tcp)
-            listeners._tcp = await asyncio.start_server(
-                lambda r, w: _connection(service, config, listeners, tcp_limiter, r, w),
-                host,
-                port,
-                reuse_address=True,
-            )
-            bound = listeners._tcp.sockets[0].getsockname()
-            listeners.addresses["tcp"] = (str(bound[0]), int(bound[1]))
-    except OSError as exc:
-        await listeners.aclose()
-        raise ConfigError(f"cannot listen for syslog: {exc.strerror}") from None
-    log.info("access.syslog_listening", **{k: f"{h}:{p}" for k, (h, p) in listeners.addresses.items()})
-    return listeners
-
-
 async def _connection(
     service: AccessService,
     config: AccessConfig,
-    listeners: SyslogListeners,
+    listeners: SyslogSource,
     limiter: PeerLimiter,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,

@@ -69,11 +69,12 @@ class AuditIngestor:
         ``BodyTooLargeError`` for more than ``max_events`` events. ``cluster``: the cluster the
         sender proved (None: the configured one)."""
         if not self._pool.wants(body):
-            result = prepare_body(self.pipeline, body, received_at=received_at, max_events=max_events)
-            result.cluster = cluster or result.cluster
+            result = prepare_body(
+                self.pipeline, body, received_at=received_at, max_events=max_events, cluster=cluster
+            )
             return await self._ingest(result)
         result = await self._pool.prepare(body, received_at=received_at, max_events=max_events)
-        result.cluster = cluster or result.cluster
+        self.pipeline.assign(result, cluster)
         pending = []
         for prepared in result.pending:  # the dedupe window is this process's
             if self._deduper.seen(prepared.key):

@@ -17,7 +17,7 @@ from typing import Any
 
 from webhook.access.hosts import HostIndex
 from webhook.access.service import AccessService
-from webhook.config import Config
+from webhook.config import Config, known_clusters
 from webhook.core.files import ensure_private_dir
 from webhook.dedupe import Deduper
 from webhook.delivery import SinkWorkers
@@ -176,7 +176,10 @@ class Runtime:
                     writer=self.writer,
                     metrics=self.metrics,
                     record_metrics=RecordMetrics(
-                        self.metrics, disabled=config.findings.disabled, severity=config.findings.severity
+                        self.metrics,
+                        clusters=known_clusters(config),
+                        disabled=config.findings.disabled,
+                        severity=config.findings.severity,
                     ),
                     observers=observers,
                 )

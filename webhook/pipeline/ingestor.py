@@ -137,9 +137,10 @@ class AuditIngestor:
     def _count(self, result: BatchResult) -> None:
         """The batch's counts; the writer counted the bytes and dead letters it wrote."""
         metrics = self._metrics
-        metrics.events.inc(result.events)
+        cluster = self._record_metrics.cluster(result.cluster or self.pipeline.cluster)
+        metrics.events.labels(cluster=cluster).inc(result.events)
         metrics.matched.inc(result.matched)
-        metrics.records.inc(len(result.records))
+        metrics.records.labels(cluster=cluster).inc(len(result.records))
         metrics.dedupe_hits.inc(result.duplicates)
         metrics.dedupe_entries.set(len(self._deduper))
         self._record_metrics.count(result.records)

@@ -16,6 +16,7 @@ from webhook.config import (
     default_sinks,
     describe,
     jsonl_sink_for,
+    known_clusters,
     load_config,
     parse_config,
     shared_audit_files,
@@ -442,6 +443,40 @@ _REVIEW_CONFIGS: dict[str, tuple[dict[str, Any], bool]] = {
         True,
     ),
     "c15 syslog on localhost": ({"access": {"enabled": True, "syslog": {"udp": "localhost:5514"}}}, True),
+    "m1 tokens bound to a cluster authenticate HTTPS on 0.0.0.0": (
+        {
+            "server": {
+                "host": "0.0.0.0",
+                "tls": _TLS,
+                "auth": {"clusters": {"prod-eu": {"bearer_token_files": ["token"]}}},
+            }
+        },
+        True,
+    ),
+    "m2 a cluster's tokens without TLS": (
+        {"server": {"auth": {"clusters": {"prod-eu": {"bearer_token_files": ["token"]}}}}},
+        False,
+    ),
+    "m3 a cluster's subjects without a client CA": (
+        {
+            "server": {
+                "host": "0.0.0.0",
+                "tls": _TLS,
+                "auth": {"clusters": {"prod-eu": {"client_subjects": ["a"]}}},
+            }
+        },
+        False,
+    ),
+    "m4 a cluster's weak token file": (
+        {
+            "server": {
+                "host": "0.0.0.0",
+                "tls": _TLS,
+                "auth": {"clusters": {"prod-eu": {"bearer_token_files": ["weak-token"]}}},
+            }
+        },
+        False,
+    ),
 }
 
 
@@ -460,3 +495,102 @@ def test_the_reviews_config_matrix(review_pki: Path, tmp_path: Path, case: str, 
     out, err = capsys.readouterr()
     assert (code == 0) == ok, out + err
     assert "Traceback" not in err
+
+
+def test_clusters_bind_credentials() -> None:
+    """``server.auth.clusters``: each name's subjects and token files, kept apart from the global ones."""
+    config = parse_config(
+        {
+            "cluster": "hub",
+            "server": {
+                "tls": {"cert_file": "c", "key_file": "k", "client_ca_file": "ca"},
+                "auth": {
+                    "client_subjects": ["hub-apiserver"],
+                    "clusters": {
+                        "prod-eu": {"client_subjects": ["apiserver-eu"], "bearer_token_files": ["eu.token"]},
+                        "prod-us": {"bearer_token_files": ["us.token"]},
+                    },
+                },
+            },
+        }
+    )
+
+    clusters = config.server.auth.clusters
+    assert list(clusters) == ["prod-eu", "prod-us"]
+    assert clusters["prod-eu"].client_subjects == ("apiserver-eu",)
+    assert clusters["prod-eu"].bearer_token_files == (Path("eu.token"),)
+    assert clusters["prod-us"].client_subjects == ()
+    assert config.server.auth.client_subjects == ("hub-apiserver",)
+    assert config.server.auth.has_tokens
+    assert known_clusters(config) == {"hub", "prod-eu", "prod-us"}
+    assert describe(config)["clusters"] == ["prod-eu", "prod-us"]
+    assert describe(Config())["clusters"] == []
+
+
+@pytest.mark.parametrize(
+    ("clusters", "error"),
+    [
+        ({"Prod_EU": {"client_subjects": ["a"]}}, "$.server.auth.clusters: fails 'pattern' (a name there"),
+        ({"x" * 64: {"client_subjects": ["a"]}}, "$.server.auth.clusters: fails 'maxLength' (a name there"),
+        ({"prod": {}}, "$.server.auth.clusters.prod: fails 'minProperties'"),
+        ({"prod": {"client_subjects": []}}, "$.server.auth.clusters.prod.client_subjects: fails 'minItems'"),
+        ({"prod": {"tokens": ["t"]}}, "$.server.auth.clusters.prod: fails 'additionalProperties'"),
+    ],
+)
+def test_cluster_names_and_entries_are_checked(clusters: dict[str, Any], error: str) -> None:
+    """Names are lowercase DNS labels; an entry binds at least one credential; typos fail."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"server": {"auth": {"clusters": clusters}}})
+    assert [e for e in caught.value.errors if e.startswith(error)], caught.value.errors
+
+
+def test_a_credential_bound_twice_is_an_error() -> None:
+    """A subject or token file of two clusters, or of a cluster and the global lists, is refused:
+    token files by their paths, subjects by their place only."""
+    tls = {"cert_file": "c", "key_file": "k", "client_ca_file": "ca"}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "server": {
+                    "tls": tls,
+                    "auth": {
+                        "client_subjects": ["hub-apiserver"],
+                        "bearer_token_files": ["/run/hub.token"],
+                        "clusters": {
+                            "prod-eu": {
+                                "client_subjects": [MARKER],
+                                "bearer_token_files": ["/run/eu.token", "/run/x/../hub.token"],
+                            },
+                            "prod-us": {"client_subjects": [MARKER], "bearer_token_files": ["/run/eu.token"]},
+                        },
+                    },
+                }
+            }
+        )
+
+    assert caught.value.errors == (
+        "$.server.auth.clusters['prod-eu'].bearer_token_files[1]: /run/x/../hub.token is also bound by "
+        "$.server.auth.bearer_token_files[0]",
+        "$.server.auth.clusters['prod-us'].client_subjects[0]: also bound by "
+        "$.server.auth.clusters['prod-eu'].client_subjects[0]",
+        "$.server.auth.clusters['prod-us'].bearer_token_files[0]: /run/eu.token is also bound by "
+        "$.server.auth.clusters['prod-eu'].bearer_token_files[0]",
+    )
+
+
+def test_check_config_names_the_bound_clusters(review_pki: Path, tmp_path: Path, capsys: Any) -> None:
+    """check-config says which clusters credentials are bound to (names only); without any, the
+    output is as it always was."""
+    path = write(
+        tmp_path,
+        {
+            "server": {
+                "tls": {"cert_file": str(review_pki / "tls.crt"), "key_file": str(review_pki / "tls.key")},
+                "auth": {"clusters": {"prod-us": {"bearer_token_files": [str(review_pki / "token")]}}},
+            }
+        },
+    )
+
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out == f"{path}: ok\n{path}: clusters bound to credentials: prod-us\n"

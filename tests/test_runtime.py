@@ -69,3 +69,18 @@ async def test_a_server_whose_syslog_port_is_taken_closes_the_runtime(tmp_path: 
     assert not _leftover_tasks(before)
     runtime = await Runtime.open(config)  # the spool lock was released
     await runtime.aclose()
+
+
+async def test_the_host_index_follows_the_configured_cluster_alone(tmp_path: Path) -> None:
+    """Access logs are the configured cluster's: another cluster's Ingress names no host in them."""
+    config = replace(make_config(tmp_path), access=AccessConfig(enabled=True))
+    runtime = await Runtime.open(config)
+    try:
+        received = "2026-11-24T14:20:41.000000Z"
+        await runtime.ingestor.ingest(capture_events("0009.json"), received_at=received, cluster="prod-eu")
+        assert runtime.access is not None
+        assert len(runtime.access.index) == 0
+        await runtime.ingestor.ingest(capture_events("0009.json"), received_at=received)
+        assert len(runtime.access.index) == 1
+    finally:
+        await runtime.aclose()

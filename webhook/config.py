@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import os
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -35,7 +36,7 @@ from webhook.errors import ConfigError
 from webhook.filter import DEFAULT_FILTER, FilterSpec, Rule
 from webhook.log import LogConfig
 from webhook.redact.settings import RedactionConfig
-from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
+from webhook.server.settings import AuthConfig, ClusterAuth, ServerConfig, TlsConfig
 from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
 from webhook.spool.settings import DeadLetterConfig, SpoolConfig
@@ -51,6 +52,7 @@ __all__ = [
     "default_sinks",
     "describe",
     "jsonl_sink_for",
+    "known_clusters",
     "load_config",
     "parse_config",
     "shared_audit_files",
@@ -179,7 +181,10 @@ def _hint(error: jsonschema.ValidationError) -> str:
         return "missing " + ", ".join(repr(k) for k in missing)
     if error.validator in ("enum", "const"):
         return "allowed: " + ", ".join(map(repr, allowed if isinstance(allowed, list) else [allowed]))
-    return f"expected {error.validator} {error.validator_value!r}"[:200]
+    expected = f"expected {error.validator} {error.validator_value!r}"
+    if "propertyNames" in error.relative_schema_path:
+        expected = f"a name there: {expected}"  # the path is the mapping's, not the name's
+    return expected[:200]
 
 
 def load_config(path: Path | None) -> Config:
@@ -342,19 +347,57 @@ def _server(raw: Mapping[str, Any]) -> ServerConfig:
         tls=None
         if tls is None
         else _section(TlsConfig, tls, paths=("cert_file", "key_file", "client_ca_file")),
-        auth=_section(AuthConfig, auth, paths=("bearer_token_files",), tuples=("client_subjects",)),
+        auth=_auth(auth or {}),
     )
     problems = []
-    if server.auth.bearer_token_files and server.tls is None:
-        problems.append(
-            "$.server.auth.bearer_token_files: requires server.tls (the apiserver "
-            "sends a bearer token only over https)"
-        )
-    if server.auth.client_subjects and (server.tls is None or server.tls.client_ca_file is None):
-        problems.append("$.server.auth.client_subjects: requires server.tls.client_ca_file")
+    owners: dict[str, AuthConfig | ClusterAuth] = {"$.server.auth": server.auth}
+    # Named as jsonschema writes a key with dashes, like its own errors.
+    owners.update((f"$.server.auth.clusters['{name}']", c) for name, c in server.auth.clusters.items())
+    for where, owner in owners.items():
+        if owner.bearer_token_files and server.tls is None:
+            problems.append(
+                f"{where}.bearer_token_files: requires server.tls (the apiserver "
+                "sends a bearer token only over https)"
+            )
+        if owner.client_subjects and (server.tls is None or server.tls.client_ca_file is None):
+            problems.append(f"{where}.client_subjects: requires server.tls.client_ca_file")
+    problems += _bound_twice(owners)
     if problems:
         raise ConfigError("server section is not consistent", tuple(problems))
     return server
+
+
+def _auth(raw: Mapping[str, Any]) -> AuthConfig:
+    options = dict(raw)
+    clusters = {
+        name: ClusterAuth(
+            client_subjects=tuple(entry.get("client_subjects", ())),
+            bearer_token_files=tuple(Path(p) for p in entry.get("bearer_token_files", ())),
+        )
+        for name, entry in (options.pop("clusters", None) or {}).items()
+    }
+    auth = _section(AuthConfig, options, paths=("bearer_token_files",), tuples=("client_subjects",))
+    return replace(auth, clusters=clusters)
+
+
+def _bound_twice(owners: Mapping[str, AuthConfig | ClusterAuth]) -> list[str]:
+    """A subject or token file bound to two owners (global and a cluster, or two clusters): the
+    sender's cluster would depend on which one matched. Subjects are named by their place only."""
+    problems = []
+    subjects: dict[str, tuple[str, str]] = {}  # subject -> (owner, place)
+    files: dict[Path, tuple[str, str]] = {}
+    for where, owner in owners.items():
+        for index, subject in enumerate(owner.client_subjects):
+            place = f"{where}.client_subjects[{index}]"
+            first, at = subjects.setdefault(subject, (where, place))
+            if first != where:
+                problems.append(f"{place}: also bound by {at}")
+        for index, path in enumerate(owner.bearer_token_files):
+            place = f"{where}.bearer_token_files[{index}]"
+            first, at = files.setdefault(Path(os.path.normpath(path)), (where, place))
+            if first != where:
+                problems.append(f"{place}: {path} is also bound by {at}")
+    return problems
 
 
 def check_listen(config: Config) -> None:
@@ -398,7 +441,7 @@ def unauthenticated_tls(config: Config) -> bool:
     return (
         server.tls is not None
         and server.tls.client_ca_file is None
-        and not server.auth.bearer_token_files
+        and not server.auth.has_tokens
         and not is_loopback(server.host)
     )
 
@@ -483,10 +526,18 @@ def shared_audit_files(config: Config) -> list[str]:
     return [s.name for s in config.sinks if s.type == "jsonl" and takes(s, "audit") and takes(s, "access")]
 
 
+def known_clusters(config: Config) -> frozenset[str]:
+    """The clusters a record may be about: the configured one and each one a credential is
+    bound to. Metrics label by these alone (any other counts as ``other``), so their series
+    stay bounded by the config."""
+    return frozenset({config.cluster, *config.server.auth.clusters})
+
+
 def describe(config: Config) -> dict[str, Any]:
     """A log-safe summary of the effective config (no credentials by construction)."""
     return {
         "cluster": config.cluster,
+        "clusters": sorted(config.server.auth.clusters),
         "data_dir": str(config.data_dir),
         "host": config.server.host,
         "port": config.server.port,

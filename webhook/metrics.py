@@ -1,7 +1,8 @@
 """Prometheus metrics, one registry per app (no module-level state, so tests can run many apps).
 
 Every label takes its values from a fixed set (docs/operations.md lists them): never a user,
-an address, a namespace or an object name. webhook/pipeline/record_metrics.py counts what the records say.
+an address, a namespace or an object name; ``cluster`` is one the config names, else
+``other``. webhook/pipeline/record_metrics.py counts what the records say.
 A stage whose figures are a collector of its own (certificate expiry, access latency) registers
 it on ``registry`` when it is built, so this module knows no stage.
 """
@@ -50,10 +51,18 @@ class Metrics:
         self.batches = Counter(
             "ingress_audit_batches_received", "EventList requests accepted (200).", registry=r
         )
-        self.events = Counter("ingress_audit_events_received", "Events in accepted EventLists.", registry=r)
+        self.events = Counter(
+            "ingress_audit_events_received",
+            "Events in accepted batches, by cluster.",
+            ["cluster"],
+            registry=r,
+        )
         self.matched = Counter("ingress_audit_events_matched", "Events kept by the filter rules.", registry=r)
         self.records = Counter(
-            "ingress_audit_records_written", "Records durably written to the spool.", registry=r
+            "ingress_audit_records_written",
+            "Audit records durably written to the spool, by cluster.",
+            ["cluster"],
+            registry=r,
         )
         self.rejects = Counter(
             "ingress_audit_requests_rejected",
@@ -132,15 +141,15 @@ class Metrics:
         # What the records say (webhook/pipeline/record_metrics.py): the security signals to alert on.
         self.findings = Counter(
             "ingress_audit_findings",
-            "Findings raised, by finding id (unknown ids: other) and severity.",
-            ["finding", "severity"],
+            "Findings raised, by finding id (unknown ids: other), severity and cluster.",
+            ["finding", "severity", "cluster"],
             registry=r,
         )
         self.auth_failures = Counter(
             "ingress_audit_auth_failures",
             "Audited requests the apiserver refused: 401 (unauthenticated) or 403 (forbidden), "
-            "by the kind of caller.",
-            ["reason", "actor_kind"],
+            "by the kind of caller and cluster.",
+            ["reason", "actor_kind", "cluster"],
             registry=r,
         )
         self.changes = Counter(
@@ -151,8 +160,8 @@ class Metrics:
         )
         self.untrusted_changes = Counter(
             "ingress_audit_untrusted_changes",
-            "Successful writes from a source IP outside actors.trusted_cidrs, by resource.",
-            ["resource"],
+            "Successful writes from a source IP outside actors.trusted_cidrs, by resource and cluster.",
+            ["resource", "cluster"],
             registry=r,
         )
         # Access logs: labels are inputs, reasons, status classes and at most

@@ -17,7 +17,7 @@ from typing import Any
 
 from webhook.access.hosts import HostIndex
 from webhook.access.service import AccessService
-from webhook.config import Config
+from webhook.config import Config, known_clusters
 from webhook.core.files import ensure_private_dir
 from webhook.dedupe import Deduper
 from webhook.delivery import SinkWorkers
@@ -77,9 +77,11 @@ def alert_feed(config: Config, spool: Spool, metrics: Metrics, *, event_time: bo
     return AlertFeed(detector, spool, metrics, event_time=event_time)
 
 
-def _following(index: HostIndex) -> Observer:
+def _following(index: HostIndex, cluster: str) -> Observer:
+    """The host index follows the configured cluster alone: the access logs are its own."""
+
     async def observe(records: Sequence[Record]) -> None:
-        index.observe(records)
+        index.observe(record for record in records if record.cluster == cluster)
 
     return observe
 
@@ -162,7 +164,7 @@ class Runtime:
                 observers: list[Observer] = []
                 if index is not None:
                     # First: change correlation asks the index which hosts a change touched.
-                    observers.append(_following(index))
+                    observers.append(_following(index, config.cluster))
                 observers.append(self.alerts.records)
                 redactor = Redactor(key, expiry_warning_days=redaction.certificate_expiry_warning_days)
                 self.ingestor = AuditIngestor(
@@ -174,7 +176,10 @@ class Runtime:
                     writer=self.writer,
                     metrics=self.metrics,
                     record_metrics=RecordMetrics(
-                        self.metrics, disabled=config.findings.disabled, severity=config.findings.severity
+                        self.metrics,
+                        clusters=known_clusters(config),
+                        disabled=config.findings.disabled,
+                        severity=config.findings.severity,
                     ),
                     observers=observers,
                 )

@@ -123,6 +123,25 @@ def test_filters(records_file: Path, records: list[dict[str, Any]]) -> None:
     assert kept(records_file, users=("nobody",)) == []
 
 
+def test_cluster_filter(records_file: Path, records: list[dict[str, Any]], tmp_path: Path) -> None:
+    """``--cluster`` (repeatable, shell patterns) keeps the records, alerts and access records of
+    those clusters; a line that names none is not one of theirs."""
+    eu, us, hub = ({**records[n], "cluster": c} for n, c in ((0, "prod-eu"), (1, "prod-us"), (2, "hub")))
+    alert = {"type": "alert", "cluster": "prod-eu", "status": "firing", "detection": "d", "severity": "high"}
+    nameless = {k: v for k, v in records[3].items() if k != "cluster"}
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(doc) + b"\n" for doc in (eu, us, hub, alert, nameless)))
+
+    assert kept(path, clusters=("prod-eu",)) == [eu, alert]
+    assert kept(path, clusters=("prod-*", "hub")) == [eu, us, hub, alert]
+    assert kept(path) == [eu, us, hub, alert, nameless]
+    assert len(kept(records_file, clusters=(records[0]["cluster"],))) == len(records)
+
+    done = tail(str(path), "-n", "all", "--no-follow", "--json", "--cluster", "prod-us", "--cluster", "hub")
+    assert done.returncode == 0, done.stderr
+    assert [orjson.loads(line) for line in done.stdout.splitlines()] == [us, hub]
+
+
 def test_finding_and_severity_filters(records: list[dict[str, Any]]) -> None:
     """``--finding`` matches finding ids, ``--severity`` keeps records with a finding at or above it."""
     plain, low, high = {**records[0], "findings": []}, {**records[1]}, {**records[2]}

@@ -15,7 +15,7 @@ from tests.conftest import capture_events, captured_bodies, enrichment_of, find_
 from tests.detect.detect_records import T0, audit, detector
 from webhook.config import Config
 from webhook.dedupe import Deduper
-from webhook.detect.engine import Detector, RecordView
+from webhook.detect.engine import Detector, RecordView, fingerprint
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.metrics import Metrics
@@ -348,3 +348,35 @@ def test_a_rule_that_raises_skips_only_that_record_for_that_rule() -> None:
     assert b'ingress_audit_detection_errors_total{detection="fragile"} 2.0' in generate_latest(
         metrics.registry
     )
+
+
+def test_a_burst_split_between_clusters_fires_in_neither() -> None:
+    """Windows are per cluster: one failure in each of two clusters is not two from one IP."""
+    d = detector(BRUTE)
+    assert d.observe(failure() | {"cluster": "prod-eu"}, T0) == []
+    assert d.observe(failure() | {"cluster": "prod-us"}, T0 + 1) == []
+    assert d.observe(failure(), T0 + 2) == []  # the detector's own cluster, a third window
+
+    (alert,) = d.observe(failure() | {"cluster": "prod-eu"}, T0 + 3)
+    assert (alert.cluster, alert.count) == ("prod-eu", 2)
+
+
+def test_an_alert_is_about_the_cluster_of_its_records() -> None:
+    """The same key in two clusters: two alert instances, each with its cluster, fingerprint and ids;
+    a record that names no cluster is the detector's."""
+    d = detector(BRUTE)
+    eu = [d.observe(failure() | {"cluster": "prod-eu"}, T0 + n) for n in (0, 1)][-1]
+    mine = [d.observe(failure() | {"cluster": None}, T0 + n) for n in (2, 3)][-1]
+    (eu_alert,), (alert,) = eu, mine
+
+    assert (eu_alert.cluster, alert.cluster) == ("prod-eu", "test-cluster")
+    assert eu_alert.fingerprint == fingerprint("prod-eu", "brute-force-source-ip", {"source_ip": "10.0.0.7"})
+    assert alert.fingerprint == fingerprint(
+        "test-cluster", "brute-force-source-ip", {"source_ip": "10.0.0.7"}
+    )
+    assert eu_alert.id != alert.id
+    resolved = d.tick(T0 + 1000)
+    assert sorted((a.status, a.cluster) for a in resolved) == [
+        ("resolved", "prod-eu"),
+        ("resolved", "test-cluster"),
+    ]

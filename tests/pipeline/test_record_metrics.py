@@ -30,11 +30,14 @@ from webhook.metrics import Metrics
 from webhook.pipeline.cert_expiry import CertificateExpiry
 from webhook.pipeline.record_metrics import ACTOR_KINDS, AUTH_REASONS, OTHER, RESOURCES, RecordMetrics
 from webhook.record.audit import Record
+from webhook.runtime import Runtime
 from webhook.server.app import create_app
+from webhook.server.settings import ClusterAuth
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 JSON: Final = {"Content-Type": "application/json"}
 WRITES: Final = ("create", "update", "patch", "delete", "deletecollection")
+CLUSTER: Final = "test-cluster"  # make_config's
 
 
 def samples(text: str) -> Samples:
@@ -61,12 +64,14 @@ def expected(records: list[dict[str, Any]]) -> dict[str, Counter[frozenset[tuple
     changes: Counter[frozenset[tuple[str, str]]] = Counter()
     untrusted: Counter[frozenset[tuple[str, str]]] = Counter()
     for record in records:
+        cluster = record["cluster"]
         for finding in record["findings"]:
-            findings[labels(finding=finding["id"], severity=finding["severity"])] += 1
+            findings[labels(finding=finding["id"], severity=finding["severity"], cluster=cluster)] += 1
         code = record["outcome"]["code"]
         kind = record["actor"]["user"]["kind"]
         if code in (401, 403):
-            auth[labels(reason={401: "unauthenticated", 403: "forbidden"}[code], actor_kind=kind)] += 1
+            reason = {401: "unauthenticated", 403: "forbidden"}[code]
+            auth[labels(reason=reason, actor_kind=kind, cluster=cluster)] += 1
             continue
         if record["verb"] not in WRITES or record["dry_run"] or (code is not None and code >= 400):
             continue
@@ -76,7 +81,7 @@ def expected(records: list[dict[str, Any]]) -> dict[str, Counter[frozenset[tuple
             resource = f"{resource}/status" if obj["subresource"] == "status" and resource != OTHER else OTHER
         changes[labels(resource=resource, verb=record["verb"], actor_kind=kind)] += 1
         if any(t["trust"] == "untrusted" for t in record["actor"]["source_ip_trust"]):
-            untrusted[labels(resource=resource)] += 1
+            untrusted[labels(resource=resource, cluster=cluster)] += 1
     return {
         "ingress_audit_findings_total": findings,
         "ingress_audit_auth_failures_total": auth,
@@ -100,8 +105,9 @@ async def test_scenario_counts_match_the_records(aiohttp_client: AiohttpClient, 
     for name, want in expected(records).items():
         assert want, f"scenario A exercises {name}"
         assert counted(found, name) == want, name
-    assert counted(found, "ingress_audit_findings_total")[labels(finding="tls-removed", severity="high")] >= 1
-    assert labels(reason="unauthenticated", actor_kind="unauthenticated") in counted(
+    tls_removed = labels(finding="tls-removed", severity="high", cluster=CLUSTER)
+    assert counted(found, "ingress_audit_findings_total")[tls_removed] >= 1
+    assert labels(reason="unauthenticated", actor_kind="unauthenticated", cluster=CLUSTER) in counted(
         found, "ingress_audit_auth_failures_total"
     )
 
@@ -160,9 +166,12 @@ async def test_alerted_series_exist_at_zero_before_any_event(
         "tls-removed": "critical",
     }
     auth = {k[1] for k in found if k[0] == "ingress_audit_auth_failures_total"}
-    assert auth == {labels(reason=r, actor_kind=k) for r in AUTH_REASONS.values() for k in ACTOR_KINDS}
-    untrusted = {dict(k[1])["resource"] for k in found if k[0] == "ingress_audit_untrusted_changes_total"}
-    assert untrusted == RESOURCES
+    assert auth == {
+        labels(reason=r, actor_kind=k, cluster=CLUSTER) for r in AUTH_REASONS.values() for k in ACTOR_KINDS
+    }
+    untrusted = {k[1] for k in found if k[0] == "ingress_audit_untrusted_changes_total"}
+    assert untrusted == {labels(resource=r, cluster=CLUSTER) for r in RESOURCES}
+    assert {dict(k[1])["cluster"] for k in found if k[0] == "ingress_audit_findings_total"} == {CLUSTER}
     assert ("ingress_audit_certificate_expiry_soonest_timestamp_seconds", frozenset()) not in found
     assert all(
         v == 0
@@ -201,7 +210,7 @@ async def test_alerted_series_exist_at_zero_before_any_event(
                 verb="get", resource="secrets", api_group="", code=403, username="alice", groups=("dev",)
             ),
             "ingress_audit_auth_failures_total",
-            labels(reason="forbidden", actor_kind="user"),
+            labels(reason="forbidden", actor_kind="user", cluster=CLUSTER),
         ),
     ],
     ids=["unknown-resource", "status-subresource", "forbidden"],
@@ -228,7 +237,7 @@ async def test_labels_stay_in_their_sets(
 def test_unknown_finding_ids_and_severities_are_bounded() -> None:
     """A finding id outside the catalog counts as other, not as a series of its own."""
     metrics = Metrics()
-    counter = RecordMetrics(metrics)
+    counter = RecordMetrics(metrics, clusters=("c",))
     event = make_event()
     base = Record.from_event(
         event, record_id="r", cluster="c", received_at="2026-11-24T14:20:41Z", enrichment=enrichment_of(event)
@@ -241,7 +250,10 @@ def test_unknown_finding_ids_and_severities_are_bounded() -> None:
     found = samples(generate_latest(metrics.registry).decode())
 
     assert counted(found, "ingress_audit_findings_total") == Counter(
-        {labels(finding=OTHER, severity="high"): 1, labels(finding="tls-removed", severity="high"): 1}
+        {
+            labels(finding=OTHER, severity="high", cluster="c"): 1,
+            labels(finding="tls-removed", severity="high", cluster="c"): 1,
+        }
     )
     assert counted(found, "ingress_audit_changes_total") == Counter(
         {labels(resource="ingresses", verb="create", actor_kind="user"): 1}
@@ -261,3 +273,41 @@ def test_certificate_tracker_forgets_and_stays_bounded() -> None:
     tracker.forget("a", "three")
     assert len(tracker) == 0
     assert tracker.soonest() is None
+
+
+async def test_clusters_are_labels_from_the_config(tmp_path: Path) -> None:
+    """The configured cluster and those credentials are bound to get their own series (at 0 from
+    the start); a record of any other cluster counts as other."""
+    config = make_config(tmp_path)
+    auth = replace(config.server.auth, clusters={"prod-eu": ClusterAuth(bearer_token_files=(Path("t"),))})
+    config = replace(config, server=replace(config.server, auth=auth))
+    runtime = await Runtime.open(config)
+    try:
+        before = samples(generate_latest(runtime.metrics.registry).decode())
+        for cluster in (None, "prod-eu", "somewhere-else"):
+            await runtime.ingestor.ingest(
+                [make_event(audit_id=f"a-{cluster}", verb="create", code=201)],
+                received_at="2026-11-24T14:20:41Z",
+                cluster=cluster,
+            )
+        found = samples(generate_latest(runtime.metrics.registry).decode())
+    finally:
+        await runtime.aclose()
+
+    tls = {
+        (n, ls)
+        for n, ls in before
+        if n == "ingress_audit_findings_total" and ("finding", "tls-removed") in ls
+    }
+    assert {dict(ls)["cluster"] for _, ls in tls} == {CLUSTER, "prod-eu"}
+    assert counted(found, "ingress_audit_records_written_total") == Counter(
+        {labels(cluster=CLUSTER): 1, labels(cluster="prod-eu"): 1, labels(cluster=OTHER): 1}
+    )
+    assert counted(found, "ingress_audit_events_received_total") == Counter(
+        {labels(cluster=CLUSTER): 1, labels(cluster="prod-eu"): 1, labels(cluster=OTHER): 1}
+    )
+    assert {dict(ls)["cluster"] for ls in counted(found, "ingress_audit_findings_total")} == {
+        CLUSTER,
+        "prod-eu",
+        OTHER,
+    }

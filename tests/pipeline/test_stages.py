@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +15,7 @@ from webhook.record.audit import Record
 from webhook.record.dead_letter import DeadLetter, dead_letter_json
 from webhook.redact.redactor import Redactor
 from webhook.runtime import pipeline_settings
+from webhook.state.base import StoredObject
 
 RECEIVED = "2026-11-24T14:20:41.000000Z"
 MARKER = "s3cr3t-marker-value"
@@ -209,3 +211,62 @@ def test_an_event_whose_state_keys_cannot_be_read_is_dead_lettered_alone() -> No
     (letter,) = result.dead_letters
     assert (letter.reason, letter.detail, letter.index) == ("internal", "unexpected TypeError", 0)
     assert letter.event["auditID"] == "a1"
+
+
+def test_another_clusters_batch_has_its_own_ids_and_state_keys() -> None:
+    """The same events from cluster prod-eu: other record ids (dedupe keys) and store keys;
+    the configured cluster's, named or not, are those a single-cluster receiver has."""
+    pipe, deduper = pipeline()
+    items = [make_event(audit_id="a1", name="web")]
+    default = pipe.prepare(copy.deepcopy(items), received_at=RECEIVED)
+    named = pipe.prepare(copy.deepcopy(items), received_at=RECEIVED, cluster="c")
+    eu = pipe.prepare(copy.deepcopy(items), received_at=RECEIVED, cluster="prod-eu")
+
+    assert named.cluster == default.cluster == ""
+    assert pipe.lookups(default) == pipe.lookups(named) == ["networking.k8s.io/ingresses/shop/web"]
+    assert pipe.lookups(eu) == ["@prod-eu/networking.k8s.io/ingresses/shop/web"]
+    assert named.pending[0].key == default.pending[0].key != eu.pending[0].key
+    deduper.remember([default.pending[0].key])
+    assert pipe.prepare(copy.deepcopy(items), received_at=RECEIVED).duplicates == 1
+    assert pipe.prepare(copy.deepcopy(items), received_at=RECEIVED, cluster="prod-eu").duplicates == 0
+
+
+def test_a_clusters_baseline_is_its_own() -> None:
+    """finish reads and writes the batch's cluster's states only, by store key."""
+    pipe, _ = pipeline()
+    old = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"}}
+    stored = StoredObject(
+        object={**old, "spec": {"rules": [{"host": "eu.example.test"}]}},
+        resource_version="1",
+        audit_id="before",
+        time="2026-11-24T14:20:00Z",
+    )
+    key = "networking.k8s.io/ingresses/shop/web"
+    event = make_event(audit_id="a1", verb="update", name="web")
+    result = pipe.prepare([event], received_at=RECEIVED, cluster="prod-eu")
+    pipe.lookups(result)
+
+    pipe.finish(result, states={key: stored, f"@prod-us/{key}": stored})  # neither is prod-eu's
+
+    (record,) = result.records
+    assert record.change is not None
+    assert record.change.baseline == "none"
+    assert set(result.state_updates) == {f"@prod-eu/{key}"}
+    again = pipe.prepare(
+        [make_event(audit_id="a2", verb="update", name="web")], received_at=RECEIVED, cluster="prod-eu"
+    )
+    pipe.finish(again, states={f"@prod-eu/{key}": stored})
+    assert [r.change.baseline if r.change else None for r in again.records] == ["state"]
+
+
+def test_a_workers_batch_is_assigned_its_cluster() -> None:
+    """A body prepared without its cluster (in a worker) gets the ids prepare would have given."""
+    pipe, _ = pipeline()
+    items = [make_event(audit_id="a1", name="web")]
+    direct = pipe.prepare(copy.deepcopy(items), received_at=RECEIVED, cluster="prod-eu")
+    later = pipe.prepare(copy.deepcopy(items), received_at=RECEIVED)
+
+    pipe.assign(later, "prod-eu")
+
+    assert later.cluster == "prod-eu"
+    assert [p.key for p in later.pending] == [p.key for p in direct.pending]

@@ -57,7 +57,7 @@ _KEYWORDS: Final = frozenset(
 def served_registry() -> CollectorRegistry:
     """Every metric ``serve`` can export: the kernel's, and the collectors its stages register."""
     metrics = Metrics()
-    RecordMetrics(metrics)
+    RecordMetrics(metrics, clusters=("default",))
     RequestMetrics(metrics)
     return metrics.registry
 

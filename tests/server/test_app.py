@@ -729,8 +729,10 @@ async def test_metrics_count_the_replay(replay: Replay) -> None:
     assert resp.content_type == "text/plain"
     values = dict(re.findall(r"^(ingress_audit_\S+) (\S+)$", text, re.MULTILINE))
     assert float(values["ingress_audit_batches_received_total"]) == len(captured_bodies())
-    assert float(values["ingress_audit_events_received_total"]) == scenario_index()["summary"]["events"]
-    assert float(values["ingress_audit_records_written_total"]) == len(replay.records)
+    cluster = f'{{cluster="{replay.config.cluster}"}}'
+    events = scenario_index()["summary"]["events"]
+    assert float(values[f"ingress_audit_events_received_total{cluster}"]) == events
+    assert float(values[f"ingress_audit_records_written_total{cluster}"]) == len(replay.records)
     delivered = len(replay.records) + len(alerts_in(replay.config))  # the detections' alerts too
     assert float(values['ingress_audit_sink_delivered_records_total{sink="jsonl"}']) == delivered
     assert float(values['ingress_audit_sink_lag_records{sink="jsonl"}']) == 0

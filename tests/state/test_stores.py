@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from webhook.state import StoredObject, is_newer, object_key, open_store
-from webhook.state.base import StateStore
+from webhook.state.base import StateStore, cluster_key, split_key
 from webhook.state.settings import StateConfig
 from webhook.state.sqlite import SqliteStore
 
@@ -145,3 +145,51 @@ async def test_redis_keys_are_namespaced_per_cluster_and_expire(redis_url: str, 
         await s.aclose()
     assert keys == [f"{prefix}:east:dedupe:k", f"{prefix}:east:obj:{KEY}", f"{prefix}:west:dedupe:k"]
     assert all(ttl > 0 for ttl in ttls)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "key", "stored"),
+    [
+        (None, KEY, KEY),  # the configured cluster's keys are what they always were
+        ("prod-eu", KEY, f"@prod-eu/{KEY}"),
+        (None, "@odd/r/ns/n", "@@odd/r/ns/n"),  # an API group cannot start with @; an event can
+        ("prod-eu", "@odd/r/ns/n", "@prod-eu/@odd/r/ns/n"),
+    ],
+)
+def test_cluster_keys_never_meet(cluster: str | None, key: str, stored: str) -> None:
+    """Another cluster's keys carry its name; no key of the configured cluster can look like one."""
+    assert cluster_key(cluster, key) == stored
+    assert split_key(stored) == (cluster, key)
+
+
+async def test_clusters_keep_their_own_objects(store: StateStore) -> None:
+    """The same object of two clusters is two entries; a scan of one cluster's prefix sees its own."""
+    eu = cluster_key("prod-eu", KEY)
+    await store.put_many({KEY: state("5"), eu: state("3")})
+    await store.put_many({eu: state("4")})
+
+    found = await store.get_many([KEY, eu, cluster_key("prod-us", KEY)])
+
+    assert {k: s.resource_version for k, s in found.items()} == {KEY: "5", eu: "4"}
+    assert list(await store.scan(cluster_key("prod-eu", "networking.k8s.io/"), limit=10)) == [eu]
+    assert list(await store.scan("networking.k8s.io/", limit=10)) == [KEY]
+
+
+async def test_redis_keeps_another_clusters_objects_under_its_name(redis_url: str, tmp_path: Path) -> None:
+    """In Redis, cluster prod-eu's objects are where a receiver configured as prod-eu keeps them."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    config = StateConfig(type="redis", url=redis_url, key_prefix=prefix)
+    hub = open_store(config, data_dir=tmp_path, cluster="hub", dedupe_ttl_s=60)
+    eu = open_store(config, data_dir=tmp_path, cluster="prod-eu", dedupe_ttl_s=60)
+    for s in (hub, eu):
+        await s.open()
+    try:
+        await hub.put_many({cluster_key("prod-eu", KEY): state("7"), KEY: state("1")})
+        assert (await eu.get_many([KEY]))[KEY].resource_version == "7"
+        assert (await hub.get_many([KEY]))[KEY].resource_version == "1"
+        await eu.put_many({KEY: state("8")})
+        scanned = await hub.scan(cluster_key("prod-eu", ""), limit=10)
+        assert {k: s.resource_version for k, s in scanned.items()} == {cluster_key("prod-eu", KEY): "8"}
+    finally:
+        for s in (hub, eu):
+            await s.aclose()

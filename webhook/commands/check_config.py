@@ -13,7 +13,8 @@ from typing import Final, Protocol
 
 from webhook.config import Config, check_listen, listen_warnings, load_config
 from webhook.errors import WebhookError
-from webhook.server.app import authenticator_for, tls_files_for
+from webhook.server.app import tls_files_for
+from webhook.server.auth import Authenticator
 from webhook.server.tls import build_context
 from webhook.sinks import sink_types
 from webhook.sinks.base import Health
@@ -43,10 +44,12 @@ def run(args: argparse.Namespace) -> int:
     # parses) and the bearer token files (mode and strength).
     if (files := tls_files_for(config)) is not None:
         build_context(files)
-    authenticator_for(config)
+    Authenticator.for_server(config.server)
     for warning in listen_warnings(config):
         print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok")
+    if clusters := config.server.auth.clusters:
+        print(f"{args.file}: clusters bound to credentials: {', '.join(sorted(clusters))}")
     if not args.connect:
         return 0
     failed = asyncio.run(_connect(config))

@@ -67,6 +67,7 @@ class TailFilter:
     users: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ()
     findings: tuple[str, ...] = ()
+    clusters: tuple[str, ...] = ()
     severity: str | None = None
     since: datetime | None = None
 
@@ -83,8 +84,11 @@ def compile_filter(spec: TailFilter) -> Callable[[dict[str, Any]], bool]:
     floor = SEVERITIES.index(spec.severity) if spec.severity else None
     namespaces, resources = Matcher(spec.namespaces), Matcher(spec.resources)
     users, verbs, finding_ids = Matcher(spec.users), Matcher(spec.verbs), Matcher(spec.findings)
+    clusters = Matcher(spec.clusters)
 
     def keep(record: dict[str, Any]) -> bool:
+        if spec.clusters and not clusters(record.get("cluster")):
+            return False
         obj = record.get("object") if isinstance(record.get("object"), dict) else {}
         if spec.namespaces and not namespaces(_get(obj, "namespace")):
             return False
@@ -426,6 +430,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--user", "username (the caller or the identity it impersonated)"),
         ("--verb", "verb"),
         ("--finding", "finding id"),
+        ("--cluster", "cluster (records, alerts and access records all name theirs)"),
     ):
         parser.add_argument(flag, action="append", default=[], metavar="PATTERN", help=f"{what}; repeatable")
     parser.add_argument(
@@ -445,6 +450,7 @@ def run(args: argparse.Namespace) -> int:
             users=tuple(args.user),
             verbs=tuple(args.verb),
             findings=tuple(args.finding),
+            clusters=tuple(args.cluster),
             severity=args.severity,
             since=args.since,
         )

@@ -1,7 +1,8 @@
 """The detector: records in, alert records out; windows, thresholds, firing and resolving.
 
 For each rule that consumes the record's ``type``, each hit is counted in the window of its key
-(its labels). When the rule trips, the key's alert instance fires (one alert record) and from
+(its record's cluster and its labels): clusters never share a window, and an alert is about the
+cluster of its records. When the rule trips, the key's alert instance fires (one alert record) and from
 then on every hit for that key counts into it. The instance is re-emitted (same fingerprint,
 new id) when its count grew, at most once per ``window_s`` since its last emission; it resolves
 (one more record) once ``window_s`` passes with no hit for the key. Time is passed in by the
@@ -86,12 +87,14 @@ class RecordView(Mapping[str, Any]):
 class _Firing:
     __slots__ = (
         "anchor",
+        "cluster",
         "count",
         "emissions",
         "emitted_at",
         "emitted_count",
         "fingerprint",
         "hit",
+        "key",
         "labels",
         "last_activity",
         "last_record",
@@ -103,8 +106,12 @@ class _Firing:
         "starts_at",
     )
 
-    def __init__(self, *, fp: str, hit: Hit, severity: Severity, window: Window, now: float) -> None:
+    def __init__(
+        self, *, key: str, cluster: str, fp: str, hit: Hit, severity: Severity, window: Window, now: float
+    ) -> None:
         ids = list(dict.fromkeys([*hit.records, *window.record_ids()]))
+        self.key = key
+        self.cluster = cluster
         self.fingerprint = fp
         self.labels = dict(hit.labels)
         self.hit = hit
@@ -155,8 +162,8 @@ class _RuleState:
         self.keys: LruMap[_Entry] = LruMap(rule.max_keys, lambda key, entry: on_evict(self, key, entry))
 
 
-def _key(labels: Mapping[str, str]) -> str:
-    return orjson.dumps(sorted(labels.items())).decode()
+def _key(cluster: str, labels: Mapping[str, str]) -> str:
+    return orjson.dumps([cluster, sorted(labels.items())]).decode()
 
 
 class Detector:
@@ -168,6 +175,7 @@ class Detector:
         metrics: Metrics | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        """``cluster``: that of a record that names none."""
         self.cluster = cluster
         self.metrics = metrics
         self._wall = wall
@@ -206,6 +214,9 @@ class Detector:
         if not states:
             return out
         record_id = str(doc.get("id"))
+        cluster = doc.get("cluster")
+        if not isinstance(cluster, str) or not cluster:
+            cluster = self.cluster
         self._now = now
         for state in states:
             try:
@@ -214,7 +225,7 @@ class Detector:
                 self._failed(state.rule, exc)
                 continue
             for hit in hits:
-                self._count(state, hit, record_id, now, out)
+                self._count(state, cluster, hit, record_id, now, out)
         if self._spill:
             out[:0], self._spill = self._spill, []
         return out
@@ -249,13 +260,15 @@ class Detector:
                 assert firing is not None  # noqa: S101
                 end = firing.last_activity + state.rule.window_s
                 out.append(self._emit(state, firing, "resolved", end, ends_at=end))
-                state.keys.pop(_key(firing.labels))
+                state.keys.pop(firing.key)
             state.firing.clear()
         return out
 
-    def _count(self, state: _RuleState, hit: Hit, record_id: str, now: float, out: list[Alert]) -> None:
+    def _count(
+        self, state: _RuleState, cluster: str, hit: Hit, record_id: str, now: float, out: list[Alert]
+    ) -> None:
         rule = state.rule
-        key = _key(hit.labels)
+        key = _key(cluster, hit.labels)
         entry = state.keys.touch(key, _Entry)
         firing = entry.firing
         if firing is not None and now >= firing.last_activity + rule.window_s:
@@ -274,8 +287,15 @@ class Detector:
         window.add(hit.token or record_id, now, record_id, cap=rule.cap)
         if not rule.trips(window):
             return
-        fp = fingerprint(self.cluster, rule.id, hit.labels)
-        firing = _Firing(fp=fp, hit=hit, severity=hit.severity or rule.severity, window=window, now=now)
+        firing = _Firing(
+            key=key,
+            cluster=cluster,
+            fp=fingerprint(cluster, rule.id, hit.labels),
+            hit=hit,
+            severity=hit.severity or rule.severity,
+            window=window,
+            now=now,
+        )
         window.clear()
         entry.firing = firing
         state.firing[key] = entry
@@ -321,7 +341,7 @@ class Detector:
         return Alert(
             id=ident,
             fingerprint=firing.fingerprint,
-            cluster=self.cluster,
+            cluster=firing.cluster,
             status=status,
             detection=rule.id,
             severity=firing.severity,

@@ -69,11 +69,12 @@ class AuditIngestor:
         ``BodyTooLargeError`` for more than ``max_events`` events. ``cluster``: the cluster the
         sender proved (None: the configured one)."""
         if not self._pool.wants(body):
-            result = prepare_body(self.pipeline, body, received_at=received_at, max_events=max_events)
-            result.cluster = cluster or result.cluster
+            result = prepare_body(
+                self.pipeline, body, received_at=received_at, max_events=max_events, cluster=cluster
+            )
             return await self._ingest(result)
         result = await self._pool.prepare(body, received_at=received_at, max_events=max_events)
-        result.cluster = cluster or result.cluster
+        self.pipeline.assign(result, cluster)
         pending = []
         for prepared in result.pending:  # the dedupe window is this process's
             if self._deduper.seen(prepared.key):
@@ -136,9 +137,10 @@ class AuditIngestor:
     def _count(self, result: BatchResult) -> None:
         """The batch's counts; the writer counted the bytes and dead letters it wrote."""
         metrics = self._metrics
-        metrics.events.inc(result.events)
+        cluster = self._record_metrics.cluster(result.cluster or self.pipeline.cluster)
+        metrics.events.labels(cluster=cluster).inc(result.events)
         metrics.matched.inc(result.matched)
-        metrics.records.inc(len(result.records))
+        metrics.records.labels(cluster=cluster).inc(len(result.records))
         metrics.dedupe_hits.inc(result.duplicates)
         metrics.dedupe_entries.set(len(self._deduper))
         self._record_metrics.count(result.records)

@@ -1,9 +1,10 @@
 """Counts what the records say, with label values from fixed sets only.
 
 Runs once per batch over the built records (what the filter kept, ~5 % of traffic): a few
-dict lookups per record. Finding ids, resources, verbs and caller kinds outside the known sets
-count as ``other``; names of users, namespaces and objects never become labels. Every series
-an alert rule watches starts at 0, so the first event after a start already moves ``increase()``.
+dict lookups per record. Finding ids, resources, verbs, caller kinds and clusters outside the
+known sets count as ``other``; names of users, namespaces and objects never become labels.
+Every series an alert rule watches starts at 0 (for each known cluster), so the first event
+after a start already moves ``increase()``.
 """
 
 from __future__ import annotations
@@ -47,41 +48,60 @@ class RecordMetrics:
     ``count`` takes each batch's records."""
 
     def __init__(
-        self, metrics: Metrics, *, disabled: Iterable[str] = (), severity: Mapping[str, str] | None = None
+        self,
+        metrics: Metrics,
+        *,
+        clusters: Iterable[str],
+        disabled: Iterable[str] = (),
+        severity: Mapping[str, str] | None = None,
     ) -> None:
+        """``clusters``: the ones the config names (``known_clusters``), the only label values
+        besides ``other``."""
         self._metrics = metrics
+        self._clusters = frozenset(clusters)
         self.certificates = CertificateExpiry()
         metrics.registry.register(self.certificates)
         self._severity = {**CATALOG, **(severity or {})}
         off = frozenset(disabled)
-        for finding, level in self._severity.items():
-            if finding not in off:
-                metrics.findings.labels(finding=finding, severity=level)
-        for reason in AUTH_REASONS.values():
-            for kind in ACTOR_KINDS:
-                metrics.auth_failures.labels(reason=reason, actor_kind=kind)
-        for resource in RESOURCES:
-            metrics.untrusted_changes.labels(resource=resource)
+        for cluster in self._clusters:
+            metrics.events.labels(cluster=cluster)
+            metrics.records.labels(cluster=cluster)
+            for finding, level in self._severity.items():
+                if finding not in off:
+                    metrics.findings.labels(finding=finding, severity=level, cluster=cluster)
+            for reason in AUTH_REASONS.values():
+                for kind in ACTOR_KINDS:
+                    metrics.auth_failures.labels(reason=reason, actor_kind=kind, cluster=cluster)
+            for resource in RESOURCES:
+                metrics.untrusted_changes.labels(resource=resource, cluster=cluster)
+
+    def cluster(self, name: str) -> str:
+        """The ``cluster`` label of records of ``name``."""
+        return name if name in self._clusters else OTHER
 
     def count(self, records: Iterable[Record]) -> None:
         metrics = self._metrics
         for record in records:
+            cluster = self.cluster(record.cluster)
             for finding in record.findings:
                 known = finding.id in CATALOG
                 metrics.findings.labels(
                     finding=finding.id if known else OTHER,
                     severity=finding.severity if finding.severity in _SEVERITIES else OTHER,
+                    cluster=cluster,
                 ).inc()
             code = record.outcome.code
             kind: str = record.actor.user.kind
             kind = kind if kind in ACTOR_KINDS else OTHER
             if code in AUTH_REASONS:
-                metrics.auth_failures.labels(reason=AUTH_REASONS[code], actor_kind=kind).inc()
+                metrics.auth_failures.labels(
+                    reason=AUTH_REASONS[code], actor_kind=kind, cluster=cluster
+                ).inc()
             elif record.verb in WRITE_VERBS and not record.dry_run and (code is None or code < 400):
                 resource = _resource(record)
                 metrics.changes.labels(resource=resource, verb=record.verb, actor_kind=kind).inc()
                 if any(t.trust == "untrusted" for t in record.actor.source_ip_trust):
-                    metrics.untrusted_changes.labels(resource=resource).inc()
+                    metrics.untrusted_changes.labels(resource=resource, cluster=cluster).inc()
                 if record.object is not None and record.object.resource == "secrets":
                     self._certificates(record)
 

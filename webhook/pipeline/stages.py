@@ -7,6 +7,10 @@ previous states named by ``lookups`` and the dedupe keys other replicas already 
 builds each record once from that, and says which states to store once the records are
 durable. Work for an event that the filter drops stays minimal (a type check and the
 predicate), because that is ~95 % of traffic.
+
+A batch is one cluster's: the enricher sees that cluster's objects by their own keys, and the
+store keys of a cluster other than the configured one carry its name (``cluster_key``), as do
+its record ids, so that no baseline and no dedupe key crosses clusters.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ from webhook.enrich.settings import ActorsConfig, ChangeConfig, FindingsConfig
 from webhook.errors import EventTooDeepError, EventTooLargeError, MalformedEventError
 from webhook.events import check_event, event_ref
 from webhook.filter import FilterSpec, compile_filter
-from webhook.record.audit import Record, record_id
+from webhook.record.audit import Record, cluster_record_id, record_id
 from webhook.record.dead_letter import DeadLetter
 from webhook.record.line import to_json
 from webhook.redact.redactor import RedactionResult, Redactor
-from webhook.state.base import StoredObject, is_newer
+from webhook.state.base import StoredObject, cluster_key, is_newer, split_key
 
 __all__ = ["BatchResult", "Pipeline", "PipelineSettings"]
 
@@ -72,7 +76,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     received_at: str = ""
-    cluster: str = ""  # the cluster the sender proved; empty: the configured one
+    cluster: str = ""  # the cluster the sender proved, unless the configured one (then empty)
     pending: list[Prepared] = field(default_factory=list)
     state_updates: dict[str, StoredObject] = field(default_factory=dict)
 
@@ -86,17 +90,34 @@ class Pipeline:
         self._max_event_bytes = settings.max_event_bytes
         self._enricher = Enricher(change=settings.change, actors=settings.actors, findings=settings.findings)
 
+    @property
+    def cluster(self) -> str:
+        """The configured cluster: that of a batch whose sender proved no other."""
+        return self._cluster
+
     def process(
-        self, items: Sequence[Any], *, received_at: str, states: Mapping[str, StoredObject] | None = None
+        self,
+        items: Sequence[Any],
+        *,
+        received_at: str,
+        states: Mapping[str, StoredObject] | None = None,
+        cluster: str | None = None,
     ) -> BatchResult:
         """Both halves at once, with ``states`` as the previous state (none by default)."""
-        result = self.prepare(items, received_at=received_at)
+        result = self.prepare(items, received_at=received_at, cluster=cluster)
         self.finish(result, states=states or {})
         return result
 
+    def _scope(self, cluster: str | None) -> str:
+        """What a batch's keys are namespaced by: nothing for the configured cluster."""
+        return "" if not cluster or cluster == self._cluster else cluster
+
     def prepare(self, items: Sequence[Any], *, received_at: str, cluster: str | None = None) -> BatchResult:
-        """Check, filter, dedupe and redact: the half that needs no state (and runs in a worker)."""
-        result = BatchResult(events=len(items), received_at=received_at, cluster=cluster or "")
+        """Check, filter, dedupe and redact: the half that needs no state (and runs in a worker).
+
+        ``cluster``: the one the sender proved (None: the configured one)."""
+        scope = self._scope(cluster)
+        result = BatchResult(events=len(items), received_at=received_at, cluster=scope)
         keep = self._keep
         batch_keys: set[str] = set()
         for index, item in enumerate(items):
@@ -116,6 +137,8 @@ class Pipeline:
                 digest = hashlib.blake2b(encoded, digest_size=16).hexdigest()
                 # The record id is the dedupe key: stable across retries, unique per event.
                 key = record_id(event["auditID"], event["stage"], digest)
+                if scope:
+                    key = cluster_record_id(scope, key)
                 if key in batch_keys or self._deduper.seen(key):
                     result.duplicates += 1
                     continue
@@ -128,8 +151,18 @@ class Pipeline:
             result.pending.append(Prepared(index=index, item=item, key=key, redacted=redacted))
         return result
 
+    def assign(self, result: BatchResult, cluster: str | None) -> None:
+        """Make a batch that a worker prepared without its cluster that cluster's: its record ids
+        (the dedupe keys) namespaced as ``prepare`` would have."""
+        scope = self._scope(cluster)
+        result.cluster = scope
+        if scope:
+            for prepared in result.pending:
+                prepared.key = cluster_record_id(scope, prepared.key)
+
     def lookups(self, result: BatchResult) -> list[str]:
-        """State keys the kept events need: their objects and the Secrets they reference.
+        """Store keys of the states the kept events need: their objects and the Secrets they
+        reference, in the batch's cluster.
 
         An event whose keys cannot be read is dead-lettered here, alone."""
         keys: dict[str, None] = {}
@@ -143,7 +176,7 @@ class Pipeline:
             keys.update(dict.fromkeys(mine))
             pending.append(prepared)
         result.pending = pending
-        return list(keys)
+        return [cluster_key(result.cluster, key) for key in keys]
 
     def finish(
         self,
@@ -153,8 +186,11 @@ class Pipeline:
         duplicates: frozenset[str] | set[str] = frozenset(),
         available: bool = True,
     ) -> None:
-        """Build the records; events earlier in the batch are the baseline of later ones."""
-        current = dict(states)
+        """Build the records; events earlier in the batch are the baseline of later ones.
+
+        ``states`` and ``result.state_updates`` are by store key (``lookups``)."""
+        current = _local(states, result.cluster)
+        learnt: dict[str, StoredObject] = {}
         for prepared in result.pending:
             if prepared.key in duplicates:
                 result.duplicates += 1  # another replica recorded it
@@ -167,11 +203,12 @@ class Pipeline:
                 self._failed(result, prepared.index, prepared.item, exc)
                 continue
             current.update(newer)
-            result.state_updates.update(newer)
+            learnt.update(newer)
             result.keys.append(prepared.key)
             result.records.append(record)
             result.lines.append(line)
         result.pending = []
+        result.state_updates.update((cluster_key(result.cluster, k), s) for k, s in learnt.items())
         result.dead_letters.sort(key=lambda letter: letter.index if letter.index is not None else -1)
 
     @staticmethod
@@ -198,6 +235,16 @@ class Pipeline:
             enrichment=enrichment,
         )
         return record, enrichment.state_updates
+
+
+def _local(states: Mapping[str, StoredObject], cluster: str) -> dict[str, StoredObject]:
+    """The states of ``cluster`` (empty: the configured one) by the enricher's own keys."""
+    local = {}
+    for key, state in states.items():
+        owner, name = split_key(key)
+        if (owner or "") == cluster:
+            local[name] = state
+    return local
 
 
 def _letter(reason: str, detail: str, index: int, item: Any, received_at: str) -> DeadLetter:

@@ -80,14 +80,19 @@ class PrepareSettings:
 
 
 def prepare_body(
-    pipeline: Pipeline, body: bytes | bytearray, *, received_at: str, max_events: int
+    pipeline: Pipeline,
+    body: bytes | bytearray,
+    *,
+    received_at: str,
+    max_events: int,
+    cluster: str | None = None,
 ) -> BatchResult:
     """Decode ``body`` (an EventList) and run ``pipeline.prepare`` on its items.
 
     Raises the ``BadRequestError`` of ``decode_event_list`` or ``BodyTooLargeError`` for more
     than ``max_events`` events, as the server answers them."""
     items = decode_event_list(body, max_events=max_events)
-    return pipeline.prepare(items, received_at=received_at)
+    return pipeline.prepare(items, received_at=received_at, cluster=cluster)
 
 
 # The answer of a worker: plain tuples pickle several times faster than slotted dataclasses.

@@ -33,6 +33,7 @@ __all__ = [
     "Outcome",
     "Record",
     "Redaction",
+    "cluster_record_id",
     "record_id",
     "record_schema",
 ]
@@ -151,6 +152,13 @@ def record_id(audit_id: str, stage: str, digest: str) -> str:
     header: two different events that share an auditID must not collapse into one record.
     """
     return str(uuid.uuid5(_ID_NAMESPACE, f"{audit_id}/{stage}/{digest}"))
+
+
+def cluster_record_id(cluster: str, record_id: str) -> str:
+    """The id of a record of a cluster other than the configured one: its event's id namespaced
+    by the cluster. Two clusters' identical events (one capture replayed to both) stay two
+    records, with two dedupe keys; the configured cluster's ids stay as they always were."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{cluster}/{record_id}"))
 
 
 def _object_ref(event: dict[str, Any]) -> ObjectRef | None:

@@ -135,13 +135,7 @@ def mount(app: web.Application, path: str, build: Build) -> None:
 
 def authenticator_for(config: Config) -> Authenticator:
     """The request authenticator ``config`` describes; ``ConfigError`` for unusable token files."""
-    auth = config.server.auth
-    return Authenticator(
-        token_files=auth.bearer_token_files,
-        client_certs=config.server.tls is not None and config.server.tls.client_ca_file is not None,
-        allowed_subjects=auth.client_subjects,
-        require=auth.require,
-    )
+    return Authenticator.for_server(config.server)
 
 
 def tls_files_for(config: Config) -> TlsFiles | None:

@@ -6,11 +6,12 @@ alone); webhook/config.py builds it and checks what the schema cannot.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-__all__ = ["AuthConfig", "ServerConfig", "TlsConfig"]
+__all__ = ["AuthConfig", "ClusterAuth", "ServerConfig", "TlsConfig"]
 
 _MiB: Final = 1024 * 1024
 
@@ -24,13 +25,28 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterAuth:
+    """One ``server.auth.clusters`` entry: credentials that speak for that cluster alone."""
+
+    client_subjects: tuple[str, ...] = ()
+    bearer_token_files: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuthConfig:
+    # The global credentials speak for the configured ``cluster``; ``clusters`` bind others.
     bearer_token_files: tuple[Path, ...] = ()
     client_subjects: tuple[str, ...] = ()
+    clusters: Mapping[str, ClusterAuth] = field(default_factory=dict)
     require: Literal["any", "all"] = "any"
-    # HTTPS with neither client_ca_file nor bearer_token_files on a non-loopback address
+    # HTTPS with neither client_ca_file nor any bearer token file on a non-loopback address
     allow_unauthenticated: bool = False
     protect_metrics: bool = False  # /metrics (and /readyz's detail) need the /audit credentials
+
+    @property
+    def has_tokens(self) -> bool:
+        """Whether any bearer token file is configured, global or bound to a cluster."""
+        return bool(self.bearer_token_files) or any(c.bearer_token_files for c in self.clusters.values())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -47,6 +47,13 @@ class Principal:
     name: str
     clusters: frozenset[str] | None = None
 
+    @property
+    def cluster(self) -> str | None:
+        """The one cluster the credential proves, when it is bound to exactly one."""
+        if self.clusters is not None and len(self.clusters) == 1:
+            return next(iter(self.clusters))
+        return None
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Delivery:

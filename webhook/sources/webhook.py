@@ -86,7 +86,10 @@ class WebhookSource:
 
     async def receive(self, delivery: Delivery) -> Answer:
         result = await self._ingestor.ingest_body(
-            delivery.body, received_at=delivery.received_at, max_events=self._max_events
+            delivery.body,
+            received_at=delivery.received_at,
+            max_events=self._max_events,
+            cluster=delivery.caller.cluster,  # a cluster's credential: that cluster's records
         )
         self._metrics.batches.inc()
         self.accepted_log.add(

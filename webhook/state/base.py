@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["StateStore", "StoredObject", "is_newer", "object_key"]
+__all__ = ["StateStore", "StoredObject", "cluster_key", "is_newer", "object_key", "split_key"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,6 +31,24 @@ class StoredObject:
 def object_key(group: str, resource: str, namespace: str | None, name: str) -> str:
     """``group/resource/namespace/name``; ``/`` cannot occur in any of the parts."""
     return f"{group}/{resource}/{namespace or ''}/{name}"
+
+
+def cluster_key(cluster: str | None, key: str) -> str:
+    """The store key of ``cluster``'s object ``key``: ``@<cluster>/<key>``. The configured
+    cluster's (None) is ``key`` itself, as it always was, so its stored state stays valid; the
+    rare one of its keys that starts with ``@`` (an API group cannot) gets a second ``@``, so
+    that no event can name another cluster's key."""
+    if cluster:
+        return f"@{cluster}/{key}"
+    return f"@{key}" if key.startswith("@") else key
+
+
+def split_key(stored: str) -> tuple[str | None, str]:
+    """``cluster_key`` undone: the cluster (None: the configured one) and the object key."""
+    if not stored.startswith("@") or stored.startswith("@@"):
+        return None, stored.removeprefix("@")
+    cluster, _, key = stored[1:].partition("/")
+    return cluster, key
 
 
 def _int(value: str | None) -> int | None:

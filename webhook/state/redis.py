@@ -1,6 +1,9 @@
 """The state store in Redis, for several replicas behind one Service.
 
-Keys are namespaced per cluster (``<prefix>:<cluster>:obj:…`` and ``…:dedupe:…``) and expire.
+Keys are namespaced per cluster (``<prefix>:<cluster>:obj:…`` and ``…:dedupe:…``) and expire;
+another cluster's objects (``cluster_key``) live under that cluster's name, where a receiver
+configured with ``cluster: <name>`` keeps them too. Dedupe keys are record ids, which already
+tell clusters apart.
 A dedupe key is claimed with ``SET NX`` and a short TTL before the batch is written, made
 durable (full TTL) once the spool has it, or deleted if the write failed: a retry that lands
 on another replica is recognised, and a replica that dies mid-batch blocks nobody for long.
@@ -19,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from webhook.errors import StateError
-from webhook.state.base import StateStore, StoredObject
+from webhook.state.base import StateStore, StoredObject, cluster_key, split_key
 
 if TYPE_CHECKING:
     from webhook.state.settings import StateConfig
@@ -60,7 +63,8 @@ def build(config: StateConfig, *, data_dir: Path, cluster: str, dedupe_ttl_s: fl
     return RedisStore(
         url=config.url,
         password_file=config.password_file,
-        prefix=f"{config.key_prefix}:{cluster}:",
+        key_prefix=config.key_prefix,
+        cluster=cluster,
         max_age_s=config.max_age_s,
         dedupe_ttl_s=dedupe_ttl_s,
         timeout_s=config.timeout_s,
@@ -75,14 +79,17 @@ class RedisStore:
         *,
         url: str,
         password_file: Path | None,
-        prefix: str,
+        key_prefix: str,
+        cluster: str,
         max_age_s: float,
         dedupe_ttl_s: float,
         timeout_s: float,
     ) -> None:
         self._url = url
         self._password_file = password_file
-        self._prefix = prefix
+        self._key_prefix = key_prefix
+        self._cluster = cluster
+        self._prefix = f"{key_prefix}:{cluster}:"
         self._max_age_ms = int(max_age_s * 1000)
         self._ttl_ms = int(dedupe_ttl_s * 1000)
         self._timeout_s = timeout_s
@@ -123,7 +130,7 @@ class RedisStore:
         try:
             async with self._redis().pipeline(transaction=False) as pipe:
                 for key in keys:
-                    pipe.hmget(self._prefix + "obj:" + key, fields)
+                    pipe.hmget(self._object(key), fields)
                 rows: list[list[bytes | None]] = await pipe.execute()
         except RedisError as exc:
             raise self._fail(exc) from None
@@ -157,18 +164,23 @@ class RedisStore:
                         self._max_age_ms,
                         b"" if item.certificate_sans is None else orjson.dumps(item.certificate_sans),
                     ]
-                    await self._put(keys=[self._prefix + "obj:" + key], args=args, client=pipe)
+                    await self._put(keys=[self._object(key)], args=args, client=pipe)
                 await pipe.execute()
         except RedisError as exc:
             raise self._fail(exc) from None
 
+    def _object(self, key: str) -> str:
+        cluster, local = split_key(key)
+        return f"{self._key_prefix}:{cluster or self._cluster}:obj:{local}"
+
     async def scan(self, prefix: str, *, limit: int) -> dict[str, StoredObject]:
-        head = self._prefix + "obj:"
-        pattern = _glob_escape(head + prefix) + "*"
+        cluster, local = split_key(prefix)
+        head = f"{self._key_prefix}:{cluster or self._cluster}:obj:"
+        pattern = _glob_escape(head + local) + "*"
         keys: list[str] = []
         try:
             async for raw in self._redis().scan_iter(match=pattern, count=500):
-                keys.append(raw.decode()[len(head) :])
+                keys.append(cluster_key(cluster, raw.decode()[len(head) :]))
                 if len(keys) >= limit:
                     break
         except RedisError as exc:

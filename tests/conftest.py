@@ -26,13 +26,12 @@ from tests.servers import (  # noqa: F401 - fixtures
     rsyslog_server,
     server_certs,
 )
-from webhook.config import Config, jsonl_sink_for
+from webhook.config import Config, ServerConfig, jsonl_sink_for
 from webhook.enrich.enricher import Enricher, Enrichment
 from webhook.enrich.settings import ActorsConfig, ChangeConfig, FindingsConfig
 from webhook.redact.model import SecretDetails
 from webhook.redact.redactor import RedactionResult
 from webhook.server.app import RUNTIME
-from webhook.server.settings import ServerConfig
 
 __all__ = [
     "CAPTURES",

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import trustme
 
-from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
+from webhook.config import AuthConfig, ServerConfig, TlsConfig
 
 __all__ = ["Pki", "make_pki"]
 

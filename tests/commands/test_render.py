@@ -14,11 +14,10 @@ import yaml
 from tests.paths import ROOT
 from webhook.cli import main
 from webhook.commands.render import WebhookClient, apiserver_flags, audit_policy, webhook_kubeconfig
-from webhook.config import Config, load_config
+from webhook.config import AuthConfig, Config, ServerConfig, TlsConfig, load_config
 from webhook.core.patterns import Matcher
 from webhook.errors import ConfigError
 from webhook.filter import FilterSpec, Rule
-from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
 
 TOKEN = "render-token-0123456789abcdef"
 

@@ -23,6 +23,7 @@ from tests.conftest import (
     records_in,
     settle,
 )
+from webhook.config import ClusterAuth
 from webhook.core.findings import CATALOG, Finding
 from webhook.enrich.settings import ActorsConfig, FindingsConfig
 from webhook.filter import FilterSpec, Rule
@@ -32,7 +33,6 @@ from webhook.pipeline.record_metrics import ACTOR_KINDS, AUTH_REASONS, OTHER, RE
 from webhook.record.audit import Record
 from webhook.runtime import Runtime
 from webhook.server.app import create_app
-from webhook.server.settings import ClusterAuth
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 JSON: Final = {"Content-Type": "application/json"}

@@ -15,9 +15,8 @@ import trustme
 
 from tests.conftest import records_in
 from tests.paths import ROOT
-from webhook.config import Config
+from webhook.config import AuthConfig, ClusterAuth, Config, ServerConfig, TlsConfig
 from webhook.server.app import RUNTIME, RunningServer, start_server
-from webhook.server.settings import AuthConfig, ClusterAuth, ServerConfig, TlsConfig
 
 SAMPLE: Final = (ROOT / "examples" / "eventlist.json").read_bytes()
 GLOBAL: Final = "global-token-for-tests-0123456789"

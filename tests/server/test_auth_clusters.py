@@ -10,9 +10,9 @@ from typing import Any, Final
 import pytest
 from structlog.testing import capture_logs
 
+from webhook.config import AuthConfig, ClusterAuth, ServerConfig, TlsConfig
 from webhook.errors import ConfigError, ForbiddenError, UnauthorizedError
 from webhook.server.auth import Authenticator
-from webhook.server.settings import AuthConfig, ClusterAuth, ServerConfig, TlsConfig
 
 GLOBAL: Final = "a-global-token-of-sufficient-length"
 EU: Final = "prod-eu-token-of-sufficient-length"

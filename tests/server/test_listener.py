@@ -16,9 +16,8 @@ import pytest
 
 from tests.conftest import event_list, make_config, make_event
 from tests.servers import Certs
-from webhook.config import Config
+from webhook.config import Config, TlsConfig
 from webhook.server.app import METRICS, RunningServer, start_server
-from webhook.server.settings import TlsConfig
 
 JSON = {"Content-Type": "application/json"}
 

@@ -12,7 +12,7 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import Client, dead_letters_in, make_config
 from webhook.access.settings import AccessConfig, AccessSyslogConfig
-from webhook.config import Config
+from webhook.config import AuthConfig, Config
 from webhook.errors import (
     BodyTooLargeError,
     StorageError,
@@ -22,7 +22,6 @@ from webhook.errors import (
 )
 from webhook.runtime import Runtime
 from webhook.server.app import METRICS, create_app, mount
-from webhook.server.settings import AuthConfig
 from webhook.sources.base import Answer, Authenticate, Delivery, Headers, Principal, Refuse
 
 TOKEN: Final = "test-routes-bearer-token-0123456789"

@@ -17,12 +17,11 @@ import trustme
 from cryptography import x509
 
 from tests.paths import ROOT
-from webhook.config import Config
+from webhook.config import AuthConfig, Config, ServerConfig, TlsConfig
 from webhook.errors import ConfigError
 from webhook.server.admission import STATE
 from webhook.server.app import RunningServer, start_server
 from webhook.server.auth import Authenticator
-from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
 from webhook.server.tls import TlsFiles, TlsReloader, build_context
 
 SAMPLE = (ROOT / "examples" / "eventlist.json").read_bytes()

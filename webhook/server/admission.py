@@ -19,6 +19,7 @@ from typing import Final
 import structlog
 from aiohttp import web
 
+from webhook.config import ServerConfig
 from webhook.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
@@ -36,7 +37,6 @@ from webhook.record.time import now
 from webhook.server.auth import Authenticator
 from webhook.server.batch_log import Rejections, write_rejected
 from webhook.server.http_errors import json_answer
-from webhook.server.settings import ServerConfig
 from webhook.sources.base import Delivery, HttpSource, Principal
 
 __all__ = [

@@ -18,10 +18,10 @@ from typing import Any, Final, Literal
 
 import structlog
 
+from webhook.config import ClusterAuth, ServerConfig
 from webhook.core.files import read_secret_file
 from webhook.core.patterns import Matcher
 from webhook.errors import ConfigError, ForbiddenError, UnauthorizedError
-from webhook.server.settings import ClusterAuth, ServerConfig
 from webhook.sources.base import Principal
 
 __all__ = ["Authenticator", "cert_names"]

@@ -38,6 +38,7 @@ from webhook.redact.settings import RedactionConfig
 from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
 from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
+from webhook.sources.settings import SourcesConfig, parse_sources
 from webhook.spool.settings import DeadLetterConfig, SpoolConfig
 from webhook.state.settings import StateConfig
 
@@ -113,6 +114,7 @@ class Config:
     findings: FindingsConfig = field(default_factory=FindingsConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     detections: DetectionsConfig = field(default_factory=DetectionsConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
 
     def __post_init__(self) -> None:
         if self.sinks is default_sinks(False) or self.sinks is default_sinks(True):
@@ -225,6 +227,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         findings=_findings(raw.get("findings")),
         access=parse_access(raw.get("access")),
         detections=_detections(raw.get("detections")),
+        sources=parse_sources(raw.get("sources")),
     )
     names = [sink.name for sink in config.sinks]
     if len(set(names)) != len(names):

@@ -35,11 +35,12 @@ from azure.storage.blob.aio import ContainerClient
 
 from webhook.errors import ConfigError, StorageError
 from webhook.sources.aks import AllowedClusters, decode_aks_line
-from webhook.sources.aks_access import AksStorageOptions, StorageAccess, error_fields
+from webhook.sources.aks_access import StorageAccess, error_fields
 from webhook.sources.aks_positions import BlobPath, Position, Positions, iso
+from webhook.sources.aks_settings import AksStorageOptions
 from webhook.sources.cloud import CloudEvent, CloudReject
 
-__all__ = ["AksStorageFollower", "AksStorageOptions", "Handler", "PollSummary"]
+__all__ = ["AksStorageFollower", "Handler", "PollSummary"]
 
 log = structlog.get_logger(__name__)
 

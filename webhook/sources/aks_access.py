@@ -12,8 +12,10 @@ import asyncio
 import logging
 from typing import Any, Final
 
+import aiohttp
 import structlog
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from webhook.core.files import read_secret_file
@@ -67,6 +69,20 @@ class StorageAccess:
         if self._client is None:
             raise RuntimeError("StorageAccess.open() has not run")
         return self._client.get_container_client(self.options.container)
+
+    async def problem(self) -> str | None:
+        """Why a poll could not list the container, or None: one listing, as ``check-config
+        --connect`` asks. Described as storage errors are logged, never by their text."""
+        try:
+            pages = self.container().list_blobs(name_starts_with="resourceId=", results_per_page=1)
+            async for _ in pages.by_page():
+                break
+        except ResourceNotFoundError:
+            return f"container {self.options.container} not found (Azure creates it with its first record)"
+        except (AzureError, aiohttp.ClientError) as exc:
+            described = ", ".join(f"{key} {value}" for key, value in error_fields(exc).items())
+            return f"cannot list container {self.options.container}: {described}"
+        return None
 
     async def aclose(self) -> None:
         if self._client is not None:

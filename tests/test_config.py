@@ -527,6 +527,26 @@ def test_clusters_bind_credentials() -> None:
     assert describe(Config())["clusters"] == []
 
 
+def test_the_clusters_a_source_may_speak_for_are_known_clusters() -> None:
+    """The AKS source's clusters (names or resource ids, in any case) label metrics as themselves."""
+    resource_id = (
+        "/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/PROD-AKS"
+    )
+    config = parse_config(
+        {
+            "cluster": "hub",
+            "sources": {
+                "aks": {
+                    "account_url": "https://acct.blob.core.windows.net",
+                    "sas_token_file": "sas",
+                    "clusters": ["aks-eu", resource_id],
+                }
+            },
+        }
+    )
+    assert known_clusters(config) == {"hub", "aks-eu", "prod-aks"}
+
+
 @pytest.mark.parametrize(
     ("clusters", "error"),
     [

@@ -38,6 +38,8 @@ from webhook.log import LogConfig
 from webhook.redact.settings import RedactionConfig
 from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
+from webhook.sources.aks import cluster_of
+from webhook.sources.settings import SourcesConfig, parse_sources
 from webhook.spool.settings import DeadLetterConfig, SpoolConfig
 from webhook.state.settings import StateConfig
 
@@ -173,6 +175,7 @@ class Config:
     findings: FindingsConfig = field(default_factory=FindingsConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     detections: DetectionsConfig = field(default_factory=DetectionsConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
 
     def __post_init__(self) -> None:
         if self.sinks is default_sinks(False) or self.sinks is default_sinks(True):
@@ -288,6 +291,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         findings=_findings(raw.get("findings")),
         access=parse_access(raw.get("access")),
         detections=_detections(raw.get("detections")),
+        sources=parse_sources(raw.get("sources")),
     )
     names = [sink.name for sink in config.sinks]
     if len(set(names)) != len(names):
@@ -588,7 +592,9 @@ def known_clusters(config: Config) -> frozenset[str]:
     """The clusters a record may be about: the configured one and each one a credential is
     bound to. Metrics label by these alone (any other counts as ``other``), so their series
     stay bounded by the config."""
-    return frozenset({config.cluster, *config.server.auth.clusters})
+    aks = config.sources.aks
+    aks_clusters = (cluster_of(c) or c.lower() for c in (aks.clusters or ())) if aks else ()
+    return frozenset({config.cluster, *config.server.auth.clusters, *aks_clusters})
 
 
 def describe(config: Config) -> dict[str, Any]:

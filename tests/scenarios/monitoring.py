@@ -17,6 +17,7 @@ from tests.paths import ROOT
 from webhook.access.request_metrics import RequestMetrics
 from webhook.metrics import Metrics
 from webhook.pipeline.record_metrics import RecordMetrics
+from webhook.sources.aks_source import AksMetrics
 
 __all__ = [
     "DASHBOARD",
@@ -59,6 +60,7 @@ def served_registry() -> CollectorRegistry:
     metrics = Metrics()
     RecordMetrics(metrics, clusters=("default",))
     RequestMetrics(metrics)
+    AksMetrics(metrics)
     return metrics.registry
 
 

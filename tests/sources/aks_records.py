@@ -9,6 +9,7 @@ nothing here depends on today's date.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -17,13 +18,16 @@ from typing import Any, Final
 import orjson
 
 from tests.conftest import capture_events, captured_bodies
+from webhook.sources.aks import LOG_CUT_BYTES
 
 __all__ = [
     "BLOB_CONTAINER",
     "SUBSCRIPTION",
     "aks_record",
+    "big_event",
     "blob_lines",
     "blob_name",
+    "cut_log",
     "envelope",
     "event_log",
     "klog_record",
@@ -113,3 +117,19 @@ def blob_name(cluster: str, hour: str, group: str = "rg-aks") -> str:
     day, hh = hour.split("T")
     y, m, d = day.split("-")
     return f"resourceId={resource_id(cluster, group)}/y={y}/m={m}/d={d}/h={hh}/m=00/PT1H.json"
+
+
+def big_event(min_bytes: int = 3 * LOG_CUT_BYTES) -> dict[str, Any]:
+    """A captured RequestResponse event with a responseObject grown past ``min_bytes``."""
+    event = copy.deepcopy(
+        max(scenario_events(), key=lambda e: len(orjson.dumps(e)) if "responseObject" in e else 0)
+    )
+    labels = event["responseObject"].setdefault("metadata", {}).setdefault("labels", {})
+    for i in range(min_bytes // 40):
+        labels[f"example.test/label-{i:05d}"] = f"value-{i:05d}"
+    return event
+
+
+def cut_log(event: dict[str, Any], at: int = LOG_CUT_BYTES) -> str:
+    """``properties.log`` as AKS leaves it: the first ``at`` bytes of the Event's text."""
+    return event_log(event).encode()[:at].decode("utf-8", "ignore")

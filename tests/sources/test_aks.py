@@ -3,7 +3,6 @@ and damage that costs only the damaged record."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,9 @@ import pytest
 from tests.conftest import capture_events, captured_bodies, scenario_secrets
 from tests.sources.aks_records import (
     aks_record,
+    big_event,
     blob_lines,
+    cut_log,
     envelope,
     event_log,
     klog_record,
@@ -41,22 +42,6 @@ def events_of(batch: AksBatch) -> list[CloudEvent]:
 
 def rejects_of(batch: AksBatch) -> list[CloudReject]:
     return [item for item in batch.items if isinstance(item, CloudReject)]
-
-
-def big_event(min_bytes: int = 3 * LOG_CUT_BYTES) -> dict[str, Any]:
-    """A captured RequestResponse event with a responseObject grown past ``min_bytes``."""
-    event = copy.deepcopy(
-        max(scenario_events(), key=lambda e: len(orjson.dumps(e)) if "responseObject" in e else 0)
-    )
-    labels = event["responseObject"].setdefault("metadata", {}).setdefault("labels", {})
-    for i in range(min_bytes // 40):
-        labels[f"example.test/label-{i:05d}"] = f"value-{i:05d}"
-    return event
-
-
-def cut_log(event: dict[str, Any], at: int = LOG_CUT_BYTES) -> str:
-    """``properties.log`` as AKS leaves it: the first ``at`` bytes of the Event's text."""
-    return event_log(event).encode()[:at].decode("utf-8", "ignore")
 
 
 # -- the captured scenario, wrapped as Azure writes it ---------------------------------------

@@ -1,19 +1,16 @@
 """The AKS storage-account follower against a real Azurite (Microsoft's storage emulator).
 
-Azurite runs from ``.tools/azurite`` (``npm install --prefix .tools/azurite azurite``) or from
-the PATH, on a free loopback port in a temporary directory, with telemetry off. Blobs are
-written as a diagnostic setting writes them: append blobs named by the cluster's upper-cased
-resource id and the hour, one record per line, appended a few lines at a time.
+Blobs are written as a diagnostic setting writes them: append blobs named by the cluster's
+upper-cased resource id and the hour, one record per line, appended a few lines at a time.
+Azurite and the helpers that write to it: tests/sources/azurite.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,13 +18,10 @@ from typing import Any, Final
 
 import orjson
 import pytest
-from azure.core.credentials import AzureNamedKeyCredential
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+from azure.storage.blob.aio import ContainerClient
 from structlog.testing import capture_logs
 
-from tests.paths import ROOT
-from tests.servers import free_port, port_open, spawn, stop_process, wait_until
 from tests.sources.aks_records import (
     aks_record,
     blob_lines,
@@ -36,78 +30,14 @@ from tests.sources.aks_records import (
     record_line,
     scenario_events,
 )
+from tests.sources.azurite import ACCOUNT, KEY, Azurite, append, container_sas, key_file, need_azurite
 from webhook.errors import ConfigError, StorageError
-from webhook.sources.aks_storage import AksStorageFollower, AksStorageOptions
+from webhook.sources.aks_settings import AksStorageOptions
+from webhook.sources.aks_storage import AksStorageFollower
 from webhook.sources.cloud import CloudEvent, CloudReject
 
-# Azurite's well-known development account: public, documented, useless anywhere else.
-ACCOUNT: Final = "devstoreaccount1"
-KEY: Final = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 HOUR_A: Final = "2026-11-24T14"
 HOUR_B: Final = "2026-11-24T15"
-
-
-def need_azurite() -> list[str]:
-    """The command that starts Azurite's blob service; fails under CI, skips elsewhere."""
-    message = "azurite not found: npm install --prefix .tools/azurite azurite (scripts/test.sh does)"
-    node = shutil.which("node")
-    for candidate in (ROOT / ".tools/azurite/node_modules/.bin/azurite-blob", shutil.which("azurite-blob")):
-        if node and candidate and os.path.isfile(candidate):
-            return [str(candidate)]
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@dataclass(frozen=True)
-class Azurite:
-    port: int
-    directory: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
-
-    @property
-    def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};BlobEndpoint={self.url};"
-        )
-
-    def client(self) -> BlobServiceClient:
-        return BlobServiceClient(self.url, credential=AzureNamedKeyCredential(ACCOUNT, KEY))
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    command = need_azurite()
-    directory = tmp_path_factory.mktemp("azurite")
-    port = free_port()
-    argv = [
-        *command,
-        "--blobHost", "127.0.0.1",
-        "--blobPort", str(port),
-        "--location", str(directory),
-        "--skipApiVersionCheck",  # the SDK may speak a newer API version than the emulator
-        "--loose",
-        "--disableTelemetry",  # no traffic off loopback
-        "--silent",
-    ]  # fmt: skip
-    proc = spawn(argv, directory)
-    try:
-        wait_until(lambda: port_open(port), 30.0, "azurite", proc)
-        yield Azurite(port=port, directory=directory)
-    finally:
-        stop_process(proc)
-
-
-@pytest.fixture
-async def container(azurite: Azurite) -> AsyncIterator[ContainerClient]:
-    """A fresh container with the diagnostic setting's name pattern, for this test alone."""
-    async with azurite.client() as service:
-        client = service.get_container_client(f"insights-logs-kube-audit-{uuid.uuid4().hex[:8]}")
-        await client.create_container()
-        yield client
 
 
 @dataclass
@@ -135,13 +65,6 @@ class Kept:
         return [item for item in self.items if isinstance(item, CloudReject)]
 
 
-def key_file(tmp_path: Path, name: str = "account.key") -> Path:
-    path = tmp_path / name
-    path.write_text(KEY + "\n")
-    path.chmod(0o600)
-    return path
-
-
 def options(
     azurite: Azurite, container: ContainerClient, tmp_path: Path, **override: Any
 ) -> AksStorageOptions:
@@ -153,15 +76,6 @@ def options(
         "state_file": tmp_path / "data" / "aks-state.json",
     }
     return AksStorageOptions(**{**base, **override})
-
-
-async def append(container: ContainerClient, name: str, data: bytes) -> None:
-    """Append ``data`` to the append blob ``name``, created when missing."""
-    blob = container.get_blob_client(name)
-    if not await blob.exists():
-        await blob.create_append_blob()
-    if data:
-        await blob.append_block(data)
 
 
 def logs_of(events: list[dict[str, Any]]) -> list[bytes]:
@@ -468,16 +382,6 @@ async def test_a_sas_token_file_reads_the_container(
     assert kept.events == logs_of(EVENTS[:5])
 
 
-def container_sas(container: str) -> str:
-    return generate_container_sas(
-        ACCOUNT,
-        container,
-        account_key=KEY,
-        permission=ContainerSasPermissions(read=True, list=True),
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
-
-
 async def test_a_connection_string_file_reads_the_container(
     azurite: Azurite, container: ContainerClient, tmp_path: Path
 ) -> None:
@@ -573,48 +477,6 @@ async def test_a_damaged_state_file_stops_the_start(
     with pytest.raises(StorageError, match="not an AKS storage state file"):
         await follower.open()
     await follower.aclose()
-
-
-# -- options -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("override", "field_name"),
-    [
-        ({"account_url": "http://account.blob.core.windows.net"}, "account_url"),
-        ({"account_url": "https://account.blob.core.windows.net/?sv=2022&sig=abc"}, "account_url"),
-        ({"account_url": None}, "account_url"),
-        ({"sas_token_file": Path("sas")}, "account_url"),
-        ({"account_key_file": None}, "account_url"),
-        ({"connection_string_file": Path("conn")}, "connection_string_file"),
-        ({"container": "Insights_Logs"}, "container"),
-        ({"max_read_bytes": 1024}, "max_read_bytes"),
-        ({"forget_after_s": 600.0}, "forget_after_s"),
-        ({"poll_interval_s": 0.0}, "poll_interval_s"),
-        ({"clusters": ("prod eu",)}, "clusters"),
-        ({"account_url": "https://10.0.0.1/", "account_name": None}, "account_name"),
-    ],
-)
-def test_options_are_checked(override: dict[str, Any], field_name: str) -> None:
-    """Each wrong option is a config error that names the field and quotes no value."""
-    base = AksStorageOptions(
-        account_url="https://account.blob.core.windows.net", account_key_file=Path("key")
-    )
-    with pytest.raises(ConfigError) as caught:
-        AksStorageOptions(**{**_fields(base), **override}).check()
-    assert field_name in caught.value.message
-    assert "sig=abc" not in caught.value.message
-
-
-def test_account_name_comes_from_the_url() -> None:
-    assert (
-        AksStorageOptions(account_url="https://acct1.blob.core.windows.net").resolved_account_name()
-        == "acct1"
-    )
-    assert (
-        AksStorageOptions(account_url="http://127.0.0.1:10000/devstoreaccount1").resolved_account_name()
-        == ACCOUNT
-    )
 
 
 def test_azurite_command_is_reported_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,6 @@
 """``ingress-audit check-config``: what serve would refuse, found before it starts; with
-``--connect``, whether every sink (and a Redis state store) answers."""
+``--connect``, whether every sink (and a Redis state store, and the AKS storage container)
+answers."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from webhook.server.auth import Authenticator
 from webhook.server.tls import build_context
 from webhook.sinks import sink_types
 from webhook.sinks.base import Health
+from webhook.sources.aks_access import StorageAccess
+from webhook.sources.aks_settings import describe_aks, with_data_dir
+from webhook.sources.aks_source import check_aks
 from webhook.state import open_store
 
 __all__ = ["add_arguments", "run"]
@@ -45,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
     if (files := tls_files_for(config)) is not None:
         build_context(files)
     Authenticator.for_server(config.server)
+    if (aks := config.sources.aks) is not None:
+        # The state file and the credential (mode, form), as serve reads them; never printed.
+        aks = with_data_dir(aks, config.data_dir)
+        asyncio.run(check_aks(aks))
+        print(f"{args.file}: {describe_aks(aks)}")
     for warning in listen_warnings(config):
         print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok")
@@ -72,6 +81,11 @@ async def _connect(config: Config) -> int:
         health = await _probe(store, store.problem)
         failed += not health.ok
         print(f"state {config.state.type}: {'ok' if health.ok else 'FAILED: ' + health.detail}")
+    if config.sources.aks is not None:
+        access = StorageAccess(with_data_dir(config.sources.aks, config.data_dir))
+        health = await _probe(access, access.problem)
+        failed += not health.ok
+        print(f"source aks: {'ok' if health.ok else 'FAILED: ' + health.detail}")
     return failed
 
 

@@ -1,6 +1,6 @@
 """The aiohttp app: the sources' routes (``POST /audit``, the webhook, and the others the config
 enables), ``/healthz``, ``/readyz``, ``/metrics``; and the sources that take their input
-themselves (the syslog listeners).
+themselves (the syslog listeners, the AKS storage follower).
 
 Each HTTP source is served through admission (webhook/server/admission.py) and one wrapper
 (webhook/server/routes.py): every answer has a reason the sender's operator can act on, and a
@@ -40,6 +40,8 @@ from webhook.server.listener import ConnectionLimits, ListenerSite, Watched, rai
 from webhook.server.routes import serve
 from webhook.server.tls import TlsFiles, TlsReloader
 from webhook.sources.access_http import ACCESS_PATH, AccessHttpSource
+from webhook.sources.aks_settings import with_data_dir
+from webhook.sources.aks_source import AksSource
 from webhook.sources.base import HttpSource, StreamSource
 from webhook.sources.syslog import SyslogSource
 from webhook.sources.webhook import AUDIT_PATH, WebhookSource
@@ -90,6 +92,9 @@ def stream_sources(config: Config) -> list[BuildStream]:
     access = config.access
     if access.enabled and (access.syslog.udp is not None or access.syslog.tcp is not None):
         sources.append(lambda runtime: SyslogSource(_access(runtime), access))
+    if (aks := config.sources.aks) is not None:
+        options = with_data_dir(aks, config.data_dir)
+        sources.append(lambda runtime: AksSource(options, runtime.ingestor, runtime.writer, runtime.metrics))
     return sources
 
 

@@ -35,11 +35,12 @@ from azure.storage.blob.aio import ContainerClient
 
 from webhook.errors import ConfigError, StorageError
 from webhook.sources.aks import AllowedClusters, decode_aks_line
-from webhook.sources.aks_access import AksStorageOptions, StorageAccess, error_fields
+from webhook.sources.aks_access import StorageAccess, error_fields
 from webhook.sources.aks_positions import BlobPath, Position, Positions, iso
+from webhook.sources.aks_settings import AksStorageOptions
 from webhook.sources.cloud import CloudEvent, CloudReject
 
-__all__ = ["AksStorageFollower", "AksStorageOptions", "Handler", "PollSummary"]
+__all__ = ["POLL_FAILURES", "AksStorageFollower", "Handler", "OnPoll", "PollSummary"]
 
 log = structlog.get_logger(__name__)
 
@@ -48,13 +49,17 @@ Item = CloudEvent | CloudReject
 Handler = Callable[[Sequence[Item], str], Awaitable[None]]
 
 _FIRST_RETRY_S: Final = 1.0
+# Why a poll ends early: a ``PollSummary.failed``.
+POLL_FAILURES: Final = ("handler", "storage", "state", "credential", "crashed")
 
 
 @dataclass(slots=True)
 class PollSummary:
-    """What one poll did; ``failed`` is why it ended early (handler, storage, state, credential)."""
+    """What one poll did; ``failed`` is why it ended early (handler, storage, state, credential;
+    ``crashed`` for an unexpected error, only ever handed to ``on_poll``)."""
 
     blobs: int = 0
+    blobs_read: int = 0  # blobs this poll downloaded from
     read_bytes: int = 0
     records: int = 0
     events: int = 0
@@ -64,6 +69,10 @@ class PollSummary:
     other_blobs: int = 0  # names that are not a diagnostic setting's
     forgotten: int = 0
     failed: str | None = None
+
+
+# Told what each poll did, the crashed ones too (metrics): must not raise.
+OnPoll = Callable[[PollSummary], None]
 
 
 class _HandlerFailed(Exception):
@@ -76,11 +85,17 @@ class AksStorageFollower:
     ``async with`` opens it for ``poll_once``; ``start`` also polls in the background."""
 
     def __init__(
-        self, options: AksStorageOptions, handler: Handler, *, clock: Callable[[], datetime] | None = None
+        self,
+        options: AksStorageOptions,
+        handler: Handler,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        on_poll: OnPoll | None = None,
     ) -> None:
         options.check()
         self.options = options
         self._handler = handler
+        self._on_poll = on_poll
         self._clock = clock or (lambda: datetime.now(UTC))
         self._allowed = AllowedClusters.of(options.clusters) if options.clusters is not None else None
         self._access = StorageAccess(options)
@@ -151,6 +166,8 @@ class AksStorageFollower:
         counts = {f.name: getattr(summary, f.name) for f in fields(summary)}
         level = log.info if summary.read_bytes or summary.failed or summary.forgotten else log.debug
         level("aks_storage.polled", container=container, **counts)
+        if self._on_poll is not None:
+            self._on_poll(summary)
         return summary
 
     async def _run(self) -> None:
@@ -160,6 +177,8 @@ class AksStorageFollower:
                 failed = (await self.poll_once()).failed is not None
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one poll
                 log.error("aks_storage.poll_crashed", error=type(exc).__name__)
+                if self._on_poll is not None:
+                    self._on_poll(PollSummary(failed="crashed"))
                 failed = True
             failures = failures + 1 if failed else 0
             delay = self.options.poll_interval_s
@@ -210,6 +229,8 @@ class AksStorageFollower:
             position.offset, position.created = 0, created
         position.size, position.modified = size, iso(properties.last_modified)
         quiet = position.modified < horizon  # not written since: a cut line will stay cut
+        if position.offset < size:
+            summary.blobs_read += 1
         while position.offset < size:
             step = await self._step(container, blob, position, quiet, summary)
             if step is None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["CloudEvent", "CloudReject"]
+from webhook.record.dead_letter import DeadLetter
+
+__all__ = ["CloudEvent", "CloudReject", "dead_letter"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,3 +32,15 @@ class CloudReject:
     cluster: str | None = None
     # identifiers only (auditID, log stream, insertId, blob name): never an event's content
     identity: Mapping[str, str] = field(default_factory=dict)
+
+
+def dead_letter(reject: CloudReject, *, received_at: str) -> DeadLetter:
+    """The reject's dead letter: its reason and detail, and as ``event`` the cluster (when
+    known) and its identifiers, so an operator can find the item where it came from."""
+    event = {"cluster": reject.cluster} if reject.cluster is not None else {}
+    return DeadLetter(
+        reason=reject.reason,
+        detail=reject.detail,
+        received_at=received_at,
+        event={**event, **reject.identity},
+    )

@@ -38,6 +38,7 @@ from webhook.redact.settings import RedactionConfig
 from webhook.server.settings import AuthConfig, ServerConfig, TlsConfig
 from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
+from webhook.sources.settings import SourcesConfig, parse_sources
 from webhook.spool.settings import DeadLetterConfig, SpoolConfig
 from webhook.state.settings import StateConfig
 
@@ -112,6 +113,7 @@ class Config:
     actors: ActorsConfig = field(default_factory=ActorsConfig)
     findings: FindingsConfig = field(default_factory=FindingsConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
     detections: DetectionsConfig = field(default_factory=DetectionsConfig)
 
     def __post_init__(self) -> None:
@@ -224,6 +226,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         actors=_actors(raw.get("actors")),
         findings=_findings(raw.get("findings")),
         access=parse_access(raw.get("access")),
+        sources=parse_sources(raw.get("sources")),
         detections=_detections(raw.get("detections")),
     )
     names = [sink.name for sink in config.sinks]
@@ -495,4 +498,5 @@ def describe(config: Config) -> dict[str, Any]:
         "exclude_rules": len(config.filter.exclude),
         "state": config.state.type,
         "access": config.access.enabled,
+        "sources": list(config.sources.enabled),
     }

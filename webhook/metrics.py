@@ -211,6 +211,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # The managed clouds' sources: source is firehose or pubsub, result one of a fixed few.
+        self.cloud_items = Counter(
+            "ingress_audit_cloud_items",
+            "What the managed clouds' sources read, by source and result (event, rejected, "
+            "repeated_reject, control_message, skipped).",
+            ["source", "result"],
+            registry=r,
+        )
         self.alerts = Counter(
             "ingress_audit_alerts",
             "Alert records emitted by the detections, by detection, severity and status.",

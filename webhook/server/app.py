@@ -1,6 +1,6 @@
 """The aiohttp app: the sources' routes (``POST /audit``, the webhook, and the others the config
-enables), ``/healthz``, ``/readyz``, ``/metrics``; and the sources that take their input
-themselves (the syslog listeners).
+enables: ``/ingest/access``, ``/firehose``), ``/healthz``, ``/readyz``,
+``/metrics``; and the sources that take their input themselves (the syslog listeners).
 
 Each HTTP source is served through admission (webhook/server/admission.py) and one wrapper
 (webhook/server/routes.py): every answer has a reason the sender's operator can act on, and a
@@ -41,6 +41,7 @@ from webhook.server.routes import serve
 from webhook.server.tls import TlsFiles, TlsReloader
 from webhook.sources.access_http import ACCESS_PATH, AccessHttpSource
 from webhook.sources.base import HttpSource, StreamSource
+from webhook.sources.firehose_http import FIREHOSE_PATH, FirehoseSource, load_keys
 from webhook.sources.syslog import SyslogSource
 from webhook.sources.webhook import AUDIT_PATH, WebhookSource
 
@@ -80,6 +81,10 @@ def http_sources(config: Config) -> dict[str, Build]:
     if config.access.enabled and config.access.http:
         sources[ACCESS_PATH] = lambda runtime: AccessHttpSource(
             _access(runtime), runtime.writer, max_lines=limit
+        )
+    if (firehose := config.sources.firehose) is not None:
+        sources[FIREHOSE_PATH] = lambda runtime: FirehoseSource(
+            load_keys(firehose), runtime.ingestor, runtime.writer, runtime.metrics
         )
     return sources
 

@@ -21,7 +21,7 @@ from webhook.errors import BadRequestError, MalformedEventError, UnreadableFileE
 from webhook.events import API_VERSIONS, check_event, decode_event, decode_event_list, event_ref
 from webhook.record.files import open_maybe_gzip
 
-__all__ = ["BadLine", "read_events"]
+__all__ = ["BadLine", "as_webhook_item", "read_events"]
 
 _LOG_KEYS: Final = ("kind", "apiVersion")
 
@@ -35,7 +35,7 @@ class BadLine:
     ref: dict[str, Any]
 
 
-def _as_webhook_item(event: dict[str, Any]) -> dict[str, Any]:
+def as_webhook_item(event: dict[str, Any]) -> dict[str, Any]:
     """The event as the webhook sends it: without the log backend's ``kind``/``apiVersion``."""
     if event.get("kind") == "Event" and event.get("apiVersion") in API_VERSIONS:
         return {key: value for key, value in event.items() if key not in _LOG_KEYS}
@@ -70,7 +70,7 @@ def _decode(line: bytes, where: str) -> Iterator[dict[str, Any] | BadLine]:
     items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "EventList" else [doc]
     for item in items if isinstance(items, list) else [items]:
         try:
-            yield _as_webhook_item(check_event(item))
+            yield as_webhook_item(check_event(item))
         except MalformedEventError as exc:
             yield BadLine(exc.code, f"{where}: {exc.message}", event_ref(item))
 

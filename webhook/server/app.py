@@ -1,5 +1,5 @@
 """The aiohttp app: the sources' routes (``POST /audit``, the webhook, and the others the config
-enables: ``/ingest/access``, ``/firehose``), ``/healthz``, ``/readyz``,
+enables: ``/ingest/access``, ``/firehose``, ``/pubsub``), ``/healthz``, ``/readyz``,
 ``/metrics``; and the sources that take their input themselves (the syslog listeners).
 
 Each HTTP source is served through admission (webhook/server/admission.py) and one wrapper
@@ -42,6 +42,7 @@ from webhook.server.tls import TlsFiles, TlsReloader
 from webhook.sources.access_http import ACCESS_PATH, AccessHttpSource
 from webhook.sources.base import HttpSource, StreamSource
 from webhook.sources.firehose_http import FIREHOSE_PATH, FirehoseSource, load_keys
+from webhook.sources.pubsub_http import PUBSUB_PATH, PubsubSource
 from webhook.sources.syslog import SyslogSource
 from webhook.sources.webhook import AUDIT_PATH, WebhookSource
 
@@ -85,6 +86,10 @@ def http_sources(config: Config) -> dict[str, Build]:
     if (firehose := config.sources.firehose) is not None:
         sources[FIREHOSE_PATH] = lambda runtime: FirehoseSource(
             load_keys(firehose), runtime.ingestor, runtime.writer, runtime.metrics
+        )
+    if (pubsub := config.sources.pubsub) is not None:
+        sources[PUBSUB_PATH] = lambda runtime: PubsubSource(
+            pubsub, runtime.ingestor, runtime.writer, runtime.metrics
         )
     return sources
 

@@ -78,14 +78,14 @@ class Metrics:
         )
         self.latency = Histogram(
             "ingress_audit_request_duration_seconds",
-            "Time from request start to answer on /audit and /ingest/access, by status code.",
+            "Time from request start to answer on the sources' routes (/audit, ...), by status code.",
             ["code"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.in_flight = Gauge(
             "ingress_audit_requests_in_flight",
-            "Requests to /audit and /ingest/access being processed.",
+            "Requests to the sources' routes (/audit, ...) being processed.",
             registry=r,
         )
         self.spool_bytes = Gauge("ingress_audit_spool_bytes", "Bytes held by the spool.", registry=r)

@@ -42,7 +42,7 @@ from webhook.record.time import now
 from webhook.runtime import Runtime
 from webhook.sources.aks import read_aks_blob_lines
 from webhook.sources.cloud import CloudEvent, CloudReject
-from webhook.sources.cloud_intake import ingest_batch, prepare_items
+from webhook.sources.cloud_intake import ingest_items
 from webhook.sources.cloudwatch import CloudWatchCounts, read_cloudwatch_export
 from webhook.sources.logfile import BadLine, read_events
 from webhook.sources.pubsub import read_gke_export
@@ -191,9 +191,7 @@ async def _replay_cloud_file(
     )
     where = {"input": "replay", "file": path.name}
     while chunk := await asyncio.to_thread(take, items, chunk_size):
-        received_at = now()
-        batch = await asyncio.to_thread(prepare_items, chunk, received_at=received_at, where=where)
-        sums = await ingest_batch(runtime.ingestor, runtime.writer, batch, received_at=received_at)
+        sums = await ingest_items(runtime.ingestor, runtime.writer, chunk, received_at=now(), where=where)
         summary.events += len(chunk)
         summary.matched += sums.matched
         summary.records += sums.records

@@ -9,8 +9,9 @@ the paths, or a redelivery, adds nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Generic, TypeVar
 
@@ -29,7 +30,7 @@ __all__ = [
     "CloudSums",
     "Recent",
     "count_items",
-    "ingest_batch",
+    "ingest_items",
     "prepare_items",
     "reject_letter",
     "write_received",
@@ -38,6 +39,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _RECENT: Final = 10_000
+_CHUNK: Final = 1000  # events decoded and ingested at a time
 
 V = TypeVar("V")
 
@@ -56,7 +58,7 @@ class CloudBatch:
 
 @dataclass(slots=True)
 class CloudSums:
-    """What requests (``requests`` 1) or a sum of them became."""
+    """What requests (``requests`` 1), or a replay's chunks, or a sum of them became."""
 
     requests: int = 0
     refused: int = 0  # answered 4xx: a message that can never become an event
@@ -65,7 +67,8 @@ class CloudSums:
     records: int = 0
     duplicates: int = 0
     dead_lettered: int = 0  # the rejects and the pipeline's own
-    repeated: int = 0  # rejects of a retry or redelivery, not written again
+    rejected: int = 0  # items the source's decoder refused, dead-lettered now
+    repeated: int = 0  # those of a retry or redelivery, not dead-lettered again
     control_messages: int = 0
     skipped: int = 0
 
@@ -114,11 +117,11 @@ def write_received(source: str, sums: CloudSums) -> None:
     )
 
 
-def count_items(metrics: Metrics, source: str, sums: CloudSums, *, rejected: int) -> None:
+def count_items(metrics: Metrics, source: str, sums: CloudSums) -> None:
     """``ingress_audit_cloud_items_total`` for what one request read."""
     items = metrics.cloud_items
     items.labels(source=source, result="event").inc(sums.events)
-    items.labels(source=source, result="rejected").inc(rejected)
+    items.labels(source=source, result="rejected").inc(sums.rejected)
     items.labels(source=source, result="repeated_reject").inc(sums.repeated)
     items.labels(source=source, result="control_message").inc(sums.control_messages)
     items.labels(source=source, result="skipped").inc(sums.skipped)
@@ -154,27 +157,39 @@ def reject_letter(reject: CloudReject, *, received_at: str, where: Mapping[str, 
     return DeadLetter(reason=reject.reason, detail=reject.detail, received_at=received_at, event=event)
 
 
-async def ingest_batch(
+async def ingest_items(
     ingestor: AuditIngestor,
     writer: RecordWriter,
-    batch: CloudBatch,
+    items: Sequence[CloudEvent | CloudReject],
     *,
     received_at: str,
+    where: Mapping[str, str],
     dead_letters: bool = True,
+    chunk_size: int = _CHUNK,
 ) -> CloudSums:
-    """Every cluster's events, then the rejects' dead letters (unless ``dead_letters`` is False:
-    a retry whose rejects are already written), each durable before this returns.
+    """Every cluster's events, a chunk at a time (decoded off the event loop: a chunk of dicts
+    in memory, not the request's), then the rejects' dead letters, unless ``dead_letters`` is
+    False (a retry whose rejects are written); all durable before this returns.
 
     Raises ``StorageError`` when they cannot be kept: the sender's retry records what was not
     (the events already recorded are duplicates by then), and only then writes the rejects."""
-    sums = CloudSums(events=batch.events)
-    for cluster, events in batch.by_cluster.items():
-        result = await ingestor.ingest(events, received_at=received_at, cluster=cluster)
-        sums.matched += result.matched
-        sums.records += len(result.records)
-        sums.duplicates += result.duplicates
-        sums.dead_lettered += len(result.dead_letters)
-    if dead_letters and batch.dead_letters:
-        await writer.write_records((), batch.dead_letters)
-        sums.dead_lettered += len(batch.dead_letters)
+    sums = CloudSums()
+    letters: list[DeadLetter] = []
+    for start in range(0, len(items), chunk_size):
+        chunk = items[start : start + chunk_size]
+        batch = await asyncio.to_thread(prepare_items, chunk, received_at=received_at, where=where)
+        letters.extend(batch.dead_letters)
+        sums.events += batch.events
+        for cluster, events in batch.by_cluster.items():
+            result = await ingestor.ingest(events, received_at=received_at, cluster=cluster)
+            sums.matched += result.matched
+            sums.records += len(result.records)
+            sums.duplicates += result.duplicates
+            sums.dead_lettered += len(result.dead_letters)
+    if not dead_letters:
+        sums.repeated = len(letters)
+    elif letters:
+        await writer.write_records((), letters)
+        sums.rejected = len(letters)
+        sums.dead_lettered += len(letters)
     return sums

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -31,15 +30,7 @@ from webhook.log import FoldingLog
 from webhook.metrics import Metrics
 from webhook.pipeline.ingestor import AuditIngestor
 from webhook.sources.base import Answer, Authenticate, Delivery, Headers, Principal, Refuse
-from webhook.sources.cloud_intake import (
-    CloudBatch,
-    CloudSums,
-    Recent,
-    count_items,
-    ingest_batch,
-    prepare_items,
-    write_received,
-)
+from webhook.sources.cloud_intake import CloudSums, Recent, count_items, ingest_items, write_received
 from webhook.sources.firehose import (
     REQUEST_ID_HEADER,
     FirehoseBodyError,
@@ -117,48 +108,30 @@ class FirehoseSource:
         # The header is what Firehose matches the answer against; the body's id if it has none.
         header_id = safe_request_id(delivery.headers.get(REQUEST_ID_HEADER))
         # CPU-heavy (base64, gunzip, JSON of up to 64 MiB): off the event loop.
-        decoded = await asyncio.to_thread(_decode, delivery.body, grant, received_at)
+        decoded = await asyncio.to_thread(decode_firehose, delivery.body, grant)
         del delivery  # the body: not held while the records are written
-        request_id = header_id or decoded.request_id
-        batch = decoded.batch
+        request_id = header_id or safe_request_id(decoded.request_id)
         seen = f"{grant.key_file}\0{request_id}"
         repeated = bool(request_id) and seen in self._rejects_written
-        sums = await ingest_batch(
-            self._ingestor, self._writer, batch, received_at=received_at, dead_letters=not repeated
+        sums = await ingest_items(
+            self._ingestor,
+            self._writer,
+            decoded.items,
+            received_at=received_at,
+            where={"input": self.name},
+            dead_letters=not repeated,
         )
-        if request_id and batch.dead_letters:
+        if request_id and sums.rejected:
             self._rejects_written.put(seen, None)
         sums.requests = 1
         sums.control_messages = decoded.control_messages
-        sums.skipped = decoded.skipped
-        if repeated:
-            sums.repeated = len(batch.dead_letters)
-        count_items(self._metrics, self.name, sums, rejected=len(batch.dead_letters) - sums.repeated)
+        sums.skipped = decoded.skipped_events
+        count_items(self._metrics, self.name, sums)
         self.received_log.add(self.name, sums)
         return Answer(status=200, body=firehose_answer(request_id, _now_ms()))
 
     async def aclose(self) -> None:
         self.received_log.flush()
-
-
-@dataclass(frozen=True, slots=True)
-class _Decoded:
-    """A request's items ready for the pipeline, and what was read without becoming one."""
-
-    request_id: str
-    batch: CloudBatch
-    control_messages: int
-    skipped: int
-
-
-def _decode(body: bytes, grant: FirehoseGrant, received_at: str) -> _Decoded:
-    decoded = decode_firehose(body, grant)
-    return _Decoded(
-        request_id=safe_request_id(decoded.request_id),
-        batch=prepare_items(decoded.items, received_at=received_at, where={"input": "firehose"}),
-        control_messages=decoded.control_messages,
-        skipped=decoded.skipped_events,
-    )
 
 
 def _now_ms() -> int:

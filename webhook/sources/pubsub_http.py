@@ -123,7 +123,7 @@ class PubsubSource:
         if batch.dead_letters:
             letter = batch.dead_letters[0]
             await self._writer.write_records((), batch.dead_letters)
-            return self._remember(key, letter, CloudSums(requests=1, refused=1, dead_lettered=1))
+            return self._remember(key, letter, CloudSums(requests=1, refused=1, rejected=1, dead_lettered=1))
         ((cluster, events),) = batch.by_cluster.items()
         result = await self._ingestor.ingest(events, received_at=received_at, cluster=cluster)
         sums = CloudSums(
@@ -135,9 +135,9 @@ class PubsubSource:
             dead_lettered=len(result.dead_letters),
         )
         if result.dead_letters:  # the pipeline refused the event (too large, say): never valid either
-            sums.refused = 1
+            sums.refused = sums.rejected = 1
             return self._remember(key, result.dead_letters[0], sums)
-        count_items(self._metrics, self.name, sums, rejected=0)
+        count_items(self._metrics, self.name, sums)
         self.received_log.add(self.name, sums)
         return Answer.json(
             {
@@ -162,7 +162,7 @@ class PubsubSource:
         return self._refuse_message(refused, sums)
 
     def _refuse_message(self, refused: _Refused, sums: CloudSums) -> Answer:
-        count_items(self._metrics, self.name, sums, rejected=sums.refused - sums.repeated)
+        count_items(self._metrics, self.name, sums)
         self.received_log.add(self.name, sums)
         return Answer.json({"error": refused.reason, "reason": refused.detail}, status=400)
 

@@ -174,8 +174,8 @@ class Config:
     actors: ActorsConfig = field(default_factory=ActorsConfig)
     findings: FindingsConfig = field(default_factory=FindingsConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
-    detections: DetectionsConfig = field(default_factory=DetectionsConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
+    detections: DetectionsConfig = field(default_factory=DetectionsConfig)
 
     def __post_init__(self) -> None:
         if self.sinks is default_sinks(False) or self.sinks is default_sinks(True):
@@ -290,8 +290,8 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         actors=_actors(raw.get("actors")),
         findings=_findings(raw.get("findings")),
         access=parse_access(raw.get("access")),
-        detections=_detections(raw.get("detections")),
         sources=parse_sources(raw.get("sources")),
+        detections=_detections(raw.get("detections")),
     )
     names = [sink.name for sink in config.sinks]
     if len(set(names)) != len(names):
@@ -592,9 +592,11 @@ def known_clusters(config: Config) -> frozenset[str]:
     """The clusters a record may be about: the configured one and each one a credential is
     bound to. Metrics label by these alone (any other counts as ``other``), so their series
     stay bounded by the config."""
-    aks = config.sources.aks
-    aks_clusters = (cluster_of(c) or c.lower() for c in (aks.clusters or ())) if aks else ()
-    return frozenset({config.cluster, *config.server.auth.clusters, *aks_clusters})
+    sources = config.sources
+    aks = (cluster_of(c) or c.lower() for c in (sources.aks.clusters or ())) if sources.aks else ()
+    firehose = (c for key in sources.firehose.access_keys for c in key.clusters) if sources.firehose else ()
+    pubsub = sources.pubsub.clusters if sources.pubsub else ()
+    return frozenset({config.cluster, *config.server.auth.clusters, *aks, *firehose, *pubsub})
 
 
 def describe(config: Config) -> dict[str, Any]:
@@ -610,4 +612,5 @@ def describe(config: Config) -> dict[str, Any]:
         "exclude_rules": len(config.filter.exclude),
         "state": config.state.type,
         "access": config.access.enabled,
+        "sources": list(config.sources.enabled),
     }

@@ -87,14 +87,14 @@ class Metrics:
         )
         self.latency = Histogram(
             "ingress_audit_request_duration_seconds",
-            "Time from request start to answer on /audit and /ingest/access, by status code.",
+            "Time from request start to answer on the sources' routes (/audit, ...), by status code.",
             ["code"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.in_flight = Gauge(
             "ingress_audit_requests_in_flight",
-            "Requests to /audit and /ingest/access being processed.",
+            "Requests to the sources' routes (/audit, ...) being processed.",
             registry=r,
         )
         self.spool_bytes = Gauge("ingress_audit_spool_bytes", "Bytes held by the spool.", registry=r)
@@ -218,6 +218,14 @@ class Metrics:
             "ingress_audit_access_syslog_connections_closed",
             "Syslog TCP connections the listener closed, by reason (idle, evicted, framing).",
             ["reason"],
+            registry=r,
+        )
+        # The managed clouds' sources: source is firehose or pubsub, result one of a fixed few.
+        self.cloud_items = Counter(
+            "ingress_audit_cloud_items",
+            "What the managed clouds' sources read, by source and result (event, rejected, "
+            "repeated_reject, control_message, skipped).",
+            ["source", "result"],
             registry=r,
         )
         self.alerts = Counter(

@@ -11,83 +11,37 @@ import base64
 import hashlib
 import hmac
 import os
-import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
-import jwt
 import orjson
 import pytest
-import trustme
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 from pytest_aiohttp import AiohttpServer
 from structlog.testing import capture_logs
 
 from tests.conftest import scenario_secrets
+from tests.sources.push_tokens import (
+    AUDIENCE,
+    NOW,
+    PUSHER,
+    Clock,
+    Endpoint,
+    bearer,
+    claims,
+    jwk,
+    jwks,
+    private_key,
+    start_key_server,
+    token,
+    write_jwks,
+)
 from webhook.errors import ConfigError
 from webhook.sources.jwks import JwksFile, JwksUrl, parse_jwks
 from webhook.sources.oidc import KeySource, PushAuthError, PushVerifier, VerifiedPush
 
-NOW: Final = 1_800_000_000.0  # 2027-01-15, a fixed "now" for every token
-AUDIENCE: Final = "https://audit.example.com/pubsub"
-PUSHER: Final = "push@my-project.iam.gserviceaccount.com"
 MARKER: Final = "m4rk3r-never-echoed"
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@cache
-def _private_key(name: str) -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def jwk(name: str) -> dict[str, Any]:
-    """The public half of test key ``name`` as Google publishes its keys."""
-    public = RSAAlgorithm.to_jwk(_private_key(name).public_key(), as_dict=True)
-    return {**public, "kid": name, "alg": "RS256", "use": "sig"}
-
-
-def jwks(*names: str) -> bytes:
-    return orjson.dumps({"keys": [jwk(n) for n in names]})
-
-
-def claims(**changes: Any) -> dict[str, Any]:
-    """Claims as Pub/Sub's token carries them, at ``NOW``; a value of None drops the claim."""
-    base: dict[str, Any] = {
-        "aud": AUDIENCE,
-        "azp": "1234567890",
-        "email": PUSHER,
-        "email_verified": True,
-        "exp": int(NOW) + 3590,
-        "iat": int(NOW) - 10,
-        "iss": "https://accounts.google.com",
-        "sub": "1234567890",
-    }
-    base.update(changes)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-def token(kid: str | None = "key-a", *, signer: str | None = None, **changes: Any) -> str:
-    """A bearer token signed by key ``signer`` (default: the key ``kid`` names)."""
-    headers = {"kid": kid} if kid is not None else {}
-    return jwt.encode(claims(**changes), _private_key(signer or kid or "key-a"), "RS256", headers)
-
-
-def bearer(raw: str) -> str:
-    return f"Bearer {raw}"
 
 
 def _b64(data: bytes) -> str:
@@ -97,7 +51,7 @@ def _b64(data: bytes) -> str:
 def hs256_with_public_key(kid: str = "key-a") -> str:
     """The classic confusion attack: HMAC keyed with the RSA public key's PEM."""
     pem = (
-        _private_key(kid)
+        private_key(kid)
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
@@ -110,11 +64,6 @@ def hs256_with_public_key(kid: str = "key-a") -> str:
 def unsigned(kid: str = "key-a") -> str:
     head = _b64(orjson.dumps({"alg": "none", "typ": "JWT", "kid": kid}))
     return f"{head}.{_b64(orjson.dumps(claims()))}."
-
-
-def write_jwks(path: Path, *names: str) -> Path:
-    path.write_bytes(jwks(*names))
-    return path
 
 
 def verifier(keys: KeySource, **options: Any) -> PushVerifier:
@@ -292,7 +241,8 @@ async def test_secret_values_in_claims_never_reach_a_message(tmp_path: Path) -> 
     keys = JwksFile(write_jwks(tmp_path / "jwks.json", "key-a"))
     check = verifier(keys)
     for secret in scenario_secrets():
-        for changes in ({"aud": secret}, {"iss": secret}, {"email": secret}, {"exp": secret}):
+        cases: list[dict[str, Any]] = [{"aud": secret}, {"iss": secret}, {"email": secret}, {"exp": secret}]
+        for changes in cases:
             with pytest.raises(PushAuthError) as info:
                 await check.verify(bearer(token(**changes)))
             assert secret not in str(info.value), changes.keys()
@@ -301,44 +251,9 @@ async def test_secret_values_in_claims_never_reach_a_message(tmp_path: Path) -> 
 # --- Google's published keys, fetched over HTTPS --------------------------------------------------
 
 
-@dataclass
-class KeyServer:
-    """A JWKS endpoint: what it serves and how often it was asked."""
-
-    body: bytes
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=lambda: {"Cache-Control": "public, max-age=600"})
-    fetches: int = 0
-
-    def app(self) -> web.Application:
-        async def certs(_: web.Request) -> web.Response:
-            self.fetches += 1
-            return web.Response(
-                status=self.status, body=self.body, headers=self.headers, content_type="application/json"
-            )
-
-        app = web.Application()
-        app.router.add_get("/oauth2/v3/certs", certs)
-        return app
-
-
-@dataclass
-class Endpoint:
-    server: KeyServer
-    url: str
-    client_context: ssl.SSLContext
-
-
 @pytest.fixture
 async def endpoint(aiohttp_server: AiohttpServer) -> Endpoint:
-    ca = trustme.CA()
-    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(served)
-    keys = KeyServer(jwks("key-a"))
-    server: TestServer = await aiohttp_server(keys.app(), ssl=served)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return Endpoint(keys, f"https://127.0.0.1:{server.port}/oauth2/v3/certs", client)
+    return await start_key_server(aiohttp_server)
 
 
 def fetcher(endpoint: Endpoint, clock: Clock, **options: Any) -> JwksUrl:

@@ -1,23 +1,23 @@
 """What both replays share (into the data dir, and to a server's ``/audit``): the events of
-kube-apiserver log-backend files (webhook/sources/logfile.py reads them), taken in chunks under
-a progress bar, and the summary line.
+the files (kube-apiserver log-backend files, or the clouds' exports), taken in chunks under a
+progress bar, and the summary line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-from webhook.sources.logfile import BadLine
 
 if TYPE_CHECKING:
     from webhook.commands.replay_access import AccessReplaySummary
 
 __all__ = ["ReplaySummary", "progress_bar", "take"]
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -28,6 +28,7 @@ class ReplaySummary:
     records: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    skipped: int = 0  # replay --format: log lines of other streams or categories
     already_recorded: int = 0
     sent_to: str | None = None  # replay --server: the events went to this server's /audit
     access: AccessReplaySummary | None = None  # replay --access
@@ -40,17 +41,18 @@ class ReplaySummary:
         )
         text = (
             f"{self.events} events read, {self.matched} matched, {self.records} records written, "
-            f"{self.duplicates} duplicates, {self.dead_letters} dead letters "
+            f"{self.duplicates} duplicates, {self.dead_letters} dead letters"
+            f"{f', {self.skipped} skipped (other log streams)' if self.skipped else ''} "
             f"({self.files} file{'' if self.files == 1 else 's'}; {where})"
         )
         return text if self.access is None else f"{text}\n{self.access.line()}"
 
 
-def take(events: Iterator[dict[str, Any] | BadLine], size: int) -> list[dict[str, Any] | BadLine]:
+def take(items: Iterator[T], size: int) -> list[T]:
     """The next ``size`` items, fewer at the end: a chunk to read in a worker thread."""
     chunk = []
-    for event in events:
-        chunk.append(event)
+    for item in items:
+        chunk.append(item)
         if len(chunk) == size:
             break
     return chunk

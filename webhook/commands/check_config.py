@@ -1,6 +1,6 @@
 """``ingress-audit check-config``: what serve would refuse, found before it starts; with
 ``--connect``, whether every sink (and a Redis state store, and the AKS storage container)
-answers."""
+answers. The sources it enables are listed with their clusters (never a key)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ from webhook.sinks.base import Health
 from webhook.sources.aks_access import StorageAccess
 from webhook.sources.aks_settings import describe_aks, with_data_dir
 from webhook.sources.aks_source import check_aks
+from webhook.sources.firehose_http import FIREHOSE_MAX_BODY_BYTES, FIREHOSE_PATH, load_keys
+from webhook.sources.jwks import JwksFile
+from webhook.sources.pubsub_http import PUBSUB_PATH
 from webhook.state import open_store
 
 __all__ = ["add_arguments", "run"]
@@ -49,20 +52,53 @@ def run(args: argparse.Namespace) -> int:
     if (files := tls_files_for(config)) is not None:
         build_context(files)
     Authenticator.for_server(config.server)
+    # The sources' own credentials: the Firehose key files, a JWKS file, the AKS credential.
+    sources = _sources(config)
     if (aks := config.sources.aks) is not None:
         # The state file and the credential (mode, form), as serve reads them; never printed.
         aks = with_data_dir(aks, config.data_dir)
         asyncio.run(check_aks(aks))
-        print(f"{args.file}: {describe_aks(aks)}")
-    for warning in listen_warnings(config):
+        sources.append(f"{args.file}: {describe_aks(aks)}")
+    for warning in [*listen_warnings(config), *_source_warnings(config)]:
         print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok")
     if clusters := config.server.auth.clusters:
         print(f"{args.file}: clusters bound to credentials: {', '.join(sorted(clusters))}")
+    for line in sources:
+        print(line)
     if not args.connect:
         return 0
     failed = asyncio.run(_connect(config))
     return 1 if failed else 0
+
+
+def _sources(config: Config) -> list[str]:
+    """One line per source the config enables, once its files are read as serve reads them."""
+    lines = []
+    if (firehose := config.sources.firehose) is not None:
+        keys = load_keys(firehose)
+        lines.append(f"source firehose: POST {FIREHOSE_PATH}, {len(keys)} access key(s)")
+        lines.extend(
+            f"  key {entry.key_file}: clusters {', '.join(entry.clusters)}" for entry in firehose.access_keys
+        )
+    if (pubsub := config.sources.pubsub) is not None:
+        if pubsub.jwks_file is None:
+            keys_from = "Google's published keys (fetched at the first push)"
+        else:
+            keys_from = f"{pubsub.jwks_file} ({len(JwksFile(pubsub.jwks_file))} key(s))"
+        lines.append(f"source pubsub: POST {PUBSUB_PATH}, audience {pubsub.audience}, keys: {keys_from}")
+        lines.append(f"  service accounts: {', '.join(pubsub.service_accounts)}")
+        lines.append(f"  clusters: {', '.join(pubsub.clusters)}")
+    return lines
+
+
+def _source_warnings(config: Config) -> list[str]:
+    if config.sources.firehose is not None and config.server.max_body_bytes < FIREHOSE_MAX_BODY_BYTES:
+        return [
+            "server.max_body_bytes is below 64 MiB, Firehose's largest request: a stream whose "
+            "buffering size is above it gets 400s"
+        ]
+    return []
 
 
 async def _connect(config: Config) -> int:

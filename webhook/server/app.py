@@ -1,6 +1,7 @@
 """The aiohttp app: the sources' routes (``POST /audit``, the webhook, and the others the config
-enables), ``/healthz``, ``/readyz``, ``/metrics``; and the sources that take their input
-themselves (the syslog listeners, the AKS storage follower).
+enables: ``/ingest/access``, ``/firehose``, ``/pubsub``), ``/healthz``, ``/readyz``,
+``/metrics``; and the sources that take their input themselves (the syslog listeners, the AKS
+storage follower).
 
 Each HTTP source is served through admission (webhook/server/admission.py) and one wrapper
 (webhook/server/routes.py): every answer has a reason the sender's operator can act on, and a
@@ -43,6 +44,8 @@ from webhook.sources.access_http import ACCESS_PATH, AccessHttpSource
 from webhook.sources.aks_settings import with_data_dir
 from webhook.sources.aks_source import AksSource
 from webhook.sources.base import HttpSource, StreamSource
+from webhook.sources.firehose_http import FIREHOSE_PATH, FirehoseSource, load_keys
+from webhook.sources.pubsub_http import PUBSUB_PATH, PubsubSource
 from webhook.sources.syslog import SyslogSource
 from webhook.sources.webhook import AUDIT_PATH, WebhookSource
 
@@ -82,6 +85,14 @@ def http_sources(config: Config) -> dict[str, Build]:
     if config.access.enabled and config.access.http:
         sources[ACCESS_PATH] = lambda runtime: AccessHttpSource(
             _access(runtime), runtime.writer, max_lines=limit
+        )
+    if (firehose := config.sources.firehose) is not None:
+        sources[FIREHOSE_PATH] = lambda runtime: FirehoseSource(
+            load_keys(firehose), runtime.ingestor, runtime.writer, runtime.metrics
+        )
+    if (pubsub := config.sources.pubsub) is not None:
+        sources[PUBSUB_PATH] = lambda runtime: PubsubSource(
+            pubsub, runtime.ingestor, runtime.writer, runtime.metrics
         )
     return sources
 

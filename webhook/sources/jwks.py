@@ -75,6 +75,9 @@ class JwksFile:
         self.path = path
         self._keys, self._mtime = self._read()
 
+    def __len__(self) -> int:
+        return len(self._keys)
+
     def _read(self) -> tuple[dict[str, jwt.PyJWK], int]:
         where = "sources.pubsub.jwks_file"
         try:

@@ -248,7 +248,7 @@ def targets(compared: Comparison, soak: Soak | None) -> list[list[str]]:
         second = soak.second_half_mb_per_min
         rows.append(
             [
-                f"RSS flat over the soak (|second-half slope| < {FLAT_MB_PER_MIN} MB/min)",
+                f"RSS flat over the soak (second-half slope within ±{FLAT_MB_PER_MIN} MB/min)",
                 f"{fmt(second, '+.2f')} MB/min",
                 _verdict(second, soak.verdict == "flat"),
             ]

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from bench.compare import Comparison, added_ms, ratio, soak_summary, targets
+from bench.compare import Comparison, added_ms, mode_rows, ratio, soak_summary, targets
+from bench.floor import Floor
 from bench.measure import ModeResult, Window
 
 
@@ -57,6 +58,18 @@ def test_the_comparison_divides_and_subtracts_figures_of_the_same_run() -> None:
     assert verdicts["blocking p99 added over the null server ≤ 2.0 ms"] == ("+2.50", "MISSED")
 
 
+def test_every_cell_fits_in_a_markdown_table() -> None:
+    """No label or value holds a pipe: the tables are pasted into RESULTS.md as printed."""
+    modes = [_mode("batch", 50_000), _mode("null-batch", 90_000)]
+    compared = Comparison(floor=100_000, batch=modes[0], null_batch=modes[1])
+    soak = soak_summary([(t / 2, 100.0) for t in range(5)])
+    floor = Floor(events_per_s=100_000, mb_per_s=100, runs=(100_000,), matched=0)
+
+    rows = [*mode_rows(modes, floor), *compared.rows(), *targets(compared, soak)]
+
+    assert all("|" not in cell for row in rows for cell in row)
+
+
 def test_without_baselines_the_ratios_to_them_are_not_measured() -> None:
     """``--no-baselines``: the rows say n/a and the targets that need a baseline say so."""
     compared = Comparison(floor=100_000, batch=_mode("batch", 20_000), blocking=_mode("blocking", 3_000))
@@ -81,6 +94,7 @@ def test_a_soak_that_levels_off_is_flat() -> None:
     assert soak.slope_mb_per_min > 0.5
     assert abs(soak.second_half_mb_per_min) < 0.5
     assert soak.verdict == "flat"
+    assert targets(Comparison(floor=100_000), soak)[-1][-1] == "met"
 
 
 def test_a_soak_still_growing_in_its_second_half_is_not_flat() -> None:

@@ -11,14 +11,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from bench.baselines import BaselineProcess, Kind
 from bench.generate import Body
 from bench.report import median, percentile
 from bench.senders import LoadPlan, LoadResult, start_load
 from bench.server import ServeProcess, cpu_seconds, memory
 
-__all__ = ["Load", "ModeResult", "Window", "run_mode"]
+__all__ = ["Load", "ModeResult", "Window", "run_baseline", "run_mode"]
 
 MB = 1e6
 
@@ -64,6 +65,7 @@ class ModeResult:
     records_complete: bool = True
     records_metric: float = math.nan
     server_exit: int | None = None
+    writes_records: bool = True  # False: a baseline server, nothing to check records against
     # p50, p99 (ms) of requests with no matched event and of those with at least one, whole run
     latency_by_kind: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -89,6 +91,8 @@ class ModeResult:
         """Every matched event sent and answered 200 became exactly one record in the sink."""
         if self.errors or not self.delivered or self.server_exit not in (0, None):
             return False
+        if not self.writes_records:
+            return True
         written = self.records if self.records_complete else self.records_metric
         return written == self.matched
 
@@ -106,7 +110,9 @@ class ModeResult:
             "requests": self.requests,
             "events": self.events,
             "matched": self.matched,
-            "records": self.records if self.records_complete else self.records_metric,
+            "records": (self.records if self.records_complete else self.records_metric)
+            if self.writes_records
+            else None,
             "errors": self.errors,
             "record_check": self.record_check,
             "latency_by_kind_ms": self.latency_by_kind,
@@ -145,7 +151,7 @@ def _ticks(load: Load) -> list[float]:
     return sorted(t for t in ticks if t <= load.duration_s + 1e-9)
 
 
-def _profile(server: ServeProcess, out: Path, duration_s: float) -> subprocess.Popen[bytes] | None:
+def _profile(server: _Target, out: Path, duration_s: float) -> subprocess.Popen[bytes] | None:
     """py-spy, if installed (optional, not a dependency): samples the server during the load."""
     beside = Path(sys.executable).with_name("py-spy")
     py_spy = str(beside) if beside.exists() else shutil.which("py-spy")
@@ -160,7 +166,14 @@ def _profile(server: ServeProcess, out: Path, duration_s: float) -> subprocess.P
     )
 
 
-def _measure(server: ServeProcess, load: Load, out: ModeResult, py_spy: Path | None) -> LoadResult:
+class _Target(Protocol):
+    @property
+    def url(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+
+
+def _measure(server: _Target, load: Load, out: ModeResult, py_spy: Path | None) -> LoadResult:
     start_at = time.monotonic() + 1.0  # time for the senders to fork and connect
     plan = LoadPlan(
         url=server.url,
@@ -189,6 +202,34 @@ def _measure(server: ServeProcess, load: Load, out: ModeResult, py_spy: Path | N
     return result
 
 
+def _collect(out: ModeResult, result: LoadResult) -> None:
+    """What the senders saw, whole run."""
+    out.client_cpu_s = result.cpu_s
+    out.requests = len(result.ends)
+    out.events = sum(result.events)
+    out.matched = sum(result.matched)
+    out.errors = dict(result.errors)
+    for kind, wanted in (("unmatched", False), ("matched", True)):
+        picked = [
+            lat * 1000 for lat, m in zip(result.latencies, result.matched, strict=True) if bool(m) == wanted
+        ]
+        out.latency_by_kind[kind] = (percentile(picked, 50), percentile(picked, 99))
+
+
+def run_baseline(name: str, kind: Kind, load: Load) -> ModeResult:
+    """``load`` against a fresh baseline server (bench/baselines.py): the same figures, no record check."""
+    server = BaselineProcess(kind)
+    out = ModeResult(name=name, duration_s=load.duration_s, writes_records=False)
+    try:
+        server.start()
+        out.rss_start = memory(server.pid)[0]
+        _collect(out, _measure(server, load, out, None))
+        out.rss_peak = memory(server.pid)[1]
+    finally:
+        out.server_exit = server.stop()
+    return out
+
+
 def run_mode(
     name: str,
     load: Load,
@@ -208,19 +249,7 @@ def run_mode(
                 before = ModeResult(name=f"{name}-baseline", duration_s=warmup.duration_s)
                 _measure(server, warmup, before, None)
             out = ModeResult(name=name, duration_s=load.duration_s, rss_start=memory(server.pid)[0])
-            result = _measure(server, load, out, py_spy)
-            out.client_cpu_s = result.cpu_s
-            out.requests = len(result.ends)
-            out.events = sum(result.events)
-            out.matched = sum(result.matched)
-            out.errors = dict(result.errors)
-            for kind, wanted in (("unmatched", False), ("matched", True)):
-                picked = [
-                    lat * 1000
-                    for lat, m in zip(result.latencies, result.matched, strict=True)
-                    if bool(m) == wanted
-                ]
-                out.latency_by_kind[kind] = (percentile(picked, 50), percentile(picked, 99))
+            _collect(out, _measure(server, load, out, py_spy))
             out.delivered = server.wait_delivered(catch_up_s)
             out.records, out.records_complete = server.records_written()
             out.records_metric = server.metrics().get("ingress_audit_records_written_total", math.nan)

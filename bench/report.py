@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine", "median", "percentile", "slope", "table"]
+__all__ = ["fmt", "machine", "median", "percentile", "slope", "table"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,6 +43,11 @@ def slope(points: Sequence[tuple[float, float]]) -> float:
     if var == 0:
         return math.nan
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / var
+
+
+def fmt(value: float, spec: str = ",.0f") -> str:
+    """``value`` formatted, or "n/a" for NaN (a figure that could not be measured in this run)."""
+    return "n/a" if math.isnan(value) else format(value, spec)
 
 
 def _git(*args: str) -> str:

@@ -1,5 +1,9 @@
 """``python -m bench``: the floor, then batch mode and blocking mode against the real server.
 
+Each load is then sent, in the same run, to servers that keep no guarantee (bench/baselines.py):
+the naive standard-library server (batch) and the null aiohttp server (batch and blocking), so
+that throughput and added latency are reported as ratios and differences of one run.
+
 ``--smoke`` runs the same steps with small counts in a few seconds (the test suite runs it);
 ``--soak MINUTES`` runs steady batch load instead and reports RSS over time and its slope.
 Exit status 1 means a record check failed (the figures are reported either way).
@@ -8,7 +12,6 @@ Exit status 1 means a record check failed (the figures are reported either way).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -18,18 +21,14 @@ from typing import Any, Final
 
 import orjson
 
-from bench.floor import Floor, measure_floor
+from bench.compare import Comparison, mode_rows, soak_report, targets
+from bench.floor import measure_floor
 from bench.generate import Pool, build_pool
-from bench.measure import Load, ModeResult, run_mode
-from bench.report import machine, slope, table
+from bench.measure import Load, ModeResult, run_baseline, run_mode
+from bench.report import fmt, machine, table
 
 __all__ = ["Settings", "main"]
 
-BATCH_TARGET: Final = 60_000
-RATIO_TARGET: Final = 0.5
-BLOCKING_P99_MS: Final = 2.0
-RSS_TARGET_MB: Final = 150
-FLAT_MB_PER_MIN: Final = 0.5  # our reading of "flat": under this over the soak's second half
 MAX_SOAK_MIN: Final = 60
 
 
@@ -51,6 +50,7 @@ class Settings:
     blocking_rate: float = 0.0
     large_every: int = 10_000
     catch_up_s: float = 120.0
+    baselines: bool = True  # the naive and the null server under the same loads
 
 
 SMOKE: Final = Settings(
@@ -105,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         "--large-every", type=int, help="one very large list response per N events (10000; 0: none)"
     )
     parser.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        help="also load the naive and the null server, for the ratios (default: yes; not in a soak)",
+    )
+    parser.add_argument(
         "--py-spy",
         type=Path,
         help="profile the server with py-spy, one file per mode (.svg, .json, else collapsed stacks)",
@@ -128,6 +133,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "sample_s": args.sample,
         "soak_min": args.soak,
         "large_every": args.large_every,
+        "baselines": args.baselines,
     }
     return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -157,80 +163,6 @@ def _pool_line(pool: Pool, settings: Settings) -> str:
     )
 
 
-def _fmt(value: float, spec: str = ",.0f") -> str:
-    return "n/a" if math.isnan(value) else format(value, spec)
-
-
-def _mode_rows(modes: Sequence[ModeResult], floor: Floor) -> list[list[str]]:
-    def row(label: str, get: Any) -> list[str]:
-        return [label, *(get(m) for m in modes)]
-
-    return [
-        row("events/s accepted (median of 3 windows)", lambda m: _fmt(m.median("events_per_s"))),
-        row("  the 3 windows", lambda m: " / ".join(_fmt(w.events_per_s) for w in m.windows)),
-        row("ratio to the floor", lambda m: _fmt(m.median("events_per_s") / floor.events_per_s, ".2f")),
-        row("requests/s", lambda m: _fmt(m.median("requests_per_s"))),
-        row(
-            "request latency p50 / p95 / p99 (ms)",
-            lambda m: " / ".join(_fmt(m.median(f"p{q}_ms"), ".2f") for q in (50, 95, 99)),
-        ),
-        row(
-            "p50 / p99 (ms): requests without | with a matched event",
-            lambda m: " | ".join(
-                " / ".join(_fmt(v, ".2f") for v in m.latency_by_kind.get(kind, (math.nan, math.nan)))
-                for kind in ("unmatched", "matched")
-            ),
-        ),
-        row("server CPU (cores)", lambda m: _fmt(m.median("server_cores"), ".2f")),
-        row("server CPU per event (µs)", lambda m: _fmt(m.cpu_us_per_event, ".1f")),
-        row(
-            "server RSS at start / peak (MB), incl. workers",
-            lambda m: f"{m.rss_start / 1e6:.0f} / {m.rss_peak / 1e6:.0f}",
-        ),
-        row("client CPU (cores)", lambda m: _fmt(m.client_cores, ".2f")),
-        row("matched sent / records written", lambda m: f"{m.matched:,} / {m.summary()['records']:,.0f}"),
-        row("errors", lambda m: ", ".join(f"{k}: {v}" for k, v in m.errors.items()) or "none"),
-        row("record check", lambda m: "ok" if m.record_check else "FAILED"),
-    ]
-
-
-def _targets(batch: ModeResult | None, blocking: ModeResult | None, floor: Floor) -> list[list[str]]:
-    rows = []
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "MISSED"
-
-    if batch is not None:
-        rate = batch.median("events_per_s")
-        rows.append([f"batch ≥ {BATCH_TARGET:,} events/s", _fmt(rate), verdict(rate >= BATCH_TARGET)])
-        ratio = rate / floor.events_per_s
-        rows.append([f"batch ≥ {RATIO_TARGET} x floor", _fmt(ratio, ".2f"), verdict(ratio >= RATIO_TARGET)])
-    if blocking is not None:
-        p99 = blocking.median("p99_ms")
-        rows.append(
-            [f"blocking p99 ≤ {BLOCKING_P99_MS} ms", _fmt(p99, ".2f"), verdict(p99 <= BLOCKING_P99_MS)]
-        )
-    modes = [m for m in (batch, blocking) if m is not None]
-    if modes:
-        peak = max(m.rss_peak for m in modes) / 1e6
-        rows.append([f"RSS ≤ {RSS_TARGET_MB} MB", f"{peak:.0f}", verdict(peak <= RSS_TARGET_MB)])
-    return rows
-
-
-def _soak_report(soak: ModeResult) -> list[str]:
-    series = [(t / 60, rss / 1e6) for t, _, rss in soak.samples]
-    half = [p for p in series if p[0] >= series[-1][0] / 2]
-    whole, second = slope(series), slope(half)
-    lines = ["RSS series (min, MB): " + ", ".join(f"{t:.2f}:{mb:.1f}" for t, mb in series)]
-    lines.append(
-        f"RSS slope: {_fmt(whole, '+.2f')} MB/min over the soak, {_fmt(second, '+.2f')} MB/min over its "
-        f"second half; peak {soak.rss_peak / 1e6:.0f} MB; "
-        + ("flat" if abs(second) < FLAT_MB_PER_MIN else "GROWING")
-        + f" (flat: |second-half slope| < {FLAT_MB_PER_MIN} MB/min)"
-    )
-    return lines
-
-
 def _access_mode(args: argparse.Namespace) -> int:
     from bench.access import ACCESS_TARGET, report, run_access
 
@@ -258,6 +190,72 @@ def _access_mode(args: argparse.Namespace) -> int:
     return 0 if result.lines == lines else 1
 
 
+def _batch_phase(
+    args: argparse.Namespace,
+    settings: Settings,
+    load: Load,
+    compared: Comparison,
+    results: list[ModeResult],
+) -> Comparison:
+    """ingress-audit under batch load, then the naive and the null server under the same load."""
+    what = f"{settings.senders} senders x {settings.batch_size} events, {settings.batch_s:g} s"
+    _out(f"batch mode: {what} ...")
+    batch, _ = run_mode(
+        "batch", load, catch_up_s=settings.catch_up_s, py_spy=_profile_path(args, "batch"), config=args.config
+    )
+    results.append(batch)
+    compared = replace(compared, batch=batch)
+    if settings.baselines:
+        _out("  the same load on the naive server (http.server + json.loads, writes nothing) ...")
+        naive = run_baseline("naive-batch", "naive", load)
+        _out("  the same load on the null server (aiohttp, reads the body, answers 200) ...")
+        null = run_baseline("null-batch", "null", load)
+        results += [naive, null]
+        compared = replace(compared, naive=naive, null_batch=null)
+    return compared
+
+
+def _blocking_phase(
+    args: argparse.Namespace,
+    settings: Settings,
+    pool: Pool,
+    compared: Comparison,
+    results: list[ModeResult],
+    figures: dict[str, Any],
+) -> Comparison:
+    """ingress-audit one event per request, then the null server under the same load."""
+    what = f"concurrency {settings.concurrency}, {settings.blocking_s:g} s"
+    if settings.blocking_rate:
+        what += f", paced at {settings.blocking_rate:g} requests/s"
+    _out(f"blocking mode: 1 event per request, {what} ...")
+    load = Load(pool.singles, settings.concurrency, 1, settings.blocking_s, settings.blocking_rate)
+    baseline_load = Load((), settings.concurrency, 1, settings.baseline_s)
+    blocking, baseline = run_mode(
+        "blocking",
+        load,
+        warmup=baseline_load,
+        catch_up_s=settings.catch_up_s,
+        py_spy=_profile_path(args, "blocking"),
+        config=args.config,
+    )
+    results.append(blocking)
+    compared = replace(compared, blocking=blocking)
+    if baseline is not None:
+        q = " / ".join(fmt(baseline.median(f"p{p}_ms"), ".2f") for p in (50, 95, 99))
+        cpu = fmt(baseline.cpu_us_per_request, ".0f")
+        _out(
+            f"  bare HTTP round trip (GET /healthz, same concurrency) p50 / p95 / p99: {q} ms, "
+            f"server CPU {cpu} µs per request"
+        )
+        figures["healthz_latency_ms"] = q
+    if settings.baselines:
+        _out("  the same load on the null server (aiohttp, reads the body, answers 200) ...")
+        null = run_baseline("null-blocking", "null", load)
+        results.append(null)
+        compared = replace(compared, null_blocking=null)
+    return compared
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.mode == "access":
@@ -283,69 +281,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor = measure_floor(rendered, min_s=settings.floor_min_s)
     if floor.matched != pool.matched:
         raise RuntimeError(f"the floor kept {floor.matched} events, the generator counted {pool.matched}")
-    runs = " / ".join(_fmt(r) for r in floor.runs)
+    runs = " / ".join(fmt(r) for r in floor.runs)
     _out(
-        f"floor (orjson.loads + compiled filter, 1 core): {_fmt(floor.events_per_s)} events/s, "
+        f"floor (orjson.loads + compiled filter, 1 core): {fmt(floor.events_per_s)} events/s, "
         f"{floor.mb_per_s:.0f} MB/s (runs: {runs})"
     )
     batch_load = Load(pool.batches, settings.senders, settings.sender_procs, settings.batch_s, settings.rate)
     figures: dict[str, Any] = {"machine": info, "settings": asdict(settings), "floor": floor.events_per_s}
     results: list[ModeResult] = []
-    batch = blocking = None
+    compared = Comparison(floor=floor.events_per_s)
+    soak = None
     if settings.soak_min:
         soak_load = replace(batch_load, duration_s=settings.soak_min * 60, sample_s=settings.sample_s)
         _out(f"soak: {settings.soak_min:g} min of batch load, RSS every {settings.sample_s:g} s ...")
         batch, _ = run_mode("soak", soak_load, catch_up_s=settings.catch_up_s, config=args.config)
         results.append(batch)
-        soak_lines = _soak_report(batch)
+        compared = replace(compared, batch=batch)
+        soak, soak_lines = soak_report(batch)
         figures["soak_rss_mb"] = [(t, rss / 1e6) for t, _, rss in batch.samples]
+        figures["soak"] = asdict(soak) | {"verdict": soak.verdict}
     else:
         if args.mode in ("both", "batch"):
-            what = f"{settings.senders} senders x {settings.batch_size} events, {settings.batch_s:g} s"
-            _out(f"batch mode: {what} ...")
-            batch, _ = run_mode(
-                "batch",
-                batch_load,
-                catch_up_s=settings.catch_up_s,
-                py_spy=_profile_path(args, "batch"),
-                config=args.config,
-            )
-            results.append(batch)
+            compared = _batch_phase(args, settings, batch_load, compared, results)
         if args.mode in ("both", "blocking"):
-            what = f"concurrency {settings.concurrency}, {settings.blocking_s:g} s"
-            if settings.blocking_rate:
-                what += f", paced at {settings.blocking_rate:g} requests/s"
-            _out(f"blocking mode: 1 event per request, {what} ...")
-            blocking_load = Load(
-                pool.singles, settings.concurrency, 1, settings.blocking_s, settings.blocking_rate
-            )
-            baseline_load = Load((), settings.concurrency, 1, settings.baseline_s)
-            blocking, baseline = run_mode(
-                "blocking",
-                blocking_load,
-                warmup=baseline_load,
-                catch_up_s=settings.catch_up_s,
-                py_spy=_profile_path(args, "blocking"),
-                config=args.config,
-            )
-            results.append(blocking)
-            if baseline is not None:
-                q = " / ".join(_fmt(baseline.median(f"p{p}_ms"), ".2f") for p in (50, 95, 99))
-                cpu = _fmt(baseline.cpu_us_per_request, ".0f")
-                _out(
-                    f"  bare HTTP round trip (GET /healthz, same concurrency) p50 / p95 / p99: {q} ms, "
-                    f"server CPU {cpu} µs per request"
-                )
-                figures["healthz_latency_ms"] = q
+            compared = _blocking_phase(args, settings, pool, compared, results, figures)
     _out()
-    _out(table(["figure", *(m.name for m in results)], _mode_rows(results, floor)))
+    _out(table(["figure", *(m.name for m in results)], mode_rows(results, floor)))
+    if not settings.soak_min:
+        _out()
+        _out(table(["ratio, measured in this run", "value"], compared.rows()))
+        figures["ratios"] = compared.figures()
     _out()
-    _out(table(["target", "measured", "verdict"], _targets(batch, blocking, floor)))
-    if settings.soak_min and batch is not None:
+    _out(table(["target", "measured", "verdict"], targets(compared, soak)))
+    if soak is not None:
         for line in soak_lines:
             _out(line)
     figures["modes"] = {m.name: m.summary() for m in results}
-    ok = all(m.record_check for m in results)
+    ok = all(m.record_check for m in results if m.writes_records)
     _out(f"\nrecord check: {'ok' if ok else 'FAILED'}; finished in {time.monotonic() - started:.0f} s")
     if args.json:
         args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))

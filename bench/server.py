@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["ServeProcess", "cpu_seconds", "memory", "processes"]
+__all__ = ["ServeProcess", "cpu_seconds", "die_with_parent", "free_port", "memory", "processes"]
 
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG: Final = 1
@@ -77,14 +77,14 @@ def memory(pid: int) -> tuple[int, int]:
     return rss, peak
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: SIGTERM it when the benchmark process goes away."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -125,7 +125,7 @@ class ServeProcess:
 
     def start(self, timeout_s: float = 30.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_")}
-        self.port = _free_port()
+        self.port = free_port()
         command = [_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--data-dir", str(self.data_dir)]
         if self.config is not None:
@@ -138,7 +138,7 @@ class ServeProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                preexec_fn=_die_with_parent,  # the benchmark process starts no threads
+                preexec_fn=die_with_parent,  # the benchmark process starts no threads
             )
         deadline = time.monotonic() + timeout_s
         while not self._healthy():

@@ -158,7 +158,8 @@ async def test_stage_costs_cover_unmatched_and_matched_events() -> None:
 
 
 def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> None:
-    """``python -m bench --smoke``: both modes against the real server; every matched event is recorded."""
+    """``python -m bench --smoke``: both modes against the real server, the same loads against the naive
+    and the null server, the ratios between them; every matched event is recorded."""
     figures_file = tmp_path / "figures.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--json", str(figures_file)],
@@ -181,7 +182,10 @@ def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> 
         "client CPU (cores)",
         "bare HTTP round trip",
         "batch ≥ 60,000 events/s",
-        "blocking p99 ≤ 2.0 ms",
+        "batch ≥ 1 x the naive server",
+        "blocking p99 added over the null server ≤ 2.0 ms",
+        "batch: naive server ÷ floor",
+        "blocking: p50 added over the null server (ms)",
     ):
         assert label in done.stdout, label
     figures = orjson.loads(figures_file.read_bytes())
@@ -194,6 +198,19 @@ def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> 
         assert result["latency_ms"]["p99"] >= result["latency_ms"]["p50"] > 0, mode
         assert result["rss_peak_mb"] > 0, mode
         assert result["errors"] == {}, mode
+    for mode in ("naive-batch", "null-batch", "null-blocking"):
+        result = figures["modes"][mode]
+        assert result["events_per_s"] > 0, mode
+        assert result["errors"] == {}, mode
+        assert result["records"] is None, mode
+    ratios = figures["ratios"]
+    assert ratios["naive_to_floor"] > 0
+    assert ratios["ours_to_naive"] > 0
+    blocking, null = (
+        figures["modes"]["blocking"]["latency_ms"],
+        figures["modes"]["null-blocking"]["latency_ms"],
+    )
+    assert ratios["blocking_p99_added_ms"] == pytest.approx(blocking["p99"] - null["p99"])
 
 
 def test_access_mode_smoke_counts_every_line(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from webhook.enrich.settings import ActorsConfig, ChangeConfig, FindingsConfig
 from webhook.errors import ConfigError
 from webhook.filter import DEFAULT_FILTER, FilterSpec, Rule
 from webhook.log import LogConfig
+from webhook.record.line import ACCESS, ACCESS_SUMMARY, ALERT, AUDIT
 from webhook.redact.settings import RedactionConfig
 from webhook.sinks import sink_types
 from webhook.sinks.base import BatchOptions, RetryOptions, SinkSettings
@@ -68,8 +69,8 @@ T = TypeVar("T")
 # the audit records.
 # a flood of access lines cannot rotate the audit history away. Alerts are few and
 # stay with the audit records.
-AUDIT_RECORD_TYPES: Final = ("audit", "alert")
-ACCESS_RECORD_TYPES: Final = ("access", "access_summary")
+AUDIT_RECORD_TYPES: Final = (AUDIT, ALERT)
+ACCESS_RECORD_TYPES: Final = (ACCESS, ACCESS_SUMMARY)
 
 
 @functools.cache
@@ -585,7 +586,7 @@ def shared_audit_files(config: Config) -> list[str]:
     def takes(sink: SinkSettings, kind: str) -> bool:
         return sink.record_types is None or kind in sink.record_types
 
-    return [s.name for s in config.sinks if s.type == "jsonl" and takes(s, "audit") and takes(s, "access")]
+    return [s.name for s in config.sinks if s.type == "jsonl" and takes(s, AUDIT) and takes(s, ACCESS)]
 
 
 def known_clusters(config: Config) -> frozenset[str]:

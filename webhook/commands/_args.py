@@ -16,6 +16,7 @@ from typing import Final
 
 from webhook.config import Config, jsonl_sink_for, load_config, with_overrides
 from webhook.errors import ConfigError
+from webhook.record.line import AUDIT
 
 __all__ = [
     "add_config",
@@ -65,7 +66,7 @@ def add_logging(parser: argparse.ArgumentParser, *, level: str | None = None) ->
     )
 
 
-def jsonl_file(args: argparse.Namespace, record_type: str = "audit") -> tuple[Path, Config]:
+def jsonl_file(args: argparse.Namespace, record_type: str = AUDIT) -> tuple[Path, Config]:
     """The file of the JSONL sink that takes ``record_type`` (``tail`` and ``report`` read it
     when given no path): ``records.jsonl``, or ``access.jsonl`` for access records by default."""
     config = with_overrides(load_config(args.config), data_dir=args.data_dir)

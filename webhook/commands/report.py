@@ -11,6 +11,7 @@ from typing import Final
 
 from webhook.commands import _args
 from webhook.config import jsonl_sink_for
+from webhook.record.line import ALERT
 from webhook.review.render import Report, render
 from webhook.review.report import report_for
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         records, config = _args.jsonl_file(args)
         # The files of the audit records and of the alerts (edge alerts included); the report
         # has no section of access records, so access.jsonl is not read.
-        alerts = jsonl_sink_for(config, "alert") or records
+        alerts = jsonl_sink_for(config, ALERT) or records
         paths = list(dict.fromkeys([records, alerts, config.in_data_dir(config.dead_letter.path)]))
     report = report_for(
         paths,

@@ -30,6 +30,7 @@ from webhook.core.values import as_dict
 from webhook.core.visible import visible_doc, visible_json_line
 from webhook.errors import RecordsNotFoundError
 from webhook.record.files import rotated
+from webhook.record.line import ACCESS, ACCESS_SUMMARY, ALERT, AUDIT
 from webhook.record.time import record_time
 
 __all__ = [
@@ -106,7 +107,7 @@ def compile_filter(spec: TailFilter) -> Callable[[dict[str, Any]], bool]:
         if spec.verbs and not verbs(record.get("verb")):
             return False
         findings = [f for f in record.get("findings") or () if isinstance(f, dict)]
-        if record.get("type") == "alert":  # its finding (or detection) and its own severity
+        if record.get("type") == ALERT:  # its finding (or detection) and its own severity
             finding = _get(record, "labels", "finding") or record.get("detection")
             findings = [{"id": finding, "severity": record.get("severity")}]
         if spec.findings and not any(finding_ids(f.get("id")) for f in findings):
@@ -286,12 +287,12 @@ def _render_alert(record: dict[str, Any]) -> Text:
 def render(record: dict[str, Any]) -> Text:
     """One line: time, actor, verb, object, outcome, findings (for an alert: its summary)."""
     record = visible_doc(record)  # every field printed, whoever sent it, shows its controls escaped
-    if record.get("type") == "alert":
+    if record.get("type") == ALERT:
         return _render_alert(record)
     line = Text()
     when = record.get("time") or record.get("received_at") or "-"
     line.append(f"{str(when)[:19]}Z  ", style="dim")
-    if record.get("type") in ("access", "access_summary"):
+    if record.get("type") in (ACCESS, ACCESS_SUMMARY):
         _render_access(line, record)
         return line
     user = _get(record, "actor", "user", "username") or "(unauthenticated)"
@@ -330,7 +331,7 @@ def _render_access(line: Text, record: dict[str, Any]) -> None:
     """An access request (client, request, status) or a window (requests by status class)."""
     ingress = as_dict(record.get("ingress"))
     where = "/".join(str(p) for p in (ingress.get("namespace"), ingress.get("name")) if p)
-    if record.get("type") == "access":
+    if record.get("type") == ACCESS:
         client = _get(record, "client", "ip") or "-"
         trust = _get(record, "client", "trust") or ""
         line.append(f"{client!s:<22}", style="bold red" if trust == "untrusted" else "bold")
@@ -442,7 +443,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     path: Path | None = args.path
     if path is None:
-        path, _ = _args.jsonl_file(args, "access" if args.access else "audit")
+        path, _ = _args.jsonl_file(args, ACCESS if args.access else AUDIT)
     keep = compile_filter(
         TailFilter(
             namespaces=tuple(args.namespace),

@@ -60,6 +60,9 @@ def sas_file(directory: Path, container: ContainerClient) -> tuple[Path, str]:
 
 def write_config(directory: Path, port: int, aks: dict[str, Any], **more: Any) -> Path:
     raw = {
+        # The receiver is configured as the cluster, so its records get the ids /audit gives it
+        # (another cluster's record ids carry that cluster's name).
+        "cluster": CLUSTER,
         "data_dir": str(directory / "data"),
         "server": {"host": "127.0.0.1", "port": port},
         "log": {"level": "debug"},  # every line the follower can write, for the secret checks

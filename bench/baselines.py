@@ -15,13 +15,11 @@ their connections with it before the clock starts.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +28,7 @@ from typing import Final, Literal
 from aiohttp import web
 
 from bench.report import REPO
-from bench.server import die_with_parent, free_port
+from bench.server import free_port, start_healthy, stop_process
 from webhook.config import ServerConfig
 
 __all__ = ["KINDS", "BaselineProcess", "Kind", "main", "naive_server", "null_app"]
@@ -158,41 +156,18 @@ class BaselineProcess:
     def start(self, timeout_s: float = 30.0) -> None:
         self.port = free_port()
         command = [sys.executable, "-m", "bench.baselines", self.kind, "--port", str(self.port)]
-        self.proc = subprocess.Popen(  # noqa: S603 - this module, fixed arguments
+        self.proc = start_healthy(
             command,
+            port=self.port,
+            failure=f"the {self.kind} baseline server did not start",
+            timeout_s=timeout_s,
             cwd=REPO,  # bench/ is not installed: ``-m`` finds it from the checkout
             env=dict(os.environ),
-            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # the benchmark process starts no threads
         )
-        deadline = time.monotonic() + timeout_s
-        while not self._healthy():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the {self.kind} baseline server did not start")
-            time.sleep(0.05)
-
-    def _healthy(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1.0)
-        try:
-            conn.request("GET", "/healthz")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
 
     def stop(self, timeout_s: float = 10.0) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout_s)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout_s)
 
 
 if __name__ == "__main__":

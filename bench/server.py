@@ -90,6 +90,51 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def healthy(port: int) -> bool:
+    """``GET /healthz`` on loopback answers 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def start_healthy(
+    command: list[str], *, port: int, failure: str, timeout_s: float, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` (dying with us) and wait until it answers ``/healthz`` on ``port``;
+    RuntimeError(``failure``) when it exits or does not answer in time."""
+    proc = subprocess.Popen(  # noqa: S603 - our own server commands, fixed arguments
+        command,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,  # the benchmark process starts no threads
+        **popen,
+    )
+    deadline = time.monotonic() + timeout_s
+    while not healthy(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.05)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> int:
+    """SIGTERM, then SIGKILL after ``timeout_s``; the exit status (0 if never started)."""
+    if proc is None:
+        return 0
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+    return proc.returncode
+
+
 def _executable() -> str:
     beside = Path(sys.executable).with_name("ingress-audit")
     found = str(beside) if beside.exists() else shutil.which("ingress-audit")
@@ -131,27 +176,16 @@ class ServeProcess:
         if self.config is not None:
             command += ["--config", str(self.config.resolve())]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own console script, fixed arguments
+            self.proc = start_healthy(
                 command,
+                port=self.port,
+                failure=f"ingress-audit serve did not start; see {self.log_path}",
+                timeout_s=timeout_s,
                 cwd=self.workdir,
                 env=env,
-                stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                preexec_fn=die_with_parent,  # the benchmark process starts no threads
             )
-        deadline = time.monotonic() + timeout_s
-        while not self._healthy():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ingress-audit serve did not start; see {self.log_path}")
-            time.sleep(0.05)
-
-    def _healthy(self) -> bool:
-        try:
-            status, _ = self.get("/healthz", timeout_s=1.0)
-        except OSError:
-            return False
-        return status == 200
 
     def get(self, path: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
@@ -204,13 +238,4 @@ class ServeProcess:
         return total, complete
 
     def stop(self, timeout_s: float = 30.0) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout_s)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout_s)

@@ -221,12 +221,13 @@ async def test_missing_file_is_an_error_before_anything_is_written(config: Confi
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``ingress-audit replay ARGS`` as a subprocess, without the caller's INGRESS_AUDIT_* env."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_")}
     return subprocess.run(
         [str(SCRIPT), "replay", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         cwd=cwd,
         env=env,
         check=False,

@@ -9,8 +9,6 @@ backfill that overlaps the live path, or a second replay, adds nothing.
 from __future__ import annotations
 
 import gzip
-import os
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +18,7 @@ import orjson
 import pytest
 import yaml
 
+from tests.commands.test_replay import run_cli
 from tests.conftest import (
     captured_bodies,
     dead_letters_in,
@@ -71,19 +70,6 @@ def gke_event(entry: dict[str, Any]) -> dict[str, Any]:
     item = map_push(decode_push(push_body(entry)), frozenset({GKE_CLUSTER}))
     assert isinstance(item, CloudEvent)
     return as_webhook_item(orjson.loads(item.event))
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_")}
-    return subprocess.run(
-        [str(SCRIPT), "replay", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
 
 
 def _with_pubsub(config: Config, clusters: tuple[str, ...] = (GKE_CLUSTER,)) -> Config:

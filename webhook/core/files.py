@@ -12,7 +12,7 @@ import structlog
 
 from webhook.errors import ConfigError, StorageError
 
-__all__ = ["ensure_private_dir", "fsync_dir", "open_private", "read_secret_file"]
+__all__ = ["ensure_private_dir", "fsync_dir", "open_private", "read_secret_file", "replace_private"]
 
 log = structlog.get_logger(__name__)
 
@@ -83,3 +83,20 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: written whole and fsync'd to a temporary file
+    beside it (mode 0600, no symlink followed), then renamed over it. A reader sees the old
+    content or the new, never a part; fsync the directory too where the rename must survive a
+    power loss."""
+    tmp = path.with_suffix(".tmp")
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

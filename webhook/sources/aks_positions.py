@@ -11,7 +11,6 @@ fsync'd, renamed, directory fsync'd).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ from typing import Final
 
 import orjson
 
-from webhook.core.files import ensure_private_dir, fsync_dir, open_private
+from webhook.core.files import ensure_private_dir, fsync_dir, replace_private
 from webhook.errors import StorageError
 from webhook.sources.aks import cluster_of
 
@@ -133,14 +132,5 @@ class Positions:
             "marks": self.marks,
         }
         ensure_private_dir(self.path.parent)
-        tmp = self.path.with_name(f"{self.path.name}.tmp")
-        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        try:
-            data = memoryview(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
-            while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        replace_private(self.path, orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
         fsync_dir(self.path.parent)

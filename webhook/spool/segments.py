@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 import structlog
 
-from webhook.core.files import ensure_private_dir, fsync_dir, open_private
+from webhook.core.files import ensure_private_dir, fsync_dir, open_private, replace_private
 from webhook.errors import ConfigError, SpoolFullError, StorageError
 from webhook.record.line import RecordLine
 from webhook.spool.groupcommit import GroupCommit, write_whole
@@ -303,15 +303,7 @@ class Spool:
 
     def _write_cursor(self, name: str, position: Position) -> None:
         path = self.directory / "cursors" / f"{name}.json"
-        tmp = path.with_suffix(".tmp")
-        data = orjson.dumps({"segment": position.segment, "offset": position.offset})
-        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(path)
+        replace_private(path, orjson.dumps({"segment": position.segment, "offset": position.offset}))
 
     def _collect(self) -> None:
         """Delete segments that every cursor has passed (never the one being written)."""

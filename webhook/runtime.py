@@ -33,7 +33,7 @@ from webhook.pipeline.workers import PreparePool, PrepareSettings
 from webhook.record.audit import Record
 from webhook.redact.redactor import Redactor, load_or_create_key
 from webhook.spool.appendlog import AppendLog
-from webhook.spool.segments import Spool
+from webhook.spool.segments import INLINE_BYTES, Spool
 from webhook.spool.writer import RecordWriter
 from webhook.state import StateStore, open_store
 from webhook.state.behind import WriteBehind
@@ -115,6 +115,7 @@ class Runtime:
             config.in_data_dir(config.dead_letter.path),
             max_bytes=config.dead_letter.max_bytes,
             backups=config.dead_letter.backups,
+            inline_bytes=INLINE_BYTES,  # a request waits for its dead letters as for its records
         )
         self.writer = RecordWriter(spool, dead_letters, metrics)
         self.sinks = SinkWorkers(

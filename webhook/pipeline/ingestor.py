@@ -116,8 +116,11 @@ class AuditIngestor:
         claimed = [p.key for p in result.pending]
         state = self._state
         try:
-            # Both at once: one wait for the event loop instead of two round trips.
-            duplicates, states = await asyncio.gather(state.claim(claimed), state.get_many(lookups))
+            if state.remote:  # both at once: one wait for the network instead of two
+                duplicates, states = await asyncio.gather(state.claim(claimed), state.get_many(lookups))
+            else:  # neither waits: no task, no pass of the event loop between them
+                duplicates = await state.claim(claimed)
+                states = await state.get_many(lookups)
         except StateError as exc:
             log.warning("state.unavailable", store=state.name, code=exc.code)
             self._metrics.state_errors.labels(operation="read").inc()

@@ -24,7 +24,11 @@ log = structlog.get_logger(__name__)
 
 
 class AppendLog:
-    def __init__(self, path: Path, *, max_bytes: int, backups: int, fsync: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, max_bytes: int, backups: int, fsync: bool = True, inline_bytes: int = 0
+    ) -> None:
+        """``inline_bytes``: appends up to this size may be written in the event loop's thread
+        (``GroupCommit``); 0 for a file whose writes no request waits for."""
         self.path = path
         self._max_bytes = max_bytes
         self._backups = backups
@@ -32,7 +36,7 @@ class AppendLog:
         self._fd: int | None = None
         self._size = 0
         self._commits: GroupCommit[bytes] = GroupCommit(
-            self._write, what=path.name, event="appendlog.write_failed"
+            self._write, what=path.name, event="appendlog.write_failed", inline_bytes=inline_bytes
         )
         self._closed = False
 
@@ -68,7 +72,7 @@ class AppendLog:
             return
         if self._closed or self._fd is None:
             raise StorageError(f"{self.path.name} is closed")
-        await self._commits.submit([data])
+        await self._commits.submit([data], size=len(data))
 
     def _write(self, chunks: list[bytes]) -> None:
         """Runs in a worker thread, one round at a time (GroupCommit)."""

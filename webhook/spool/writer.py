@@ -72,7 +72,15 @@ class RecordWriter:
             writes.append(self.spool.append(lines))
         if dead_letters:
             writes.append(self.dead_letters.append(dead_letter_json(dead_letters)))
-        for outcome in await asyncio.gather(*writes, return_exceptions=True):
+        if len(writes) == 1:  # awaited directly: gather would wrap it in a task, a loop pass
+            outcomes: list[object] = []
+            try:
+                await writes[0]
+            except Exception as exc:  # noqa: BLE001 - raised below, as gather's would be
+                outcomes.append(exc)
+        else:
+            outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 if isinstance(outcome, SpoolFullError):
                     self._refused_at = self.spool.size

@@ -73,6 +73,9 @@ class StateStore(Protocol):
     """Async because Redis runs over the network (and SQLite writes in a thread)."""
 
     name: str
+    # True when reads go over the network. A local store's ``claim`` and ``get_many`` answer
+    # without waiting, so they are called in turn, with no task or pass of the event loop.
+    remote: bool
 
     async def open(self) -> None:
         """Connect or create; raises StateError when the store cannot be used at all."""

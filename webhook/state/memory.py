@@ -22,6 +22,7 @@ def build(config: StateConfig, *, data_dir: Path, cluster: str, dedupe_ttl_s: fl
 
 class MemoryStore:
     name = "memory"
+    remote = False
 
     def __init__(
         self, *, max_objects: int, dedupe_ttl_s: float, clock: Callable[[], float] = time.monotonic

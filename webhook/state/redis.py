@@ -73,6 +73,7 @@ def build(config: StateConfig, *, data_dir: Path, cluster: str, dedupe_ttl_s: fl
 
 class RedisStore:
     name = "redis"
+    remote = True
 
     def __init__(
         self,

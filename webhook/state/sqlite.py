@@ -57,6 +57,7 @@ def build(config: StateConfig, *, data_dir: Path, cluster: str, dedupe_ttl_s: fl
 
 class SqliteStore:
     name = "sqlite"
+    remote = False
 
     def __init__(self, path: Path, *, max_objects: int, max_age_s: float, dedupe_ttl_s: float) -> None:
         self.path = path

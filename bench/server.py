@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import http.client
+import math
 import os
 import shutil
 import signal
@@ -220,6 +221,15 @@ class ServeProcess:
                 name, _, value = line.rpartition(" ")
                 samples[name] = float(value)
         return samples
+
+    def metric_total(self, name: str) -> float:
+        """The sum of ``name``'s samples over all their labels (NaN when it has none)."""
+        found = [
+            value
+            for sample, value in self.metrics().items()
+            if sample == name or sample.startswith(name + "{")
+        ]
+        return sum(found) if found else math.nan
 
     def records_file(self) -> Path:
         return self.data_dir / "records.jsonl"

@@ -121,3 +121,41 @@ async def test_run_collects_every_interval() -> None:
     finally:
         task.cancel()
     assert collector.collections >= 3
+
+
+# Threads that allocate at once, then glibc's own account of its arenas (``malloc_info``).
+_ARENAS = """
+import ctypes, sys, tempfile, threading
+from webhook.core.heap import one_arena
+if sys.argv[1] == "one":
+    assert one_arena()
+barrier = threading.Barrier(4)
+def work():
+    barrier.wait()
+    kept = [bytearray(100) for _ in range(20000)]
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
+libc.malloc_info.argtypes = (ctypes.c_int, ctypes.c_void_p)
+libc.fclose.argtypes = (ctypes.c_void_p,)
+with tempfile.NamedTemporaryFile() as out:
+    fp = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(open(out.name).read().count("<heap nr="))
+"""
+
+
+def _arenas(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", _ARENAS, mode], capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_threads_share_one_arena() -> None:
+    assert _arenas("default") > 1  # the problem: an arena per thread, each keeping its free pieces
+    assert _arenas("one") == 1

@@ -11,7 +11,7 @@ import structlog
 from webhook import __version__
 from webhook.commands import _args
 from webhook.config import Config, describe, load_config, with_overrides
-from webhook.core.heap import CycleCollector, return_large_blocks, tune_collector
+from webhook.core.heap import CycleCollector, one_arena, return_large_blocks, tune_collector
 from webhook.log import configure_logging
 from webhook.server.app import start_server
 
@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return_large_blocks()
+    one_arena()
     config = with_overrides(
         load_config(args.config),
         host=args.host,

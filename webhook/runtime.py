@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from webhook.access.hosts import HostIndex
@@ -30,7 +30,6 @@ from webhook.pipeline.ingestor import AuditIngestor, Observer
 from webhook.pipeline.record_metrics import RecordMetrics
 from webhook.pipeline.stages import Pipeline, PipelineSettings
 from webhook.pipeline.workers import PreparePool, PrepareSettings
-from webhook.record.audit import Record
 from webhook.redact.redactor import Redactor, load_or_create_key
 from webhook.spool.appendlog import AppendLog
 from webhook.spool.segments import INLINE_BYTES, Spool
@@ -80,8 +79,8 @@ def alert_feed(config: Config, spool: Spool, metrics: Metrics, *, event_time: bo
 def _following(index: HostIndex, cluster: str) -> Observer:
     """The host index follows the configured cluster alone: the access logs are its own."""
 
-    async def observe(records: Sequence[Record]) -> None:
-        index.observe(record for record in records if record.cluster == cluster)
+    async def observe(records: Sequence[Mapping[str, Any]]) -> None:
+        index.observe(record for record in records if record.get("cluster") == cluster)
 
     return observe
 

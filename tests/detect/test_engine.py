@@ -7,24 +7,17 @@ from typing import Any
 
 import jsonschema
 import orjson
-import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
-from tests.conftest import capture_events, captured_bodies, enrichment_of, find_event
+from tests.conftest import enrichment_of, find_event
 from tests.detect.detect_records import T0, audit, detector
-from webhook.config import Config
-from webhook.dedupe import Deduper
-from webhook.detect.engine import Detector, RecordView, fingerprint
+from webhook.detect.engine import Detector, fingerprint
 from webhook.detect.rules import Hit, Rule
 from webhook.detect.settings import Exceptions, RuleSettings
 from webhook.metrics import Metrics
-from webhook.pipeline.stages import Pipeline
 from webhook.record.alert import alert_json
 from webhook.record.audit import Record, record_id, record_schema
-from webhook.record.line import to_json
-from webhook.redact.redactor import Redactor
-from webhook.runtime import pipeline_settings
 
 BRUTE = {"rules": {"brute-force-source-ip": {"threshold": 2, "window_s": 60}}}
 
@@ -247,27 +240,6 @@ def test_observe_takes_the_record_dataclass_too() -> None:
 
     assert alert.labels == {"source_ip": "127.0.0.1"}
     assert alert.records == (record.id,)
-
-
-def test_a_record_view_reads_exactly_as_the_records_json() -> None:
-    """What the rules see of a Record is its JSONL form, field by field, however it is read."""
-    pipeline = Pipeline(
-        pipeline_settings(Config(cluster="c")), Deduper(max_entries=10_000, ttl_s=60), Redactor(b"k" * 32)
-    )
-    records = [
-        record
-        for body in captured_bodies()
-        for record in pipeline.process(capture_events(body.name), received_at="2026-11-24T14:21:42Z").records
-    ]
-    assert any(r.secret_list for r in records)
-    assert any(r.secret for r in records)
-    for record in records:
-        view = RecordView(record)
-        assert dict(view) == orjson.loads(to_json(record))
-        assert len(view) == len(dict(view))
-        assert view.get("no-such-field") is None
-        with pytest.raises(KeyError):
-            view["no-such-field"]
 
 
 class _SlowPages(Rule):

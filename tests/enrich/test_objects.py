@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.conftest import find_event, make_event
@@ -9,12 +10,16 @@ from webhook.enrich.objects import (
     Backend,
     IngressPath,
     IngressRule,
+    IngressSummary,
     IngressTLS,
     ingress_summary,
     object_of,
 )
 
 MARKER = "s3cr3t-marker-value"
+_PATH = {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}
+_TLS = {"hosts": ["a.example.com"], "secretName": "a-tls"}
+_RESOURCE = {"resource": {"apiGroup": "k8s.example.com", "kind": "Bucket", "name": "assets"}}
 
 
 def test_captured_ingress_with_tls() -> None:
@@ -198,3 +203,24 @@ def test_object_of_skips_patches_statuses_and_tables() -> None:
     assert object_of(table, "Secret") is None
 
     assert object_of(make_event(), "Ingress") is None
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"rules": [{"host": "a.example.com", "http": {"paths": [_PATH]}}], "tls": [_TLS]},
+        {"defaultBackend": {"service": {"name": "web", "port": {"name": "http"}}}},
+        {
+            "ingressClassName": "nginx",
+            "rules": [
+                {"http": {"paths": [{"path": "/x", "pathType": "Exact", "backend": _RESOURCE}]}},
+                {"host": "*.example.com"},
+            ],
+        },
+    ],
+    ids=["rules-and-tls", "default-backend", "resource-backend"],
+)
+def test_a_summary_reads_back_from_its_json(spec: dict[str, Any]) -> None:
+    """What observers read from a record's ``ingress`` is the summary it was written from."""
+    summary = ingress_summary({"kind": "Ingress", "metadata": {"name": "web"}, "spec": spec})
+    assert IngressSummary.from_json(orjson.loads(orjson.dumps(summary))) == summary

@@ -31,6 +31,7 @@ from webhook.metrics import Metrics
 from webhook.pipeline.cert_expiry import CertificateExpiry
 from webhook.pipeline.record_metrics import ACTOR_KINDS, AUTH_REASONS, OTHER, RESOURCES, RecordMetrics
 from webhook.record.audit import Record
+from webhook.record.view import RecordView
 from webhook.runtime import Runtime
 from webhook.server.app import create_app
 
@@ -246,7 +247,7 @@ def test_unknown_finding_ids_and_severities_are_bounded() -> None:
         Finding(id="made-up-finding", severity="high", message="m"),
         Finding(id="tls-removed", severity="high", message="m"),
     )
-    counter.count([replace(base, findings=findings)])
+    counter.count([RecordView(replace(base, findings=findings))])
     found = samples(generate_latest(metrics.registry).decode())
 
     assert counted(found, "ingress_audit_findings_total") == Counter(

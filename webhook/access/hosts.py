@@ -15,7 +15,6 @@ from typing import Any, Final
 
 from webhook.enrich.objects import IngressSummary, ingress_summary
 from webhook.record.access import AccessIngress
-from webhook.record.audit import Record
 from webhook.state.base import StoredObject
 
 __all__ = ["INGRESS_PREFIXES", "ChangeRef", "HostIndex", "Served"]
@@ -121,63 +120,67 @@ class HostIndex:
             loaded += 1
         return loaded
 
-    def observe(self, records: Iterable[Any]) -> None:
-        """Follow the audit records the audit ingestor wrote (other record types are ignored)."""
+    def observe(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Follow the audit records the audit ingestor wrote, as their JSON documents (other
+        record types are ignored)."""
         for record in records:
-            if isinstance(record, Record):
+            if record.get("type") == "audit":
                 self._observe(record)
 
-    def _observe(self, record: Record) -> None:
-        ref = record.object
-        if ref is None or ref.name is None or record.verb not in _CHANGING_VERBS or record.dry_run:
+    def _observe(self, record: Mapping[str, Any]) -> None:
+        ref = record["object"]
+        verb = record["verb"]
+        if ref is None or ref["name"] is None or verb not in _CHANGING_VERBS or record["dry_run"]:
             return
-        code = record.outcome.code
+        code = record["outcome"]["code"]
         if code is not None and not 200 <= code < 300:
             return
-        namespace = ref.namespace or ""
-        if ref.resource == "ingresses":
-            before = self._ingresses.get((namespace, ref.name), ())
-            if record.verb == "delete":
-                self._drop(namespace, ref.name)
-            elif record.ingress is not None:
-                self._put(namespace, ref.name, record.ingress)
-            hosts = set(before) | set(self._ingresses.get((namespace, ref.name), ()))
-        elif ref.resource == "secrets":
+        namespace, name, resource = ref["namespace"] or "", ref["name"], ref["resource"]
+        if resource == "ingresses":
+            before = self._ingresses.get((namespace, name), ())
+            if verb == "delete":
+                self._drop(namespace, name)
+            elif record["ingress"] is not None:
+                self._put(namespace, name, IngressSummary.from_json(record["ingress"]))
+            hosts = set(before) | set(self._ingresses.get((namespace, name), ()))
+        elif resource == "secrets":
             hosts = {
                 host
                 for (ns, _), summary in self._summaries.items()
                 if ns == namespace
                 for tls in summary.tls
-                if tls.secret_name == ref.name
+                if tls.secret_name == name
                 for host in tls.hosts
             }
-        elif ref.resource == "ingressclasses":
+        elif resource == "ingressclasses":
             hosts = {
                 host
                 for key, summary in self._summaries.items()
-                if summary.ingress_class == ref.name
+                if summary.ingress_class == name
                 for host in self._ingresses.get(key, ())
             }
         else:
             return
         if not hosts:
             return
-        change = ChangeRef(
-            record_id=record.id,
-            time=record.time,
-            actor=record.actor.effective.username,
-            verb=record.verb,
-            resource=ref.resource,
-            namespace=ref.namespace,
-            name=ref.name,
-            finding_ids=tuple(f.id for f in record.findings),
-            changed_paths=tuple(op.path for op in record.change.operations[:_MAX_PATHS])
-            if record.change is not None
+        actor = record["actor"]
+        change = record["change"]
+        change_ref = ChangeRef(
+            record_id=record["id"],
+            time=record["time"],
+            actor=(actor["impersonated"] or actor["user"])["username"],  # the effective identity
+            verb=verb,
+            resource=resource,
+            namespace=ref["namespace"],
+            name=name,
+            finding_ids=tuple(f["id"] for f in record["findings"]),
+            changed_paths=tuple(op["path"] for op in change["operations"][:_MAX_PATHS])
+            if change is not None
             else (),
         )
         for host in hosts:
             self._changes.pop(host, None)  # re-insert: the dict's order is the age of the change
-            self._changes[host] = change
+            self._changes[host] = change_ref
         while len(self._changes) > _MAX_CHANGES:
             del self._changes[next(iter(self._changes))]
 

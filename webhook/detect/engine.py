@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -28,8 +28,9 @@ from webhook.detect.windows import LruMap, Window
 from webhook.metrics import Metrics
 from webhook.record.alert import MAX_RECORDS, Alert, Status
 from webhook.record.time import format_time
+from webhook.record.view import RecordView
 
-__all__ = ["Detector", "RecordView", "alert_id", "fingerprint"]
+__all__ = ["Detector", "alert_id", "fingerprint"]
 
 log = structlog.get_logger(__name__)
 
@@ -45,43 +46,6 @@ def fingerprint(cluster: str, detection: str, labels: Mapping[str, str]) -> str:
 def alert_id(fingerprint: str, status: Status, anchor: str, emission: int) -> str:
     """A UUIDv5 of the instance, what started it (its first record's id) and which emission."""
     return str(uuid.uuid5(_ID_NAMESPACE, f"{fingerprint}/{status}/{anchor}/{emission}"))
-
-
-class RecordView(Mapping[str, Any]):
-    """A record dataclass read as its JSON dict, one top-level field at a time.
-
-    The rules read a few fields of each record (type, verb, outcome, actor…); converting the
-    whole record to a dict first cost more than the rules themselves, and the most for the
-    records nobody reads further (a large SecretList's summary). Each field is converted (through
-    its JSON form, so it reads exactly as in the JSONL) when a rule first asks for it.
-    """
-
-    __slots__ = ("_cache", "_names", "_record")
-
-    def __init__(self, record: Any, names: tuple[str, ...] | None = None) -> None:
-        """``names``: the record class's field names, when the caller has them at hand."""
-        self._record = record
-        self._names = names if names is not None else tuple(f.name for f in dataclasses.fields(record))
-        self._cache: dict[str, Any] = {}
-
-    def __getitem__(self, name: str) -> Any:
-        try:
-            return self._cache[name]
-        except KeyError:
-            pass
-        if name not in self._names:
-            raise KeyError(name)
-        value = getattr(self._record, name)
-        if not (value is None or isinstance(value, str | int | float | bool)):
-            value = orjson.loads(orjson.dumps(value))
-        self._cache[name] = value
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
 
 
 class _Firing:

@@ -7,6 +7,7 @@ copy names, hosts, paths and ports.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -59,6 +60,38 @@ class IngressSummary:
     default_backend: Backend | None
     tls: tuple[IngressTLS, ...]
     tls_hosts: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> IngressSummary:
+        """The summary a record's ``ingress`` field was written from."""
+        return cls(
+            ingress_class=doc["ingress_class"],
+            hosts=tuple(doc["hosts"]),
+            rules=tuple(
+                IngressRule(
+                    host=rule["host"],
+                    paths=tuple(
+                        IngressPath(
+                            path=path["path"],
+                            path_type=path["path_type"],
+                            backend=_written_backend(path["backend"]),
+                        )
+                        for path in rule["paths"]
+                    ),
+                )
+                for rule in doc["rules"]
+            ),
+            default_backend=_written_backend(doc["default_backend"]),
+            tls=tuple(IngressTLS(hosts=tuple(t["hosts"]), secret_name=t["secret_name"]) for t in doc["tls"]),
+            tls_hosts=tuple(doc["tls_hosts"]),
+        )
+
+
+def _written_backend(doc: Mapping[str, Any] | None) -> Backend | None:
+    """A ``Backend`` as records write it (not as the Ingress spells it: ``_backend``)."""
+    if doc is None:
+        return None
+    return Backend(service=doc["service"], port=doc["port"], resource=doc["resource"])
 
 
 def object_of(event: dict[str, Any], kind: str) -> dict[str, Any] | None:

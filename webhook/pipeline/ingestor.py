@@ -11,7 +11,7 @@ dedupe keys are stored behind the answer (webhook/state/behind.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -22,7 +22,7 @@ from webhook.metrics import Metrics
 from webhook.pipeline.record_metrics import RecordMetrics
 from webhook.pipeline.stages import BatchResult, Pipeline
 from webhook.pipeline.workers import PreparePool, prepare_body
-from webhook.record.audit import Record
+from webhook.record.view import RecordView
 from webhook.spool.writer import RecordWriter
 from webhook.state import StateStore
 from webhook.state.behind import WriteBehind
@@ -31,8 +31,9 @@ __all__ = ["AuditIngestor", "Observer"]
 
 log = structlog.get_logger(__name__)
 
-# Called in order with each batch's records once they are durable, before the answer.
-Observer = Callable[[Sequence[Record]], Awaitable[None]]
+# Called in order with each batch's records, as their JSON documents (the record schema), once
+# they are durable, before the answer.
+Observer = Callable[[Sequence[Mapping[str, Any]]], Awaitable[None]]
 
 
 class AuditIngestor:
@@ -100,9 +101,11 @@ class AuditIngestor:
         self._deduper.remember(result.keys)
         # The records are durable: the answer does not wait for the state store (see behind.py).
         await self._state_writes.submit(result.keys, result.state_updates)
+        if not result.documents:
+            result.documents = [RecordView(record) for record in result.records]
         self._count(result)
         for observe in self._observers:
-            await observe(result.records)
+            await observe(result.documents)
         return result
 
     async def _with_state(self, result: BatchResult) -> list[str]:
@@ -146,4 +149,4 @@ class AuditIngestor:
         metrics.records.labels(cluster=cluster).inc(len(result.records))
         metrics.dedupe_hits.inc(result.duplicates)
         metrics.dedupe_entries.set(len(self._deduper))
-        self._record_metrics.count(result.records)
+        self._record_metrics.count(result.documents)

@@ -10,14 +10,13 @@ after a start already moves ``increase()``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final, get_args
+from typing import Any, Final, get_args
 
 from webhook.core.findings import CATALOG, SEVERITIES
 from webhook.enrich.actor import ActorKind
 from webhook.filter import DEFAULT_FILTER
 from webhook.metrics import Metrics
 from webhook.pipeline.cert_expiry import CertificateExpiry
-from webhook.record.audit import Record
 
 __all__ = ["ACTOR_KINDS", "AUTH_REASONS", "OTHER", "RESOURCES", "WRITE_VERBS", "RecordMetrics"]
 
@@ -34,13 +33,13 @@ _SEVERITIES: Final = frozenset(SEVERITIES)
 _TLS_KEY: Final = "tls.crt"
 
 
-def _resource(record: Record) -> str:
-    ref = record.object
-    if ref is None or ref.resource not in RESOURCES:
+def _resource(ref: Mapping[str, Any] | None) -> str:
+    if ref is None or ref.get("resource") not in RESOURCES:
         return OTHER
-    if ref.subresource is None:
-        return ref.resource
-    return f"{ref.resource}/status" if ref.subresource == "status" else OTHER
+    subresource = ref.get("subresource")
+    if subresource is None:
+        return str(ref["resource"])
+    return f"{ref['resource']}/status" if subresource == "status" else OTHER
 
 
 class RecordMetrics:
@@ -79,44 +78,50 @@ class RecordMetrics:
         """The ``cluster`` label of records of ``name``."""
         return name if name in self._clusters else OTHER
 
-    def count(self, records: Iterable[Record]) -> None:
+    def count(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Each record as its JSON document (the record schema)."""
         metrics = self._metrics
         for record in records:
-            cluster = self.cluster(record.cluster)
-            for finding in record.findings:
-                known = finding.id in CATALOG
+            cluster = self.cluster(record["cluster"])
+            for finding in record["findings"]:
+                known = finding["id"] in CATALOG
+                severity = finding["severity"]
                 metrics.findings.labels(
-                    finding=finding.id if known else OTHER,
-                    severity=finding.severity if finding.severity in _SEVERITIES else OTHER,
+                    finding=finding["id"] if known else OTHER,
+                    severity=severity if severity in _SEVERITIES else OTHER,
                     cluster=cluster,
                 ).inc()
-            code = record.outcome.code
-            kind: str = record.actor.user.kind
+            code = record["outcome"]["code"]
+            actor = record["actor"]
+            kind: str = actor["user"]["kind"]
             kind = kind if kind in ACTOR_KINDS else OTHER
+            verb = record["verb"]
             if code in AUTH_REASONS:
                 metrics.auth_failures.labels(
                     reason=AUTH_REASONS[code], actor_kind=kind, cluster=cluster
                 ).inc()
-            elif record.verb in WRITE_VERBS and not record.dry_run and (code is None or code < 400):
-                resource = _resource(record)
-                metrics.changes.labels(resource=resource, verb=record.verb, actor_kind=kind).inc()
-                if any(t.trust == "untrusted" for t in record.actor.source_ip_trust):
+            elif verb in WRITE_VERBS and not record["dry_run"] and (code is None or code < 400):
+                ref = record["object"]
+                resource = _resource(ref)
+                metrics.changes.labels(resource=resource, verb=verb, actor_kind=kind).inc()
+                if any(t["trust"] == "untrusted" for t in actor["source_ip_trust"]):
                     metrics.untrusted_changes.labels(resource=resource, cluster=cluster).inc()
-                if record.object is not None and record.object.resource == "secrets":
-                    self._certificates(record)
+                if ref is not None and ref["resource"] == "secrets":
+                    self._certificates(record, ref)
 
-    def _certificates(self, record: Record) -> None:
-        ref = record.object
-        if ref is None or ref.name is None:
+    def _certificates(self, record: Mapping[str, Any], ref: Mapping[str, Any]) -> None:
+        name = ref["name"]
+        if name is None:
             return
-        namespace = ref.namespace or ""
+        namespace = ref["namespace"] or ""
         tracker = self.certificates
-        if record.verb in ("delete", "deletecollection"):
-            tracker.forget(namespace, ref.name)
+        verb = record["verb"]
+        if verb in ("delete", "deletecollection"):
+            tracker.forget(namespace, name)
             return
-        secret = record.secret
+        secret = record["secret"]
         if secret is None:
             return  # Metadata level: nothing known about its content
-        not_after = [c.not_after for c in secret.certificates if c.key == _TLS_KEY]
-        if not_after or record.verb in ("create", "update"):
-            tracker.seen(namespace, ref.name, not_after)  # a whole object: no tls.crt, no certificate
+        not_after = [c["not_after"] for c in secret["certificates"] if c["key"] == _TLS_KEY]
+        if not_after or verb in ("create", "update"):
+            tracker.seen(namespace, name, not_after)  # a whole object: no tls.crt, no certificate

@@ -73,6 +73,9 @@ class BatchResult:
     duplicates: int = 0
     records: list[Record] = field(default_factory=list)
     lines: list[bytes] = field(default_factory=list)  # the records' JSON, made under the guard
+    # What observers read: each record as its JSON document (a RecordView of one built here,
+    # the parsed line of one a worker process built).
+    documents: list[Mapping[str, Any]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     received_at: str = ""

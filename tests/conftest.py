@@ -143,6 +143,22 @@ def scenario_secrets() -> list[str]:
     return [line for line in (SCENARIO / "secrets.txt").read_text("utf-8").splitlines() if line]
 
 
+def ingress_changes() -> list[dict[str, Any]]:
+    """Two successful writes of one captured Ingress, in order, each with its object."""
+    events = [
+        event
+        for body in captured_bodies()
+        for event in capture_events(body.name)
+        if (event.get("objectRef") or {}).get("resource") == "ingresses"
+        and event["stage"] == "ResponseComplete"
+        and event["verb"] in ("create", "update", "patch")
+        and event.get("responseObject", {}).get("kind") == "Ingress"
+    ]
+    first = events[0]
+    same = [e for e in events[1:] if e["objectRef"]["name"] == first["objectRef"]["name"]]
+    return [first, same[0]]
+
+
 def make_event(
     *,
     stage: str = "ResponseComplete",

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
+import pytest
 from pytest_aiohttp import AiohttpClient
 
-from tests.conftest import delivered, event_list, make_config, make_event
+from tests.conftest import delivered, event_list, ingress_changes, make_config, make_event
+from webhook.errors import StorageError
+from webhook.pipeline.stages import BatchResult
+from webhook.record.dead_letter import DeadLetter
+from webhook.runtime import Runtime
 from webhook.server.app import create_app
 
 _JSON: Final = {"Content-Type": "application/json"}
+RECEIVED_AT: Final = "2026-11-24T14:30:00.000000Z"
 
 
 def secret_event(n: int) -> dict[str, Any]:
@@ -54,3 +62,123 @@ async def test_a_one_event_request_is_answered_while_every_worker_thread_is_busy
     assert answer.status == 200
     assert body["records"] == 1
     assert [r["object"]["name"] for r in await delivered(client, config)] == ["tls-1", "tls-2"]
+
+
+async def test_a_later_batch_diffs_against_an_earlier_one_still_being_written(tmp_path: Path) -> None:
+    """The new states of a batch whose records are built are read by the next batches at once,
+    before its write is done: each record is diffed against the one built before it."""
+    runtime = await Runtime.open(make_config(tmp_path))
+    try:
+        writer = runtime.writer
+        write_batch = writer.write_batch
+        release, writing = asyncio.Event(), asyncio.Event()
+
+        async def held(lines: Sequence[bytes], letters: Sequence[DeadLetter]) -> None:
+            if not writing.is_set():  # the first write waits for the test
+                writing.set()
+                await release.wait()
+            await write_batch(lines, letters)
+
+        writer.write_batch = held  # type: ignore[method-assign,assignment]
+        earlier, later = ingress_changes()
+        first = asyncio.create_task(runtime.ingestor.ingest([earlier], received_at=RECEIVED_AT))
+        await writing.wait()
+        result = await runtime.ingestor.ingest([later], received_at=RECEIVED_AT)
+        release.set()
+        await first
+    finally:
+        await runtime.aclose()
+    (record,) = [orjson.loads(line) for line in result.lines]
+    assert record["change"]["baseline"] == "state"
+    assert record["change"]["baseline_audit_id"] == earlier["auditID"]
+
+
+async def test_the_states_of_a_batch_that_could_not_be_written_are_not_read(tmp_path: Path) -> None:
+    runtime = await Runtime.open(make_config(tmp_path))
+    try:
+        writer = runtime.writer
+        write_batch = writer.write_batch
+        failed = asyncio.Event()
+
+        async def failing_once(lines: Sequence[bytes], letters: Sequence[DeadLetter]) -> None:
+            if not failed.is_set():
+                failed.set()
+                raise StorageError("cannot write the spool: ENOSPC")
+            await write_batch(lines, letters)
+
+        writer.write_batch = failing_once  # type: ignore[method-assign,assignment]
+        earlier, later = ingress_changes()
+        with pytest.raises(StorageError):
+            await runtime.ingestor.ingest([earlier], received_at=RECEIVED_AT)
+        result = await runtime.ingestor.ingest([later], received_at=RECEIVED_AT)
+    finally:
+        await runtime.aclose()
+    (record,) = [orjson.loads(line) for line in result.lines]
+    assert record["change"]["baseline"] != "state"
+
+
+async def test_a_batch_reads_an_object_only_once_the_batch_building_it_elsewhere_is_done(
+    tmp_path: Path,
+) -> None:
+    """While a worker builds a batch's records (a round trip), a batch of the same object built
+    elsewhere waits; one of other objects does not, nor one the same worker builds (it lays
+    the states of its own earlier batches over what it is sent: workers._Batches)."""
+    runtime = await Runtime.open(make_config(tmp_path))
+    ingestor = runtime.ingestor
+    worker, other_worker = object(), object()
+    building, release = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    def finish_as(name: str, *, slow: bool = False) -> Any:
+        async def finish(states: Any, duplicates: Any, available: bool) -> BatchResult:
+            order.append(f"{name} reads")
+            if slow:
+                building.set()
+                await release.wait()
+            order.append(f"{name} built")
+            return BatchResult()
+
+        return finish
+
+    try:
+        first = asyncio.create_task(ingestor._record(["a"], ["obj/1"], finish_as("first", slow=True), worker))
+        await building.wait()
+        here = asyncio.create_task(ingestor._record(["b"], ["obj/1", "obj/2"], finish_as("here")))
+        there = asyncio.create_task(ingestor._record(["c"], ["obj/2"], finish_as("there"), other_worker))
+        await ingestor._record(["d"], ["obj/3"], finish_as("other object"))
+        await ingestor._record(["e"], ["obj/1"], finish_as("same worker"), worker)
+        await asyncio.sleep(0.01)
+        assert not here.done()
+        release.set()
+        await asyncio.gather(first, here, there)
+    finally:
+        await runtime.aclose()
+    built_before = order[: order.index("first built")]
+    assert {"there built", "other object built", "same worker built"} <= set(built_before)
+    assert order.index("here reads") > order.index("first built")
+
+
+async def test_batches_of_other_objects_do_not_wait_for_each_other(tmp_path: Path) -> None:
+    runtime = await Runtime.open(make_config(tmp_path))
+    try:
+        writer = runtime.writer
+        write_batch = writer.write_batch
+        release = asyncio.Event()
+
+        async def held(lines: Sequence[bytes], letters: Sequence[DeadLetter]) -> None:
+            if not release.is_set():
+                release.set()  # the first write is held until the test lets it go
+                await asyncio.sleep(3600)
+            await write_batch(lines, letters)
+
+        writer.write_batch = held  # type: ignore[method-assign,assignment]
+        held_back = asyncio.create_task(runtime.ingestor.ingest([secret_event(1)], received_at=RECEIVED_AT))
+        await release.wait()
+        async with asyncio.timeout(5):
+            result = await runtime.ingestor.ingest([secret_event(2)], received_at=RECEIVED_AT)
+        assert len(result.lines) == 1
+        held_back.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await held_back
+    finally:
+        await runtime.aclose()

@@ -257,16 +257,3 @@ def test_a_clusters_baseline_is_its_own() -> None:
     )
     pipe.finish(again, states={f"@prod-eu/{key}": stored})
     assert [r.change.baseline if r.change else None for r in again.records] == ["state"]
-
-
-def test_a_workers_batch_is_assigned_its_cluster() -> None:
-    """A body prepared without its cluster (in a worker) gets the ids prepare would have given."""
-    pipe, _ = pipeline()
-    items = [make_event(audit_id="a1", name="web")]
-    direct = pipe.prepare(copy.deepcopy(items), received_at=RECEIVED, cluster="prod-eu")
-    later = pipe.prepare(copy.deepcopy(items), received_at=RECEIVED)
-
-    pipe.assign(later, "prod-eu")
-
-    assert later.cluster == "prod-eu"
-    assert [p.key for p in later.pending] == [p.key for p in direct.pending]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -21,6 +22,7 @@ from tests.conftest import (
     captured_bodies,
     delivered,
     event_list,
+    ingress_changes,
     iter_files,
     make_config,
     make_event,
@@ -28,8 +30,8 @@ from tests.conftest import (
 )
 from webhook.config import Config
 from webhook.errors import BodyTooLargeError, NotJSONError, OverloadedError
-from webhook.pipeline.workers import MIN_BODY_BYTES
-from webhook.record.line import to_json
+from webhook.pipeline.stages import BatchResult
+from webhook.pipeline.workers import MIN_BODY_BYTES, Remote
 from webhook.redact.leaks import scan
 from webhook.runtime import Runtime
 from webhook.server.app import create_app
@@ -64,7 +66,7 @@ async def _records(config: Config, body: bytes) -> tuple[list[dict[str, Any]], l
         pids = runtime.prepare_pool.pids()
     finally:
         await runtime.aclose(drain_timeout_s=10)
-    return [orjson.loads(to_json(record)) for record in result.records], pids
+    return [orjson.loads(line) for line in result.lines], pids
 
 
 async def test_workers_build_the_same_records_as_the_event_loop(tmp_path: Path) -> None:
@@ -103,6 +105,67 @@ async def test_a_large_body_that_is_not_an_event_list_is_refused_as_such(tmp_pat
         await runtime.aclose()
 
 
+async def test_a_worker_keeps_a_prepared_batch_until_it_is_finished_or_dropped(tmp_path: Path) -> None:
+    """The two round trips: prepare hands back ids and state keys, finish the records; a batch
+    dropped instead (its request failed in between) is forgotten by the worker."""
+    runtime = await Runtime.open(_config(tmp_path, 1))
+    pool = runtime.prepare_pool
+    try:
+        await pool.start()
+        body = _large_body()
+        remote = await pool.prepare(body, received_at=RECEIVED_AT, max_events=10_000)
+        assert isinstance(remote, Remote)
+        assert remote.keys
+        assert any(key.startswith("networking.k8s.io/ingresses/") for key in remote.lookups)
+        result = await remote.finish([], {}, frozenset(), True)
+        assert len(result.lines) == len(remote.keys)
+        assert [orjson.loads(line)["id"] for line in result.lines] == result.keys
+        assert result.documents == [orjson.loads(line) for line in result.lines]
+
+        dropped = await pool.prepare(body, received_at=RECEIVED_AT, max_events=10_000)
+        assert isinstance(dropped, Remote)
+        dropped.drop()
+        dropped.sent = False  # as if it had not been: the worker no longer holds it
+        with pytest.raises(KeyError):
+            await dropped.finish([], {}, frozenset(), True)
+
+        nothing_kept = event_list(
+            *(
+                make_event(verb="get", api_group="", resource="pods", audit_id=f"p-{n:06d}")
+                for n in range(300)
+            )
+        )
+        assert isinstance(
+            await pool.prepare(nothing_kept, received_at=RECEIVED_AT, max_events=10_000), BatchResult
+        )
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_worker_diffs_a_batch_against_its_own_earlier_one_the_event_loop_had_not_seen(
+    tmp_path: Path,
+) -> None:
+    """Two batches of one Ingress finished at once, each sent without the other's state: the
+    worker lays the state its earlier finish revealed over what the later one was sent."""
+    earlier, later = ingress_changes()
+    runtime = await Runtime.open(_config(tmp_path, 1))
+    pool = runtime.prepare_pool
+    try:
+        await pool.start()
+        first = await pool.prepare(event_list(earlier), received_at=RECEIVED_AT, max_events=10)
+        second = await pool.prepare(event_list(later), received_at=RECEIVED_AT, max_events=10)
+        assert isinstance(first, Remote)
+        assert isinstance(second, Remote)
+        _, result = await asyncio.gather(
+            first.finish([], {}, frozenset(), True), second.finish([], {}, frozenset(), True)
+        )
+    finally:
+        await runtime.aclose()
+    (record,) = [orjson.loads(line) for line in result.lines]
+    assert record["change"]["baseline"] == "state"
+    assert record["change"]["baseline_audit_id"] == earlier["auditID"]
+
+
 async def test_a_dead_worker_costs_a_503_then_the_pool_starts_again(tmp_path: Path) -> None:
     config = _config(tmp_path, 1)
     body = _large_body()
@@ -123,8 +186,8 @@ async def test_a_dead_worker_costs_a_503_then_the_pool_starts_again(tmp_path: Pa
         assert pool.pids() != [pid]
     finally:
         await runtime.aclose()
-    assert first.records
-    assert again.duplicates == len(first.records)  # the dedupe window is the event loop's
+    assert first.lines
+    assert again.duplicates == len(first.lines)  # the dedupe window is the event loop's
 
 
 async def test_a_worker_seen_failing_by_a_write_leaves_the_pool_at_once(tmp_path: Path) -> None:
@@ -145,7 +208,7 @@ async def test_a_worker_seen_failing_by_a_write_leaves_the_pool_at_once(tmp_path
         assert pool.pids() not in ([], [worker.pid])
     finally:
         await runtime.aclose()
-    assert again.records
+    assert again.lines
 
 
 async def test_large_bodies_are_prepared_here_until_the_workers_have_started(tmp_path: Path) -> None:
@@ -162,7 +225,7 @@ async def test_large_bodies_are_prepared_here_until_the_workers_have_started(tmp
         assert len(pool.pids()) == 2
     finally:
         await runtime.aclose()
-    assert result.records
+    assert result.lines
 
 
 async def test_the_server_answers_a_large_batch_once_its_records_are_durable(tmp_path: Path) -> None:

@@ -10,15 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from webhook.core.pickling import plain_pickle
-
 __all__ = ["CATALOG", "SEVERITIES", "Finding", "Severity"]
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: Final = ("info", "low", "medium", "high", "critical")
 
 
-@plain_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finding:
     id: str  # kebab-case, stable: dashboards and alerts key on it

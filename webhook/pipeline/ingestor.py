@@ -11,7 +11,8 @@ dedupe keys are stored behind the answer (webhook/state/behind.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -25,9 +26,22 @@ from webhook.pipeline.workers import PreparePool, prepare_body
 from webhook.record.view import RecordView
 from webhook.spool.writer import RecordWriter
 from webhook.state import StateStore
+from webhook.state.base import StoredObject, is_newer
 from webhook.state.behind import WriteBehind
 
 __all__ = ["AuditIngestor", "Observer"]
+
+# Builds a batch's records from the previous states, the ids other replicas recorded, and
+# whether the store answered.
+Finish = Callable[[Mapping[str, StoredObject], frozenset[str] | set[str], bool], Awaitable[BatchResult]]
+
+
+def _finished(result: BatchResult) -> Finish:
+    async def finish(_: Mapping[str, StoredObject], __: frozenset[str] | set[str], ___: bool) -> BatchResult:
+        return result
+
+    return finish
+
 
 log = structlog.get_logger(__name__)
 
@@ -59,12 +73,16 @@ class AuditIngestor:
         self._metrics = metrics
         self._record_metrics = record_metrics
         self._observers = tuple(observers)
+        # state key -> the batch building a record of it, and where (None: the event loop)
+        self._busy: dict[str, list[tuple[asyncio.Future[None], object]]] = {}
+        # state key -> the newest state of a batch whose records are built, not yet written
+        self._unsettled: dict[str, StoredObject] = {}
 
     async def ingest_body(
         self, body: bytes, *, received_at: str, max_events: int, cluster: str | None = None
     ) -> BatchResult:
-        """``ingest`` for an EventList body: large ones are decoded, filtered and redacted by
-        the worker processes (``server.workers``), the others here.
+        """``ingest`` for an EventList body: the records of large ones are built by the worker
+        processes (``server.workers``), the others' here.
 
         Raises the ``BadRequestError`` of a body that is not an EventList and
         ``BodyTooLargeError`` for more than ``max_events`` events. ``cluster``: the cluster the
@@ -74,16 +92,24 @@ class AuditIngestor:
                 self.pipeline, body, received_at=received_at, max_events=max_events, cluster=cluster
             )
             return await self._ingest(result)
-        result = await self._pool.prepare(body, received_at=received_at, max_events=max_events)
-        self.pipeline.assign(result, cluster)
-        pending = []
-        for prepared in result.pending:  # the dedupe window is this process's
-            if self._deduper.seen(prepared.key):
-                result.duplicates += 1
-            else:
-                pending.append(prepared)
-        result.pending = pending
-        return await self._ingest(result)
+        prepared = await self._pool.prepare(
+            body, received_at=received_at, max_events=max_events, cluster=cluster
+        )
+        if isinstance(prepared, BatchResult):  # nothing kept: the worker finished it
+            return await self._record([], [], _finished(prepared))
+        remote = prepared
+        try:
+            skip = [key for key in remote.keys if self._deduper.seen(key)]  # the window is ours
+            keys = [key for key in remote.keys if key not in skip] if skip else remote.keys
+
+            async def finish(
+                states: Mapping[str, StoredObject], duplicates: frozenset[str] | set[str], available: bool
+            ) -> BatchResult:
+                return await remote.finish(skip, states, duplicates, available)
+
+            return await self._record(keys, remote.lookups, finish, remote.worker)
+        finally:
+            remote.drop()  # unless it was sent to be finished: the worker forgets it
 
     async def ingest(
         self, items: Sequence[Any], *, received_at: str, cluster: str | None = None
@@ -91,47 +117,121 @@ class AuditIngestor:
         return await self._ingest(self.pipeline.prepare(items, received_at=received_at, cluster=cluster))
 
     async def _ingest(self, result: BatchResult) -> BatchResult:
-        claimed = await self._with_state(result)
+        """A batch prepared here: its records are built here too."""
+        pipeline = self.pipeline
+        lookups = pipeline.lookups(result) if result.pending else []  # dead-letters unreadable keys
+
+        async def finish(
+            states: Mapping[str, StoredObject], duplicates: frozenset[str] | set[str], available: bool
+        ) -> BatchResult:
+            pipeline.finish(result, states=states, duplicates=duplicates, available=available)
+            result.documents = [RecordView(record) for record in result.records]
+            return result
+
+        return await self._record([p.key for p in result.pending], lookups, finish)
+
+    async def _record(
+        self, keys: list[str], lookups: list[str], finish: Finish, builder: object = None
+    ) -> BatchResult:
+        """Read the previous states, have ``finish`` build the records, write, count, observe.
+
+        ``keys``: the kept events' record ids (claimed in the store); ``lookups``: the state
+        keys their records need. Per-object order: a batch reads and builds only while no other
+        batch is building a record of one of its objects, and the new states a batch reveals
+        are read by the batches after it from then on (``_unsettled``), before its records are
+        even written: each record is diffed against the one built before it."""
+        claimed: list[str] = []
+        updates: dict[str, StoredObject] = {}
         try:
+            async with self._in_order(lookups, builder):
+                if not keys and not lookups:
+                    result = await finish({}, frozenset(), True)
+                else:
+                    try:
+                        duplicates, states = await self._read(keys, lookups)
+                    except StateError as exc:
+                        log.warning("state.unavailable", store=self._state.name, code=exc.code)
+                        self._metrics.state_errors.labels(operation="read").inc()
+                        result = await finish({}, frozenset(), False)
+                    else:
+                        claimed = [key for key in keys if key not in duplicates]
+                        result = await finish(self._newest(lookups, states), duplicates, True)
+                updates = result.state_updates
+                self._unsettle(updates)
             await self._writer.write_batch(result.lines, result.dead_letters)
         except BaseException:
+            self._settle(updates)  # the batch's retry recounts them, whoever reads them now
             if claimed:
                 await self._release(claimed)  # the retry must be recorded, here or elsewhere
             raise
         self._deduper.remember(result.keys)
-        # The records are durable: the answer does not wait for the state store (see behind.py).
-        await self._state_writes.submit(result.keys, result.state_updates)
-        if not result.documents:
-            result.documents = [RecordView(record) for record in result.records]
+        # The records are durable: the answer does not wait for the state store (behind.py).
+        await self._state_writes.submit(result.keys, updates)
+        self._settle(updates)
         self._count(result)
         for observe in self._observers:
             await observe(result.documents)
         return result
 
-    async def _with_state(self, result: BatchResult) -> list[str]:
-        """Fetch previous states and shared dedupe keys (kept events only); finish the records.
+    def _newest(self, lookups: list[str], stored: dict[str, StoredObject]) -> dict[str, StoredObject]:
+        """The stored states, overlaid by newer ones on their way to the store (queued behind
+        the answers) and newer ones of batches still being written."""
+        states = self._state_writes.overlay(lookups, stored)
+        unsettled = self._unsettled
+        if unsettled:
+            for key in lookups:
+                update = unsettled.get(key)
+                if update is not None and is_newer(update, states.get(key)):
+                    states[key] = update
+        return states
 
-        Returns the dedupe keys this batch claimed in the store."""
-        pipeline = self.pipeline
-        if not result.pending:
-            return []
-        lookups = pipeline.lookups(result)  # dead-letters an event whose keys cannot be read
-        claimed = [p.key for p in result.pending]
+    def _unsettle(self, updates: Mapping[str, StoredObject]) -> None:
+        unsettled = self._unsettled
+        for key, update in updates.items():
+            if is_newer(update, unsettled.get(key)):
+                unsettled[key] = update
+
+    def _settle(self, updates: Mapping[str, StoredObject]) -> None:
+        """Queued for the store (``WriteBehind`` has them now), or never to be: forget them."""
+        unsettled = self._unsettled
+        for key, update in updates.items():
+            if unsettled.get(key) is update:
+                del unsettled[key]
+
+    async def _read(self, keys: list[str], lookups: list[str]) -> tuple[set[str], dict[str, StoredObject]]:
+        """The dedupe keys already recorded (by another replica) and the stored states."""
         state = self._state
+        if state.remote:  # both at once: one wait for the network instead of two
+            duplicates, states = await asyncio.gather(state.claim(keys), state.get_many(lookups))
+        else:  # neither waits: no task, no pass of the event loop between them
+            duplicates = await state.claim(keys)
+            states = await state.get_many(lookups)
+        return duplicates, states
+
+    @contextlib.asynccontextmanager
+    async def _in_order(self, objects: list[str], builder: object = None) -> AsyncIterator[None]:
+        """Hold ``objects`` (state keys) while one batch reads and builds: wait while a batch
+        built elsewhere holds any. ``builder``: the worker process that builds the batch's
+        records (None: the event loop); one worker keeps the order of its own batches itself
+        (``workers._Batches``). All at once or none: no batch holds some while it waits."""
+        if not objects:
+            yield
+            return
+        busy = self._busy
+        while waits := [done for key in objects for done, where in busy.get(key, ()) if where is not builder]:
+            await asyncio.wait(waits)
+        mine = (asyncio.get_running_loop().create_future(), builder)
+        for key in objects:
+            busy.setdefault(key, []).append(mine)
         try:
-            if state.remote:  # both at once: one wait for the network instead of two
-                duplicates, states = await asyncio.gather(state.claim(claimed), state.get_many(lookups))
-            else:  # neither waits: no task, no pass of the event loop between them
-                duplicates = await state.claim(claimed)
-                states = await state.get_many(lookups)
-        except StateError as exc:
-            log.warning("state.unavailable", store=state.name, code=exc.code)
-            self._metrics.state_errors.labels(operation="read").inc()
-            pipeline.finish(result, states={}, available=False)
-            return []
-        # States of earlier batches still on their way to the store are newer than the store's.
-        pipeline.finish(result, states=self._state_writes.overlay(lookups, states), duplicates=duplicates)
-        return [key for key in claimed if key not in duplicates]
+            yield
+        finally:
+            for key in objects:
+                holders = busy[key]
+                holders.remove(mine)
+                if not holders:
+                    del busy[key]
+            mine[0].set_result(None)
 
     async def _release(self, claimed: list[str]) -> None:
         try:
@@ -146,7 +246,7 @@ class AuditIngestor:
         cluster = self._record_metrics.cluster(result.cluster or self.pipeline.cluster)
         metrics.events.labels(cluster=cluster).inc(result.events)
         metrics.matched.inc(result.matched)
-        metrics.records.labels(cluster=cluster).inc(len(result.records))
+        metrics.records.labels(cluster=cluster).inc(len(result.lines))
         metrics.dedupe_hits.inc(result.duplicates)
         metrics.dedupe_entries.set(len(self._deduper))
         self._record_metrics.count(result.documents)

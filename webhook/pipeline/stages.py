@@ -154,15 +154,6 @@ class Pipeline:
             result.pending.append(Prepared(index=index, item=item, key=key, redacted=redacted))
         return result
 
-    def assign(self, result: BatchResult, cluster: str | None) -> None:
-        """Make a batch that a worker prepared without its cluster that cluster's: its record ids
-        (the dedupe keys) namespaced as ``prepare`` would have."""
-        scope = self._scope(cluster)
-        result.cluster = scope
-        if scope:
-            for prepared in result.pending:
-                prepared.key = cluster_record_id(scope, prepared.key)
-
     def lookups(self, result: BatchResult) -> list[str]:
         """Store keys of the states the kept events need: their objects and the Secrets they
         reference, in the batch's cluster.

@@ -1,56 +1,73 @@
-"""The first half of the pipeline for large batches, in worker processes: the second core.
+"""Most of the pipeline for large batches, in worker processes: the second core.
 
 A 400-event batch costs the event loop ~2.5 ms of decoding, checking and filtering alone, and
 while it runs no other request is served; one process can use one core. With
 ``server.workers`` > 0, bodies of at least ``MIN_BODY_BYTES`` go whole to a pool of worker
-processes that decode the EventList, check, filter, dedupe within the batch and redact
-(``Pipeline.prepare``); the event loop gets back only the kept, already redacted events, the
-dead letters and the counts, and does the rest (dedupe window, state, records, spool) as for
-a small body. Small bodies (blocking mode: one event) stay in the event loop, where a round
-trip to a worker would cost more than the work, and so do large ones while the workers start.
+processes, and a batch makes two round trips to its worker:
+
+1. **prepare**: the worker decodes the EventList, checks, filters, dedupes within the batch and
+   redacts (``Pipeline.prepare``), and keeps the kept events; the event loop gets back only
+   their record ids and the state-store keys their records need (``Pipeline.lookups``). A batch
+   with nothing kept is finished right there and comes back whole.
+2. **finish**: the event loop drops the ids its dedupe window already holds, reads the
+   previous states in the order of the objects (``AuditIngestor``) and sends them; the worker
+   diffs, enriches and builds each record and its JSON line (``Pipeline.finish``) and sends
+   back the lines, the new states and the dead letters.
+
+The event loop keeps what must be one: admission, the dedupe window, the per-object order, the
+state store, the spool append and what reads the durable records (detections, metrics, the
+access host index, which parse the lines). Small bodies (blocking mode: one event) stay in the
+event loop, where a round trip to a worker would cost more than the work, and so do large ones
+while the workers start. The layout was chosen by measurement: docs/architecture.md.
 
 Each worker is a child process (``python -m webhook.pipeline.workers``) holding one end of a
-socket pair; the event loop drives the other end itself. A batch goes as a small header and
-the raw body bytes, unpickled and uncopied by any thread; the answer comes back as one pickle
-of plain tuples. Requests to a worker are answered in order, so the event loop keeps a queue
-of waiting futures per worker and sends each body to the worker with the fewest.
+socket pair; the event loop drives the other end itself. A request goes as a small header and
+raw bytes (the body, or a pickle of plain values); the answer comes back as one pickle of
+plain values: bytes lines, not record objects. A worker reads whatever requests have come
+before it takes the next, and answers finishes ahead of prepares (a finish frees a batch, and its
+request has waited a round trip already); the event loop keeps the waiting futures per worker
+by batch number and kind, and sends each body to the worker with the fewest. A batch's finish
+goes to the worker that prepared it.
 
 The raw body reaches a worker only through the socket pair between our own processes; what
-comes back is redacted, and a kept event's raw form is replaced by ``event_ref`` (the
-identifiers a dead letter may carry) before it leaves the worker. A worker that dies fails only
-the batches it held: they are answered 503 (the apiserver resends them) and a new worker is
-started in the background.
+comes back is redacted. A worker that dies fails only the batches it held: they are answered
+503 (the apiserver resends them) and a new worker is started in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import heapq
+import itertools
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 import structlog
 
 import webhook
 from webhook.core.heap import CycleCollector, return_large_blocks, tune_collector
 from webhook.dedupe import Deduper
 from webhook.errors import OverloadedError
-from webhook.events import decode_event_list, event_ref
+from webhook.events import decode_event_list
 from webhook.log import LogConfig, configure_logging
-from webhook.pipeline.stages import BatchResult, Pipeline, PipelineSettings, Prepared
-from webhook.redact.redactor import RedactionResult, Redactor
+from webhook.pipeline.stages import BatchResult, Pipeline, PipelineSettings
+from webhook.redact.redactor import Redactor
+from webhook.state.base import StoredObject, is_newer
 
-__all__ = ["MIN_BODY_BYTES", "PreparePool", "PrepareSettings", "prepare_body"]
+__all__ = ["MIN_BODY_BYTES", "PreparePool", "PrepareSettings", "Remote", "prepare_body"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,8 +76,12 @@ log = structlog.get_logger(__name__)
 MIN_BODY_BYTES: Final = 64 * 1024
 _PR_SET_PDEATHSIG: Final = 1
 _SOCKET_BUFFER: Final = 1 << 20
-# parent -> worker: max_events, len(received_at), len(body); then both
-_REQUEST: Final = struct.Struct("<IIQ")
+# parent -> worker: kind, batch number, max_events, len(received_at), len(cluster), len(payload);
+# then those three (prepare: the body; finish and drop: a pickle)
+_REQUEST: Final = struct.Struct("<BIIIIQ")
+_PREPARE: Final = 1
+_FINISH: Final = 2
+_DROP: Final = 3
 # worker -> parent: len(pickle); then the pickle
 _ANSWER: Final = struct.Struct("<Q")
 _STOP_TIMEOUT_S: Final = 5.0
@@ -95,43 +116,39 @@ def prepare_body(
     return pipeline.prepare(items, received_at=received_at, cluster=cluster)
 
 
-# The answer of a worker: plain tuples pickle several times faster than slotted dataclasses.
-_Pending = tuple[int, dict[str, Any], str, dict[str, Any], tuple[Any, ...], tuple[str, ...]]
+# A finished batch as a worker sends it: plain tuples pickle several times faster than slotted
+# dataclasses, and records travel as their JSON lines.
+_Finished = tuple[int, int, int, str, list[Any], list[bytes], list[str], dict[str, Any]]
 
 
-def _pack(result: BatchResult) -> tuple[Any, ...]:
-    pending = [
-        (p.index, event_ref(p.item), p.key, p.redacted.event, p.redacted.secrets, p.redacted.dropped)
-        for p in result.pending
-    ]
+def _finished(result: BatchResult) -> _Finished:
     return (
         result.events,
         result.matched,
         result.duplicates,
-        result.received_at,
+        result.cluster,
         result.dead_letters,
-        pending,
+        result.lines,
+        result.keys,
+        result.state_updates,
     )
 
 
-def _unpack(packed: tuple[Any, ...]) -> BatchResult:
-    events, matched, duplicates, received_at, dead_letters, pending = packed
-    entries: list[_Pending] = pending
+def _batch(finished: _Finished, received_at: str) -> BatchResult:
+    """The event loop's BatchResult of a worker's finished batch: lines, and what observers read
+    of them (their parsed JSON); no record objects."""
+    events, matched, duplicates, scope, dead_letters, lines, keys, updates = finished
     return BatchResult(
         events=events,
         matched=matched,
         duplicates=duplicates,
         received_at=received_at,
+        cluster=scope,
         dead_letters=dead_letters,
-        pending=[
-            Prepared(
-                index=index,
-                item=ref,
-                key=key,
-                redacted=RedactionResult(event=event, secrets=secrets, dropped=dropped),
-            )
-            for index, ref, key, event, secrets, dropped in entries
-        ],
+        lines=lines,
+        keys=keys,
+        state_updates=updates,
+        documents=[orjson.loads(line) for line in lines],
     )
 
 
@@ -165,16 +182,127 @@ def _send(sock: socket.socket, payload: bytes) -> None:
     sock.sendall(payload)
 
 
-def _answer(pipeline: Pipeline, body: bytearray, received_at: str, max_events: int) -> bytes:
-    try:
-        result = prepare_body(pipeline, body, received_at=received_at, max_events=max_events)
-        return pickle.dumps((True, _pack(result)), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # noqa: BLE001 - the event loop raises it (a 400, or a 503)
+class _Batches:
+    """A worker's prepared batches, waiting for their finish (at most the requests in flight),
+    and the new states of its latest finishes that the event loop had not seen yet.
+
+    Per-object order among one worker's batches is kept here: the states the event loop sends
+    with a finish were read before it knew of the finishes still on their way back to it, so
+    the newer states those revealed are laid over them (``seen``: the last finish the event
+    loop had received; older ones are its to know, and are dropped here)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.waiting: dict[int, BatchResult] = {}
+        self.finishes = 0
+        self.unseen: deque[tuple[int, dict[str, StoredObject]]] = deque()
+
+    def prepare(
+        self, number: int, body: bytearray, *, received_at: str, max_events: int, cluster: str
+    ) -> tuple[int, list[str], list[str]] | _Finished:
+        pipeline = self.pipeline
+        result = prepare_body(
+            pipeline, body, received_at=received_at, max_events=max_events, cluster=cluster or None
+        )
+        lookups = pipeline.lookups(result)  # dead-letters an event whose keys cannot be read
+        if not result.pending:
+            pipeline.finish(result, states={})
+            return _finished(result)
+        self.waiting[number] = result
+        return (number, [prepared.key for prepared in result.pending], lookups)
+
+    def finish(
+        self,
+        number: int,
+        skip: list[str],
+        states: dict[str, StoredObject],
+        duplicates: set[str],
+        available: bool,
+        seen: int,
+    ) -> tuple[int, _Finished]:
+        result = self.waiting.pop(number)
+        if skip:  # the event loop's dedupe window holds these
+            dropped = frozenset(skip)
+            kept = [prepared for prepared in result.pending if prepared.key not in dropped]
+            result.duplicates += len(result.pending) - len(kept)
+            result.pending = kept
+        unseen = self.unseen
+        while unseen and unseen[0][0] <= seen:
+            unseen.popleft()
+        if available:
+            for _, updates in unseen:
+                for key, state in updates.items():
+                    if is_newer(state, states.get(key)):
+                        states[key] = state
+        self.pipeline.finish(result, states=states, duplicates=duplicates, available=available)
+        self.finishes += 1
+        if result.state_updates:
+            unseen.append((self.finishes, result.state_updates))
+        return self.finishes, _finished(result)
+
+    def answer(
+        self, kind: int, number: int, max_events: int, text: str, cluster: str, payload: bytearray
+    ) -> bytes:
         try:
-            return pickle.dumps((False, exc), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - an exception that does not pickle
-            failure = OverloadedError(f"worker failed: {type(exc).__name__}")
-            return pickle.dumps((False, failure), protocol=pickle.HIGHEST_PROTOCOL)
+            if kind == _PREPARE:
+                answer: Any = self.prepare(
+                    number, payload, received_at=text, max_events=max_events, cluster=cluster
+                )
+            elif kind == _FINISH:
+                answer = self.finish(number, *pickle.loads(payload))  # noqa: S301 - the serve process's
+            else:
+                self.waiting.pop(number, None)
+                answer = None
+            return pickle.dumps((kind, number, True, answer), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - the event loop raises it (a 400, or a 503)
+            self.waiting.pop(number, None)
+            try:
+                return pickle.dumps((kind, number, False, exc), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:  # noqa: BLE001 - an exception that does not pickle
+                failure = OverloadedError(f"worker failed: {type(exc).__name__}")
+                return pickle.dumps((kind, number, False, failure), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+_Request = tuple[int, int, int, str, str, bytearray]
+
+
+def _read_request(sock: socket.socket) -> _Request | None:
+    """The next request, whole; None at the end of the stream."""
+    header = _receive(sock, _REQUEST.size)
+    if header is None:
+        return None
+    kind, number, max_events, text_size, cluster_size, payload_size = _REQUEST.unpack(header)
+    text = _receive(sock, text_size)
+    cluster = _receive(sock, cluster_size)
+    payload = _receive(sock, payload_size)
+    if text is None or cluster is None or payload is None:
+        return None
+    return (kind, number, max_events, text.decode(), cluster.decode(), payload)
+
+
+class _Requests:
+    """The requests a worker has read, finishes and drops first: a finish frees a batch, and its
+    request has waited a round trip already. Each kind in its order; whatever has arrived is
+    read before the next is chosen, no thread needed."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._heap: list[tuple[int, int, _Request]] = []
+        self._order = itertools.count()
+        self._ended = False
+
+    def _push(self, request: _Request | None) -> None:
+        if request is None:
+            self._ended = True
+        else:
+            heapq.heappush(self._heap, (1 if request[0] == _PREPARE else 0, next(self._order), request))
+
+    def next(self) -> _Request | None:
+        if not self._heap and not self._ended:
+            self._push(_read_request(self._sock))  # wait for one
+        while not self._ended and select.select([self._sock], [], [], 0)[0]:
+            self._push(_read_request(self._sock))  # and take what else has come
+        return heapq.heappop(self._heap)[2] if self._heap else None
 
 
 def worker_main(fd: int, parent: int) -> None:
@@ -196,22 +324,61 @@ def worker_main(fd: int, parent: int) -> None:
     # The dedupe window lives in the event loop's process; here only duplicates within a batch.
     pipeline = Pipeline(prepare.pipeline, Deduper(max_entries=1, ttl_s=0.0), redactor)
     del settings, key
+    batches = _Batches(pipeline)
     tune_collector()
     collector = CycleCollector()
     _send(sock, pickle.dumps(os.getpid()))
-    while (header := _receive(sock, _REQUEST.size)) is not None:
-        max_events, text_size, body_size = _REQUEST.unpack(header)
-        text = _receive(sock, text_size)
-        body = _receive(sock, body_size)
-        if text is None or body is None:
-            return
-        answer = _answer(pipeline, body, text.decode(), max_events)
-        del body
+    requests = _Requests(sock)
+    while (request := requests.next()) is not None:
+        answer = batches.answer(*request)
+        del request
         _send(sock, answer)
         collector.maybe_collect()
 
 
 # --- the event loop's side ------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class Remote:
+    """A batch a worker prepared and holds: what the event loop needs to finish it there.
+
+    ``finish`` once, or ``drop`` (the worker forgets it) if it is not to be finished."""
+
+    worker: _Worker
+    number: int
+    received_at: str
+    keys: list[str]  # the record ids (dedupe keys) of its kept events
+    lookups: list[str]  # the state-store keys their records need
+    sent: bool = False
+
+    async def finish(
+        self,
+        skip: list[str],
+        states: Mapping[str, Any],
+        duplicates: frozenset[str] | set[str],
+        available: bool,
+    ) -> BatchResult:
+        """Records built by the worker: without ``skip`` (the dedupe window's), against ``states``."""
+        self.sent = True
+        worker = self.worker
+        payload = pickle.dumps(
+            (skip, dict(states), set(duplicates), available, worker.seen), protocol=pickle.HIGHEST_PROTOCOL
+        )
+        received_at = self.received_at
+
+        def unpack(answer: tuple[int, _Finished]) -> BatchResult:
+            finish, finished = answer
+            worker.seen = max(worker.seen, finish)
+            return _batch(finished, received_at)
+
+        result: BatchResult = await worker.call(_FINISH, self.number, payload, unpack=unpack)
+        return result
+
+    def drop(self) -> None:
+        if not self.sent:
+            self.sent = True
+            self.worker.forget(self.number)
 
 
 class _Worker:
@@ -224,9 +391,13 @@ class _Worker:
         self.pid = process.pid
         self._reader = reader
         self._writer = writer
-        self._waiting: deque[asyncio.Future[BatchResult]] = deque()
+        # (kind, batch number) -> the request's future and how to read its answer: a worker
+        # answers finishes ahead of prepares.
+        self._waiting: dict[tuple[int, int], tuple[asyncio.Future[Any], Callable[[Any], Any]]] = {}
         self._answers: asyncio.Task[None] | None = None
         self._on_exit: Callable[[_Worker], None] | None = None
+        self._numbers = itertools.count(1)
+        self.seen = 0  # the number of the last finish answered (the worker counts them)
         self.alive = True
 
     @property
@@ -250,15 +421,22 @@ class _Worker:
     async def _read_answers(self) -> None:
         try:
             while True:
-                ok, payload = await self._read_answer()
-                future = self._waiting.popleft()
+                kind, number, ok, payload = await self._read_answer()
+                future, unpack = self._waiting.pop((kind, number))
                 if future.done():  # the request was cancelled (client gone); drop its answer
                     continue
                 if ok:
-                    future.set_result(_unpack(payload))
+                    future.set_result(unpack(payload))
                 else:
                     future.set_exception(payload)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, EOFError, pickle.UnpicklingError):
+        except (
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            OSError,
+            EOFError,
+            pickle.UnpicklingError,
+            KeyError,  # an answer to no request: not our worker any more
+        ):
             pass
         finally:
             self._fail()
@@ -267,8 +445,8 @@ class _Worker:
         """The worker is gone: fail what waits for it, and tell the pool at once (a failed write
         can see it before the reader does; the next batch must not be sent to it again)."""
         self.alive = False
-        while self._waiting:
-            future = self._waiting.popleft()
+        waiting, self._waiting = self._waiting, {}
+        for future, _ in waiting.values():
             if not future.done():
                 future.set_exception(OverloadedError("a worker process failed; retry"))
         self._writer.close()
@@ -276,20 +454,63 @@ class _Worker:
         if on_exit is not None:
             on_exit(self)
 
-    async def prepare(self, body: bytes, *, received_at: str, max_events: int) -> BatchResult:
+    def _request(
+        self,
+        kind: int,
+        number: int,
+        payload: bytes,
+        *,
+        unpack: Callable[[Any], Any],
+        max_events: int = 0,
+        text: bytes = b"",
+        cluster: bytes = b"",
+    ) -> asyncio.Future[Any]:
         if not self.alive:
             raise OverloadedError("a worker process failed; retry")
-        text = received_at.encode()
-        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
-        writer = self._writer
-        writer.write(_REQUEST.pack(max_events, len(text), len(body)) + text)
-        writer.write(body)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[(kind, number)] = (future, unpack)
+        head = _REQUEST.pack(kind, number, max_events, len(text), len(cluster), len(payload))
+        self._writer.write(head + text + cluster)
+        self._writer.write(payload)
+        return future
+
+    async def call(
+        self, kind: int, number: int, payload: bytes, *, unpack: Callable[[Any], Any], **fields: Any
+    ) -> Any:
+        future = self._request(kind, number, payload, unpack=unpack, **fields)
         try:
-            await writer.drain()
+            await self._writer.drain()
         except (ConnectionError, OSError):
             self._fail()
         return await future
+
+    def forget(self, number: int) -> None:
+        """Have the worker drop a batch it prepared; nobody waits for the answer."""
+        if self.alive:
+            future = self._request(_DROP, number, b"", unpack=lambda _: None)
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def prepare(
+        self, body: bytes, *, received_at: str, max_events: int, cluster: str | None
+    ) -> Remote | BatchResult:
+        number = next(self._numbers)
+
+        def unpack(answer: Any) -> Remote | BatchResult:
+            if len(answer) == 3:  # kept events: the worker holds them until the finish
+                _, keys, lookups = answer
+                return Remote(worker=self, number=number, received_at=received_at, keys=keys, lookups=lookups)
+            return _batch(answer, received_at)
+
+        result: Remote | BatchResult = await self.call(
+            _PREPARE,
+            number,
+            body,
+            unpack=unpack,
+            max_events=max_events,
+            text=received_at.encode(),
+            cluster=(cluster or "").encode(),
+        )
+        return result
 
     async def stop(self) -> None:
         """Close the socket (the worker exits at EOF); kill it if it does not."""
@@ -431,11 +652,16 @@ class PreparePool:
         self._reaping.add(task)
         task.add_done_callback(self._reaping.discard)
 
-    async def prepare(self, body: bytes, *, received_at: str, max_events: int) -> BatchResult:
+    async def prepare(
+        self, body: bytes, *, received_at: str, max_events: int, cluster: str | None = None
+    ) -> Remote | BatchResult:
+        """The first round trip: a ``Remote`` to finish, or the batch whole when nothing was kept.
+
+        ``cluster``: the one the sender proved (None: the configured one)."""
         if not self._running:
             raise OverloadedError("no worker process is running; retry")
         worker = min(self._running, key=lambda w: w.load)
-        return await worker.prepare(body, received_at=received_at, max_events=max_events)
+        return await worker.prepare(body, received_at=received_at, max_events=max_events, cluster=cluster)
 
     async def aclose(self) -> None:
         self._closed = True

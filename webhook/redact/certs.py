@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from webhook.core.findings import Finding, Severity
-from webhook.core.pickling import plain_pickle
 
 __all__ = [
     "CertificateCache",
@@ -52,7 +51,6 @@ class CertificateError(ValueError):
     """The bytes are not a certificate chain; the message never quotes them."""
 
 
-@plain_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CertificateInfo:
     key: str

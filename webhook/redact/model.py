@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from webhook.core.pickling import plain_pickle
 from webhook.redact.certs import CertificateInfo, Finding
 
 __all__ = ["KeyFingerprint", "SecretDetails"]
 
 
-@plain_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyFingerprint:
     name: str
@@ -18,7 +16,6 @@ class KeyFingerprint:
     size: int  # of the decoded value, in bytes
 
 
-@plain_pickle
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecretDetails:
     """One Secret object found in an event; ``source`` is its dotted path in the event."""

@@ -98,7 +98,7 @@ class WebhookSource:
                 batches=1,
                 events=result.events,
                 matched=result.matched,
-                records=len(result.records),
+                records=len(result.lines),
                 duplicates=result.duplicates,
                 dead_lettered=len(result.dead_letters),
             ),
@@ -106,7 +106,7 @@ class WebhookSource:
         return Answer.json(
             {
                 "accepted": result.events,
-                "records": len(result.records),
+                "records": len(result.lines),
                 "duplicates": result.duplicates,
                 "dead_lettered": len(result.dead_letters),
             }

@@ -61,7 +61,7 @@ import webhook
 from webhook.core.heap import CycleCollector, return_large_blocks, tune_collector
 from webhook.dedupe import Deduper
 from webhook.errors import OverloadedError
-from webhook.events import decode_event_list
+from webhook.events import decode_event_list, event_ref
 from webhook.log import LogConfig, configure_logging
 from webhook.pipeline.stages import BatchResult, Pipeline, PipelineSettings
 from webhook.redact.redactor import Redactor
@@ -208,6 +208,10 @@ class _Batches:
         if not result.pending:
             pipeline.finish(result, states={})
             return _finished(result)
+        for prepared in result.pending:
+            # Kept until the finish: its redacted form, and of the raw event only what a dead
+            # letter may carry (a list response's raw form is megabytes, and holds the values).
+            prepared.item = event_ref(prepared.item)
         self.waiting[number] = result
         return (number, [prepared.key for prepared in result.pending], lookups)
 

@@ -4,6 +4,7 @@ second (per key) beyond it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -131,3 +132,10 @@ async def test_refusals_fold_per_reason_and_status() -> None:
         ("not-json", 400, 5, "warning"),
     ]
     assert {entry["event"] for entry in logs} == {"batch.rejected"}
+
+
+def test_batch_sums_add_every_field() -> None:
+    names = [field.name for field in dataclasses.fields(BatchSums)]
+    total = BatchSums(**dict.fromkeys(names, 1))
+    total.add(BatchSums(**{name: n for n, name in enumerate(names, start=2)}))
+    assert [getattr(total, name) for name in names] == list(range(3, len(names) + 3))

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final
 
 import structlog
 
@@ -50,6 +50,41 @@ log = structlog.get_logger(__name__)
 Observer = Callable[[Sequence[Mapping[str, Any]]], Awaitable[None]]
 
 
+class _Hold:
+    """``AuditIngestor._in_order``'s hold on some objects, as an async context manager."""
+
+    __slots__ = ("_busy", "_mine", "_objects")
+
+    def __init__(
+        self, busy: dict[str, list[tuple[asyncio.Future[None], object]]], objects: list[str], builder: object
+    ) -> None:
+        self._busy = busy
+        self._objects = objects
+        self._mine: tuple[asyncio.Future[None], object] = (
+            asyncio.get_running_loop().create_future(),
+            builder,
+        )
+
+    async def __aenter__(self) -> None:
+        busy, objects, builder = self._busy, self._objects, self._mine[1]
+        while waits := [done for key in objects for done, where in busy.get(key, ()) if where is not builder]:
+            await asyncio.wait(waits)
+        for key in objects:
+            busy.setdefault(key, []).append(self._mine)
+
+    async def __aexit__(self, *_: object) -> None:
+        busy = self._busy
+        for key in self._objects:
+            holders = busy[key]
+            holders.remove(self._mine)
+            if not holders:
+                del busy[key]
+        self._mine[0].set_result(None)
+
+
+_NOTHING_HELD: Final = contextlib.nullcontext()
+
+
 class AuditIngestor:
     def __init__(
         self,
@@ -75,6 +110,9 @@ class AuditIngestor:
         self._observers = tuple(observers)
         # state key -> the batch building a record of it, and where (None: the event loop)
         self._busy: dict[str, list[tuple[asyncio.Future[None], object]]] = {}
+        # a batch's cluster (the configured one, or the one its sender proved) -> its counters;
+        # bounded by the clusters the config names (RecordMetrics.cluster: the rest are "other")
+        self._counters: dict[str, tuple[Any, Any]] = {}
         # state key -> the newest state of a batch whose records are built, not yet written
         self._unsettled: dict[str, StoredObject] = {}
 
@@ -208,30 +246,12 @@ class AuditIngestor:
             states = await state.get_many(lookups)
         return duplicates, states
 
-    @contextlib.asynccontextmanager
-    async def _in_order(self, objects: list[str], builder: object = None) -> AsyncIterator[None]:
+    def _in_order(self, objects: list[str], builder: object = None) -> _Hold | contextlib.nullcontext[None]:
         """Hold ``objects`` (state keys) while one batch reads and builds: wait while a batch
         built elsewhere holds any. ``builder``: the worker process that builds the batch's
         records (None: the event loop); one worker keeps the order of its own batches itself
         (``workers._Batches``). All at once or none: no batch holds some while it waits."""
-        if not objects:
-            yield
-            return
-        busy = self._busy
-        while waits := [done for key in objects for done, where in busy.get(key, ()) if where is not builder]:
-            await asyncio.wait(waits)
-        mine = (asyncio.get_running_loop().create_future(), builder)
-        for key in objects:
-            busy.setdefault(key, []).append(mine)
-        try:
-            yield
-        finally:
-            for key in objects:
-                holders = busy[key]
-                holders.remove(mine)
-                if not holders:
-                    del busy[key]
-            mine[0].set_result(None)
+        return _Hold(self._busy, objects, builder) if objects else _NOTHING_HELD
 
     async def _release(self, claimed: list[str]) -> None:
         try:
@@ -243,10 +263,18 @@ class AuditIngestor:
     def _count(self, result: BatchResult) -> None:
         """The batch's counts; the writer counted the bytes and dead letters it wrote."""
         metrics = self._metrics
-        cluster = self._record_metrics.cluster(result.cluster or self.pipeline.cluster)
-        metrics.events.labels(cluster=cluster).inc(result.events)
+        name = result.cluster or self.pipeline.cluster
+        counters = self._counters.get(name)
+        if counters is None:  # label lookups cost more than the increments: once per cluster
+            cluster = self._record_metrics.cluster(name)
+            counters = self._counters[name] = (
+                metrics.events.labels(cluster=cluster),
+                metrics.records.labels(cluster=cluster),
+            )
+        events, records = counters
+        events.inc(result.events)
         metrics.matched.inc(result.matched)
-        metrics.records.labels(cluster=cluster).inc(len(result.lines))
+        records.inc(len(result.lines))
         metrics.dedupe_hits.inc(result.duplicates)
         metrics.dedupe_entries.set(len(self._deduper))
         self._record_metrics.count(result.documents)

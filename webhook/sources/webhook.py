@@ -9,7 +9,7 @@ client certificate or bearer token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Final
 
 import structlog
@@ -45,8 +45,12 @@ class BatchSums:
     dead_lettered: int = 0
 
     def add(self, other: BatchSums) -> None:
-        for field in fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+        self.batches += other.batches
+        self.events += other.events
+        self.matched += other.matched
+        self.records += other.records
+        self.duplicates += other.duplicates
+        self.dead_lettered += other.dead_lettered
 
 
 def write_accepted(_: None, sums: BatchSums) -> None:

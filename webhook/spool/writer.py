@@ -67,6 +67,8 @@ class RecordWriter:
             log.error("dead_letter.write_failed", reason=exc.code)
 
     async def _write(self, lines: Sequence[bytes], dead_letters: Sequence[DeadLetter]) -> None:
+        if not lines and not dead_letters:
+            return  # nothing kept (most of blocking mode's requests)
         writes = []
         if lines:
             writes.append(self.spool.append(lines))

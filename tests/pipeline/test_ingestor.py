@@ -20,9 +20,26 @@ from webhook.pipeline.stages import BatchResult
 from webhook.record.dead_letter import DeadLetter
 from webhook.runtime import Runtime
 from webhook.server.app import create_app
+from webhook.spool.writer import RecordWriter
 
 _JSON: Final = {"Content-Type": "application/json"}
 RECEIVED_AT: Final = "2026-11-24T14:30:00.000000Z"
+
+
+def hold_first_write(writer: RecordWriter) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the writer's first ``write_batch`` wait: set ``writing`` once it has begun, and go
+    on once ``release`` is set."""
+    write_batch = writer.write_batch
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    async def held(lines: Sequence[bytes], letters: Sequence[DeadLetter]) -> None:
+        if not writing.is_set():
+            writing.set()
+            await release.wait()
+        await write_batch(lines, letters)
+
+    writer.write_batch = held  # type: ignore[method-assign,assignment]
+    return writing, release
 
 
 def secret_event(n: int) -> dict[str, Any]:
@@ -69,17 +86,7 @@ async def test_a_later_batch_diffs_against_an_earlier_one_still_being_written(tm
     before its write is done: each record is diffed against the one built before it."""
     runtime = await Runtime.open(make_config(tmp_path))
     try:
-        writer = runtime.writer
-        write_batch = writer.write_batch
-        release, writing = asyncio.Event(), asyncio.Event()
-
-        async def held(lines: Sequence[bytes], letters: Sequence[DeadLetter]) -> None:
-            if not writing.is_set():  # the first write waits for the test
-                writing.set()
-                await release.wait()
-            await write_batch(lines, letters)
-
-        writer.write_batch = held  # type: ignore[method-assign,assignment]
+        writing, release = hold_first_write(runtime.writer)
         earlier, later = ingress_changes()
         first = asyncio.create_task(runtime.ingestor.ingest([earlier], received_at=RECEIVED_AT))
         await writing.wait()
@@ -161,19 +168,9 @@ async def test_a_batch_reads_an_object_only_once_the_batch_building_it_elsewhere
 async def test_batches_of_other_objects_do_not_wait_for_each_other(tmp_path: Path) -> None:
     runtime = await Runtime.open(make_config(tmp_path))
     try:
-        writer = runtime.writer
-        write_batch = writer.write_batch
-        release = asyncio.Event()
-
-        async def held(lines: Sequence[bytes], letters: Sequence[DeadLetter]) -> None:
-            if not release.is_set():
-                release.set()  # the first write is held until the test lets it go
-                await asyncio.sleep(3600)
-            await write_batch(lines, letters)
-
-        writer.write_batch = held  # type: ignore[method-assign,assignment]
+        writing, _ = hold_first_write(runtime.writer)  # held until cancelled
         held_back = asyncio.create_task(runtime.ingestor.ingest([secret_event(1)], received_at=RECEIVED_AT))
-        await release.wait()
+        await writing.wait()
         async with asyncio.timeout(5):
             result = await runtime.ingestor.ingest([secret_event(2)], received_at=RECEIVED_AT)
         assert len(result.lines) == 1

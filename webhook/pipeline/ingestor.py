@@ -26,7 +26,7 @@ from webhook.pipeline.workers import PreparePool, prepare_body
 from webhook.record.view import RecordView
 from webhook.spool.writer import RecordWriter
 from webhook.state import StateStore
-from webhook.state.base import StoredObject, is_newer
+from webhook.state.base import StoredObject, lay_newer
 from webhook.state.behind import WriteBehind
 
 __all__ = ["AuditIngestor", "Observer"]
@@ -36,7 +36,9 @@ __all__ = ["AuditIngestor", "Observer"]
 Finish = Callable[[Mapping[str, StoredObject], frozenset[str] | set[str], bool], Awaitable[BatchResult]]
 
 
-def _finished(result: BatchResult) -> Finish:
+def _built(result: BatchResult) -> Finish:
+    """The ``Finish`` of a batch whose records are built already."""
+
     async def finish(_: Mapping[str, StoredObject], __: frozenset[str] | set[str], ___: bool) -> BatchResult:
         return result
 
@@ -134,11 +136,12 @@ class AuditIngestor:
             body, received_at=received_at, max_events=max_events, cluster=cluster
         )
         if isinstance(prepared, BatchResult):  # nothing kept: the worker finished it
-            return await self._record([], [], _finished(prepared))
+            return await self._record([], [], _built(prepared))
         remote = prepared
         try:
             skip = [key for key in remote.keys if self._deduper.seen(key)]  # the window is ours
-            keys = [key for key in remote.keys if key not in skip] if skip else remote.keys
+            dropped = frozenset(skip)
+            keys = [key for key in remote.keys if key not in dropped] if skip else remote.keys
 
             async def finish(
                 states: Mapping[str, StoredObject], duplicates: frozenset[str] | set[str], available: bool
@@ -195,7 +198,7 @@ class AuditIngestor:
                         claimed = [key for key in keys if key not in duplicates]
                         result = await finish(self._newest(lookups, states), duplicates, True)
                 updates = result.state_updates
-                self._unsettle(updates)
+                lay_newer(self._unsettled, updates)
             await self._writer.write_batch(result.lines, result.dead_letters)
         except BaseException:
             self._settle(updates)  # the batch's retry recounts them, whoever reads them now
@@ -214,20 +217,7 @@ class AuditIngestor:
     def _newest(self, lookups: list[str], stored: dict[str, StoredObject]) -> dict[str, StoredObject]:
         """The stored states, overlaid by newer ones on their way to the store (queued behind
         the answers) and newer ones of batches still being written."""
-        states = self._state_writes.overlay(lookups, stored)
-        unsettled = self._unsettled
-        if unsettled:
-            for key in lookups:
-                update = unsettled.get(key)
-                if update is not None and is_newer(update, states.get(key)):
-                    states[key] = update
-        return states
-
-    def _unsettle(self, updates: Mapping[str, StoredObject]) -> None:
-        unsettled = self._unsettled
-        for key, update in updates.items():
-            if is_newer(update, unsettled.get(key)):
-                unsettled[key] = update
+        return lay_newer(self._state_writes.overlay(lookups, stored), self._unsettled, lookups)
 
     def _settle(self, updates: Mapping[str, StoredObject]) -> None:
         """Queued for the store (``WriteBehind`` has them now), or never to be: forget them."""

@@ -65,7 +65,7 @@ from webhook.events import decode_event_list, event_ref
 from webhook.log import LogConfig, configure_logging
 from webhook.pipeline.stages import BatchResult, Pipeline, PipelineSettings
 from webhook.redact.redactor import Redactor
-from webhook.state.base import StoredObject, is_newer
+from webhook.state.base import StoredObject, lay_newer
 
 __all__ = ["MIN_BODY_BYTES", "PreparePool", "PrepareSettings", "Remote", "prepare_body"]
 
@@ -235,9 +235,7 @@ class _Batches:
             unseen.popleft()
         if available:
             for _, updates in unseen:
-                for key, state in updates.items():
-                    if is_newer(state, states.get(key)):
-                        states[key] = state
+                lay_newer(states, updates)
         self.pipeline.finish(result, states=states, duplicates=duplicates, available=available)
         self.finishes += 1
         if result.state_updates:

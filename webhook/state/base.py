@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["StateStore", "StoredObject", "cluster_key", "is_newer", "object_key", "split_key"]
+__all__ = ["StateStore", "StoredObject", "cluster_key", "is_newer", "lay_newer", "object_key", "split_key"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +67,19 @@ def is_newer(new: StoredObject, old: StoredObject | None) -> bool:
         # A delete keeps the object's last resourceVersion: it supersedes that version.
         return a > b or (a == b and new.deleted and not old.deleted)
     return (new.time or "") > (old.time or "")
+
+
+def lay_newer(
+    states: dict[str, StoredObject], newer: Mapping[str, StoredObject], keys: Iterable[str] | None = None
+) -> dict[str, StoredObject]:
+    """``states`` with each state of ``newer`` (of ``keys`` only, when given) laid over it where
+    it is newer (``is_newer``); returns ``states``."""
+    if newer:
+        for key in newer if keys is None else keys:
+            state = newer.get(key)
+            if state is not None and is_newer(state, states.get(key)):
+                states[key] = state
+    return states
 
 
 class StateStore(Protocol):

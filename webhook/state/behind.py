@@ -21,7 +21,7 @@ from typing import Final
 import structlog
 
 from webhook.errors import StateError
-from webhook.state.base import StateStore, StoredObject, is_newer
+from webhook.state.base import StateStore, StoredObject, lay_newer
 
 __all__ = ["WriteBehind"]
 
@@ -53,13 +53,7 @@ class WriteBehind:
 
     def overlay(self, keys: Sequence[str], states: dict[str, StoredObject]) -> dict[str, StoredObject]:
         """``states`` (as read from the store), with the newer states still queued for ``keys``."""
-        unwritten = self._unwritten
-        if unwritten:
-            for key in keys:
-                queued = unwritten.get(key)
-                if queued is not None and is_newer(queued, states.get(key)):
-                    states[key] = queued
-        return states
+        return lay_newer(states, self._unwritten, keys)
 
     async def submit(self, keys: Sequence[str], updates: Mapping[str, StoredObject]) -> None:
         """Queue one batch's dedupe keys and states; waits only while the queue is full."""
@@ -69,9 +63,7 @@ class WriteBehind:
             self._room.clear()
             await self._room.wait()
         self._queue.append((keys, updates))
-        for key, state in updates.items():
-            if is_newer(state, self._unwritten.get(key)):
-                self._unwritten[key] = state
+        lay_newer(self._unwritten, updates)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
@@ -87,9 +79,7 @@ class WriteBehind:
             keys = [key for batch_keys, _ in group for key in batch_keys]
             newest: dict[str, StoredObject] = {}
             for _, updates in group:
-                for key, state in updates.items():
-                    if is_newer(state, newest.get(key)):
-                        newest[key] = state
+                lay_newer(newest, updates)
             try:
                 await asyncio.gather(self._store.commit(keys), self._store.put_many(newest))
             except StateError as exc:

@@ -21,6 +21,7 @@ from webhook.record.dead_letter import DeadLetter
 from webhook.runtime import Runtime
 from webhook.server.app import create_app
 from webhook.spool.writer import RecordWriter
+from webhook.state.base import StoredObject
 
 _JSON: Final = {"Content-Type": "application/json"}
 RECEIVED_AT: Final = "2026-11-24T14:30:00.000000Z"
@@ -93,6 +94,32 @@ async def test_a_later_batch_diffs_against_an_earlier_one_still_being_written(tm
         result = await runtime.ingestor.ingest([later], received_at=RECEIVED_AT)
         release.set()
         await first
+    finally:
+        await runtime.aclose()
+    (record,) = [orjson.loads(line) for line in result.lines]
+    assert record["change"]["baseline"] == "state"
+    assert record["change"]["baseline_audit_id"] == earlier["auditID"]
+
+
+async def test_a_read_answered_after_the_store_took_a_state_still_diffs_against_it(
+    tmp_path: Path,
+) -> None:
+    """A remote store answers a read with what it held when the read reached it. If the
+    write-behind stores the earlier state meanwhile (and stops overlaying it), that answer
+    lacks it: the later batch must still diff against it."""
+    runtime = await Runtime.open(make_config(tmp_path))
+    try:
+        get_many = runtime.state.get_many
+
+        async def served_before_the_write(keys: Sequence[str]) -> dict[str, StoredObject]:
+            stored = await get_many(keys)  # the read reaches the store first...
+            await runtime.state_writes.drain()  # ...and its answer arrives after the write
+            return stored
+
+        runtime.state.get_many = served_before_the_write  # type: ignore[method-assign]
+        earlier, later = ingress_changes()
+        await runtime.ingestor.ingest([earlier], received_at=RECEIVED_AT)
+        result = await runtime.ingestor.ingest([later], received_at=RECEIVED_AT)
     finally:
         await runtime.aclose()
     (record,) = [orjson.loads(line) for line in result.lines]

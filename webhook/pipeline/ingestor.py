@@ -188,6 +188,9 @@ class AuditIngestor:
                 if not keys and not lookups:
                     result = await finish({}, frozenset(), True)
                 else:
+                    # What is on its way to the store as the read leaves: a remote store may
+                    # answer from before a write that lands (and leaves the overlays) meanwhile.
+                    sent = self._newest(lookups, {})
                     try:
                         duplicates, states = await self._read(keys, lookups)
                     except StateError as exc:
@@ -196,7 +199,8 @@ class AuditIngestor:
                         result = await finish({}, frozenset(), False)
                     else:
                         claimed = [key for key in keys if key not in duplicates]
-                        result = await finish(self._newest(lookups, states), duplicates, True)
+                        newest = self._newest(lookups, lay_newer(states, sent))
+                        result = await finish(newest, duplicates, True)
                 updates = result.state_updates
                 lay_newer(self._unsettled, updates)
             await self._writer.write_batch(result.lines, result.dead_letters)

@@ -397,6 +397,88 @@ def test_deep_nesting_does_not_crash() -> None:
     assert b"QZXW" not in orjson.dumps(result.event)
 
 
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_given_its_encoding_an_event_is_redacted_the_same(shape: str, data: st.DataObject) -> None:
+    """With ``encoded``, an event the walk would give back unchanged skips the walk; any other
+    is walked: the result is the same either way."""
+    event = data.draw(SHAPES[shape]).event
+    assert redactor().redact(event, encoded=orjson.dumps(event)) == redact(event)
+
+
+_JSON_TREES: Final = st.recursive(
+    st.none()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.sampled_from(["Secret", "SecretList", "TokenRequest", "x", "QZXW"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                ["kind", "data", "status", "spec", "token", "value", "path", "items", LAST_APPLIED]
+            ),
+            inner | st.just("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration"),
+            max_size=4,
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(request=_JSON_TREES, response=_JSON_TREES)
+def test_the_shortcut_holds_for_any_object_of_any_kind(request: Any, response: Any) -> None:
+    event = audit_event("ingresses", "create", request=request, response=response)
+    assert redactor().redact(event, encoded=orjson.dumps(event)) == redact(event)
+
+
+def test_an_object_whose_kind_is_not_a_string_is_walked() -> None:
+    """Any JSON may stand where a kind is expected (a CRD's own field): it was a TypeError, and
+    the event a dead letter."""
+    obj = {"kind": ["TokenRequest"], "spec": {"nested": {"kind": {"a": 1}}}}
+    result = redact(audit_event("widgets", "create", request=obj))
+    assert result.event["requestObject"] == obj
+    assert result.dropped == ()
+
+
+def test_the_shortcut_never_skips_an_object_nested_too_deep() -> None:
+    deep: Any = []
+    for _ in range(250):
+        deep = [deep]
+    event = audit_event("configmaps", "create", request={"x": deep})
+
+    result = redactor().redact(event, encoded=orjson.dumps(event))
+
+    assert result == redact(event)
+    assert len(result.dropped) == 1
+
+
+@pytest.mark.parametrize("depth", [0, 1, 5, 31, 32, 33, 40])
+def test_metadata_strings_holding_a_value_are_fingerprinted_at_any_depth(depth: int) -> None:
+    """Other metadata fields are searched for the Secret's values to any depth; below the
+    limit a field is dropped, as it was before the walk skipped clean ones."""
+    holder: Any = ["kept", "pre-QZXW-value-post"]
+    clean: Any = ["kept"]
+    for level in range(depth):
+        holder = {f"k{level}": holder} if level % 2 else [holder]
+        clean = {f"k{level}": clean} if level % 2 else [clean]
+    obj = _secret_with("QZXW-value", ownerReferences=holder, finalizers=clean)
+
+    result = redact(audit_event("secrets", "get", response=obj))
+
+    out = result.event["responseObject"]["metadata"]
+    assert b"QZXW" not in orjson.dumps(result.event)
+    if depth <= 32:
+        assert out["finalizers"] == clean
+        leaf = out["ownerReferences"]
+        for level in reversed(range(depth)):
+            leaf = leaf[f"k{level}"] if level % 2 else leaf[0]
+        assert leaf == ["kept", redactor().fingerprint(b"pre-QZXW-value-post")]
+    else:
+        assert out["finalizers"] != clean  # nested too deep: dropped, like the one holding it
+        assert len(result.dropped) == 2
+
+
 # -- the key file ---------------------------------------------------------------------------------
 
 

@@ -146,7 +146,7 @@ class Pipeline:
                     result.duplicates += 1
                     continue
                 # Redaction first: nothing below (state, record, logs, sinks) sees a value.
-                redacted = self._redactor.redact(event)
+                redacted = self._redactor.redact(event, encoded=encoded)
             except Exception as exc:  # noqa: BLE001 - one bad event must not cost the batch
                 self._failed(result, index, item, exc)
                 continue

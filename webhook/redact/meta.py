@@ -74,6 +74,7 @@ IDENTITY: Final = frozenset(
 )
 _MAX_DEPTH: Final = 32  # managedFields nest a few levels; anything deeper is no metadata
 _ESCAPED: Final = frozenset('"\\<>&')
+_NONE: Final = 1 << 62  # the length of the shortest value while there is none
 _GO_ESCAPES: Final = tuple((c, f"\\u{ord(c):04x}") for c in "<>&\u2028\u2029")
 
 
@@ -103,11 +104,13 @@ def escaped_forms(value: str) -> frozenset[str]:
 class Needles:
     """The values of one Secret (and of the copies nested in it), found lazily in strings."""
 
-    __slots__ = ("_forms", "_values")
+    __slots__ = ("_forms", "_shortest", "_values")
 
     def __init__(self, outer: Needles | None = None) -> None:
         self._values: set[str] = set(outer._values) if outer is not None else set()
         self._forms: dict[str, frozenset[str]] = {}
+        # No form of a value is shorter than the value: a shorter text holds none of them.
+        self._shortest: int = outer._shortest if outer is not None else _NONE
 
     def __bool__(self) -> bool:
         return bool(self._values)
@@ -115,17 +118,24 @@ class Needles:
     def add(self, raw: bytes, sent: Any = None) -> None:
         """A value: its decoded bytes, and the text it was sent as (base64 for ``data``)."""
         if isinstance(sent, str) and sent:
-            self._values.add(sent)
+            self._put(sent)
         with contextlib.suppress(UnicodeDecodeError):
             if text := raw.decode():
-                self._values.add(text)
+                self._put(text)
         if raw:
-            self._values.add(base64.b64encode(raw).decode())
+            self._put(base64.b64encode(raw).decode())
+
+    def _put(self, value: str) -> None:
+        self._values.add(value)
+        self._shortest = min(self._shortest, len(value))
 
     def update(self, other: Needles) -> None:
         self._values |= other._values
+        self._shortest = min(self._shortest, other._shortest)
 
     def found_in(self, text: str) -> bool:
+        if len(text) < self._shortest:
+            return False
         for value in self._values:
             if len(value) > len(text):
                 continue  # every form of it is at least as long
@@ -194,8 +204,9 @@ def label_value(walk: Walk, name: str, item: Any, path: str, findings: list[Find
 
 def scrubbed(walk: Walk, value: Any, path: str, findings: list[Finding], depth: int = 0) -> Any:
     """Any other metadata (finalizers, ownerReferences, managedFields): strings holding a value."""
-    if not walk.needles:
-        return value
+    needles = walk.needles
+    if not needles or _clean(needles, value, depth):
+        return value  # the common case, walked without building a path or a copy
     if isinstance(value, str):
         return walk.fingerprint(value.encode()) if _holds(walk, value, path, path, findings) else value
     if depth > _MAX_DEPTH:
@@ -205,6 +216,24 @@ def scrubbed(walk: Walk, value: Any, path: str, findings: list[Finding], depth: 
     if isinstance(value, list):
         return [scrubbed(walk, v, f"{path}[{i}]", findings, depth + 1) for i, v in enumerate(value)]
     return value
+
+
+def _clean(needles: Needles, value: Any, depth: int) -> bool:
+    """Whether ``scrubbed`` would return ``value`` as it is: no string in it holds a value,
+    and nothing in it is nested too deep."""
+    if isinstance(value, str):
+        return not needles.found_in(value)
+    if depth > _MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        for item in value.values():
+            if not _clean(needles, item, depth + 1):
+                return False
+    elif isinstance(value, list):
+        for item in value:
+            if not _clean(needles, item, depth + 1):
+                return False
+    return True
 
 
 def _holds(walk: Walk, text: str, name: str, path: str, findings: list[Finding]) -> bool:

@@ -33,7 +33,7 @@ from webhook.redact.values import (
     plain,
 )
 
-__all__ = ["LAST_APPLIED", "Walk", "is_dropped"]
+__all__ = ["LAST_APPLIED", "Walk", "is_dropped", "scan_keeps"]
 
 _LAST_APPLIED_POINTER: Final = "/kubectl.kubernetes.io~1last-applied-configuration"
 _LAST_APPLIED_PATH: Final = "last-applied-configuration"
@@ -46,6 +46,23 @@ _REFERENCE_FIELDS: Final = frozenset(
     | {"fieldPath", "sectionName", "port"}
 )
 _TOKEN_FIELDS: Final = {"TokenRequest": "status", "TokenReview": "spec"}  # … holds "token"
+# What ``Walk.scan`` rebuilds, as orjson writes it: the kinds (an embedded Secret, a SecretList,
+# a token request or review) and the last-applied manifest (the annotation's key, or a JSON
+# patch's pointer to it). orjson writes a string one way only: no escape stands for a letter.
+_SCANNED: Final = (
+    *(orjson.dumps(kind) for kind in ("Secret", "SecretList", *_TOKEN_FIELDS)),
+    _LAST_APPLIED_PATH.encode(),
+)
+
+
+def scan_keeps(encoded: bytes) -> bool:
+    """Whether ``Walk.scan`` gives back unchanged every object of the event ``encoded`` (its
+    ``orjson.dumps``): it names none of what the walk rebuilds, and has too few objects and
+    arrays to nest deeper than the walk goes. False means: walk it."""
+    for marker in _SCANNED:
+        if marker in encoded:
+            return False
+    return encoded.count(b"{") + encoded.count(b"[") <= _MAX_DEPTH
 
 
 class Walk:
@@ -111,7 +128,8 @@ class Walk:
         if isinstance(value, list):
             out: list[Any] | None = None
             for index, item in enumerate(value):
-                if isinstance(item, dict | list):
+                # An empty one is given back as it is (unless it is too deep): not walked.
+                if isinstance(item, dict | list) and (item or depth >= _MAX_DEPTH):
                     new = self.scan(item, f"{path}[{index}]", depth + 1)
                     if new is not item:
                         out = out if out is not None else list(value)
@@ -124,7 +142,7 @@ class Walk:
             return self.secret(value, path)
         if kind == "SecretList":
             return self.strict(value, path, depth)
-        if kind in _TOKEN_FIELDS:
+        if isinstance(kind, str) and kind in _TOKEN_FIELDS:  # any JSON may be a kind
             value = self._token(value, _TOKEN_FIELDS[kind])
         changed: dict[str, Any] | None = None
         for key, item in value.items():
@@ -135,7 +153,7 @@ class Walk:
                     new = self.annotation(item, f"{path}.{_LAST_APPLIED_PATH}", strict=False)
                 else:
                     continue
-            elif isinstance(item, dict | list):
+            elif isinstance(item, dict | list) and (item or depth >= _MAX_DEPTH):
                 new = self.scan(item, f"{path}.{key}", depth + 1)
             else:
                 continue

@@ -66,6 +66,23 @@ def test_help_does_not_load_the_server(argv: list[str]) -> None:
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_the_server_leaves_rich_out_and_the_reports_keep_it() -> None:
+    """structlog imports rich (and pygments) when it can: 3.4 MB the server never prints with."""
+    probe = (
+        "import sys\nfrom webhook.cli import _command\n"
+        "_command(sys.argv[1])\n"
+        "print(sys.modules.get('rich') is not None, 'structlog' in sys.modules)"
+    )
+    seen = {
+        name: subprocess.run(
+            [sys.executable, "-c", probe, name], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.split()
+        for name in ("serve", "report")
+    }
+
+    assert seen == {"serve": ["False", "True"], "report": ["True", "True"]}
+
+
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown command is a usage error (2), not a failure (1)."""
     with pytest.raises(SystemExit) as info:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import make_event
-from webhook.enrich.change import ChangeOptions, compute_change, observe, referenced_secret_keys
+from webhook.enrich.change import (
+    ChangeOptions,
+    compute_change,
+    observe,
+    referenced_secret_keys,
+    request_flags,
+)
 from webhook.enrich.diff import compile_ignore, diff_objects, pointer
 from webhook.enrich.dns import corefile_change
 from webhook.enrich.gateway import (
@@ -253,3 +262,62 @@ def test_referenced_secrets_of_a_request_with_wrong_types(kind: str, spec: dict[
     event = make_event(code=422, requestObject=request)
 
     assert referenced_secret_keys(event) == []
+
+
+def _flags_as_urlsplit_reads_them(uri: str) -> tuple[bool, str | None]:
+    query = parse_qs(urlsplit(uri).query)
+    return "All" in query.get("dryRun", ()), next(iter(query.get("fieldManager", ())), None)
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "/apis/x",
+                "?",
+                "&",
+                "#",
+                "=",
+                "dryRun",
+                "All",
+                "fieldManager",
+                "kubectl",
+                "%20",
+                " ",
+                "\t",
+                "\n",
+                "//",
+                ":",
+            ]
+        ),
+        max_size=12,
+    ).map("".join)
+)
+def test_request_flags_read_the_query_as_urlsplit_does(uri: str) -> None:
+    try:
+        expected = _flags_as_urlsplit_reads_them(uri)
+    except ValueError:  # urlsplit refuses it (a bracket in a netloc): nothing to compare
+        return
+    assert request_flags(uri) == expected
+
+
+def test_request_flags() -> None:
+    uri = "/apis/networking.k8s.io/v1/namespaces/shop/ingresses?dryRun=All&fieldManager=kubectl-edit"
+    assert request_flags(uri) == (True, "kubectl-edit")
+    assert request_flags("/api/v1/secrets") == (False, None)
+    assert request_flags("/api/v1/secrets#x?dryRun=All") == (False, None)  # a fragment, no query
+
+
+def test_a_tls_secret_state_keeps_its_leaf_names_and_nothing_else_does() -> None:
+    secret = {"kind": "Secret", "metadata": {"name": "tls", "namespace": "shop", "resourceVersion": "7"}}
+    event = make_event(verb="create", api_group="", resource="secrets", name="tls", code=201)
+    event["responseObject"] = secret
+    sans = ("shop.example.test",)
+
+    (state,) = observe(event, certificate_sans=sans).updates.values()
+    assert state.certificate_sans == sans
+    deleted = make_event(verb="delete", api_group="", resource="secrets", name="tls", code=200)
+    (tomb,) = observe(deleted, state, certificate_sans=sans).updates.values()
+    assert tomb.deleted
+    assert tomb.certificate_sans is None

@@ -6,13 +6,15 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import enrichment_of, find_event, make_event
 from webhook.config import Config
 from webhook.dedupe import Deduper
 from webhook.errors import MalformedEventError
 from webhook.pipeline.stages import Pipeline
-from webhook.record.audit import Record, record_id, record_schema
+from webhook.record.audit import Record, cluster_record_id, record_id, record_schema
 from webhook.record.line import SCHEMA_VERSION, to_json
 from webhook.redact.redactor import Redactor
 from webhook.runtime import pipeline_settings
@@ -316,3 +318,18 @@ def test_schema_rejects_what_a_consumer_must_not_see() -> None:
         {k: v for k, v in doc.items() if k != "audit_id"},
     ):
         assert not VALIDATOR.is_valid(broken)
+
+
+@settings(max_examples=300)
+@given(st.text(), st.text(), st.text())
+def test_record_ids_are_the_uuid5_they_always_were(audit_id: str, stage: str, digest: str) -> None:
+    """Ids are stable across versions: the same event must get the same id (dedupe, replay)."""
+    namespace = uuid.UUID("5b0f6a52-3c1e-4c8e-9a57-0d6f2b1c7e41")
+    try:
+        expected = str(uuid.uuid5(namespace, f"{audit_id}/{stage}/{digest}"))
+    except UnicodeEncodeError:  # a lone surrogate: neither encodes it
+        with pytest.raises(UnicodeEncodeError):
+            record_id(audit_id, stage, digest)
+        return
+    assert record_id(audit_id, stage, digest) == expected
+    assert cluster_record_id(stage, expected) == str(uuid.uuid5(namespace, f"{stage}/{expected}"))

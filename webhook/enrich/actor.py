@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -119,13 +120,18 @@ def parse_user_agent(user_agent: str | None) -> Client | None:
     return Client(name=match.group(1)[:128], version=(match.group(2) or "")[:64] or None)
 
 
-def actor_of(event: dict[str, Any]) -> Actor:
+def actor_of(
+    event: dict[str, Any], trust: Callable[[tuple[str, ...]], tuple[SourceTrust, ...]] | None = None
+) -> Actor:
+    """Who sent the event; ``trust`` judges its source IPs (actors.trusted_cidrs)."""
     impersonated = opt_object(event, "impersonatedUser", "impersonatedUser")
     user_agent = opt_str(event, "userAgent", "userAgent")
+    source_ips = opt_strings(event, "sourceIPs", "sourceIPs")
     return Actor(
         user=_identity(opt_object(event, "user", "user"), "user"),
         impersonated=_identity(impersonated, "impersonatedUser") if impersonated else None,
-        source_ips=opt_strings(event, "sourceIPs", "sourceIPs"),
+        source_ips=source_ips,
         user_agent=user_agent,
         client=parse_user_agent(user_agent),
+        source_ip_trust=trust(source_ips) if trust is not None else (),
     )

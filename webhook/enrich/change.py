@@ -8,7 +8,8 @@ one. get/list responses refresh baselines. Only successful, non-dry-run requests
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import functools
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,6 +26,7 @@ __all__ = [
     "event_key",
     "observe",
     "referenced_secret_keys",
+    "request_flags",
 ]
 
 WRITE_VERBS: Final = frozenset({"create", "update", "patch", "delete"})
@@ -82,7 +84,24 @@ def _succeeded(event: dict[str, Any]) -> bool:
 
 
 def _dry_run(event: dict[str, Any]) -> bool:
-    return "All" in parse_qs(urlsplit(str(event.get("requestURI", ""))).query).get("dryRun", ())
+    return request_flags(str(event.get("requestURI", "")))[0]
+
+
+def request_flags(uri: str) -> tuple[bool, str | None]:
+    """Whether the request was a dry run, and its field manager, from its URI's query."""
+    query = urlsplit(uri).query if _UNUSUAL.intersection(uri) else uri.partition("?")[2]
+    return _query_flags(query) if query else (False, None)
+
+
+# Characters urlsplit cuts or strips: without them, the query is all after the first "?".
+_UNUSUAL: Final = frozenset("#\t\r\n")
+
+
+@functools.lru_cache(maxsize=256)
+def _query_flags(query: str) -> tuple[bool, str | None]:
+    """Cached: clients send the same few queries (fieldManager, dryRun, limit) again and again."""
+    parsed = parse_qs(query)
+    return "All" in parsed.get("dryRun", ()), next(iter(parsed.get("fieldManager", ())), None)
 
 
 def _is_object(obj: object) -> bool:
@@ -127,8 +146,16 @@ def _stripped(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
-def observe(event: dict[str, Any], previous: StoredObject | None = None) -> Observation:
-    """The states a (redacted, kept) event reveals; empty for failures, dry runs and watches."""
+def observe(
+    event: dict[str, Any],
+    previous: StoredObject | None = None,
+    *,
+    certificate_sans: tuple[str, ...] | None = None,
+) -> Observation:
+    """The states a (redacted, kept) event reveals; empty for failures, dry runs and watches.
+
+    ``certificate_sans``: the names of the leaf certificate of the Secret the event holds, kept
+    with its state for the Ingresses that will refer to it."""
     verb = event.get("verb")
     if not _succeeded(event) or _dry_run(event):
         return Observation(updates={})
@@ -153,9 +180,14 @@ def observe(event: dict[str, Any], previous: StoredObject | None = None) -> Obse
         known = StoredObject(object=None, resource_version=ref_rv, audit_id=audit_id, time=when)
         return Observation(updates={key: known})
     rv = as_str(_meta(obj).get("resourceVersion"))
-    return Observation(
-        updates={key: StoredObject(object=_stripped(obj), resource_version=rv, audit_id=audit_id, time=when)}
+    state = StoredObject(
+        object=_stripped(obj),
+        resource_version=rv,
+        audit_id=audit_id,
+        time=when,
+        certificate_sans=certificate_sans,
     )
+    return Observation(updates={key: state})
 
 
 def _list_items(event: dict[str, Any], audit_id: str, when: str | None) -> dict[str, StoredObject]:
@@ -209,26 +241,27 @@ def compute_change(
     old = previous.object if previous is not None and not previous.deleted else None
     if previous is None or old is None or verb == "create":
         return Change(baseline="none", resource_version=rv)  # a create has no previous version
-    base = Change(
-        baseline="state",
+    ops: tuple[DiffOp, ...] = ()
+    omitted = 0
+    late = _late(rv, when, previous, audit_id)
+    if not late and (verb == "delete" or new is not None):  # at Metadata level: nothing to compare
+        target = _skeleton(old) if new is None else _stripped(new)
+        ops, omitted = diff_objects(
+            old,
+            target,
+            ignored=options.ignored,
+            max_value_bytes=options.max_value_bytes,
+            max_operations=options.max_operations,
+        )
+    return Change(
+        baseline="late" if late else "state",
         baseline_audit_id=previous.audit_id,
         baseline_time=previous.time,
         baseline_resource_version=previous.resource_version,
         resource_version=rv,
+        operations=ops,
+        omitted_operations=omitted,
     )
-    if _late(rv, when, previous, audit_id):
-        return replace(base, baseline="late")
-    if verb != "delete" and new is None:
-        return base  # Metadata level: nothing to compare
-    target = _skeleton(old) if new is None else _stripped(new)
-    ops, omitted = diff_objects(
-        old,
-        target,
-        ignored=options.ignored,
-        max_value_bytes=options.max_value_bytes,
-        max_operations=options.max_operations,
-    )
-    return replace(base, operations=ops, omitted_operations=omitted)
 
 
 def referenced_secret_keys(event: dict[str, Any]) -> list[str]:

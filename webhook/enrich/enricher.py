@@ -9,9 +9,8 @@ Everything here reads the redacted event and what redaction reported, never a va
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from webhook.core.findings import Finding
 from webhook.enrich.actor import Actor, actor_of
@@ -23,6 +22,7 @@ from webhook.enrich.change import (
     new_object,
     observe,
     referenced_secret_keys,
+    request_flags,
 )
 from webhook.enrich.diff import compile_ignore
 from webhook.enrich.dns import DnsChange, corefile_change, corefile_of, is_coredns
@@ -110,8 +110,7 @@ class Enricher:
         Raises MalformedEventError naming a field of the wrong type."""
         event, secrets = redacted.event, redacted.secrets
         request_uri, dry_run, field_manager = _request(event)
-        actor = actor_of(event)
-        actor = replace(actor, source_ip_trust=self._rules.trust(actor.source_ips))
+        actor = actor_of(event, self._rules.trust)
         secret = secret_summary(event, secrets)
         key = event_key(event)
         previous = states.get(key) if key is not None else None
@@ -146,7 +145,7 @@ class Enricher:
             else None,
             ingress_class=ingress_class_summary(new) if new is not None and kind == "IngressClass" else None,
             dns=dns,
-            state_updates=_learnt(event, key, previous, secret) if available else {},
+            state_updates=_learnt(event, previous, secret) if available else {},
         )
 
     def _change_findings(
@@ -178,26 +177,20 @@ class Enricher:
 
 
 def _learnt(
-    event: dict[str, Any], key: str | None, previous: StoredObject | None, secret: SecretSummary | None
+    event: dict[str, Any], previous: StoredObject | None, secret: SecretSummary | None
 ) -> dict[str, StoredObject]:
     """The states the event reveals; a TLS Secret's own keeps its leaf certificate's names, for
     the Ingresses that will refer to it."""
-    updates = observe(event, previous).updates
-    if key in updates and secret is not None and updates[key].object is not None:
+    leaf = None
+    if secret is not None:
         leaf = next((c for c in secret.certificates if c.key == "tls.crt" and c.position == 0), None)
-        if leaf is not None:
-            updates[key] = replace(updates[key], certificate_sans=leaf.sans)
-    return updates
+    return observe(event, previous, certificate_sans=leaf.sans if leaf is not None else None).updates
 
 
 def _request(event: dict[str, Any]) -> tuple[str, bool, str | None]:
     """The request URI as a record keeps it (sensitive query values replaced), whether it was a
     dry run, and its field manager."""
     uri: str = event["requestURI"]
-    query = parse_qs(urlsplit(uri).query)
+    dry_run, field_manager = request_flags(uri)
     subresource = opt_str(opt_object(event, "objectRef", "objectRef"), "subresource", "objectRef.subresource")
-    return (
-        redact_request_uri(uri, subresource),
-        "All" in query.get("dryRun", ()),
-        next(iter(query.get("fieldManager", ())), None),
-    )
+    return redact_request_uri(uri, subresource), dry_run, field_manager

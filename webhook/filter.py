@@ -192,12 +192,19 @@ def compile_filter(spec: FilterSpec) -> Predicate:
     exclude, exclude_generic = _index(spec.exclude)
 
     def keep(event: dict[str, Any]) -> bool:
+        # Plain loops, no generators: this runs on every event the apiserver sends.
         if not stage_ok(event):
             return False
         resource = _ref(event).get("resource")
         key = resource if isinstance(resource, str) else ""
-        if not any(test(event) for test in include.get(key, include_generic)):
+        for test in include.get(key, include_generic):
+            if test(event):
+                break
+        else:
             return False
-        return not any(test(event) for test in exclude.get(key, exclude_generic))
+        for test in exclude.get(key, exclude_generic):  # noqa: SIM110 - no generator here
+            if test(event):
+                return False
+        return True
 
     return keep

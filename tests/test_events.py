@@ -124,6 +124,9 @@ def test_a_body_that_is_not_an_event_list_is_rejected(
         ({"objectRef": ["ingresses"]}, "objectRef"),
         ({"responseStatus": 403}, "responseStatus"),
         ({"annotations": "a=b"}, "annotations"),
+        ({"requestURI": 1, "verb": None, "auditID": 7}, "auditID"),  # the first of several
+        ({"annotations": "a=b", "objectRef": 1, "user": "admin"}, "user"),
+        ({"stage": "Done", "user": "admin"}, "stage"),
     ],
 )
 def test_a_malformed_event_names_the_field(change: dict[str, Any], field: str) -> None:

@@ -181,6 +181,10 @@ def mode_rows(modes: Sequence[ModeResult], floor: Floor) -> list[list[str]]:
             ),
         ),
         row("server CPU (cores)", lambda m: fmt(m.median("server_cores"), ".2f")),
+        row(
+            "  of which the serve process / its workers",
+            lambda m: " / ".join(fmt(cores, ".2f") for cores in m.cores_split),
+        ),
         row("server CPU per event (µs)", lambda m: fmt(m.cpu_us_per_event, ".1f")),
         row(
             "server RSS at start / peak (MB), incl. workers",

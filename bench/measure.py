@@ -17,7 +17,7 @@ from bench.baselines import BaselineProcess, Kind
 from bench.generate import Body
 from bench.report import median, percentile
 from bench.senders import LoadPlan, LoadResult, start_load
-from bench.server import ServeProcess, cpu_seconds, memory
+from bench.server import ServeProcess, cpu_seconds, cpu_split, memory
 
 __all__ = ["Load", "ModeResult", "Window", "run_baseline", "run_mode"]
 
@@ -54,6 +54,9 @@ class ModeResult:
     samples: list[tuple[float, float, int]] = field(default_factory=list)  # (s since start, CPU s, RSS)
     rss_start: int = 0
     rss_peak: int = 0
+    # CPU seconds over the load of the server's own process and of its worker processes
+    serve_cpu_s: float = math.nan
+    workers_cpu_s: float = math.nan
     client_cpu_s: float = 0.0
     duration_s: float = 0.0
     requests: int = 0
@@ -83,6 +86,13 @@ class ModeResult:
         return self.median("server_cores") / rate * 1e6 if rate else math.nan
 
     @property
+    def cores_split(self) -> tuple[float, float]:
+        """Cores used over the load by the server's own process, and by its worker processes."""
+        if not self.duration_s:
+            return math.nan, math.nan
+        return self.serve_cpu_s / self.duration_s, self.workers_cpu_s / self.duration_s
+
+    @property
     def client_cores(self) -> float:
         return self.client_cpu_s / self.duration_s if self.duration_s else math.nan
 
@@ -103,6 +113,7 @@ class ModeResult:
             "requests_per_s": self.median("requests_per_s"),
             "latency_ms": {q: self.median(f"{q}_ms") for q in ("p50", "p95", "p99")},
             "server_cores": self.median("server_cores"),
+            "server_cores_serve_workers": self.cores_split,
             "server_cpu_us_per_event": self.cpu_us_per_event,
             "client_cores": self.client_cores,
             "rss_start_mb": self.rss_start / MB,
@@ -188,9 +199,13 @@ def _measure(server: _Target, load: Load, out: ModeResult, py_spy: Path | None) 
     time.sleep(max(start_at - time.monotonic(), 0))
     profiler = _profile(server, py_spy, load.duration_s) if py_spy else None
     out.samples.append((0.0, cpu_seconds(server.pid), memory(server.pid)[0]))
+    serve_at_start, workers_at_start = cpu_split(server.pid)
     for tick in _ticks(load):
         time.sleep(max(start_at + tick - time.monotonic(), 0))
         out.samples.append((tick, cpu_seconds(server.pid), memory(server.pid)[0]))
+    serve_at_end, workers_at_end = cpu_split(server.pid)
+    out.serve_cpu_s = serve_at_end - serve_at_start
+    out.workers_cpu_s = workers_at_end - workers_at_start
     result = running.collect()
     if profiler is not None:
         try:

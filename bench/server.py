@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["ServeProcess", "cpu_seconds", "die_with_parent", "free_port", "memory", "processes"]
+__all__ = ["ServeProcess", "cpu_seconds", "cpu_split", "die_with_parent", "free_port", "memory", "processes"]
 
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG: Final = 1
@@ -48,14 +48,24 @@ def processes(pid: int) -> list[int]:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` and its worker processes (all threads), from /proc/<pid>/stat."""
-    total = 0
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User + system CPU time of ``pid`` itself (all its threads), and of its descendants (the
+    worker processes) together."""
+    own = others = 0
     for each in processes(pid):
         try:
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # a worker that just exited
-        total += int(fields[11]) + int(fields[12])
-    return total / _CLOCK_TICKS
+        ticks = int(fields[11]) + int(fields[12])
+        if each == pid:
+            own = ticks
+        else:
+            others += ticks
+    return own / _CLOCK_TICKS, others / _CLOCK_TICKS
 
 
 def memory(pid: int) -> tuple[int, int]:

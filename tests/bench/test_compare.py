@@ -104,3 +104,14 @@ def test_a_soak_still_growing_in_its_second_half_is_not_flat() -> None:
     assert soak.second_half_mb_per_min == pytest.approx(1.0)
     assert soak.verdict == "GROWING"
     assert soak_summary([(0.0, 100.0)]).verdict == "too short to tell"
+
+
+def test_the_cores_are_split_between_the_serve_process_and_its_workers() -> None:
+    batch = _mode("batch", 50_000, cores=1.5)
+    batch.duration_s, batch.serve_cpu_s, batch.workers_cpu_s = 20.0, 11.0, 18.0
+    naive = _mode("naive-batch", 40_000)  # never measured: n/a
+    floor = Floor(events_per_s=100_000, mb_per_s=100, runs=(100_000,), matched=0)
+
+    rows = {row[0]: row[1:] for row in mode_rows([batch, naive], floor)}
+
+    assert rows["  of which the serve process / its workers"] == ["0.55 / 0.90", "n/a / n/a"]

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from bench.server import ServeProcess
+import pytest
+
+from bench.server import ServeProcess, cpu_seconds, cpu_split
 
 
 class Scraped(ServeProcess):
@@ -31,3 +37,21 @@ def test_a_metric_is_summed_over_its_labels(tmp_path: Path) -> None:
 
 def test_a_metric_without_samples_is_nan(tmp_path: Path) -> None:
     assert math.isnan(Scraped(tmp_path, {}).metric_total("ingress_audit_records_written_total"))
+
+
+def test_the_cpu_is_split_between_a_process_and_its_children() -> None:
+    """The serve process's own CPU, and its worker processes' together (children of children
+    too)."""
+    spin = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\n"
+    child = subprocess.Popen([sys.executable, "-c", spin + "import time; time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while cpu_split(os.getpid())[1] < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        own, children = cpu_split(os.getpid())
+        total = cpu_seconds(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert children >= 0.5  # the child's spin, not this process's
+    assert total == pytest.approx(own + children, abs=0.05)

@@ -410,7 +410,7 @@ def test_given_its_encoding_an_event_is_redacted_the_same(shape: str, data: st.D
 _JSON_TREES: Final = st.recursive(
     st.none()
     | st.integers(-(2**63), 2**63 - 1)
-    | st.sampled_from(["Secret", "SecretList", "TokenRequest", "x", "QZXW"]),
+    | st.sampled_from(["Secret", "SecretList", "TokenRequest", "TokenReview", "x", "QZXW"]),
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(

@@ -159,6 +159,14 @@ def ingress_changes() -> list[dict[str, Any]]:
     return [first, same[0]]
 
 
+def assert_diffed_against(lines: Sequence[bytes], earlier: dict[str, Any]) -> None:
+    """The one record of ``lines`` was diffed against the state ``earlier`` (an event of
+    ``ingress_changes``) left."""
+    (record,) = [orjson.loads(line) for line in lines]
+    assert record["change"]["baseline"] == "state"
+    assert record["change"]["baseline_audit_id"] == earlier["auditID"]
+
+
 def make_event(
     *,
     stage: str = "ResponseComplete",

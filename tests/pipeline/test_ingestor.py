@@ -14,7 +14,14 @@ import orjson
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from tests.conftest import delivered, event_list, ingress_changes, make_config, make_event
+from tests.conftest import (
+    assert_diffed_against,
+    delivered,
+    event_list,
+    ingress_changes,
+    make_config,
+    make_event,
+)
 from webhook.errors import StorageError
 from webhook.pipeline.stages import BatchResult
 from webhook.record.dead_letter import DeadLetter
@@ -100,9 +107,7 @@ async def test_a_later_batch_diffs_against_an_earlier_one_still_being_written(tm
         await first
     finally:
         await runtime.aclose()
-    (record,) = [orjson.loads(line) for line in result.lines]
-    assert record["change"]["baseline"] == "state"
-    assert record["change"]["baseline_audit_id"] == earlier["auditID"]
+    assert_diffed_against(result.lines, earlier)
 
 
 async def test_a_read_answered_after_the_store_took_a_state_still_diffs_against_it(
@@ -126,9 +131,7 @@ async def test_a_read_answered_after_the_store_took_a_state_still_diffs_against_
         result = await runtime.ingestor.ingest([later], received_at=RECEIVED_AT)
     finally:
         await runtime.aclose()
-    (record,) = [orjson.loads(line) for line in result.lines]
-    assert record["change"]["baseline"] == "state"
-    assert record["change"]["baseline_audit_id"] == earlier["auditID"]
+    assert_diffed_against(result.lines, earlier)
 
 
 async def test_the_states_of_a_batch_that_could_not_be_written_are_not_read(tmp_path: Path) -> None:

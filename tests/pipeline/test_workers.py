@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import (
+    assert_diffed_against,
     capture_events,
     captured_bodies,
     delivered,
@@ -161,9 +162,7 @@ async def test_a_worker_diffs_a_batch_against_its_own_earlier_one_the_event_loop
         )
     finally:
         await runtime.aclose()
-    (record,) = [orjson.loads(line) for line in result.lines]
-    assert record["change"]["baseline"] == "state"
-    assert record["change"]["baseline_audit_id"] == earlier["auditID"]
+    assert_diffed_against(result.lines, earlier)
 
 
 async def test_a_dead_worker_costs_a_503_then_the_pool_starts_again(tmp_path: Path) -> None:

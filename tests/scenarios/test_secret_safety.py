@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,6 +34,7 @@ from tests.secret_shapes import (
     copied_values,
     go_json,
 )
+from webhook.filter import FilterSpec, Rule
 from webhook.redact.leaks import encodings, scan
 from webhook.server.app import create_app
 
@@ -53,9 +55,19 @@ def _texts(values: tuple[str | bytes, ...]) -> list[str | bytes]:
     return [v for v in values if len(v) >= 4]
 
 
-async def _post_and_collect(tmp: Path, body: bytes) -> tuple[list[bytes], Path]:
-    """Post ``body`` to a fresh app; return what it said (answer, logs) and its data dir."""
+# Rules that keep every request's last event: a user's filter may keep any resource, and the
+# redactor then sees what the default filter drops (Secrets inside other objects, tokens).
+KEEP_ALL: Final = FilterSpec(include=(Rule(),))
+
+
+async def _post_and_collect(
+    tmp: Path, body: bytes, keep: FilterSpec | None = None
+) -> tuple[list[bytes], Path]:
+    """Post ``body`` to a fresh app (with the filter ``keep``, else the default one); return
+    what it said (answer, logs) and its data dir."""
     config = make_config(tmp)
+    if keep is not None:
+        config = replace(config, filter=keep)
     client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
     await client.start_server()
     try:
@@ -92,6 +104,25 @@ async def test_no_value_reaches_any_output(
     said, data_dir = await _post_and_collect(tmp_path_factory.mktemp(shape), _event_list(planted.event))
 
     assert _leaks(said, data_dir, values) == []
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@settings(SAFETY, max_examples=8)
+@given(data=st.data())
+async def test_no_value_reaches_any_output_when_every_resource_is_kept(
+    shape: str, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same with a filter that keeps everything: each shape becomes a record, whatever its
+    resource, and still no value reaches an output."""
+    planted: Planted = data.draw(SHAPES[shape])
+    said, data_dir = await _post_and_collect(
+        tmp_path_factory.mktemp(shape), _event_list(planted.event), KEEP_ALL
+    )
+
+    assert _leaks(said, data_dir, _texts(planted.values)) == []
+    if planted.event.get("stage") == "ResponseComplete":
+        lines = (data_dir / "records.jsonl").read_bytes().splitlines()
+        assert [line.startswith(b'{"schema_version":1,"type":"audit"') for line in lines].count(True) == 1
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))

@@ -35,7 +35,7 @@ from webhook.spool.appendlog import AppendLog
 from webhook.spool.segments import INLINE_BYTES, Spool
 from webhook.spool.writer import RecordWriter
 from webhook.state import StateStore, open_store
-from webhook.state.behind import WriteBehind
+from webhook.state.behind import LINGER_S, WriteBehind
 
 __all__ = ["Runtime", "alert_feed", "pipeline_settings", "prepare_settings"]
 
@@ -101,7 +101,9 @@ class Runtime:
             config.state, data_dir=config.data_dir, cluster=config.cluster, dedupe_ttl_s=config.dedupe.ttl_s
         )
         self.state_writes = WriteBehind(
-            self.state, on_error=lambda _: metrics.state_errors.labels(operation="write").inc()
+            self.state,
+            on_error=lambda _: metrics.state_errors.labels(operation="write").inc(),
+            linger_s=LINGER_S,
         )
         spool = Spool(
             config.in_data_dir(config.spool.path),

@@ -103,3 +103,46 @@ async def test_nothing_to_store_starts_no_writer() -> None:
     behind = WriteBehind(MemoryStore(max_objects=10, dedupe_ttl_s=60))
     await behind.submit([], {})
     assert behind._writer is None
+
+
+async def test_a_lingering_writer_stores_what_arrives_meanwhile_in_one_round() -> None:
+    store = SlowStore()
+    store.go.set()
+    behind = WriteBehind(store, linger_s=0.2)
+    for rv in ("1", "2", "3"):
+        await behind.submit([f"k{rv}"], {"obj": state(rv)})
+        await asyncio.sleep(0.01)  # the writer is lingering, not writing
+    assert store.rounds == []
+    assert behind.overlay(["obj"], {})["obj"].resource_version == "3"  # read as if stored
+    await asyncio.sleep(0.4)
+    assert [r[1]["obj"].resource_version for r in store.rounds] == ["3"]
+    assert await store.claim(["k1", "k2", "k3"]) == {"k1", "k2", "k3"}
+
+
+async def test_drain_does_not_wait_for_the_linger() -> None:
+    store = SlowStore()
+    store.go.set()
+    behind = WriteBehind(store, linger_s=30.0)
+    await behind.submit(["k1"], {"obj": state("1")})
+    await asyncio.sleep(0)
+    await asyncio.wait_for(behind.drain(), 2)
+    assert [r[1]["obj"].resource_version for r in store.rounds] == ["1"]
+    # The next round lingers again.
+    await behind.submit(["k2"], {"obj": state("2")})
+    await asyncio.sleep(0.05)
+    assert len(store.rounds) == 1
+    await asyncio.wait_for(behind.drain(), 2)
+    assert len(store.rounds) == 2
+
+
+async def test_a_half_full_queue_is_written_without_lingering() -> None:
+    store = SlowStore()
+    store.go.set()
+    behind = WriteBehind(store, max_pending=4, linger_s=30.0)
+    await behind.submit(["k1"], {"obj": state("1")})
+    await behind.submit(["k2"], {"obj": state("2")})  # half of max_pending
+    for _ in range(20):
+        if store.rounds:
+            break
+        await asyncio.sleep(0.01)
+    assert [r[1]["obj"].resource_version for r in store.rounds] == ["2"]

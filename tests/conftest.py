@@ -6,6 +6,7 @@ The captures are the project's own test data, kept in the repository under
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -255,8 +256,11 @@ def alerts_in(config: Config) -> list[dict[str, Any]]:
 
 
 async def settle(client: Client, timeout_s: float = 10.0) -> None:
-    """Wait until every sink has delivered what the spool holds: a 200 means spooled."""
-    assert await client.app[RUNTIME].sinks.drain(timeout_s), "sinks did not catch up"
+    """Wait until every sink has delivered what the spool holds (a 200 means spooled) and the
+    state store has what the answers left behind them (it lingers for more batches)."""
+    runtime = client.app[RUNTIME]
+    assert await runtime.sinks.drain(timeout_s), "sinks did not catch up"
+    await asyncio.wait_for(runtime.state_writes.drain(), timeout_s)
 
 
 async def delivered(client: Client, config: Config) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 """Two servers that keep no guarantee, measured in the same run as ingress-audit to compare against.
 
 - **null**: a minimal aiohttp app with the HTTP settings of ``ingress-audit serve`` (plain HTTP on
-  loopback, no access log, its default keep-alive and body limit; same aiohttp) that reads the whole body and
-  answers 200 with a constant small JSON body. Subtracting its latency from ours gives the
-  latency our work adds over aiohttp's own round trip on the same machine at the same moment.
+  loopback, no access log, its default keep-alive and body limit; same aiohttp, same event
+  loop) that reads the whole body and answers 200 with a constant small JSON body. Subtracting
+  its latency from ours gives the latency our work adds over aiohttp's own round trip on the
+  same machine at the same moment.
 - **naive**: ``http.server``'s ``ThreadingHTTPServer`` that reads the body, ``json.loads`` it and
   answers 200, writing nothing durably and enriching nothing: what our design has to beat.
 
@@ -29,6 +30,7 @@ from aiohttp import web
 
 from bench.report import REPO
 from bench.server import free_port, start_healthy, stop_process
+from webhook.commands.serve import loop_factory
 from webhook.config import ServerConfig
 
 __all__ = ["KINDS", "BaselineProcess", "Kind", "main", "naive_server", "null_app"]
@@ -127,8 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     if args.kind == "null":
+        factory = loop_factory(_SERVE.event_loop)
         web.run_app(
             null_app(),
+            loop=factory() if factory is not None else None,
             host="127.0.0.1",
             port=args.port,
             access_log=None,

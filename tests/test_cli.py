@@ -175,9 +175,9 @@ class Serving:
 
 
 @contextlib.asynccontextmanager
-async def serving(tmp_path: Path) -> AsyncIterator[Serving]:
-    """The real ``ingress-audit serve`` on loopback with its defaults, healthy; killed if still
-    running at the end (a test that stops it checks the exit itself)."""
+async def serving(tmp_path: Path, *args: str) -> AsyncIterator[Serving]:
+    """The real ``ingress-audit serve`` on loopback with its defaults (and ``args``), healthy;
+    killed if still running at the end (a test that stops it checks the exit itself)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_")}
     proc = await asyncio.create_subprocess_exec(
@@ -189,6 +189,7 @@ async def serving(tmp_path: Path) -> AsyncIterator[Serving]:
         str(port),
         "--data-dir",
         str(tmp_path / "data"),
+        *args,
         cwd=tmp_path,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
@@ -215,10 +216,17 @@ async def serving(tmp_path: Path) -> AsyncIterator[Serving]:
             reader.cancel()
 
 
-async def test_serve_runs_records_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """The real process: listens on loopback, records a POSTed capture to disk, exits 0 on SIGTERM."""
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio", None])
+async def test_serve_runs_records_and_stops_on_sigterm(tmp_path: Path, event_loop: str | None) -> None:
+    """The real process: listens on loopback, records a POSTed capture to disk, exits 0 on
+    SIGTERM; on either event loop (None: the default, uvloop)."""
     body = CAPTURES / "0009.json"
-    async with serving(tmp_path) as serve:
+    args: list[str] = []
+    if event_loop is not None:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"server:\n  event_loop: {event_loop}\n")
+        args = ["--config", str(config)]
+    async with serving(tmp_path, *args) as serve:
         async with serve.session.post(
             serve.base + capture_path(body), data=body.read_bytes(), headers=capture_headers(body)
         ) as resp:
@@ -240,8 +248,10 @@ async def test_serve_runs_records_and_stops_on_sigterm(tmp_path: Path) -> None:
         code = await asyncio.wait_for(serve.proc.wait(), DEADLINE_S)
 
     assert code == 0, b"".join(serve.err).decode(errors="replace")
-    events = [orjson.loads(line)["event"] for line in serve.err if line.startswith(b"{")]
+    logged = [orjson.loads(line) for line in serve.err if line.startswith(b"{")]
+    events = [entry["event"] for entry in logged]
     assert events[0] == "server.started"
+    assert logged[0]["event_loop"] == (event_loop or "uvloop")
     assert events.index("server.stopping") < events.index("server.stopped") == len(events) - 1
     assert "batch.accepted" in events
     assert serve.out == []  # logs go to stderr; stdout stays clean

@@ -149,6 +149,7 @@ class ServerConfig:
     max_event_bytes: int = 16 * _MiB
     max_concurrent_requests: int = 64
     workers: int = 1
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     body_timeout_s: float = 30.0
     keepalive_timeout_s: float = 75.0
     shutdown_timeout_s: float = 20.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Callable
 
 import structlog
 
@@ -42,7 +43,27 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
     )
     configure_logging(config.log.level, config.log.format)
-    return asyncio.run(_serve_until_signalled(config))
+    with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
+        return runner.run(_serve_until_signalled(config))
+
+
+def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``server.event_loop`` names (None: asyncio's own); asyncio's, with a
+    warning, where uvloop is not installed."""
+    if kind != "uvloop":
+        return None
+    try:
+        import uvloop  # only for serve, and only when configured
+    except ImportError:
+        log.warning("server.event_loop_unavailable", event_loop="uvloop", using="asyncio")
+        return None
+    new_event_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return new_event_loop
+
+
+def _describe_loop() -> str:
+    loop = asyncio.get_running_loop()
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 async def _serve_until_signalled(config: Config) -> int:
@@ -53,7 +74,13 @@ async def _serve_until_signalled(config: Config) -> int:
     tune_collector()
     collector = asyncio.create_task(CycleCollector().run(), name="gc")
     listening = [f"{host}:{port}" for host, port in server.addresses]
-    log.info("server.started", version=__version__, listening=listening, **describe(config))
+    log.info(
+        "server.started",
+        version=__version__,
+        listening=listening,
+        event_loop=_describe_loop(),
+        **describe(config),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -50,6 +50,18 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.in_data_dir(config.dead_letter.path) == Path("ingress-audit-data/dead-letter.jsonl")
     assert config.filter == DEFAULT_FILTER
     assert config.filter.stages == "final"
+    assert config.server.event_loop == "uvloop"
+    (jsonl,) = config.sinks  # written at once after a quiet spell, at most 10 times a second
+    assert (jsonl.batch.timeout_s, jsonl.batch.min_interval_s) == (0.0, 0.1)
+
+
+def test_a_sinks_min_interval_can_be_set_or_turned_off(tmp_path: Path) -> None:
+    doc = (
+        "sinks:\n  - type: jsonl\n    batch: {min_interval_s: 0}\n"
+        "  - type: stdout\n    batch: {min_interval_s: 2.5}\n"
+    )
+    config = load_config(write(tmp_path, doc))
+    assert [s.batch.min_interval_s for s in config.sinks] == [0.0, 2.5]
 
 
 def test_empty_file_is_the_defaults(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,3 +241,57 @@ async def test_record_types_deliver_only_those_and_move_past_the_rest(harness: H
     assert only_alerts.attempts == 2  # the batch of audit + access only was never sent
     assert everything.received == ["a1", "x1", "x2", "h1", "a2"]
     assert harness.spool.lag("alerts") == (0, 0)
+
+
+@dataclass
+class BatchesSink(ScriptedSink):
+    """Keeps each send's ids and when it came."""
+
+    sends: list[tuple[float, list[str]]] = field(default_factory=list)
+
+    async def send(self, batch: Sequence[RecordLine]) -> None:
+        await super().send(batch)
+        self.sends.append((time.monotonic(), [r.record["id"] for r in batch]))
+
+
+def _paced(h: Harness, sink: ScriptedSink, *, min_interval_s: float, max_events: int = 500) -> SinkWorker:
+    batch = BatchOptions(timeout_s=0, max_events=max_events, min_interval_s=min_interval_s)
+    settings = SinkSettings(type="test", name=sink.name, batch=batch, retry=FAST_RETRY)
+    return SinkWorker(sink, settings, h.spool, metrics=h.metrics, dead_letters=h.dead)
+
+
+async def test_min_interval_sends_the_first_at_once_and_what_follows_together(harness: Harness) -> None:
+    sink = BatchesSink()
+    worker = _paced(harness, sink, min_interval_s=0.4)
+    worker.start()
+    started = time.monotonic()
+    await harness.spool.append(_records("first"))
+    for _ in range(100):
+        if sink.sends:
+            break
+        await asyncio.sleep(0.01)
+    assert [ids for _, ids in sink.sends] == [["first"]]
+    assert sink.sends[0][0] - started < 0.3  # after a quiet spell: at once
+    for name in ("a", "b", "c"):
+        await harness.spool.append(_records(name))
+        await asyncio.sleep(0.02)
+    assert len(sink.sends) == 1  # held: the last send was under 0.4 s ago
+    assert await worker.drain(2.0)
+    await worker.stop()
+    assert [ids for _, ids in sink.sends] == [["first"], ["a", "b", "c"]]
+    assert sink.sends[1][0] - sink.sends[0][0] >= 0.35
+
+
+async def test_min_interval_does_not_hold_a_full_batch(harness: Harness) -> None:
+    sink = BatchesSink()
+    worker = _paced(harness, sink, min_interval_s=30.0, max_events=2)
+    worker.start()
+    await harness.spool.append(_records("first"))
+    for _ in range(100):
+        if sink.sends:
+            break
+        await asyncio.sleep(0.01)
+    await harness.spool.append(_records("a", "b"))
+    assert await worker.drain(2.0)  # two is max_events: no 30 s wait
+    await worker.stop()
+    assert [ids for _, ids in sink.sends] == [["first"], ["a", "b"]]

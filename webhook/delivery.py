@@ -61,6 +61,7 @@ class SinkWorker:
         self.failing_since: float | None = None
         self.last_error: str | None = None
         self._opened = False
+        self._sent_at: float | None = None  # time.monotonic() at the end of the last send
         self._task: asyncio.Task[None] | None = None
         spool.register(settings.name, drop_when_full=settings.drop_when_full)
 
@@ -115,13 +116,12 @@ class SinkWorker:
                 except TimeoutError:
                     pass
                 continue
-            if len(batch.records) < batch_options.max_events and batch_options.timeout_s > 0:
-                linger = batch_options.timeout_s - _age_s(batch.records[0])
-                if linger > 0:
-                    await asyncio.sleep(min(linger, batch_options.timeout_s))
-                    batch = self.spool.read(
-                        self.name, max_events=batch_options.max_events, max_bytes=batch_options.max_bytes
-                    )
+            linger = self._linger(batch.records)
+            if linger > 0:
+                await asyncio.sleep(linger)
+                batch = self.spool.read(
+                    self.name, max_events=batch_options.max_events, max_bytes=batch_options.max_bytes
+                )
             self._update_lag(batch.records[0])
             records = batch.records
             if self.settings.record_types is not None:  # the others are skipped: the cursor passes them
@@ -134,7 +134,22 @@ class SinkWorker:
                 # Delivered, and the cursor moved in memory; only its file lags (a full disk).
                 # A restart before the next commit redelivers the batch: at-least-once holds.
                 log.warning("spool.cursor_write_failed", sink=self.name, errno=exc.errno)
+            self._sent_at = time.monotonic()
             self._update_lag(None)
+
+    def _linger(self, records: Sequence[RecordLine]) -> float:
+        """How long to wait for more records before sending these (0: send now)."""
+        options = self.settings.batch
+        if len(records) >= options.max_events:
+            return 0.0
+        linger = 0.0
+        if options.timeout_s > 0:
+            linger = min(options.timeout_s - _age_s(records[0]), options.timeout_s)
+        if options.min_interval_s > 0 and self._sent_at is not None:
+            linger = max(
+                linger, min(self._sent_at + options.min_interval_s - time.monotonic(), options.min_interval_s)
+            )
+        return linger
 
     async def _deliver(self, records: Sequence[RecordLine]) -> None:
         """Return once every record is delivered or dead-lettered."""

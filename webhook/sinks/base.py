@@ -27,11 +27,14 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchOptions:
-    """Send when ``max_events`` or ``max_bytes`` are reached, or ``timeout_s`` after the first."""
+    """Send when ``max_events`` or ``max_bytes`` are reached, or ``timeout_s`` after the first;
+    and no sooner than ``min_interval_s`` after the previous send (the first after a quiet
+    spell goes at once; under load, what arrives meanwhile goes together)."""
 
     max_events: int = 500
     max_bytes: int = 4 * 1024 * 1024
     timeout_s: float = 1.0
+    min_interval_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -65,5 +65,5 @@ SINK_TYPE = SinkType(
     properties={},
     parse=_parse,
     build=_build,
-    batch_defaults={"timeout_s": 0.0},
+    batch_defaults={"timeout_s": 0.0, "min_interval_s": 0.1},
 )

@@ -352,5 +352,5 @@ SINK_TYPE = SinkType(
     required=("host",),
     parse=_parse,
     build=_build,
-    batch_defaults={"timeout_s": 0.0},
+    batch_defaults={"timeout_s": 0.0, "min_interval_s": 0.1},
 )

@@ -17,7 +17,7 @@ from bench.baselines import BaselineProcess, Kind
 from bench.generate import Body
 from bench.report import median, percentile
 from bench.senders import LoadPlan, LoadResult, start_load
-from bench.server import ServeProcess, cpu_seconds, cpu_split, memory
+from bench.server import PeakSampler, ServeProcess, cpu_seconds, cpu_split, memory
 
 __all__ = ["Load", "ModeResult", "Window", "run_baseline", "run_mode"]
 
@@ -53,7 +53,8 @@ class ModeResult:
     windows: list[Window] = field(default_factory=list)
     samples: list[tuple[float, float, int]] = field(default_factory=list)  # (s since start, CPU s, RSS)
     rss_start: int = 0
-    rss_peak: int = 0
+    rss_peak: int = 0  # each process's own peak (VmHWM), added: an upper bound of the total's
+    rss_peak_sampled: int = 0  # the total read 10 times a second over the load: a lower bound
     # CPU seconds over the load of the server's own process and of its worker processes
     serve_cpu_s: float = math.nan
     workers_cpu_s: float = math.nan
@@ -118,6 +119,7 @@ class ModeResult:
             "client_cores": self.client_cores,
             "rss_start_mb": self.rss_start / MB,
             "rss_peak_mb": self.rss_peak / MB,
+            "rss_peak_sampled_mb": self.rss_peak_sampled / MB,
             "requests": self.requests,
             "events": self.events,
             "matched": self.matched,
@@ -200,9 +202,11 @@ def _measure(server: _Target, load: Load, out: ModeResult, py_spy: Path | None) 
     profiler = _profile(server, py_spy, load.duration_s) if py_spy else None
     out.samples.append((0.0, cpu_seconds(server.pid), memory(server.pid)[0]))
     serve_at_start, workers_at_start = cpu_split(server.pid)
-    for tick in _ticks(load):
-        time.sleep(max(start_at + tick - time.monotonic(), 0))
-        out.samples.append((tick, cpu_seconds(server.pid), memory(server.pid)[0]))
+    with PeakSampler(server.pid) as sampler:
+        for tick in _ticks(load):
+            time.sleep(max(start_at + tick - time.monotonic(), 0))
+            out.samples.append((tick, cpu_seconds(server.pid), memory(server.pid)[0]))
+    out.rss_peak_sampled = sampler.peak
     serve_at_end, workers_at_end = cpu_split(server.pid)
     out.serve_cpu_s = serve_at_end - serve_at_start
     out.workers_cpu_s = workers_at_end - workers_at_start

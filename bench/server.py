@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,16 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["ServeProcess", "cpu_seconds", "cpu_split", "die_with_parent", "free_port", "memory", "processes"]
+__all__ = [
+    "PeakSampler",
+    "ServeProcess",
+    "cpu_seconds",
+    "cpu_split",
+    "die_with_parent",
+    "free_port",
+    "memory",
+    "processes",
+]
 
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG: Final = 1
@@ -86,6 +96,36 @@ def memory(pid: int) -> tuple[int, int]:
         rss += values.get("VmRSS", 0)
         peak += values.get("VmHWM", 0)
     return rss, peak
+
+
+class PeakSampler:
+    """The highest total RSS of ``pid`` and its worker processes at one moment, read every
+    ``every_s`` from a thread while in the ``with`` block.
+
+    ``memory``'s peak adds each process's own peak, which need not fall at the same moment: an
+    upper bound of the total's. This is a lower bound (a spike between two readings is missed);
+    the total's true peak lies between the two."""
+
+    def __init__(self, pid: int, every_s: float = 0.1) -> None:
+        self.pid = pid
+        self.every_s = every_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, memory(self.pid)[0])
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def free_port() -> int:

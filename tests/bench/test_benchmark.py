@@ -196,7 +196,7 @@ def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> 
         assert result["records"] == result["matched"] > 0, mode
         assert result["events_per_s"] > 0, mode
         assert result["latency_ms"]["p99"] >= result["latency_ms"]["p50"] > 0, mode
-        assert result["rss_peak_mb"] > 0, mode
+        assert result["rss_peak_mb"] + 1 >= result["rss_peak_sampled_mb"] > 0, mode  # VmHWM lags
         assert result["errors"] == {}, mode
     for mode in ("naive-batch", "null-batch", "null-blocking"):
         result = figures["modes"][mode]

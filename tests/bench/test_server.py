@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.server import ServeProcess, cpu_seconds, cpu_split
+from bench.server import PeakSampler, ServeProcess, cpu_seconds, cpu_split, memory
 
 
 class Scraped(ServeProcess):
@@ -55,3 +55,33 @@ def test_the_cpu_is_split_between_a_process_and_its_children() -> None:
         child.wait()
     assert children >= 0.5  # the child's spin, not this process's
     assert total == pytest.approx(own + children, abs=0.05)
+
+
+def test_the_sampled_peak_sees_a_spike_the_current_rss_no_longer_shows() -> None:
+    """A process that holds 80 MB for half a second, then frees it: read ten times a second,
+    the peak of its RSS has the 80 MB; it stays within its own high-water mark."""
+    spike = (
+        "import sys, time\n"
+        "time.sleep(0.3)\n"
+        "held = bytearray(80 * 1024 * 1024)\n"
+        "for i in range(0, len(held), 4096): held[i] = 1\n"
+        "print('held', flush=True)\n"
+        "time.sleep(0.5)\n"
+        "del held\n"
+        "print('freed', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", spike], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        with PeakSampler(child.pid, every_s=0.05) as sampler:
+            assert child.stdout.readline() == "held\n"
+            assert child.stdout.readline() == "freed\n"
+        now, high_water = memory(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    assert sampler.peak >= now + 70 * 1024 * 1024
+    assert sampler.peak <= high_water + 1024 * 1024  # the kernel moves VmHWM up a few pages late

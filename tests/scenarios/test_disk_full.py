@@ -2,7 +2,7 @@
 
 The data dir (spool, cursors, records, dead letters, state) is a 4 MiB tmpfs, else a
 loop-mounted ext4 image; both need root. Where neither can be mounted the test skips (fails
-under CI): tests/server/test_app.py and tests/spool/test_segments.py cover ENOSPC with a patched os.write.
+under CI): tests/server/test_app.py and tests/spool/test_segments.py cover ENOSPC with a patched os.pwrite.
 Space "returns" when a filler file is deleted, as when an operator frees the volume.
 """
 

@@ -362,15 +362,15 @@ async def test_a_storage_failure_is_503_and_the_retry_is_recorded(
     """The spool cannot write: 503 with an errorMessage (Firehose retries); the retry records it all."""
     config = _config(tmp_path)
     client = await _client(aiohttp_client, config)
-    real_write = os.write
+    real_pwrite = os.pwrite
     spool = (config.data_dir / "spool").resolve()
 
-    def failing(fd: int, data: bytes | memoryview) -> int:
+    def failing(fd: int, data: bytes | memoryview, offset: int) -> int:
         if Path(os.readlink(f"/proc/self/fd/{fd}")).parent == spool:
             raise OSError(28, os.strerror(28))
-        return real_write(fd, data)
+        return real_pwrite(fd, data, offset)
 
-    monkeypatch.setattr(os, "write", failing)
+    monkeypatch.setattr(os, "pwrite", failing)
     status, answer = await post(client, firehose_body([record(gz(cwl_message(CAPTURE_EVENTS)))]))
     monkeypatch.undo()
 

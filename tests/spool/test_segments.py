@@ -11,9 +11,13 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from webhook.errors import SpoolFullError, StorageError
-from webhook.spool.segments import Spool
+from webhook.spool import segments
+from webhook.spool.segments import AHEAD_BYTES, Spool
 
 
 def _spool(path: Path, **kw: Any) -> Spool:
@@ -116,6 +120,151 @@ async def test_a_partial_last_line_is_cut_on_open(tmp_path: Path) -> None:
     await reopened.aclose()
 
 
+async def _written_ahead(spool: Spool) -> None:
+    """Until the zeros being written ahead (if any) are on disk."""
+    if spool._ahead is not None:
+        async with asyncio.timeout(10):
+            await asyncio.wait([spool._ahead])
+
+
+async def test_appends_land_in_zeros_written_ahead(tmp_path: Path) -> None:
+    """Once the first records are in, zeros are written ahead of them; the next appends land
+    there, and the file's size and blocks do not change: nothing for the journal to commit."""
+    spool = _spool(tmp_path, segment_bytes=8 * AHEAD_BYTES)
+    spool.register("a")
+    await spool.append(_lines(0, 3))
+    await _written_ahead(spool)
+    (segment,) = tmp_path.glob("*.seg")
+    before = segment.stat()
+    records = segment.read_bytes().rstrip(b"\0")
+    assert before.st_size >= len(records) + AHEAD_BYTES // 2
+    assert segment.read_bytes()[len(records) :] == bytes(before.st_size - len(records))
+
+    for start in range(3, 30, 3):
+        await spool.append(_lines(start, 3, pad=100))
+    after = segment.stat()
+    assert (after.st_size, after.st_blocks) == (before.st_size, before.st_blocks)
+    assert _ids(spool, "a") == [f"r{n}" for n in range(30)]
+    await spool.aclose()
+    assert not segment.read_bytes().endswith(b"\0")  # closed: it ends with its last record
+
+    reopened = _spool(tmp_path, segment_bytes=8 * AHEAD_BYTES)
+    reopened.register("a")
+    assert _ids(reopened, "a") == [f"r{n}" for n in range(30)]
+    await reopened.aclose()
+
+
+async def test_zeros_ahead_and_anything_beyond_them_are_cut_on_open(tmp_path: Path) -> None:
+    """After a crash a segment may hold, after its records, a torn line, the zeros written
+    ahead, and bytes of a write never acknowledged beyond them: only the whole records before
+    the first zero are kept, and nothing beyond them ever reads as a record."""
+    spool = _spool(tmp_path)
+    await spool.append(_lines(0, 3))
+    await spool.aclose()
+    (segment,) = tmp_path.glob("*.seg")
+    with segment.open("ab") as handle:
+        handle.write(b'{"id":"torn","pa' + bytes(1000) + b'{"id":"ghost"}\n' + bytes(500))
+
+    with capture_logs() as logs:
+        reopened = _spool(tmp_path)
+    reopened.register("a")
+    assert _ids(reopened, "a") == ["r0", "r1", "r2"]
+    assert [e["bytes"] for e in logs if e["event"] == "spool.partial_line_cut"] == [len('{"id":"torn","pa')]
+    await reopened.append([orjson.dumps({"id": "r3"})])  # shorter than what was cut
+    await reopened.aclose()
+
+    again = _spool(tmp_path)
+    again.register("a")
+    assert _ids(again, "a") == ["r0", "r1", "r2", "r3"]
+    await again.aclose()
+
+
+async def test_a_segment_left_behind_ends_with_its_last_record(tmp_path: Path) -> None:
+    """Rolling to the next segment cuts the zeros ahead of the previous one."""
+    spool = _spool(tmp_path, segment_bytes=64 * 1024)
+    spool.register("a")
+    await spool.append(_lines(0, 10, pad=900))
+    await _written_ahead(spool)
+    first = min(tmp_path.glob("*.seg"))
+    assert first.read_bytes().endswith(b"\0")
+    for start in range(10, 100, 10):
+        await spool.append(_lines(start, 10, pad=900))
+        await _written_ahead(spool)
+
+    *left, _ = sorted(tmp_path.glob("*.seg"))
+    assert left
+    assert all(segment.read_bytes().endswith(b"\n") for segment in left)
+    assert _ids(spool, "a") == [f"r{n}" for n in range(100)]
+    await spool.aclose()
+
+
+async def test_no_zeros_ahead_on_a_filesystem_short_of_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below the free space it needs, or when writing them fails, no zeros are written ahead
+    (none are left half-written) and appends go on growing the file."""
+    monkeypatch.setattr(segments, "AHEAD_MIN_FREE", 1 << 62)
+    spool = _spool(tmp_path, segment_bytes=8 * AHEAD_BYTES)
+    spool.register("a")
+    await spool.append(_lines(0, 3))
+    await _written_ahead(spool)
+    (segment,) = tmp_path.glob("*.seg")
+    assert not segment.read_bytes().endswith(b"\0")
+    await spool.aclose()
+
+    monkeypatch.undo()
+    real_pwrite: Callable[[int, Any, int], int] = os.pwrite
+
+    def no_room_for_zeros(fd: int, data: Any, offset: int) -> int:
+        if not any(data):
+            real_pwrite(fd, bytes(data[: len(data) // 2]), offset)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", no_room_for_zeros)
+    reopened = _spool(tmp_path, segment_bytes=8 * AHEAD_BYTES)
+    reopened.register("a")
+    with capture_logs() as logs:
+        await reopened.append(_lines(3, 3))
+        await _written_ahead(reopened)
+    await reopened.append(_lines(6, 3))
+    assert not segment.read_bytes().endswith(b"\0")
+    assert [e.get("errno") for e in logs if e["event"] == "spool.zeros_ahead_failed"] == ["ENOSPC"]
+    assert _ids(reopened, "a") == [f"r{n}" for n in range(9)]
+    await reopened.aclose()
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(sizes=st.lists(st.tuples(st.integers(1, 40), st.integers(0, 3000)), min_size=1, max_size=30))
+async def test_concurrent_appends_and_zeros_ahead_keep_every_record(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[tuple[int, int]]
+) -> None:
+    """Appends of any size, concurrent with the zeros written ahead and with rolls: every
+    record read back once and in its batch's order, before and after a reopen."""
+    directory = tmp_path_factory.mktemp("spool")
+    spool = _spool(directory, segment_bytes=48 * 1024, max_bytes=1 << 30)
+    spool.register("a")
+    batches, start = [], 0
+    for count, pad in sizes:
+        batches.append(_lines(start, count, pad=pad))
+        start += count
+    for group in range(0, len(batches), 4):
+        await asyncio.gather(*(spool.append(batch) for batch in batches[group : group + 4]))
+    expected = sorted(f"r{n}" for n in range(start))
+    assert sorted(_ids(spool, "a")) == expected
+    await spool.aclose()
+
+    reopened = _spool(directory, segment_bytes=48 * 1024, max_bytes=1 << 30)
+    reopened.register("a")
+    assert sorted(_ids(reopened, "a")) == expected
+    await reopened.aclose()
+
+
 async def test_segments_are_deleted_once_every_sink_passed_them(tmp_path: Path) -> None:
     """Old segments go only when the slowest cursor is past them."""
     spool = _spool(tmp_path)
@@ -176,13 +325,13 @@ async def test_a_failed_write_leaves_no_partial_record(
     spool = _spool(tmp_path)
     spool.register("a")
     await spool.append(_lines(0, 2))
-    real_write: Callable[[int, Any], int] = os.write
+    real_pwrite: Callable[[int, Any, int], int] = os.pwrite
 
-    def half_then_enospc(fd: int, data: Any) -> int:
-        real_write(fd, bytes(data[: len(data) // 2]))
+    def half_then_enospc(fd: int, data: Any, offset: int) -> int:
+        real_pwrite(fd, bytes(data[: len(data) // 2]), offset)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "write", half_then_enospc)
+    monkeypatch.setattr(os, "pwrite", half_then_enospc)
     with pytest.raises(StorageError, match="ENOSPC"):
         await spool.append(_lines(2, 5))
     healthy_after_failure = spool.healthy
@@ -203,15 +352,15 @@ async def test_a_write_that_fails_after_a_roll_leaves_the_segments_consistent(
     spool = _spool(tmp_path, segment_bytes=64 * 1024)
     spool.register("a")
     await spool.append(_lines(0, 60, pad=900))  # about 56 KiB: the next large batch rolls
-    real_write: Callable[[int, Any], int] = os.write
+    real_pwrite: Callable[[int, Any, int], int] = os.pwrite
 
-    def enospc(fd: int, data: Any) -> int:
+    def enospc(fd: int, data: Any, offset: int) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "write", enospc)
+    monkeypatch.setattr(os, "pwrite", enospc)
     with pytest.raises(StorageError, match="ENOSPC"):
         await spool.append(_lines(60, 20, pad=900))  # would not fit: rolls, then fails
-    monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
 
     (segment,) = tmp_path.glob("*.seg")
     size = segment.stat().st_size
@@ -236,14 +385,14 @@ async def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch: pyte
     spool = _spool(tmp_path)
     spool.register("a")
     calls = 0
-    real_fsync = os.fsync
+    real_fdatasync = os.fdatasync
 
     def counting(fd: int) -> None:
         nonlocal calls
         calls += 1
-        real_fsync(fd)
+        real_fdatasync(fd)
 
-    monkeypatch.setattr(os, "fsync", counting)
+    monkeypatch.setattr(segments, "_datasync", counting)
     await asyncio.gather(*(spool.append(_lines(n * 10, 10)) for n in range(50)))
 
     assert 1 <= calls < 50

@@ -6,6 +6,16 @@ moves it only after delivery, so delivery is at-least-once per sink and a restar
 where each sink stopped. Cursors are small JSON files replaced atomically. A segment is
 deleted once every cursor is past it.
 
+Ahead of the end of the segment being written, the file holds up to ``AHEAD_BYTES`` of zeros
+already on disk, written by a worker thread before they are needed: an append that lands there
+changes neither the file's size nor its blocks, so its fdatasync writes the data and nothing
+else. An append that makes the file grow has to commit the filesystem's journal, and on ext4
+that commit waits for other files' new blocks too (the JSONL sink's, the state store's): the
+long tail of blocking mode's fsyncs. Records are JSON and never hold a NUL byte, so recovery
+reads a segment up to its first NUL; the zeros are cut from a segment once it is left, and
+from the last one on close. No zeros are written ahead on a filesystem with less than
+``AHEAD_MIN_FREE`` free.
+
 When the spool holds ``max_bytes``, appends fail with ``SpoolFullError`` (503: the apiserver
 keeps the batch and retries) — unless the lagging sinks are ``drop_when_full``, whose backlog
 is then dropped (counted and logged) so an optional sink cannot stall the others.
@@ -18,6 +28,8 @@ import contextlib
 import errno
 import fcntl
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +41,9 @@ import structlog
 from webhook.core.files import ensure_private_dir, fsync_dir, open_private, replace_private
 from webhook.errors import ConfigError, SpoolFullError, StorageError
 from webhook.record.line import RecordLine
-from webhook.spool.groupcommit import GroupCommit, write_whole
+from webhook.spool.groupcommit import GroupCommit, errno_name
 
-__all__ = ["INLINE_BYTES", "Position", "Spool", "SpoolBatch"]
+__all__ = ["AHEAD_BYTES", "AHEAD_MIN_FREE", "INLINE_BYTES", "Position", "Spool", "SpoolBatch"]
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +51,13 @@ _SUFFIX = ".seg"
 # Appends up to this size (blocking mode's one-event requests) are written in the event loop's
 # thread while the disk is fast (GroupCommit): a record or two, never a 400-event batch's.
 INLINE_BYTES: Final = 64 * 1024
+# Zeros kept on disk ahead of the end of the segment being written (see the module), written
+# again once less than half of them is left; none on a filesystem with less than this free.
+AHEAD_BYTES: Final = 256 * 1024
+AHEAD_MIN_FREE: Final = 64 * 1024 * 1024
+_AHEAD_RETRY_S: Final = 5.0  # after a failed or skipped write of zeros
 _FILE_MODE = 0o600
+_datasync: Final[Callable[[int], None]] = getattr(os, "fdatasync", os.fsync)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -83,6 +101,12 @@ class Spool:
         self._segments: dict[int, int] = {}  # segment number -> committed size in bytes
         self._bases: dict[int, int] = {}  # segment number -> number of its first record
         self._fd: int | None = None
+        # The current segment's size on disk: its committed records, then zeros. Changed only
+        # under the lock, but for a write that stays below it (which needs no lock).
+        self._zeroed = 0
+        self._tail_lock = threading.Lock()
+        self._ahead: asyncio.Future[None] | None = None
+        self._ahead_after = 0.0  # monotonic time before which no zeros are written ahead
         self._lock_fd: int | None = None
         self._end = Position(1, 0, 0)  # committed: readers never go past it
         self._cursors: dict[str, _Cursor] = {}
@@ -105,13 +129,17 @@ class Spool:
             fd = open_private(path, os.O_RDWR)
             try:
                 data = _read_all(fd)
-                whole = data.rfind(b"\n") + 1
+                # Records never hold a NUL: from the first one on, zeros written ahead (and
+                # whatever a crash left beyond them, never acknowledged) are cut.
+                nul = data.find(b"\0")
+                written = len(data) if nul < 0 else nul
+                whole = data.rfind(b"\n", 0, written) + 1
                 if whole != len(data):
                     os.ftruncate(fd, whole)
             finally:
                 os.close(fd)
-            if whole != len(data):
-                log.warning("spool.partial_line_cut", segment=number, bytes=len(data) - whole)
+            if whole != written:
+                log.warning("spool.partial_line_cut", segment=number, bytes=written - whole)
             self._segments[number] = whole
             self._bases[number] = seq
             seq += data.count(b"\n", 0, whole)
@@ -148,7 +176,8 @@ class Spool:
         return self.directory / f"{number:020d}{_SUFFIX}"
 
     def _open_segment(self, number: int) -> None:
-        self._fd = open_private(self._path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+        self._fd = open_private(self._path(number), os.O_WRONLY | os.O_CREAT, _FILE_MODE)
+        self._zeroed = os.fstat(self._fd).st_size
 
     def register(self, name: str, *, drop_when_full: bool = False) -> Position:
         """Attach a sink; it resumes from its persisted cursor, or starts at the oldest record."""
@@ -196,22 +225,83 @@ class Spool:
                 behind = self.lagging()
                 log.warning("spool.full", size=self.size, max_bytes=self.max_bytes, behind=behind)
                 raise SpoolFullError(f"spool holds {self.size} bytes; sinks behind: {', '.join(behind)}")
-        await self._commits.submit(list(lines), size=incoming)
+        # Inline (GroupCommit) only into the zeros ahead: a write that grows the file may wait
+        # for the journal, and is not worth a stall of the event loop.
+        fits = self._end.offset + incoming <= self._zeroed
+        await self._commits.submit(list(lines), size=incoming if fits else None)
         for cursor in self._cursors.values():
             cursor.waiter.set()
+        self._write_ahead()
 
     def _write(self, lines: list[bytes]) -> None:
         """Worker thread, one round at a time (GroupCommit): append whole lines, fsync, move the end."""
         end = self._end
         data = b"\n".join(lines) + b"\n"
-        if self._fd is None:
+        fd = self._fd
+        if fd is None:
             raise OSError(errno.EBADF, "spool is closed")
         if end.offset and end.offset + len(data) > self.segment_bytes:
             self._roll(end, data, len(lines))
             return
-        write_whole(self._fd, data, end.offset, fsync=self._fsync)
-        self._segments[end.segment] = end.offset + len(data)
-        self._end = Position(end.segment, end.offset + len(data), end.seq + len(lines))
+        stop = end.offset + len(data)
+        try:
+            if stop <= self._zeroed:  # into the zeros ahead: the file neither grows nor moves
+                _write_at(fd, data, end.offset, sync=self._fsync)
+            else:
+                with self._tail_lock:
+                    _write_at(fd, data, end.offset, sync=self._fsync)
+                    self._zeroed = max(self._zeroed, stop)
+        except OSError:
+            with self._tail_lock:  # cut back to the last whole line; zeros are written again later
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, end.offset)
+                self._zeroed = end.offset
+            raise
+        self._segments[end.segment] = stop
+        self._end = Position(end.segment, stop, end.seq + len(lines))
+
+    def _write_ahead(self) -> None:
+        """Start writing zeros ahead of the end in a thread, if less than half are left."""
+        if not self._fsync or self._ahead is not None or self._closed or self._fd is None:
+            return
+        if self._zeroed >= min(self._end.offset + AHEAD_BYTES // 2, self.segment_bytes):
+            return
+        if time.monotonic() < self._ahead_after:
+            return
+        self._ahead = asyncio.ensure_future(asyncio.to_thread(self._zero_ahead))
+        self._ahead.add_done_callback(self._written_ahead)
+
+    def _zero_ahead(self) -> None:
+        """Worker thread: zeros from the current segment's size on, fdatasync'd.
+
+        Under the lock, so that no write that grows the file, no roll and no cut runs meanwhile;
+        a write below ``_zeroed`` may, and never touches these bytes."""
+        with self._tail_lock:
+            fd, start = self._fd, self._zeroed
+            if fd is None:
+                return
+            stop = min(start + AHEAD_BYTES, self.segment_bytes)
+            if stop <= start:
+                return
+            free = os.fstatvfs(fd)
+            if free.f_bavail * free.f_frsize < AHEAD_MIN_FREE:
+                raise _LowSpace
+            try:
+                _write_at(fd, bytes(stop - start), start, sync=True)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+            self._zeroed = stop
+
+    def _written_ahead(self, done: asyncio.Future[None]) -> None:
+        self._ahead = None
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            # Appends go on growing the file, as without zeros ahead; try again later.
+            self._ahead_after = time.monotonic() + _AHEAD_RETRY_S
+            if isinstance(error, OSError):
+                log.info("spool.zeros_ahead_failed", errno=errno_name(error))
 
     def _roll(self, end: Position, data: bytes, count: int) -> None:
         """Start the next segment with ``data``; only once that is durable does it become the
@@ -220,18 +310,22 @@ class Spool:
         number = end.segment + 1
         path = self._path(number)
         # O_TRUNC: a file left by an earlier failed roll never holds acknowledged records.
-        fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
         try:
-            write_whole(fd, data, 0, fsync=self._fsync)
+            _write_at(fd, data, 0, sync=self._fsync)
             fsync_dir(self.directory)
         except OSError:
             os.close(fd)
             with contextlib.suppress(OSError):
                 path.unlink()
             raise
-        if self._fd is not None:
-            os.close(self._fd)
-        self._fd = fd
+        with self._tail_lock:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):  # its zeros ahead: recovery would cut them too
+                    os.ftruncate(self._fd, end.offset)
+                os.close(self._fd)
+            self._fd = fd
+            self._zeroed = len(data)
         self._segments[number] = len(data)
         self._bases[number] = end.seq
         self._end = Position(number, len(data), end.seq + count)
@@ -357,12 +451,32 @@ class Spool:
     async def aclose(self) -> None:
         self._closed = True
         await self._commits.drain()
+        if self._ahead is not None:
+            with contextlib.suppress(Exception):
+                await self._ahead
         if self._fd is not None:
+            with contextlib.suppress(OSError):  # the zeros ahead: a segment ends with its last record
+                os.ftruncate(self._fd, self._end.offset)
             os.close(self._fd)
             self._fd = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
+
+
+class _LowSpace(Exception):
+    """Too little free space on the spool's filesystem to write zeros ahead."""
+
+
+def _write_at(fd: int, data: bytes, offset: int, *, sync: bool) -> None:
+    """``data`` at ``offset``, then fdatasync (the size too, when the file grew)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+    if sync:
+        _datasync(fd)
 
 
 def _read_all(fd: int) -> bytes:

@@ -198,6 +198,23 @@ async def test_a_segment_left_behind_ends_with_its_last_record(tmp_path: Path) -
     await spool.aclose()
 
 
+async def test_no_zeros_ahead_of_large_writes(tmp_path: Path) -> None:
+    """Rounds larger than an inline write (batch mode's) would rarely fit in the zeros: none
+    are written for them, and the next small write starts them again."""
+    spool = _spool(tmp_path, segment_bytes=8 * AHEAD_BYTES)
+    spool.register("a")
+    await spool.append(_lines(0, 100, pad=1000))  # ~100 KiB in one round
+    await _written_ahead(spool)
+    (segment,) = tmp_path.glob("*.seg")
+    assert not segment.read_bytes().endswith(b"\0")
+
+    await spool.append(_lines(100, 1))
+    await _written_ahead(spool)
+    assert segment.read_bytes().endswith(b"\0")
+    assert _ids(spool, "a") == [f"r{n}" for n in range(101)]
+    await spool.aclose()
+
+
 async def test_no_zeros_ahead_on_a_filesystem_short_of_space(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

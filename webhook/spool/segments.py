@@ -107,6 +107,7 @@ class Spool:
         self._tail_lock = threading.Lock()
         self._ahead: asyncio.Future[None] | None = None
         self._ahead_after = 0.0  # monotonic time before which no zeros are written ahead
+        self._last_round = 0  # bytes of the last write
         self._lock_fd: int | None = None
         self._end = Position(1, 0, 0)  # committed: readers never go past it
         self._cursors: dict[str, _Cursor] = {}
@@ -244,6 +245,7 @@ class Spool:
             self._roll(end, data, len(lines))
             return
         stop = end.offset + len(data)
+        self._last_round = len(data)
         try:
             if stop <= self._zeroed:  # into the zeros ahead: the file neither grows nor moves
                 _write_at(fd, data, end.offset, sync=self._fsync)
@@ -261,8 +263,12 @@ class Spool:
         self._end = Position(end.segment, stop, end.seq + len(lines))
 
     def _write_ahead(self) -> None:
-        """Start writing zeros ahead of the end in a thread, if less than half are left."""
+        """Start writing zeros ahead of the end in a thread, if less than half are left and the
+        writes are small: batch mode's rounds of many batches would rarely fit, and every byte
+        of zeros they write over is a byte written twice."""
         if not self._fsync or self._ahead is not None or self._closed or self._fd is None:
+            return
+        if self._last_round > INLINE_BYTES:
             return
         if self._zeroed >= min(self._end.offset + AHEAD_BYTES // 2, self.segment_bytes):
             return
@@ -326,6 +332,7 @@ class Spool:
                 os.close(self._fd)
             self._fd = fd
             self._zeroed = len(data)
+        self._last_round = len(data)
         self._segments[number] = len(data)
         self._bases[number] = end.seq
         self._end = Position(number, len(data), end.seq + count)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from webhook.errors import SpoolFullError, StorageError
-from webhook.spool import segments
+from webhook.spool import groupcommit, segments
 from webhook.spool.segments import AHEAD_BYTES, Spool
 
 
@@ -213,6 +213,26 @@ async def test_no_zeros_ahead_of_large_writes(tmp_path: Path) -> None:
     assert segment.read_bytes().endswith(b"\0")
     assert _ids(spool, "a") == [f"r{n}" for n in range(101)]
     await spool.aclose()
+
+
+async def test_small_appends_are_written_inline_into_zeros_or_without_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop writes a small append itself only where it cannot wait for a journal
+    commit: into the zeros ahead, or when nothing is fsync'd at all."""
+    monkeypatch.setattr(groupcommit, "INLINE_MAX_S", 10.0)  # however slow this disk is
+    for fsync in (True, False):
+        spool = _spool(tmp_path / str(fsync), segment_bytes=8 * AHEAD_BYTES, fsync=fsync)
+        spool.register("a")
+        await spool.append(_lines(0, 1))  # the first round, in the thread, measures the disk
+        await _written_ahead(spool)
+        (segment,) = (tmp_path / str(fsync)).glob("*.seg")
+        assert segment.read_bytes().endswith(b"\0") is fsync
+        for start in range(1, 20):
+            await spool.append(_lines(start, 1))
+        assert spool._commits.inline_rounds > 0
+        assert _ids(spool, "a") == [f"r{n}" for n in range(20)]
+        await spool.aclose()
 
 
 async def test_no_zeros_ahead_on_a_filesystem_short_of_space(

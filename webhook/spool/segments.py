@@ -226,9 +226,9 @@ class Spool:
                 behind = self.lagging()
                 log.warning("spool.full", size=self.size, max_bytes=self.max_bytes, behind=behind)
                 raise SpoolFullError(f"spool holds {self.size} bytes; sinks behind: {', '.join(behind)}")
-        # Inline (GroupCommit) only into the zeros ahead: a write that grows the file may wait
-        # for the journal, and is not worth a stall of the event loop.
-        fits = self._end.offset + incoming <= self._zeroed
+        # Inline (GroupCommit) only into the zeros ahead: a synced write that grows the file
+        # may wait for the journal, and is not worth a stall of the event loop.
+        fits = not self._fsync or self._end.offset + incoming <= self._zeroed
         await self._commits.submit(list(lines), size=incoming if fits else None)
         for cursor in self._cursors.values():
             cursor.waiter.set()

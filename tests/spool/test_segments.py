@@ -215,22 +215,24 @@ async def test_no_zeros_ahead_of_large_writes(tmp_path: Path) -> None:
     await spool.aclose()
 
 
-async def test_small_appends_are_written_inline_into_zeros_or_without_fsync(
+async def test_small_appends_are_written_inline_into_zeros_or_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The event loop writes a small append itself only where it cannot wait for a journal
-    commit: into the zeros ahead, or when nothing is fsync'd at all."""
+    """A small append is written by the event loop itself, whether it lands in zeros, grows
+    the file (no zeros: too little free space) or is not fsync'd: it never waits for a free
+    worker thread, which the sinks and the state store may all be holding."""
     monkeypatch.setattr(groupcommit, "INLINE_MAX_S", 10.0)  # however slow this disk is
-    for fsync in (True, False):
-        spool = _spool(tmp_path / str(fsync), segment_bytes=8 * AHEAD_BYTES, fsync=fsync)
+    for name, fsync, min_free in (("zeros", True, 0), ("no-zeros", True, 1 << 62), ("no-fsync", False, 0)):
+        monkeypatch.setattr(segments, "AHEAD_MIN_FREE", min_free)
+        spool = _spool(tmp_path / name, segment_bytes=8 * AHEAD_BYTES, fsync=fsync)
         spool.register("a")
         await spool.append(_lines(0, 1))  # the first round, in the thread, measures the disk
         await _written_ahead(spool)
-        (segment,) = (tmp_path / str(fsync)).glob("*.seg")
-        assert segment.read_bytes().endswith(b"\0") is fsync
+        (segment,) = (tmp_path / name).glob("*.seg")
+        assert segment.read_bytes().endswith(b"\0") is (name == "zeros")
         for start in range(1, 20):
             await spool.append(_lines(start, 1))
-        assert spool._commits.inline_rounds > 0
+        assert spool._commits.inline_rounds == 19, name
         assert _ids(spool, "a") == [f"r{n}" for n in range(20)]
         await spool.aclose()
 

@@ -226,10 +226,10 @@ class Spool:
                 behind = self.lagging()
                 log.warning("spool.full", size=self.size, max_bytes=self.max_bytes, behind=behind)
                 raise SpoolFullError(f"spool holds {self.size} bytes; sinks behind: {', '.join(behind)}")
-        # Inline (GroupCommit) only into the zeros ahead: a synced write that grows the file
-        # may wait for the journal, and is not worth a stall of the event loop.
-        fits = not self._fsync or self._end.offset + incoming <= self._zeroed
-        await self._commits.submit(list(lines), size=incoming if fits else None)
+        # A small append may be written inline (GroupCommit) into the zeros or not: it must not
+        # wait for a free thread. Beyond the zeros it waits for a write of zeros in progress,
+        # if there is one (right after a roll, or when appends outrun them): one at most.
+        await self._commits.submit(list(lines), size=incoming)
         for cursor in self._cursors.values():
             cursor.waiter.set()
         self._write_ahead()

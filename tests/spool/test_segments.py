@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +237,42 @@ async def test_small_appends_are_written_inline_into_zeros_or_not(
         assert spool._commits.inline_rounds == 19, name
         assert _ids(spool, "a") == [f"r{n}" for n in range(20)]
         await spool.aclose()
+
+
+async def test_a_small_append_waits_for_no_thread_while_zeros_are_on_their_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after the first append the zeros are still being written; a small append then
+    grows the file in the event loop, even with every worker thread busy."""
+    monkeypatch.setattr(groupcommit, "INLINE_MAX_S", 10.0)  # however slow this disk is
+    spool = _spool(tmp_path, segment_bytes=8 * AHEAD_BYTES)
+    spool.register("a")
+    started, release = threading.Event(), threading.Event()
+    zero_ahead = spool._zero_ahead
+
+    def held() -> None:
+        started.set()
+        assert release.wait(10)
+        zero_ahead()
+
+    monkeypatch.setattr(spool, "_zero_ahead", held)
+    await spool.append(_lines(0, 1))  # the first round, in the thread; the zeros start after it
+    assert await asyncio.to_thread(started.wait, 10)
+    loop = asyncio.get_running_loop()
+    busy = ThreadPoolExecutor(max_workers=1)
+    blocker = loop.run_in_executor(busy, release.wait, 10)
+    loop.set_default_executor(busy)
+    try:
+        async with asyncio.timeout(5):
+            await spool.append(_lines(1, 1))
+    finally:
+        release.set()
+        await blocker
+        await _written_ahead(spool)
+    assert _ids(spool, "a") == ["r0", "r1"]
+    (segment,) = tmp_path.glob("*.seg")
+    assert segment.read_bytes().endswith(b"\0")  # the zeros came after, beyond r1
+    await spool.aclose()
 
 
 async def test_no_zeros_ahead_on_a_filesystem_short_of_space(

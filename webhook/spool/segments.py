@@ -238,6 +238,7 @@ class Spool:
         """Worker thread, one round at a time (GroupCommit): append whole lines, fsync, move the end."""
         end = self._end
         data = b"\n".join(lines) + b"\n"
+        self._last_round = len(data)
         fd = self._fd
         if fd is None:
             raise OSError(errno.EBADF, "spool is closed")
@@ -245,7 +246,6 @@ class Spool:
             self._roll(end, data, len(lines))
             return
         stop = end.offset + len(data)
-        self._last_round = len(data)
         try:
             if stop <= self._zeroed:  # into the zeros ahead: the file neither grows nor moves
                 _write_at(fd, data, end.offset, sync=self._fsync)
@@ -332,7 +332,6 @@ class Spool:
                 os.close(self._fd)
             self._fd = fd
             self._zeroed = len(data)
-        self._last_round = len(data)
         self._segments[number] = len(data)
         self._bases[number] = end.seq
         self._end = Position(number, len(data), end.seq + count)

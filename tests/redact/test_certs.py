@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+import orjson
 import pytest
 import trustme
 from cryptography import x509
@@ -11,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.secret_shapes import SCENARIO
+from tests.secret_shapes import SCENARIO, SecretSpec, audit_event, b64, secret_object
 from webhook.redact.certs import (
     CertificateCache,
     CertificateError,
@@ -432,3 +435,55 @@ def test_the_cache_holds_no_secret_value() -> None:
     other = CertificateCache()
     other.chain(FIXTURE_CRT)
     assert other.chains.items()[0][0] != cache.chains.items()[0][0]  # digests differ per process
+
+
+_FIRST_CERTIFICATE: Final = """
+import sys
+
+import orjson
+
+sys.modules["rich"] = None  # as `ingress-audit serve` leaves it out
+from webhook.pipeline import workers  # noqa: F401, E402 - what a serve process imports
+from webhook.redact.redactor import Redactor  # noqa: E402
+from webhook.server import app  # noqa: F401, E402
+
+opaque, tls = orjson.loads(sys.stdin.buffer.read())
+redactor = Redactor(b"k" * 32)
+loaded = ["cryptography" in sys.modules]
+redactor.redact(opaque)
+loaded.append("cryptography" in sys.modules)
+details = redactor.redact(tls).secrets
+loaded.append("cryptography" in sys.modules)
+print(orjson.dumps([loaded, [c.subject for d in details for c in d.certificates]]).decode())
+"""
+
+
+def test_cryptography_is_imported_at_the_first_certificate_read() -> None:
+    """A process that reads no certificate never loads ``cryptography`` (~16 MB): not with the
+    server, the workers' module or a redactor, not for a Secret without one; the first
+    certificate loads it, and is read in full."""
+    opaque = audit_event(
+        "secrets", "create", response=secret_object(SecretSpec("api", "shop", {"token": "s3cret-v4lue"}, {}))
+    )
+    tls = audit_event(
+        "secrets",
+        "get",
+        response={
+            "kind": "Secret",
+            "apiVersion": "v1",
+            "metadata": {"name": "shop-tls", "namespace": "shop"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": b64(FIXTURE_CRT), "tls.key": b64(FIXTURE_KEY)},
+        },
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_CERTIFICATE],
+        input=orjson.dumps([opaque, tls]),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+
+    loaded, subjects = orjson.loads(done.stdout)
+    assert loaded == [False, False, True]
+    assert subjects == ["CN=shop.example.test"]

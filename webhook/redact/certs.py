@@ -1,7 +1,9 @@
 """Certificate details of TLS Secrets, read inside the redaction stage before values are replaced.
 
 Only public facts leave this module (names, dates, key types); a private key is parsed in
-``private_key_matches`` to compare public keys and is never returned, logged or quoted.
+``private_key_matches`` to compare public keys and is never returned, logged or quoted. The
+parsing itself (``webhook.redact.x509_facts``, with ``cryptography``) is imported at the first
+certificate read, not with this module.
 """
 
 from __future__ import annotations
@@ -16,11 +18,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Generic, TypeVar
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from webhook.core.findings import Finding, Severity
 
@@ -39,7 +36,7 @@ __all__ = [
 ]
 
 
-_PEM_CERT: Final = b"-----BEGIN CERTIFICATE-----"
+PEM_CERT: Final = b"-----BEGIN CERTIFICATE-----"
 _CERT_KEYS: Final = frozenset({"tls.crt", "ca.crt"})
 _MIN_KEY_SIZE: Final = {"RSA": 2048, "DSA": 2048, "EC": 256}
 _WEAK_HASHES: Final = {"sha1": "certificate-sha1-signature", "md5": "certificate-md5-signature"}
@@ -88,8 +85,9 @@ def parse_pem_chain(data: bytes, *, key: str, now: datetime) -> tuple[Certificat
 
 
 @dataclass(frozen=True, slots=True)
-class _Parsed:
-    """The time-independent, public facts of one certificate: what the cache keeps."""
+class Parsed:
+    """The time-independent, public facts of one certificate (``webhook.redact.x509_facts``):
+    what the cache keeps."""
 
     subject: str
     issuer: str
@@ -170,14 +168,14 @@ class CertificateCache:
         if size < 1:
             raise ValueError("the certificate cache holds at least one entry")
         self._salted = hashlib.sha256(os.urandom(32))
-        self.chains: _Lru[tuple[_Parsed, ...] | None] = _Lru(size)
+        self.chains: _Lru[tuple[Parsed, ...] | None] = _Lru(size)
         self.key_matches: _Lru[bool | None] = _Lru(size)
 
-    def chain(self, data: bytes) -> tuple[_Parsed, ...] | None:
+    def chain(self, data: bytes) -> tuple[Parsed, ...] | None:
         """The parsed chain in ``data``; None when it is not a readable certificate chain."""
         return self.lookup(data)[1]
 
-    def lookup(self, data: bytes) -> tuple[bytes, tuple[_Parsed, ...] | None, bool]:
+    def lookup(self, data: bytes) -> tuple[bytes, tuple[Parsed, ...] | None, bool]:
         """``data``'s digest, its parsed chain (None: unreadable) and whether it was held already."""
         digest = self._digest(data)
         held, parsed = self.chains.get(digest)
@@ -207,18 +205,13 @@ class CertificateCache:
         return digest.digest()
 
 
-def _parse_chain(data: bytes) -> tuple[_Parsed, ...] | None:
-    try:
-        if _PEM_CERT in data:
-            certs = x509.load_pem_x509_certificates(data)
-        else:
-            certs = [x509.load_der_x509_certificate(data)]
-        return tuple(_parse(c) for c in certs)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        return None
+def _parse_chain(data: bytes) -> tuple[Parsed, ...] | None:
+    from webhook.redact import x509_facts  # cryptography: loaded at the first certificate
+
+    return x509_facts.chain(data)
 
 
-def _infos(parsed: Sequence[_Parsed], key: str, now: datetime) -> tuple[CertificateInfo, ...]:
+def _infos(parsed: Sequence[Parsed], key: str, now: datetime) -> tuple[CertificateInfo, ...]:
     return tuple(
         CertificateInfo(
             key=key,
@@ -243,22 +236,9 @@ def _infos(parsed: Sequence[_Parsed], key: str, now: datetime) -> tuple[Certific
 
 def private_key_matches(cert_pem: bytes, key_pem: bytes) -> bool | None:
     """Whether the leaf's public key belongs to the private key; None if either cannot be read."""
-    try:
-        cert = x509.load_pem_x509_certificates(cert_pem)[0]
-        # Only the public half is compared, so the costly RSA consistency checks (tens of ms per
-        # key: a client creating TLS secrets could stall the event loop) are not needed.
-        private = serialization.load_pem_private_key(
-            key_pem, password=None, unsafe_skip_rsa_key_validation=True
-        )
-        ours = private.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        theirs = cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    except (ValueError, TypeError, UnsupportedAlgorithm, IndexError):
-        return None  # encrypted, unsupported or garbage: nothing to compare
-    return ours == theirs
+    from webhook.redact import x509_facts  # cryptography: loaded at the first certificate
+
+    return x509_facts.key_matches(cert_pem, key_pem)
 
 
 def certificate_findings(
@@ -349,7 +329,7 @@ def inspect_certificates(
     findings: list[Finding] = []
     crt_digest: bytes | None = None  # tls.crt's, once it has been seen before
     for name, value in values.items():
-        if not value or (name not in _CERT_KEYS and _PEM_CERT not in value):
+        if not value or (name not in _CERT_KEYS and PEM_CERT not in value):
             continue
         if cache is None:
             parsed = _parse_chain(value)
@@ -416,84 +396,3 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 def _weak_hash(signature_algorithm: str | None) -> str | None:
     found = _WEAK_HASH_NAME.search((signature_algorithm or "").lower())
     return found.group(1) if found else None
-
-
-def _parse(cert: x509.Certificate) -> _Parsed:
-    not_after = cert.not_valid_after_utc
-    key_type, key_size = _key(cert.public_key())
-    return _Parsed(
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        serial=format(cert.serial_number, "x"),
-        sans=_sans(cert),
-        not_before=_rfc3339(cert.not_valid_before_utc),
-        not_after=_rfc3339(not_after),
-        expires=not_after,
-        key_type=key_type,
-        key_size=key_size,
-        signature_algorithm=_signature_algorithm(cert),
-        self_signed=_self_signed(cert),
-        is_ca=_is_ca(cert),
-    )
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _key(public: object) -> tuple[str, int | None]:
-    if isinstance(public, rsa.RSAPublicKey):
-        return "RSA", public.key_size
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        return "EC", public.curve.key_size
-    if isinstance(public, ed25519.Ed25519PublicKey):
-        return "Ed25519", None
-    if isinstance(public, ed448.Ed448PublicKey):
-        return "Ed448", None
-    if isinstance(public, dsa.DSAPublicKey):
-        return "DSA", public.key_size
-    return type(public).__name__, None
-
-
-def _sans(cert: x509.Certificate) -> tuple[str, ...]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return ()
-    ips = [str(ip) for ip in ext.get_values_for_type(x509.IPAddress)]
-    return (*ext.get_values_for_type(x509.DNSName), *ips)
-
-
-def _signature_algorithm(cert: x509.Certificate) -> str | None:
-    oid = cert.signature_algorithm_oid
-    name = oid._name
-    return name if name and name != "Unknown OID" else oid.dotted_string
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        return False
-
-
-def _self_signed(cert: x509.Certificate) -> bool:
-    if cert.subject != cert.issuer:
-        return False
-    try:
-        cert.verify_directly_issued_by(cert)
-    except InvalidSignature:
-        return False
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        # e.g. a SHA-1 signature cryptography will not check: fall back to the key identifiers
-        return _same_key_ids(cert)
-    return True
-
-
-def _same_key_ids(cert: x509.Certificate) -> bool:
-    try:
-        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return True  # same name and nothing says otherwise
-    return aki.key_identifier in (None, ski.digest)

@@ -159,6 +159,9 @@ class AuditIngestor:
 
     async def _ingest(self, result: BatchResult) -> BatchResult:
         """A batch prepared here: its records are built here too."""
+        if not result.pending and not result.dead_letters:
+            self._count(result)  # nothing kept (most of blocking mode's requests): nothing to write
+            return result
         pipeline = self.pipeline
         lookups = pipeline.lookups(result) if result.pending else []  # dead-letters unreadable keys
 

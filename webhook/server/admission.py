@@ -11,6 +11,7 @@ nothing unexpected becomes a 500 or a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 RETRY_AFTER_S: Final = "1"
+_NO_DEADLINE: Final = contextlib.nullcontext()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -67,10 +69,19 @@ class ServerState:
     metrics: Metrics
     in_flight: int = 0
     stopping: bool = False
+    # ingress_audit_request_duration_seconds by status: a label lookup costs more than the observation
+    _latency: dict[int, Callable[[float], None]] = field(default_factory=dict)
     # batch.rejected: a line per refused request, folded beyond 10 a second
     rejected_log: FoldingLog[tuple[str, int], Rejections] = field(
         default_factory=lambda: FoldingLog(write_rejected)
     )
+
+    def observe_latency(self, status: int, seconds: float) -> None:
+        """``ingress_audit_request_duration_seconds{code=status}`` observes ``seconds``."""
+        observe = self._latency.get(status)
+        if observe is None:
+            observe = self._latency[status] = self.metrics.latency.labels(code=str(status)).observe
+        observe(seconds)
 
 
 STATE = web.AppKey("state", ServerState)
@@ -92,8 +103,10 @@ async def admit(request: web.Request, source: HttpSource, state: ServerState) ->
     limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLargeError(f"body is larger than the limit of {limit} bytes")
+    # A small body comes with its head, and is all here already: no deadline to arm and cancel.
+    deadline = _NO_DEADLINE if request.content.is_eof() else asyncio.timeout(settings.body_timeout_s)
     try:
-        async with asyncio.timeout(settings.body_timeout_s):
+        async with deadline:
             body = await _read_body(request, limit)
     except TimeoutError:
         raise BodyTimeoutError(f"body not received within {settings.body_timeout_s} s") from None

@@ -42,5 +42,5 @@ async def serve(
     finally:
         metrics.in_flight.dec()
         state.in_flight -= 1
-    metrics.latency.labels(code=str(response.status)).observe(time.perf_counter() - started)
+    state.observe_latency(response.status, time.perf_counter() - started)
     return response

@@ -4,7 +4,7 @@ In order, each step cheaper than the next: the caller's authentication (the serv
 certificate or bearer token, or the source's own check), the method, the Content-Type, the
 number of requests in flight, the announced size, then the body, read in time and counted as
 it streams. Every refusal is a ``WebhookError`` answered with its status and a JSON body
-``{"error": <code>, "reason": <message>}``; the error middleware is the outer edge, where
+``{"error": <code>, "reason": <message>}``; ``guarded`` is the outer edge of every route, where
 nothing unexpected becomes a 500 or a traceback.
 """
 
@@ -48,7 +48,7 @@ __all__ = [
     "authenticate",
     "authenticated",
     "count_refusal",
-    "errors",
+    "guarded",
     "refusal_response",
 ]
 
@@ -176,33 +176,43 @@ def refusal_response(exc: WebhookError) -> web.Response:
     return json_answer({"error": exc.code, "reason": exc.message}, exc.http_status, extra or None)
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The outer edge: nothing unexpected becomes a 500 or a traceback."""
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the outer edge logs and answers 503
-        state = request.app[STATE]
-        if isinstance(exc, ConnectionResetError) and _client_gone(request):
-            # Gone before we could answer: the client's doing, counted and folded, not logged.
-            gone = ClientGoneError("the client closed the connection")
-            count_refusal(state, gone)
-            return refusal_response(gone)
-        correlation_id = uuid.uuid4().hex
-        log.error(
-            "request.failed",
-            path=request.path,
-            error=type(exc).__name__,
-            correlation_id=correlation_id,
-        )
-        state.metrics.rejects.labels(reason="internal").inc()
-        return json_answer(
-            {"error": "internal", "reason": "unexpected failure", "correlation_id": correlation_id},
-            503,
-            {"Retry-After": RETRY_AFTER_S},
-        )
+def guarded(handler: Handler) -> Handler:
+    """``handler`` behind the outer edge: nothing unexpected becomes a 500 or a traceback.
+
+    Wrapped route by route rather than as a middleware: aiohttp runs an application's
+    middlewares through two more calls and a context manager on every request."""
+
+    async def guard(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the outer edge logs and answers 503
+            return _unexpected(request, exc)
+
+    return guard
+
+
+def _unexpected(request: web.Request, exc: Exception) -> web.Response:
+    state = request.app[STATE]
+    if isinstance(exc, ConnectionResetError) and _client_gone(request):
+        # Gone before we could answer: the client's doing, counted and folded, not logged.
+        gone = ClientGoneError("the client closed the connection")
+        count_refusal(state, gone)
+        return refusal_response(gone)
+    correlation_id = uuid.uuid4().hex
+    log.error(
+        "request.failed",
+        path=request.path,
+        error=type(exc).__name__,
+        correlation_id=correlation_id,
+    )
+    state.metrics.rejects.labels(reason="internal").inc()
+    return json_answer(
+        {"error": "internal", "reason": "unexpected failure", "correlation_id": correlation_id},
+        503,
+        {"Retry-After": RETRY_AFTER_S},
+    )
 
 
 def _client_gone(request: web.Request) -> bool:

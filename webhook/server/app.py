@@ -34,7 +34,7 @@ from webhook.server.admission import (
     authenticate,
     authenticated,
     count_refusal,
-    errors,
+    guarded,
     refusal_response,
 )
 from webhook.server.auth import Authenticator
@@ -128,7 +128,7 @@ def _access(runtime: Runtime) -> AccessService:
 def create_app(config: Config) -> web.Application:
     # admission enforces the limit with a 413 and a reason; client_max_size is aiohttp's own
     # stop for any handler that calls request.read() or request.post().
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[errors])
+    app = web.Application(client_max_size=config.server.max_body_bytes)
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[_MOUNTS] = {}
@@ -142,9 +142,9 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(_answered)
     for path, build in http_sources(config).items():
         mount(app, path, build)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", guarded(healthz))
+    app.router.add_get("/readyz", guarded(readyz))
+    app.router.add_get("/metrics", guarded(metrics))
     return app
 
 
@@ -156,7 +156,7 @@ def mount(app: web.Application, path: str, build: Build) -> None:
         served = request.app
         return await serve(request, served[SOURCES][path], served[STATE], served[RUNTIME].writer)
 
-    app.router.add_route("*", path, handle)
+    app.router.add_route("*", path, guarded(handle))
 
 
 def authenticator_for(config: Config) -> Authenticator:

@@ -136,7 +136,7 @@ class _Handler(RequestHandler):
         if 400 <= status < 500:
             reason, body = BAD_HTTP, {"error": BAD_HTTP, "reason": "malformed HTTP request"}
             headers = {"Server": SERVER_HEADER}
-        else:  # our middleware answers every handler failure; anything left is still not a 500
+        else:  # ``guarded`` answers every handler failure; anything left is still not a 500
             status, reason = 503, "internal"
             body = {"error": "internal", "reason": "unexpected failure"}
             headers = {"Server": SERVER_HEADER, "Retry-After": "1"}

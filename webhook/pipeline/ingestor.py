@@ -272,6 +272,8 @@ class AuditIngestor:
             )
         events, records = counters
         events.inc(result.events)
+        if not result.matched and not result.duplicates:
+            return  # nothing kept (most of blocking mode's requests): the rest stays as it is
         metrics.matched.inc(result.matched)
         records.inc(len(result.lines))
         metrics.dedupe_hits.inc(result.duplicates)

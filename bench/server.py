@@ -200,6 +200,7 @@ class ServeProcess:
     config: Path | None = None  # None: the embedded defaults (JSONL sink, durable acks)
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
+    code: Path | None = None  # a checkout whose webhook package to serve instead (A/B runs)
 
     @property
     def data_dir(self) -> Path:
@@ -221,6 +222,8 @@ class ServeProcess:
 
     def start(self, timeout_s: float = 30.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("INGRESS_AUDIT_")}
+        if self.code is not None:
+            env["PYTHONPATH"] = str(self.code.resolve())
         self.port = free_port()
         command = [_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--data-dir", str(self.data_dir)]

@@ -22,11 +22,13 @@ from typing import Final, Generic, TypeVar
 from webhook.core.findings import Finding, Severity
 
 __all__ = [
+    "PEM_CERT",
     "CertificateCache",
     "CertificateError",
     "CertificateInfo",
     "CertificateReport",
     "Finding",
+    "Parsed",
     "Severity",
     "certificate_findings",
     "host_covered",

@@ -3,9 +3,8 @@
 ``cryptography`` costs a process ~16 MB (its Rust bindings and their Python classes) and
 ~60 ms to import. Most events hold no certificate (the default audit policy logs Secrets at
 the Metadata level, without their data), so ``webhook.redact.certs`` imports this module only
-when it reads its first one: a serve process whose large batches all go to a worker never
-loads it. A private key is parsed only to compare public keys, and is never returned, logged
-or quoted.
+when it reads its first one: a process that reads none never loads it. A private key is
+parsed only to compare public keys, and is never returned, logged or quoted.
 """
 
 from __future__ import annotations

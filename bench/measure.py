@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,9 +19,10 @@ from bench.report import median, percentile
 from bench.senders import LoadPlan, LoadResult, start_load
 from bench.server import PeakSampler, ServeProcess, cpu_seconds, cpu_split, memory
 
-__all__ = ["Load", "ModeResult", "Window", "run_baseline", "run_mode"]
+__all__ = ["Load", "ModeResult", "Window", "run_alternating", "run_baseline", "run_mode"]
 
 MB = 1e6
+_STAMPS_PER_WINDOW = 24  # bits: 16 million requests a window before auditIDs repeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class Load:
     rate: float = 0.0
     windows: int = 3
     sample_s: float = 0.0  # 0: sample only at the window boundaries
+    first_stamp: int = 0  # of the auditIDs (LoadPlan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,7 @@ def _measure(server: _Target, load: Load, out: ModeResult, py_spy: Path | None) 
         start_at=start_at,
         end_at=start_at + load.duration_s,
         rate=load.rate,
+        first_stamp=load.first_stamp,
     )
     running = start_load(plan)
     time.sleep(max(start_at - time.monotonic(), 0))
@@ -247,6 +250,68 @@ def run_baseline(name: str, kind: Kind, load: Load) -> ModeResult:
     finally:
         out.server_exit = server.stop()
     return out
+
+
+def _slice(server: _Target, load: Load, out: ModeResult, py_spy: Path | None) -> LoadResult:
+    """One window of ``out`` measured on its own: its window, CPU and sampled peak added to ``out``."""
+    part = ModeResult(name=out.name, duration_s=load.duration_s)
+    result = _measure(server, load, part, py_spy)
+    offset = out.samples[-1][0] if out.samples else 0.0
+    out.samples += [(offset + at, cpu, rss) for at, cpu, rss in part.samples]
+    out.windows += part.windows
+    out.serve_cpu_s += part.serve_cpu_s
+    out.workers_cpu_s += part.workers_cpu_s
+    out.rss_peak_sampled = max(out.rss_peak_sampled, part.rss_peak_sampled)
+    return result
+
+
+def run_alternating(
+    name: str,
+    load: Load,
+    baseline: tuple[str, Kind],
+    *,
+    warmup: Load | None = None,
+    catch_up_s: float = 120.0,
+    py_spy: Path | None = None,
+    config: Path | None = None,
+) -> tuple[ModeResult, ModeResult | None, ModeResult]:
+    """``run_mode`` with a baseline server (``(name, kind)``) running beside it: ``load`` goes to
+    each in turn, one window at a time (ours, the baseline, ours …), so that on a host whose speed
+    drifts both are measured at the same moments. Each keeps its own windows, whose medians are
+    compared; ``py_spy`` profiles our first window."""
+    window = replace(load, duration_s=load.duration_s / load.windows, windows=1)
+    base_name, kind = baseline
+    with tempfile.TemporaryDirectory(prefix="ingress-audit-bench-") as tmp:
+        server = ServeProcess(Path(tmp), config)
+        other = BaselineProcess(kind)
+        span = load.duration_s
+        ours, theirs = (
+            ModeResult(name=n, duration_s=span, writes_records=kept, serve_cpu_s=0, workers_cpu_s=0)
+            for n, kept in ((name, True), (base_name, False))
+        )
+        try:
+            server.start()
+            other.start()
+            before = None
+            if warmup is not None:
+                before = ModeResult(name=f"{name}-baseline", duration_s=warmup.duration_s)
+                _measure(server, warmup, before, None)
+            ours.rss_start, theirs.rss_start = memory(server.pid)[0], memory(other.pid)[0]
+            sent, sent_base = LoadResult(), LoadResult()
+            for index in range(load.windows):
+                turn = replace(window, first_stamp=index << _STAMPS_PER_WINDOW)  # fresh auditIDs
+                sent.merge(_slice(server, turn, ours, py_spy if index == 0 else None))
+                sent_base.merge(_slice(other, turn, theirs, None))
+            _collect(ours, sent)
+            _collect(theirs, sent_base)
+            ours.delivered = server.wait_delivered(catch_up_s)
+            ours.records, ours.records_complete = server.records_written()
+            ours.records_metric = server.metric_total("ingress_audit_records_written_total")
+            ours.rss_peak, theirs.rss_peak = memory(server.pid)[1], memory(other.pid)[1]
+        finally:
+            theirs.server_exit = other.stop()
+            ours.server_exit = server.stop()
+        return ours, before, theirs
 
 
 def run_mode(

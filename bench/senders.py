@@ -49,6 +49,7 @@ class LoadPlan:
     start_at: float
     end_at: float
     rate: float = 0.0  # events/s over all connections; 0 sends as fast as answers come
+    first_stamp: int = 0  # loads sent to one server in turns start where the last left room
 
 
 @dataclass(slots=True)
@@ -133,10 +134,11 @@ async def _process_main(plan: LoadPlan, process: int) -> LoadResult:
         await asyncio.sleep(max(plan.start_at - time.monotonic(), 0))
         cpu = _cpu()
         spread = max(len(plan.bodies) // max(plan.connections, 1), 1)
+        first, step = plan.first_stamp, plan.connections
         await asyncio.gather(
             *(
                 # Stamps differ across tasks (c, c + n, c + 2n, ...), so every auditID sent is unique.
-                _send(session, plan, c, c * spread, itertools.count(c, plan.connections), result)
+                _send(session, plan, c, c * spread, itertools.count(first + c, step), result)
                 for c in connections
             )
         )

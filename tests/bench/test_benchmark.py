@@ -186,6 +186,7 @@ def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> 
         "blocking p99 added over the null server ≤ 2.0 ms",
         "batch: naive server ÷ floor",
         "blocking: p50 added over the null server (ms)",
+        "alternating, window by window, with the null server",
     ):
         assert label in done.stdout, label
     figures = orjson.loads(figures_file.read_bytes())
@@ -203,6 +204,8 @@ def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> 
         assert result["events_per_s"] > 0, mode
         assert result["errors"] == {}, mode
         assert result["records"] is None, mode
+    for mode in ("blocking", "null-blocking"):  # measured in turns, each window on its own
+        assert len(figures["modes"][mode]["windows_events_per_s"]) == 3, mode
     ratios = figures["ratios"]
     assert ratios["naive_to_floor"] > 0
     assert ratios["ours_to_naive"] > 0

@@ -252,6 +252,24 @@ def run_baseline(name: str, kind: Kind, load: Load) -> ModeResult:
     return out
 
 
+def _warmed(server: ServeProcess, name: str, warmup: Load | None) -> ModeResult | None:
+    """``warmup`` measured on ``server`` (e.g. the bare HTTP round trip), if there is one."""
+    if warmup is None:
+        return None
+    before = ModeResult(name=f"{name}-baseline", duration_s=warmup.duration_s)
+    _measure(server, warmup, before, None)
+    return before
+
+
+def _check_records(server: ServeProcess, out: ModeResult, catch_up_s: float) -> None:
+    """Once the sinks have caught up: the records written, by the JSONL file and by the counter."""
+    out.delivered = server.wait_delivered(catch_up_s)
+    out.records, out.records_complete = server.records_written()
+    # by cluster: the sum over its labels
+    out.records_metric = server.metric_total("ingress_audit_records_written_total")
+    out.rss_peak = memory(server.pid)[1]
+
+
 def _slice(server: _Target, load: Load, out: ModeResult, py_spy: Path | None) -> LoadResult:
     """One window of ``out`` measured on its own: its window, CPU and sampled peak added to ``out``."""
     part = ModeResult(name=out.name, duration_s=load.duration_s)
@@ -292,10 +310,7 @@ def run_alternating(
         try:
             server.start()
             other.start()
-            before = None
-            if warmup is not None:
-                before = ModeResult(name=f"{name}-baseline", duration_s=warmup.duration_s)
-                _measure(server, warmup, before, None)
+            before = _warmed(server, name, warmup)
             ours.rss_start, theirs.rss_start = memory(server.pid)[0], memory(other.pid)[0]
             sent, sent_base = LoadResult(), LoadResult()
             for index in range(load.windows):
@@ -304,10 +319,8 @@ def run_alternating(
                 sent_base.merge(_slice(other, turn, theirs, None))
             _collect(ours, sent)
             _collect(theirs, sent_base)
-            ours.delivered = server.wait_delivered(catch_up_s)
-            ours.records, ours.records_complete = server.records_written()
-            ours.records_metric = server.metric_total("ingress_audit_records_written_total")
-            ours.rss_peak, theirs.rss_peak = memory(server.pid)[1], memory(other.pid)[1]
+            _check_records(server, ours, catch_up_s)
+            theirs.rss_peak = memory(other.pid)[1]
         finally:
             theirs.server_exit = other.stop()
             ours.server_exit = server.stop()
@@ -328,17 +341,10 @@ def run_mode(
         server = ServeProcess(Path(tmp), config)
         try:
             server.start()
-            before = None
-            if warmup is not None:
-                before = ModeResult(name=f"{name}-baseline", duration_s=warmup.duration_s)
-                _measure(server, warmup, before, None)
+            before = _warmed(server, name, warmup)
             out = ModeResult(name=name, duration_s=load.duration_s, rss_start=memory(server.pid)[0])
             _collect(out, _measure(server, load, out, py_spy))
-            out.delivered = server.wait_delivered(catch_up_s)
-            out.records, out.records_complete = server.records_written()
-            # by cluster: the sum over its labels
-            out.records_metric = server.metric_total("ingress_audit_records_written_total")
-            out.rss_peak = memory(server.pid)[1]
+            _check_records(server, out, catch_up_s)
         finally:
             out_exit = server.stop()
         out.server_exit = out_exit

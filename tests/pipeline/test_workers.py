@@ -35,7 +35,7 @@ from webhook.pipeline.stages import BatchResult
 from webhook.pipeline.workers import MIN_BODY_BYTES, Remote
 from webhook.redact.leaks import scan
 from webhook.runtime import Runtime
-from webhook.server.app import create_app
+from webhook.server.app import RUNTIME, create_app, start_server
 
 RECEIVED_AT = "2026-11-24T14:30:00.000000Z"
 
@@ -225,6 +225,21 @@ async def test_large_bodies_are_prepared_here_until_the_workers_have_started(tmp
     finally:
         await runtime.aclose()
     assert result.lines
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+async def test_a_started_server_starts_its_workers_before_any_request(tmp_path: Path, workers: int) -> None:
+    """A restarted server's first batches (its senders' backlog) find the workers running."""
+    running = await start_server(make_config(tmp_path, port=0, workers=workers))
+    pool = running.runner.app[RUNTIME].prepare_pool
+    try:
+        assert pool.starting is (workers > 0)
+        await pool.start()  # waits for the start under way
+        assert len(pool.pids()) == workers
+        assert pool.wants(_large_body()) is (workers > 0)
+    finally:
+        await running.stop()
+    assert pool.pids() == []
 
 
 async def test_the_server_answers_a_large_batch_once_its_records_are_durable(tmp_path: Path) -> None:

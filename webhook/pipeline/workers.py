@@ -534,7 +534,8 @@ async def _reap(process: asyncio.subprocess.Process) -> None:
 
 
 class PreparePool:
-    """``server.workers`` processes, started in the background on the first large body.
+    """``server.workers`` processes, started in the background when the server starts
+    (``start_soon``) and again on the first large body after one died.
 
     Until a worker has started (imports, pipeline built: about a second), and while none is
     running after they died, large bodies are prepared in the event loop as small ones are:
@@ -557,13 +558,22 @@ class PreparePool:
     def enabled(self) -> bool:
         return self._workers > 0
 
+    @property
+    def starting(self) -> bool:
+        """Whether workers are being started now."""
+        return self._starting is not None
+
     def wants(self, body: bytes) -> bool:
         """Whether ``body`` should go to a worker now; starts the workers if they are not."""
         if self._workers == 0 or len(body) < MIN_BODY_BYTES:
             return False
+        self.start_soon()
+        return bool(self._running)
+
+    def start_soon(self) -> None:
+        """Start the missing workers in the background, unless they are starting already."""
         if len(self._running) < self._workers and self._starting is None and not self._closed:
             self._starting = asyncio.get_running_loop().create_task(self._start_missing())
-        return bool(self._running)
 
     def pids(self) -> list[int]:
         """The worker processes running now (for tests and the benchmark)."""

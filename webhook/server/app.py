@@ -354,6 +354,10 @@ async def start_server(config: Config) -> RunningServer:
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {server.host}:{server.port}: {exc.strerror}") from None
+    # The workers start now rather than on the first large batch: a restarted server's first
+    # batches (the backlog its senders kept) would otherwise be built in the event loop, and the
+    # serve process would hold their modules and allocations (~11 MB of its peak) from then on.
+    app[RUNTIME].prepare_pool.start_soon()
     addresses = [(str(a[0]), int(a[1])) for a in runner.addresses]
     watcher = asyncio.create_task(reloader.watch()) if reloader else None
     return RunningServer(runner=runner, addresses=addresses, reloader=reloader, _watcher=watcher)

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from bench.floor import Floor
 from bench.measure import ModeResult
 from bench.report import fmt, slope
 
@@ -158,8 +157,8 @@ def soak_summary(series: Sequence[tuple[float, float]]) -> Soak:
     )
 
 
-def mode_rows(modes: Sequence[ModeResult], floor: Floor) -> list[list[str]]:
-    """The figures of each load, one column per load."""
+def mode_rows(modes: Sequence[ModeResult], floor: float) -> list[list[str]]:
+    """The figures of each load, one column per load; ``floor``: the events/s ratios are to."""
 
     def row(label: str, get: Any) -> list[str]:
         return [label, *(get(m) for m in modes)]
@@ -167,7 +166,7 @@ def mode_rows(modes: Sequence[ModeResult], floor: Floor) -> list[list[str]]:
     return [
         row("events/s accepted (median of 3 windows)", lambda m: fmt(m.median("events_per_s"))),
         row("  the 3 windows", lambda m: " / ".join(fmt(w.events_per_s) for w in m.windows)),
-        row("ratio to the floor", lambda m: fmt(m.median("events_per_s") / floor.events_per_s, ".2f")),
+        row("ratio to the floor", lambda m: fmt(ratio(m.median("events_per_s"), floor), ".2f")),
         row("requests/s", lambda m: fmt(m.median("requests_per_s"))),
         row(
             "request latency p50 / p95 / p99 (ms)",

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,7 +19,7 @@ from bench.report import median, percentile
 from bench.senders import LoadPlan, LoadResult, start_load
 from bench.server import PeakSampler, ServeProcess, cpu_seconds, cpu_split, memory
 
-__all__ = ["Load", "ModeResult", "Window", "run_alternating", "run_baseline", "run_mode"]
+__all__ = ["Load", "ModeResult", "Turns", "Window", "run_in_turns", "run_mode"]
 
 MB = 1e6
 _STAMPS_PER_WINDOW = 24  # bits: 16 million requests a window before auditIDs repeat
@@ -238,20 +238,6 @@ def _collect(out: ModeResult, result: LoadResult) -> None:
         out.latency_by_kind[kind] = (percentile(picked, 50), percentile(picked, 99))
 
 
-def run_baseline(name: str, kind: Kind, load: Load) -> ModeResult:
-    """``load`` against a fresh baseline server (bench/baselines.py): the same figures, no record check."""
-    server = BaselineProcess(kind)
-    out = ModeResult(name=name, duration_s=load.duration_s, writes_records=False)
-    try:
-        server.start()
-        out.rss_start = memory(server.pid)[0]
-        _collect(out, _measure(server, load, out, None))
-        out.rss_peak = memory(server.pid)[1]
-    finally:
-        out.server_exit = server.stop()
-    return out
-
-
 def _warmed(server: ServeProcess, name: str, warmup: Load | None) -> ModeResult | None:
     """``warmup`` measured on ``server`` (e.g. the bare HTTP round trip), if there is one."""
     if warmup is None:
@@ -283,48 +269,72 @@ def _slice(server: _Target, load: Load, out: ModeResult, py_spy: Path | None) ->
     return result
 
 
-def run_alternating(
+@dataclass(slots=True)
+class Turns:
+    """What ``run_in_turns`` measured: ours, its warm-up, each baseline server, and the figure
+    ``between`` gave after each of our windows."""
+
+    ours: ModeResult
+    warmup: ModeResult | None
+    baselines: list[ModeResult]
+    between: list[float]
+
+
+def run_in_turns(
     name: str,
     load: Load,
-    baseline: tuple[str, Kind],
+    baselines: Sequence[tuple[str, Kind]] = (),
     *,
+    between: Callable[[], float] | None = None,
     warmup: Load | None = None,
     catch_up_s: float = 120.0,
     py_spy: Path | None = None,
     config: Path | None = None,
-) -> tuple[ModeResult, ModeResult | None, ModeResult]:
-    """``run_mode`` with a baseline server (``(name, kind)``) running beside it: ``load`` goes to
-    each in turn, one window at a time (ours, the baseline, ours …), so that on a host whose speed
-    drifts both are measured at the same moments. Each keeps its own windows, whose medians are
+) -> Turns:
+    """``run_mode`` with the baseline servers (``(name, kind)`` each) running beside ours: ``load``
+    goes to each in turn, one window at a time (ours, then ``between``, e.g. a floor window while
+    every server idles, then each baseline; ours again …), so that on a host whose speed drifts
+    all are measured at the same moments. Each keeps its own windows, whose medians are
     compared; ``py_spy`` profiles our first window."""
     window = replace(load, duration_s=load.duration_s / load.windows, windows=1)
-    base_name, kind = baseline
+    span = load.duration_s
     with tempfile.TemporaryDirectory(prefix="ingress-audit-bench-") as tmp:
         server = ServeProcess(Path(tmp), config)
-        other = BaselineProcess(kind)
-        span = load.duration_s
-        ours, theirs = (
-            ModeResult(name=n, duration_s=span, writes_records=kept, serve_cpu_s=0, workers_cpu_s=0)
-            for n, kept in ((name, True), (base_name, False))
-        )
+        others = [BaselineProcess(kind) for _, kind in baselines]
+        ours = ModeResult(name=name, duration_s=span, serve_cpu_s=0, workers_cpu_s=0)
+        theirs = [
+            ModeResult(name=n, duration_s=span, writes_records=False, serve_cpu_s=0, workers_cpu_s=0)
+            for n, _ in baselines
+        ]
+        figures: list[float] = []
         try:
             server.start()
-            other.start()
+            for other in others:
+                other.start()
             before = _warmed(server, name, warmup)
-            ours.rss_start, theirs.rss_start = memory(server.pid)[0], memory(other.pid)[0]
-            sent, sent_base = LoadResult(), LoadResult()
+            ours.rss_start = memory(server.pid)[0]
+            for other, out in zip(others, theirs, strict=True):
+                out.rss_start = memory(other.pid)[0]
+            sent = LoadResult()
+            sent_base = [LoadResult() for _ in others]
             for index in range(load.windows):
                 turn = replace(window, first_stamp=index << _STAMPS_PER_WINDOW)  # fresh auditIDs
                 sent.merge(_slice(server, turn, ours, py_spy if index == 0 else None))
-                sent_base.merge(_slice(other, turn, theirs, None))
+                if between is not None:
+                    figures.append(between())
+                for other, out, result in zip(others, theirs, sent_base, strict=True):
+                    result.merge(_slice(other, turn, out, None))
             _collect(ours, sent)
-            _collect(theirs, sent_base)
+            for out, result in zip(theirs, sent_base, strict=True):
+                _collect(out, result)
             _check_records(server, ours, catch_up_s)
-            theirs.rss_peak = memory(other.pid)[1]
+            for other, out in zip(others, theirs, strict=True):
+                out.rss_peak = memory(other.pid)[1]
         finally:
-            theirs.server_exit = other.stop()
+            for other, out in zip(others, theirs, strict=True):
+                out.server_exit = other.stop()
             ours.server_exit = server.stop()
-        return ours, before, theirs
+        return Turns(ours=ours, warmup=before, baselines=theirs, between=figures)
 
 
 def run_mode(

@@ -12,6 +12,7 @@ Exit status 1 means a record check failed (the figures are reported either way).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -21,10 +22,11 @@ from typing import Any, Final
 
 import orjson
 
+from bench.baselines import Kind
 from bench.compare import Comparison, mode_rows, soak_report, targets
 from bench.floor import measure_floor
 from bench.generate import Pool, build_pool
-from bench.measure import Load, ModeResult, run_alternating, run_baseline, run_mode
+from bench.measure import Load, ModeResult, run_in_turns, run_mode
 from bench.report import fmt, machine, table
 
 __all__ = ["Settings", "main"]
@@ -44,6 +46,7 @@ class Settings:
     sender_procs: int = 1
     concurrency: int = 8
     floor_min_s: float = 0.5
+    floor_turn_s: float = 1.5  # the floor's window between batch mode's load windows
     soak_min: float = 0.0
     sample_s: float = 5.0
     rate: float = 0.0
@@ -54,7 +57,14 @@ class Settings:
 
 
 SMOKE: Final = Settings(
-    batches=3, batch_size=100, batch_s=1.5, blocking_s=1.5, baseline_s=0.5, senders=2, floor_min_s=0.05
+    batches=3,
+    batch_size=100,
+    batch_s=1.5,
+    blocking_s=1.5,
+    baseline_s=0.5,
+    senders=2,
+    floor_min_s=0.05,
+    floor_turn_s=0.05,
 )
 
 
@@ -194,23 +204,45 @@ def _batch_phase(
     args: argparse.Namespace,
     settings: Settings,
     load: Load,
+    rendered: Sequence[bytes],
     compared: Comparison,
     results: list[ModeResult],
+    figures: dict[str, Any],
 ) -> Comparison:
-    """ingress-audit under batch load, then the naive and the null server under the same load."""
+    """ingress-audit under batch load, in turns, window by window, with the floor and with the
+    naive and the null server under the same load."""
     what = f"{settings.senders} senders x {settings.batch_size} events, {settings.batch_s:g} s"
     _out(f"batch mode: {what} ...")
-    batch, _ = run_mode(
-        "batch", load, catch_up_s=settings.catch_up_s, py_spy=_profile_path(args, "batch"), config=args.config
+    baselines: list[tuple[str, Kind]] = [("naive-batch", "naive"), ("null-batch", "null")]
+    _out(
+        "  in turns, window by window: ingress-audit, the floor"
+        + (
+            ", the naive server (http.server + json.loads, writes nothing), the null server"
+            " (aiohttp, reads the body, answers 200)"
+            if settings.baselines
+            else ""
+        )
     )
-    results.append(batch)
-    compared = replace(compared, batch=batch)
+    turns = run_in_turns(
+        "batch",
+        load,
+        baselines if settings.baselines else (),
+        between=lambda: measure_floor(rendered, repeats=1, min_s=settings.floor_turn_s).events_per_s,
+        catch_up_s=settings.catch_up_s,
+        py_spy=_profile_path(args, "batch"),
+        config=args.config,
+    )
+    floor = statistics.median(turns.between)
+    _out(
+        f"  the floor in turns with the loads: {fmt(floor)} events/s "
+        f"(windows: {' / '.join(fmt(f) for f in turns.between)}); the ratios below are to it"
+    )
+    figures["floor"] = floor
+    figures["floor_windows"] = turns.between
+    results += [turns.ours, *turns.baselines]
+    compared = replace(compared, floor=floor, batch=turns.ours)
     if settings.baselines:
-        _out("  the same load on the naive server (http.server + json.loads, writes nothing) ...")
-        naive = run_baseline("naive-batch", "naive", load)
-        _out("  the same load on the null server (aiohttp, reads the body, answers 200) ...")
-        null = run_baseline("null-batch", "null", load)
-        results += [naive, null]
+        naive, null = turns.baselines
         compared = replace(compared, naive=naive, null_batch=null)
     return compared
 
@@ -235,15 +267,16 @@ def _blocking_phase(
         # Window by window with the null server: a p99 difference of 2 ms is smaller than what the
         # host's drift moves a p99 between two runs of 15 s.
         _out("  alternating, window by window, with the null server (aiohttp, reads the body, answers 200)")
-        blocking, baseline, null = run_alternating(
+        turns = run_in_turns(
             "blocking",
             load,
-            ("null-blocking", "null"),
+            [("null-blocking", "null")],
             warmup=baseline_load,
             catch_up_s=settings.catch_up_s,
             py_spy=_profile_path(args, "blocking"),
             config=args.config,
         )
+        blocking, baseline, (null,) = turns.ours, turns.warmup, turns.baselines
     else:
         blocking, baseline = run_mode(
             "blocking",
@@ -300,7 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{floor.mb_per_s:.0f} MB/s (runs: {runs})"
     )
     batch_load = Load(pool.batches, settings.senders, settings.sender_procs, settings.batch_s, settings.rate)
-    figures: dict[str, Any] = {"machine": info, "settings": asdict(settings), "floor": floor.events_per_s}
+    # "floor": what the ratios are to; the batch phase measures it again in turns with its loads.
+    figures: dict[str, Any] = {
+        "machine": info,
+        "settings": asdict(settings),
+        "floor": floor.events_per_s,
+        "floor_at_start": floor.events_per_s,
+    }
     results: list[ModeResult] = []
     compared = Comparison(floor=floor.events_per_s)
     soak = None
@@ -315,11 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures["soak"] = asdict(soak) | {"verdict": soak.verdict}
     else:
         if args.mode in ("both", "batch"):
-            compared = _batch_phase(args, settings, batch_load, compared, results)
+            compared = _batch_phase(args, settings, batch_load, rendered, compared, results, figures)
         if args.mode in ("both", "blocking"):
             compared = _blocking_phase(args, settings, pool, compared, results, figures)
     _out()
-    _out(table(["figure", *(m.name for m in results)], mode_rows(results, floor)))
+    _out(table(["figure", *(m.name for m in results)], mode_rows(results, compared.floor)))
     if not settings.soak_min:
         _out()
         _out(table(["ratio, measured in this run", "value"], compared.rows()))

@@ -5,6 +5,7 @@ bench/ is not installed (it runs from a checkout); the checkout is on sys.path b
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 from collections import Counter
@@ -187,6 +188,8 @@ def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> 
         "batch: naive server ÷ floor",
         "blocking: p50 added over the null server (ms)",
         "alternating, window by window, with the null server",
+        "in turns, window by window: ingress-audit, the floor, the naive server",
+        "the floor in turns with the loads",
     ):
         assert label in done.stdout, label
     figures = orjson.loads(figures_file.read_bytes())
@@ -204,9 +207,16 @@ def test_smoke_run_prints_the_figures_and_checks_the_records(tmp_path: Path) -> 
         assert result["events_per_s"] > 0, mode
         assert result["errors"] == {}, mode
         assert result["records"] is None, mode
-    for mode in ("blocking", "null-blocking"):  # measured in turns, each window on its own
+    # measured in turns, each window on its own
+    for mode in ("batch", "naive-batch", "null-batch", "blocking", "null-blocking"):
         assert len(figures["modes"][mode]["windows_events_per_s"]) == 3, mode
+    # the ratios are to the floor measured between the batch windows, not the one at the start
+    assert len(figures["floor_windows"]) == 3
+    assert figures["floor"] == statistics.median(figures["floor_windows"]) > 0
+    assert figures["floor_at_start"] > 0
     ratios = figures["ratios"]
+    batch_events = figures["modes"]["batch"]["events_per_s"]
+    assert ratios["batch_to_floor"] == pytest.approx(batch_events / figures["floor"])
     assert ratios["naive_to_floor"] > 0
     assert ratios["ours_to_naive"] > 0
     blocking, null = (

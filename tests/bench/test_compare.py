@@ -7,7 +7,6 @@ import math
 import pytest
 
 from bench.compare import Comparison, added_ms, mode_rows, ratio, soak_summary, targets
-from bench.floor import Floor
 from bench.measure import ModeResult, Window
 
 
@@ -63,9 +62,7 @@ def test_every_cell_fits_in_a_markdown_table() -> None:
     modes = [_mode("batch", 50_000), _mode("null-batch", 90_000)]
     compared = Comparison(floor=100_000, batch=modes[0], null_batch=modes[1])
     soak = soak_summary([(t / 2, 100.0) for t in range(5)])
-    floor = Floor(events_per_s=100_000, mb_per_s=100, runs=(100_000,), matched=0)
-
-    rows = [*mode_rows(modes, floor), *compared.rows(), *targets(compared, soak)]
+    rows = [*mode_rows(modes, 100_000), *compared.rows(), *targets(compared, soak)]
 
     assert all("|" not in cell for row in rows for cell in row)
 
@@ -110,8 +107,6 @@ def test_the_cores_are_split_between_the_serve_process_and_its_workers() -> None
     batch = _mode("batch", 50_000, cores=1.5)
     batch.duration_s, batch.serve_cpu_s, batch.workers_cpu_s = 20.0, 11.0, 18.0
     naive = _mode("naive-batch", 40_000)  # never measured: n/a
-    floor = Floor(events_per_s=100_000, mb_per_s=100, runs=(100_000,), matched=0)
-
-    rows = {row[0]: row[1:] for row in mode_rows([batch, naive], floor)}
+    rows = {row[0]: row[1:] for row in mode_rows([batch, naive], 100_000)}
 
     assert rows["  of which the serve process / its workers"] == ["0.55 / 0.90", "n/a / n/a"]

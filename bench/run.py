@@ -1,8 +1,9 @@
 """``python -m bench``: the floor, then batch mode and blocking mode against the real server.
 
-Each load is then sent, in the same run, to servers that keep no guarantee (bench/baselines.py):
-the naive standard-library server (batch) and the null aiohttp server (batch and blocking), so
-that throughput and added latency are reported as ratios and differences of one run.
+Each load is also sent, in the same run and in turns with ours, window by window, to servers that
+keep no guarantee (bench/baselines.py): the naive standard-library server (batch) and the null
+aiohttp server (batch and blocking); batch mode measures the floor in turns too. Throughput and
+added latency are so reported as ratios and differences of the same moments.
 
 ``--smoke`` runs the same steps with small counts in a few seconds (the test suite runs it);
 ``--soak MINUTES`` runs steady batch load instead and reports RSS over time and its slope.

@@ -73,8 +73,8 @@ class BatchResult:
     duplicates: int = 0
     records: list[Record] = field(default_factory=list)
     lines: list[bytes] = field(default_factory=list)  # the records' JSON, made under the guard
-    # What observers read: each record as its JSON document (a RecordView of one built here,
-    # the parsed line of one a worker process built).
+    # What observers read: each record as its JSON document (its parsed line, wherever it was
+    # built: here or in a worker process).
     documents: list[Mapping[str, Any]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)

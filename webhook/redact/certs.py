@@ -25,6 +25,7 @@ __all__ = [
     "PEM_CERT",
     "CertificateCache",
     "CertificateError",
+    "CertificateFacts",
     "CertificateInfo",
     "CertificateReport",
     "Finding",
@@ -35,6 +36,7 @@ __all__ = [
     "inspect_certificates",
     "parse_pem_chain",
     "private_key_matches",
+    "read_certificates",
 ]
 
 
@@ -314,21 +316,50 @@ def certificate_findings(
     return tuple(findings)
 
 
-def inspect_certificates(
-    values: Mapping[str, bytes],
-    *,
-    now: datetime,
-    expiry_warning_days: int,
-    path: str,
-    cache: CertificateCache | None = None,
-) -> CertificateReport:
-    """Read every certificate among a Secret's decoded values (``tls.crt``, ``ca.crt``, PEM).
+@dataclass(frozen=True, slots=True)
+class CertificateFacts:
+    """What ``read_certificates`` found among one Secret's values: nothing derived from the clock
+    or from where the Secret sits in its event, so it can be kept and reported again later."""
+
+    chains: tuple[tuple[str, tuple[Parsed, ...] | None], ...] = ()  # by key; None: unreadable
+    key_matches: bool | None = None
+
+    def report(self, *, now: datetime, expiry_warning_days: int, path: str) -> CertificateReport:
+        """The certificates and findings at ``now``, for the Secret at ``path``."""
+        infos: list[CertificateInfo] = []
+        findings: list[Finding] = []
+        for name, parsed in self.chains:
+            if parsed is not None:
+                infos.extend(_infos(parsed, name, now))
+            else:
+                findings.append(
+                    Finding(
+                        id="certificate-unparseable",
+                        severity="medium",
+                        message=f"{name} holds no readable certificate",
+                        path=f"{path}[{name}]",
+                    )
+                )
+        findings[:0] = certificate_findings(
+            infos, expiry_warning_days=expiry_warning_days, key_matches=self.key_matches, path=path
+        )
+        return CertificateReport(
+            certificates=tuple(infos), key_matches_certificate=self.key_matches, findings=tuple(findings)
+        )
+
+
+_NO_FACTS: Final = CertificateFacts()
+
+
+def read_certificates(
+    values: Mapping[str, bytes], *, cache: CertificateCache | None = None
+) -> CertificateFacts:
+    """Parse every certificate among a Secret's decoded values (``tls.crt``, ``ca.crt``, PEM),
+    and check ``tls.key`` against ``tls.crt``'s leaf.
 
     Parses and key checks come from ``cache`` when the same bytes were seen before (None: always
-    parse); everything that depends on ``now`` is computed afresh.
-    """
-    infos: list[CertificateInfo] = []
-    findings: list[Finding] = []
+    parse)."""
+    chains: list[tuple[str, tuple[Parsed, ...] | None]] = []
     crt_digest: bytes | None = None  # tls.crt's, once it has been seen before
     for name, value in values.items():
         if not value or (name not in _CERT_KEYS and PEM_CERT not in value):
@@ -339,30 +370,31 @@ def inspect_certificates(
             digest, parsed, held = cache.lookup(value)
             if name == "tls.crt" and held:
                 crt_digest = digest
-        if parsed is not None:
-            infos.extend(_infos(parsed, name, now))
-        else:
-            findings.append(
-                Finding(
-                    id="certificate-unparseable",
-                    severity="medium",
-                    message=f"{name} holds no readable certificate",
-                    path=f"{path}[{name}]",
-                )
-            )
+        chains.append((name, parsed))
+    if not chains:
+        return _NO_FACTS
     key_matches: bool | None = None
     crt, key = values.get("tls.crt"), values.get("tls.key")
-    if crt and key and any(info.key == "tls.crt" for info in infos):
+    if crt and key and any(name == "tls.crt" and parsed for name, parsed in chains):
         if cache is not None and crt_digest is not None:
             key_matches = cache.key_match(crt_digest, crt, key)
         else:  # no cache, or a certificate not seen before: not worth remembering yet
             key_matches = private_key_matches(crt, key)
-    findings[:0] = certificate_findings(
-        infos, expiry_warning_days=expiry_warning_days, key_matches=key_matches, path=path
-    )
-    return CertificateReport(
-        certificates=tuple(infos), key_matches_certificate=key_matches, findings=tuple(findings)
-    )
+    return CertificateFacts(chains=tuple(chains), key_matches=key_matches)
+
+
+def inspect_certificates(
+    values: Mapping[str, bytes],
+    *,
+    now: datetime,
+    expiry_warning_days: int,
+    path: str,
+    cache: CertificateCache | None = None,
+) -> CertificateReport:
+    """``read_certificates``, reported at ``now``: everything that depends on it is computed
+    afresh, even when the parses come from ``cache``."""
+    facts = read_certificates(values, cache=cache)
+    return facts.report(now=now, expiry_warning_days=expiry_warning_days, path=path)
 
 
 def host_covered(host: str, sans: Sequence[str]) -> bool:

@@ -29,6 +29,7 @@ from webhook.core.files import fsync_dir, read_secret_file
 from webhook.errors import ConfigError
 from webhook.redact import shapes as shapes
 from webhook.redact.certs import CertificateCache
+from webhook.redact.listed import ListItemCache
 from webhook.redact.model import KeyFingerprint, SecretDetails
 from webhook.redact.walk import Walk, scan_keeps
 
@@ -61,7 +62,7 @@ def _utcnow() -> datetime:
 class Redactor:
     """Built once at start-up; ``redact`` is pure apart from reading the clock for expiry."""
 
-    __slots__ = ("_expiry_warning_days", "_mac", "_now", "certificates")
+    __slots__ = ("_expiry_warning_days", "_mac", "_now", "certificates", "list_items")
 
     def __init__(
         self,
@@ -75,8 +76,10 @@ class Redactor:
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
         self._expiry_warning_days = expiry_warning_days
         self._now = now
-        # One per process (each worker builds its own redactor): the certificates seen before.
+        # One per process (each worker builds its own redactor): the certificates seen before,
+        # and the items of secrets lists walked before.
         self.certificates = CertificateCache()
+        self.list_items = ListItemCache()
 
     def __repr__(self) -> str:
         return "Redactor(key=**********)"
@@ -100,18 +103,24 @@ class Redactor:
             expiry_warning_days=self._expiry_warning_days,
             certificates=self.certificates,
         )
+        status = event.get("responseStatus")
+        searched = status if strict and isinstance(status, dict) and "message" in status else None
         changes: dict[str, Any] = {}
         for field in _OBJECTS:
             value = event.get(field)
             if value is None:
                 continue
             walk.next_object()
+            # A list item from memory adds none of its values to those a later object and the
+            # status message are searched for: only the response, and only with no message.
+            walk.items = (
+                self.list_items if strict and field == "responseObject" and searched is None else None
+            )
             new = walk.strict(value, field) if strict else walk.scan(value, field)
             if new is not value:
                 changes[field] = new
-        status = event.get("responseStatus")
-        if strict and isinstance(status, dict) and "message" in status:
-            changes["responseStatus"] = shapes.status(walk, status, "responseStatus")
+        if searched is not None:
+            changes["responseStatus"] = shapes.status(walk, searched, "responseStatus")
         if not changes:
             return RedactionResult(event=event, secrets=(), dropped=())
         out = dict(event)

@@ -20,7 +20,8 @@ import orjson
 from webhook.core.values import as_str
 from webhook.redact import meta as meta
 from webhook.redact import shapes as shapes
-from webhook.redact.certs import CertificateCache, Finding, inspect_certificates
+from webhook.redact.certs import CertificateCache, CertificateFacts, Finding, read_certificates
+from webhook.redact.listed import Entry, ListItemCache, entry_of
 from webhook.redact.meta import LAST_APPLIED, Needles
 from webhook.redact.model import KeyFingerprint, SecretDetails
 from webhook.redact.values import (
@@ -75,8 +76,12 @@ class Walk:
         now: Callable[[], datetime],
         expiry_warning_days: int,
         certificates: CertificateCache,
+        items: ListItemCache | None = None,
     ) -> None:
         self.fingerprint = fingerprint
+        # Where a list's items may come from (and go to) the redactor's memory: see ``item``.
+        self.items = items
+        self._facts: dict[int, tuple[CertificateFacts, tuple[Finding, ...]]] | None = None
         self._certificates = certificates
         self.secrets: list[SecretDetails] = []
         self.dropped: list[str] = []
@@ -219,12 +224,58 @@ class Walk:
         out: dict[str, Any] = {}
         for key, item in value.items():
             if key == "items":  # Go writes an empty list as null
-                out[key] = [self.strict(e, f"{path}.items[{i}]", depth + 1) for i, e in enumerate(item or ())]
+                out[key] = [self.item(e, f"{path}.items[{i}]", depth + 1) for i, e in enumerate(item or ())]
             elif key in _LIST_FIELDS and (key != "metadata" or shapes.is_list_meta(item)):
                 out[key] = item if isinstance(item, str | dict) else None
             else:
                 self.dropped.append(f"{path}.{key}")
         return out
+
+    def item(self, value: Any, path: str, depth: int) -> Any:
+        """One item of a list, from the redactor's memory when it was walked before.
+
+        Only where the walk of an item depends on nothing but the item and its depth: ``items``
+        is set (by the redactor, for an event's last object when no status message is searched
+        for its values afterwards), no outer Secret's or earlier object's values are looked
+        for, no manifest copy is being walked, and the item is not within another one."""
+        cache = self.items
+        if (
+            cache is None
+            or not isinstance(value, dict)
+            or self._needles is not None
+            or self._nesting
+            or self._earlier
+            or self._facts is not None
+        ):
+            return self.strict(value, path, depth)
+        key = cache.key(value, depth)
+        if key is None:
+            return self.strict(value, path, depth)
+        entry = cache.get(key)
+        if entry is not None:
+            return self._remembered(entry, path)
+        secrets, dropped = len(self.secrets), len(self.dropped)
+        self._facts = {}
+        try:
+            out = self.strict(value, path, depth)
+            made = entry_of(out, path, self.secrets[secrets:], self.dropped[dropped:], self._facts)
+        finally:
+            self._facts = None
+        if made is not None:
+            cache.put(key, made)
+        return out
+
+    def _remembered(self, entry: Entry, path: str) -> Any:
+        """What ``item`` made of an item before, for the one at ``path``, its certificates now."""
+        if entry.secrets:
+            moment = self._moment = self._moment or self._now()
+            for found in entry.secrets:
+                self.secrets.append(
+                    found.details(path, now=moment, expiry_warning_days=self._expiry_warning_days)
+                )
+        if entry.dropped:
+            self.dropped.extend(path + suffix for suffix in entry.dropped)
+        return orjson.loads(entry.redacted)
 
     def secret(self, value: dict[str, Any], path: str, *, record: bool = True) -> dict[str, Any]:
         """Rebuild a Secret (full, partial or a merge patch) keeping only known fields."""
@@ -270,13 +321,8 @@ class Walk:
     ) -> None:
         if self._moment is None:
             self._moment = self._now()
-        report = inspect_certificates(
-            values,
-            now=self._moment,
-            expiry_warning_days=self._expiry_warning_days,
-            path=path,
-            cache=self._certificates,
-        )
+        facts = read_certificates(values, cache=self._certificates)
+        report = facts.report(now=self._moment, expiry_warning_days=self._expiry_warning_days, path=path)
         metadata = value.get("metadata")
         metadata = metadata if isinstance(metadata, dict) else {}
         details = SecretDetails(
@@ -290,6 +336,8 @@ class Walk:
             findings=(*report.findings, *findings),
         )
         self.secrets.insert(slot, details)  # before the copies found in its annotations
+        if self._facts is not None:  # an item the redactor will remember: see ``item``
+            self._facts[id(details)] = (facts, tuple(findings))
 
     def data_map(
         self,

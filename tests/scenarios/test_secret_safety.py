@@ -424,3 +424,62 @@ async def test_copied_values_in_any_form_leak_nowhere_on_create_and_update(
     values = [v for spec in specs for v in spec.values]
     assert _leaks(said, config.data_dir, _texts(tuple(values))) == []
     assert dead_letters_in(config) == []
+
+
+@pytest.mark.parametrize("path", ["in-process", "worker-process"])
+@settings(SAFETY, max_examples=6)
+@given(data=st.data())
+async def test_a_list_of_secrets_listed_again_leaks_nothing(
+    path: str, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same Secrets listed twice (the second time from the redactor's memory of list items),
+    through the event loop and through the worker process: no value in any output, and the two
+    records say the same of the Secrets."""
+    from webhook.pipeline.workers import MIN_BODY_BYTES
+    from webhook.server.app import RUNTIME
+
+    planted: Planted = data.draw(SHAPES["secret-list"])
+    first, second = (copy.deepcopy(planted.event) for _ in range(2))
+    second["auditID"] = "9a1d2c3b-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
+    filler = []
+    if path == "worker-process":  # a body the server hands to its worker
+        padding = {"kind": "ConfigMap", "metadata": {"name": "filler"}, "data": {"pad": "x" * MIN_BODY_BYTES}}
+        filler = [
+            {
+                **planted.event,
+                "auditID": "0b1c2d3e-0000-4a6b-8c7d-0e1f2a3b4c5d",
+                "objectRef": {"resource": "configmaps", "namespace": "shop", "name": "filler"},
+                "responseObject": padding,
+            }
+        ]
+    config = make_config(tmp_path_factory.mktemp(path), workers=1)
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    said: list[bytes] = []
+    try:
+        runtime = client.app[RUNTIME]
+        if filler:
+            await runtime.prepare_pool.start()
+        with capture_logs() as logs:
+            for event in (first, second):
+                body = _event_list(event, *filler)
+                assert runtime.prepare_pool.wants(body) is bool(filler)
+                resp = await client.post("/audit?timeout=30s", data=body, headers=JSON)
+                said.append(await resp.read())
+                assert resp.status == 200
+            await settle(client)
+        said.append(orjson.dumps(logs, default=str))
+        remembered = runtime.ingestor.pipeline.redactor.list_items.hits
+    finally:
+        await client.close()
+
+    assert _leaks(said, config.data_dir, _texts(planted.values)) == []
+    lines = (config.data_dir / "records.jsonl").read_bytes().splitlines()
+    records = [
+        r for r in map(orjson.loads, lines) if r["type"] == "audit" and r["object"]["resource"] == "secrets"
+    ]
+    assert len(records) == 2
+    assert records[0]["secret_list"] == records[1]["secret_list"]
+    assert records[0]["findings"] == records[1]["findings"]
+    items = len(planted.event["responseObject"]["items"])
+    assert remembered == (0 if filler else items)  # in the worker, the worker's own memory

@@ -94,6 +94,11 @@ class Pipeline:
         self._enricher = Enricher(change=settings.change, actors=settings.actors, findings=settings.findings)
 
     @property
+    def redactor(self) -> Redactor:
+        """The redactor of this process's prepares (each worker process has its own)."""
+        return self._redactor
+
+    @property
     def cluster(self) -> str:
         """The configured cluster: that of a batch whose sender proved no other."""
         return self._cluster

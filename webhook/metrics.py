@@ -85,6 +85,13 @@ class Metrics:
         self.dedupe_hits = Counter(
             "ingress_audit_dedupe_hits", "Events already recorded (apiserver retries).", registry=r
         )
+        self.list_items = Counter(
+            "ingress_audit_redaction_list_items",
+            "Items of secrets list responses looked up in the redactor's memory of the items it"
+            " redacted before, by result (hit: not read again).",
+            ["result"],
+            registry=r,
+        )
         self.latency = Histogram(
             "ingress_audit_request_duration_seconds",
             "Time from request start to answer on the sources' routes (/audit, ...), by status code.",

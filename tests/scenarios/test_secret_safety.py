@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
@@ -468,7 +469,9 @@ async def test_a_list_of_secrets_listed_again_leaks_nothing(
                 said.append(await resp.read())
                 assert resp.status == 200
             await settle(client)
+            metrics = (await (await client.get("/metrics")).read()).decode()
         said.append(orjson.dumps(logs, default=str))
+        said.append(metrics.encode())
         remembered = runtime.ingestor.pipeline.redactor.list_items.hits
     finally:
         await client.close()
@@ -483,3 +486,10 @@ async def test_a_list_of_secrets_listed_again_leaks_nothing(
     assert records[0]["findings"] == records[1]["findings"]
     items = len(planted.event["responseObject"]["items"])
     assert remembered == (0 if filler else items)  # in the worker, the worker's own memory
+    counted = {
+        result: float(value)
+        for result, value in re.findall(
+            r'^ingress_audit_redaction_list_items_total\{result="(hit|miss)"\} (\S+)$', metrics, re.M
+        )
+    }
+    assert counted == ({"hit": items, "miss": items} if items else {})  # from the worker too

@@ -278,4 +278,8 @@ class AuditIngestor:
         records.inc(len(result.lines))
         metrics.dedupe_hits.inc(result.duplicates)
         metrics.dedupe_entries.set(len(self._deduper))
+        if result.list_item_hits:
+            metrics.list_items.labels(result="hit").inc(result.list_item_hits)
+        if result.list_item_misses:
+            metrics.list_items.labels(result="miss").inc(result.list_item_misses)
         self._record_metrics.count(result.documents)

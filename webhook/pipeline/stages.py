@@ -82,6 +82,9 @@ class BatchResult:
     cluster: str = ""  # the cluster the sender proved, unless the configured one (then empty)
     pending: list[Prepared] = field(default_factory=list)
     state_updates: dict[str, StoredObject] = field(default_factory=dict)
+    # Items of secrets lists found in the redactor's memory, and not (``ListItemCache``).
+    list_item_hits: int = 0
+    list_item_misses: int = 0
 
 
 class Pipeline:
@@ -128,6 +131,8 @@ class Pipeline:
         result = BatchResult(events=len(items), received_at=received_at, cluster=scope)
         keep = self._keep
         batch_keys: set[str] = set()
+        memory = self._redactor.list_items
+        hits, misses = memory.hits, memory.misses
         for index, item in enumerate(items):
             try:
                 event = check_event(item)
@@ -157,6 +162,8 @@ class Pipeline:
                 continue
             batch_keys.add(key)
             result.pending.append(Prepared(index=index, item=item, key=key, redacted=redacted))
+        result.list_item_hits = memory.hits - hits
+        result.list_item_misses = memory.misses - misses
         return result
 
     def lookups(self, result: BatchResult) -> list[str]:

@@ -118,7 +118,7 @@ def prepare_body(
 
 # A finished batch as a worker sends it: plain tuples pickle several times faster than slotted
 # dataclasses, and records travel as their JSON lines.
-_Finished = tuple[int, int, int, str, list[Any], list[bytes], list[str], dict[str, Any]]
+_Finished = tuple[int, int, int, str, list[Any], list[bytes], list[str], dict[str, Any], int, int]
 
 
 def _finished(result: BatchResult) -> _Finished:
@@ -131,13 +131,15 @@ def _finished(result: BatchResult) -> _Finished:
         result.lines,
         result.keys,
         result.state_updates,
+        result.list_item_hits,
+        result.list_item_misses,
     )
 
 
 def _batch(finished: _Finished, received_at: str) -> BatchResult:
     """The event loop's BatchResult of a worker's finished batch: lines, and what observers read
     of them (their parsed JSON); no record objects."""
-    events, matched, duplicates, scope, dead_letters, lines, keys, updates = finished
+    events, matched, duplicates, scope, dead_letters, lines, keys, updates, hits, misses = finished
     return BatchResult(
         events=events,
         matched=matched,
@@ -149,6 +151,8 @@ def _batch(finished: _Finished, received_at: str) -> BatchResult:
         keys=keys,
         state_updates=updates,
         documents=[orjson.loads(line) for line in lines],
+        list_item_hits=hits,
+        list_item_misses=misses,
     )
 
 

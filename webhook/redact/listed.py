@@ -37,7 +37,11 @@ from webhook.redact.model import KeyFingerprint, SecretDetails
 __all__ = ["DEFAULT_MAX_BYTES", "Entry", "Found", "ListItemCache", "entry_of"]
 
 DEFAULT_MAX_BYTES: Final = 8 * 1024 * 1024
-_OVERHEAD: Final = 512  # bytes counted per entry and per Secret in it, beside the redacted item
+# Bytes counted beside the redacted item, per entry, per Secret in it and per key of each (its
+# name and fingerprint): a little over what CPython takes for them.
+_PER_ENTRY: Final = 400
+_PER_SECRET: Final = 300
+_PER_KEY: Final = 200
 _NO_REPORT: Final = CertificateReport()
 
 
@@ -87,7 +91,9 @@ class Entry:
 
     @property
     def size(self) -> int:
-        return len(self.redacted) + _OVERHEAD * (1 + len(self.secrets))
+        """The bytes the entry counts for in the bound."""
+        secrets = sum(_PER_SECRET + _PER_KEY * len(found.keys) for found in self.secrets)
+        return len(self.redacted) + _PER_ENTRY + secrets
 
 
 def _join(path: str, suffix: str | None) -> str | None:

@@ -326,6 +326,8 @@ class CertificateFacts:
 
     def report(self, *, now: datetime, expiry_warning_days: int, path: str) -> CertificateReport:
         """The certificates and findings at ``now``, for the Secret at ``path``."""
+        if not self.chains:
+            return _NO_REPORT  # most Secrets: no certificate, and no key to check
         infos: list[CertificateInfo] = []
         findings: list[Finding] = []
         for name, parsed in self.chains:
@@ -349,6 +351,7 @@ class CertificateFacts:
 
 
 _NO_FACTS: Final = CertificateFacts()
+_NO_REPORT: Final = CertificateReport()
 
 
 def read_certificates(

@@ -31,7 +31,7 @@ from typing import Any, Final
 import orjson
 
 from webhook.core.findings import Finding
-from webhook.redact.certs import CertificateFacts, CertificateReport
+from webhook.redact.certs import CertificateFacts
 from webhook.redact.model import KeyFingerprint, SecretDetails
 
 __all__ = ["DEFAULT_MAX_BYTES", "Entry", "Found", "ListItemCache", "entry_of"]
@@ -42,7 +42,6 @@ DEFAULT_MAX_BYTES: Final = 8 * 1024 * 1024
 _PER_ENTRY: Final = 400
 _PER_SECRET: Final = 300
 _PER_KEY: Final = 200
-_NO_REPORT: Final = CertificateReport()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +59,7 @@ class Found:
     def details(self, path: str, *, now: datetime, expiry_warning_days: int) -> SecretDetails:
         """The Secret, for the item at ``path``, with its certificates as they stand at ``now``."""
         source = path + self.source
-        report = (
-            self.facts.report(now=now, expiry_warning_days=expiry_warning_days, path=source)
-            if self.facts.chains
-            else _NO_REPORT
-        )
+        report = self.facts.report(now=now, expiry_warning_days=expiry_warning_days, path=source)
         findings = report.findings
         if self.findings:
             findings += tuple(
@@ -186,14 +181,15 @@ class ListItemCache:
 
     def get(self, key: bytes) -> Entry | None:
         entry = self._entries.get(key)
-        try:
-            if entry is None:
-                raise KeyError(key)
-            self._entries.move_to_end(key)
-        except KeyError:  # not held, or evicted by another thread meanwhile: walk it
+        if entry is not None:
+            try:
+                self._entries.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile: walk it
+                entry = None
+        if entry is None:
             self.misses += 1
-            return None
-        self.hits += 1
+        else:
+            self.hits += 1
         return entry
 
     def put(self, key: bytes, entry: Entry) -> None:

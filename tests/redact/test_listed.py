@@ -184,7 +184,8 @@ def test_a_finding_that_names_the_items_path_is_not_remembered() -> None:
 
 
 def _tls_item(ca: trustme.CA, not_after: datetime) -> dict[str, Any]:
-    leaf = ca.issue_cert("shop.example.test", not_after=not_after)
+    # Both dates given: the certificate is the same whatever day the test runs.
+    leaf = ca.issue_cert("shop.example.test", not_before=NOW - timedelta(days=1), not_after=not_after)
     item = secret_object(spec("shop-tls"), type_="kubernetes.io/tls")
     item["data"] = {
         "tls.crt": b64(leaf.cert_chain_pems[0].bytes()),

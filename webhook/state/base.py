@@ -27,6 +27,36 @@ class StoredObject:
     # A TLS Secret's leaf certificate names (read before redaction), for Ingress host checks.
     certificate_sans: tuple[str, ...] | None = None
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as one tuple: the worker processes send thousands a second (a listed Secret
+        each), and a slotted dataclass's own state is read field by field in Python."""
+        return _stored_object, (
+            self.object,
+            self.resource_version,
+            self.audit_id,
+            self.time,
+            self.deleted,
+            self.certificate_sans,
+        )
+
+
+def _stored_object(
+    obj: dict[str, Any] | None,
+    resource_version: str | None,
+    audit_id: str,
+    time: str | None,
+    deleted: bool,
+    certificate_sans: tuple[str, ...] | None,
+) -> StoredObject:
+    return StoredObject(
+        object=obj,
+        resource_version=resource_version,
+        audit_id=audit_id,
+        time=time,
+        deleted=deleted,
+        certificate_sans=certificate_sans,
+    )
+
 
 def object_key(group: str, resource: str, namespace: str | None, name: str) -> str:
     """``group/resource/namespace/name``; ``/`` cannot occur in any of the parts."""

@@ -6,6 +6,8 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from webhook.record.time import format_time, now, parse_time, record_time
 
@@ -32,6 +34,31 @@ def test_now_is_the_clock_in_that_format(monkeypatch: pytest.MonkeyPatch) -> Non
     """``now`` reads the wall clock once and writes it as every record time."""
     monkeypatch.setattr(time, "time", lambda: T)
     assert now() == T_TEXT
+
+
+@given(st.floats(min_value=0, max_value=4102444799.999999))
+def test_now_writes_what_format_time_writes(seconds: float) -> None:
+    """Its kept second and its own rounding give format_time's text, to the microsecond."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(time, "time", lambda: seconds)
+        assert now() == format_time(seconds)
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        1795530000.0000005,  # half a microsecond: to even
+        1795530000.0000015,
+        1795530000.9999995,  # rounds up into the next second
+        1795530000.999999,
+        1795530001.0,  # then that second, written from the kept text
+        1795530000.5,  # and back: the kept second is not this one
+        86399.9999999,  # over a day
+    ],
+)
+def test_now_rounds_and_carries_as_format_time(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    monkeypatch.setattr(time, "time", lambda: seconds)
+    assert now() == format_time(seconds)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ only zone records are written in).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -24,8 +25,26 @@ def format_time(when: float | datetime) -> str:
 
 
 def now() -> str:
-    """Now, as records write times."""
-    return format_time(time.time())
+    """Now, as records write times (``format_time(time.time())``).
+
+    Every request reads it, so the text of the current second is kept and only the
+    microseconds are written: ~0.6 µs against ~2 µs for a datetime."""
+    global _kept
+    when = time.time()
+    second = math.floor(when)
+    # As datetime.fromtimestamp rounds: the fraction to the nearest microsecond, half to even.
+    micro = round((when - second) * 1_000_000)
+    if micro == 1_000_000:
+        second, micro = second + 1, 0
+    kept_second, prefix = _kept
+    if second != kept_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _kept = (second, prefix)
+    return f"{prefix}.{micro:06d}Z"
+
+
+# The second ``now`` last wrote, and its text.
+_kept: tuple[int, str] = (-1, "")
 
 
 def parse_time(value: object) -> datetime | None:

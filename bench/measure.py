@@ -163,7 +163,8 @@ def _ticks(load: Load) -> list[float]:
     ticks = {round(k * width, 6) for k in range(1, load.windows + 1)}
     if load.sample_s > 0:
         ticks |= {round(k * load.sample_s, 6) for k in range(1, int(load.duration_s / load.sample_s) + 1)}
-    return sorted(t for t in ticks if t <= load.duration_s + 1e-9)
+    # Compared rounded as the ticks are: a window of 20 / 3 s ends at 6.666667, not 6.666666…
+    return sorted(t for t in ticks if t <= round(load.duration_s, 6))
 
 
 def _profile(server: _Target, out: Path, duration_s: float) -> subprocess.Popen[bytes] | None:

@@ -7,6 +7,7 @@ did), ``secrets.txt`` (values that must never be written).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import errno
 import logging
@@ -969,6 +970,32 @@ async def test_chunked_body_over_the_limit_is_413(aiohttp_client: AiohttpClient,
 
     assert resp.status == 413
     assert (await resp.json())["error"] == "body-too-large"
+    assert await delivered(client, config) == []
+    assert [d["reason"] for d in dead_letters_in(config)] == ["body-too-large"]
+
+
+async def test_a_chunked_body_over_the_limit_that_came_with_its_head_is_413(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """A body already received whole when the request is handled is taken as it lies, and
+    still counted against the limit: with no Content-Length nothing was checked before."""
+    config = make_config(tmp_path, max_body_bytes=4096)
+    client = await client_for(aiohttp_client, config)
+    data = (CAPTURES / "0003.json").read_bytes()
+    assert len(data) > 4096
+    head = b"POST /audit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    head += b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    raw = head + f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n"
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(raw)  # one write: the handler finds the whole body received
+    await writer.drain()
+    async with asyncio.timeout(10):
+        answer = await reader.read()
+    writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b'"body-too-large"' in answer
     assert await delivered(client, config) == []
     assert [d["reason"] for d in dead_letters_in(config)] == ["body-too-large"]
 

@@ -76,6 +76,10 @@ class ServerState:
         default_factory=lambda: FoldingLog(write_rejected)
     )
 
+    def __post_init__(self) -> None:
+        # Read when scraped: no lock taken twice per request to keep a copy of the count.
+        self.metrics.in_flight.set_function(lambda: self.in_flight)
+
     def observe_latency(self, status: int, seconds: float) -> None:
         """``ingress_audit_request_duration_seconds{code=status}`` observes ``seconds``."""
         observe = self._latency.get(status)

@@ -26,10 +26,8 @@ async def serve(
     request: web.Request, source: HttpSource, state: ServerState, writer: RecordWriter
 ) -> web.Response:
     """``request`` to ``source``, through admission; ``writer`` keeps a lost body's dead letter."""
-    metrics = state.metrics
     started = time.perf_counter()
-    metrics.in_flight.inc()
-    state.in_flight += 1
+    state.in_flight += 1  # ingress_audit_requests_in_flight reads it (ServerState)
     try:
         # No name holds the delivery here: the source can let go of a large body once decoded.
         response = respond(await source.receive(await admit(request, source, state)))
@@ -40,7 +38,6 @@ async def serve(
             await writer.reject(exc, received_at=now())
         response = respond(source.refuse(exc, request.headers)) if source.refuse else refusal_response(exc)
     finally:
-        metrics.in_flight.dec()
         state.in_flight -= 1
     state.observe_latency(response.status, time.perf_counter() - started)
     return response

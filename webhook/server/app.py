@@ -137,9 +137,8 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_runtime)
     app.cleanup_ctx.append(_stream_sources)
     app.cleanup_ctx.append(_http_sources)
-    app.on_response_prepare.append(set_server_header)
+    app.on_response_prepare.append(_prepared)
     app.on_shutdown.append(_mark_stopping)
-    app.on_response_prepare.append(_answered)
     for path, build in http_sources(config).items():
         mount(app, path, build)
     app.router.add_get("/healthz", guarded(healthz))
@@ -227,7 +226,13 @@ async def _poll(authenticator: Authenticator, config: Config) -> None:
         await asyncio.to_thread(authenticator.reload_tokens)
 
 
-async def _answered(request: web.Request, response: web.StreamResponse) -> None:
+async def _prepared(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``, one hook for every answer (each hook is a coroutine per answer)."""
+    set_server_header(response)
+    _answered(request, response)
+
+
+def _answered(request: web.Request, response: web.StreamResponse) -> None:
     """The answer is ready: the connection is idle again (webhook/server/listener.py). And if it was
     given before the body was read whole (401, 413, 415 …): close the connection after the
     answer. aiohttp would otherwise read the rest for up to 10 s, decompressing it in the event

@@ -58,8 +58,8 @@ _TLS_REASONS: Final = {
 BAD_HTTP: Final = "bad-http"  # the metric label and log reason of a request aiohttp refused
 
 
-async def set_server_header(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: replace aiohttp's ``Python/3.x aiohttp/x.y.z``."""
+def set_server_header(response: web.StreamResponse) -> None:
+    """Replace aiohttp's ``Python/3.x aiohttp/x.y.z`` (on every answer: ``on_response_prepare``)."""
     response.headers["Server"] = SERVER_HEADER
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from functools import cache
@@ -61,6 +62,15 @@ __all__ = [
     "scenario_steps",
     "settle",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background by a script (``nohup ... &``) inherits SIGINT ignored,
+    and so would every process it starts: the tests that stop ``tail`` with Ctrl-C's signal
+    would wait for it in vain. Run as from a terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 FIXTURES: Final = Path(__file__).resolve().parent / "fixtures" / "apiserver-v1.26"
 SCENARIO: Final = FIXTURES / "scenario-a"
